@@ -1,0 +1,73 @@
+/*
+ * mixc C kernels: small pure functions over flat arrays with explicit sizes.
+ *
+ * Conventions
+ *   - Ring elements are uint64_t and all arithmetic wraps modulo 2^64.
+ *   - The caller (Python) owns every buffer.  No kernel allocates memory;
+ *     kernels that need scratch space take a caller-provided workspace
+ *     whose size is reported by a *_ws_words() helper.
+ *   - Kernels are single-threaded and reentrant (no global state), so
+ *     several parties may call them concurrently from different threads.
+ *   - Elementwise kernels allow out to alias an input exactly (in place),
+ *     but not partial overlaps.
+ *
+ * The block between CDEF-BEGIN and CDEF-END is fed verbatim to
+ * cffi's cdef() by csrc/build_kernels.py: keep it free of macros and
+ * preprocessor directives.
+ */
+#ifndef MIXC_KERNELS_H
+#define MIXC_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CDEF-BEGIN */
+/* ---- elementwise ring ops (mod 2^64) ---- */
+void mixc_ring_add(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n);
+void mixc_ring_sub(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n);
+void mixc_ring_neg(const uint64_t *a, uint64_t *out, size_t n);
+void mixc_ring_mul(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n);
+void mixc_ring_add_scalar(const uint64_t *a, uint64_t s, uint64_t *out, size_t n);
+void mixc_ring_mul_scalar(const uint64_t *a, uint64_t s, uint64_t *out, size_t n);
+
+/* ---- matmul: C(MxN) (+)= A(MxK) . B(KxN), row-major, mod 2^64 ----
+ * lda/ldb/ldc are row strides in elements (>= K, N, N respectively).
+ * accumulate != 0: C += A.B, otherwise C = A.B.
+ * ws must hold at least mixc_ring_matmul_ws_words(M, K, N) uint64 words;
+ * C must not overlap A, B or ws. */
+size_t mixc_ring_matmul_ws_words(size_t M, size_t K, size_t N);
+void mixc_ring_matmul(const uint64_t *A, size_t lda,
+                      const uint64_t *B, size_t ldb,
+                      uint64_t *C, size_t ldc,
+                      size_t M, size_t K, size_t N,
+                      int accumulate, uint64_t *ws, size_t ws_words);
+
+/* ---- fixed point ----
+ * encode: out[i] = (uint64) round_half_even(x[i] * 2^frac_bits).
+ * Elements that are NaN/inf or whose scaled value does not fit in int64
+ * are written as 0 and counted; the return value is that count. */
+size_t mixc_encode_fixed(const double *x, uint64_t *out, size_t n, unsigned frac_bits);
+/* decode: out[i] = (double)(int64)u[i] / 2^frac_bits. */
+void mixc_decode_fixed(const uint64_t *u, double *out, size_t n, unsigned frac_bits);
+/* arithmetic right shift of the int64 view: out[i] = (uint64)((int64)a[i] >> bits),
+ * 0 <= bits <= 63. */
+void mixc_arshift(const uint64_t *a, uint64_t *out, size_t n, unsigned bits);
+/* logical right shift: out[i] = a[i] >> bits, 0 <= bits <= 63. */
+void mixc_lrshift(const uint64_t *a, uint64_t *out, size_t n, unsigned bits);
+
+/* ---- ChaCha20 PRG ----
+ * RFC 8439 block function (20 rounds) with the original 64-bit counter /
+ * 64-bit nonce layout: state words 12,13 = block counter (lo, hi),
+ * words 14,15 = stream id (lo, hi).  Keystream block j is 64 bytes =
+ * 8 little-endian uint64 words.
+ * mixc_chacha20_fill writes n words starting at word 'skip' (0..7) of block
+ * 'counter', i.e. words [counter*8 + skip, counter*8 + skip + n) of the
+ * keystream of (key, stream).  The block counter wraps modulo 2^64. */
+void mixc_chacha20_fill(const uint8_t *key, uint64_t stream, uint64_t counter,
+                        unsigned skip, uint64_t *out, size_t n);
+/* single block, out = 16 uint32 words (for test vectors) */
+void mixc_chacha20_block(const uint8_t *key, uint64_t stream, uint64_t counter,
+                         uint32_t *out16);
+/* CDEF-END */
+
+#endif /* MIXC_KERNELS_H */

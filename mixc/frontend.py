@@ -1,0 +1,467 @@
+"""The author's API: ``program``, ``Input``, ``device``, ``to``, ``reveal``.
+
+Calling a ``@program`` function's ``trace()`` runs the author's Python once
+with symbolic ``DeviceValue``s. Each ``device(d)(fn)(*args)`` call traces
+``fn`` with JAX:
+
+- on a PYU, the whole function becomes one ``call`` op carrying the function
+  as a serialized ``jax.export`` module, so any jnp code runs there;
+- on an MPC device, the jaxpr is translated op by op into the global IR
+  (nested jit/custom_jvp calls are inlined) so each op can get a protocol.
+
+Python loops unroll because the Python runs. The result is the global IR
+with every node placed on the device that runs it; transfers are inserted
+later by ``passes.insert_transfers``.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import TraceError
+from .ir.core import Module, TensorType
+from .ir.ops import dtype_name
+
+_MIXC_DIR = os.path.dirname(os.path.abspath(__file__))
+_state = threading.local()
+
+
+def _author_frame():
+    """The innermost stack frame outside mixc and JAX: the author's line."""
+    for info in inspect.stack(0):
+        path = os.path.abspath(info.filename)
+        if path.startswith(_MIXC_DIR) or os.sep + "jax" + os.sep in path:
+            continue
+        return path, info.lineno
+    return "<unknown>", 0
+
+
+def _loc(frame=None) -> str:
+    path, line = frame or _author_frame()
+    return f"{os.path.basename(path)}:{line}"
+
+
+def _where(frame=None) -> str:
+    path, line = frame or _author_frame()
+    return f"{path}:{line}"
+
+
+def _tracer() -> "_Trace":
+    t = getattr(_state, "trace", None)
+    if t is None:
+        raise TraceError(f"{_where()}: device(), to() and reveal() work only inside a "
+                         "@mixc.program function")
+    return t
+
+
+class Input:
+    """A private input of a program, owned by a PYU device."""
+
+    def __init__(self, device, shape, dtype=jnp.float32):
+        if getattr(device, "kind", None) != "PYU":
+            raise TraceError(f"{_where()}: an Input must live on a PYU device, not "
+                             f"{getattr(device, 'name', device)!r}")
+        self.device, self.shape = device, tuple(int(d) for d in shape)
+        self.dtype = dtype_name(np.dtype(dtype))
+        if self.dtype not in ("f32", "i32", "bool"):
+            raise TraceError(f"{_where()}: Input dtype must be float32, int32 or bool, "
+                             f"not {np.dtype(dtype)}")
+
+    def __repr__(self):
+        return f"Input({self.device.name}, {self.shape}, {self.dtype})"
+
+
+class DeviceValue:
+    """A value of the program being traced, living on one device."""
+
+    def __init__(self, value, device, label=None):
+        self.value, self.device, self.label = value, device, label
+
+    @property
+    def shape(self):
+        return self.value.type.shape
+
+    @property
+    def dtype(self):
+        return np.dtype(_NP[self.value.type.dtype])
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<{self.label or 'value'} {self.value.type.dtype}{list(self.shape)} on {self.device.name}>"
+
+    def _refuse(self, *_):
+        raise TraceError(f"{_where()}: {self!r} is a device value; compute on it inside "
+                         "device(d)(fn)(...), not in the program body")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = _refuse
+    __matmul__ = __getitem__ = __neg__ = __bool__ = __array__ = _refuse
+
+
+_NP = {"f32": np.float32, "i32": np.int32, "bool": np.bool_, "f64": np.float64,
+       "i64": np.int64, "u64": np.uint64, "u32": np.uint32, "u8": np.uint8}
+
+
+class _Trace:
+    def __init__(self, name):
+        self.module = Module(name)
+
+    def use_device(self, d):
+        if d.name not in self.module.devices:
+            self.module.devices[d.name] = d
+
+    def emit(self, op, operands, types, attrs, loc):
+        return self.module.add(op, operands, types, attrs, loc)
+
+
+def _aval_type(aval, device):
+    return TensorType(dtype_name(aval.dtype), tuple(aval.shape), device.name)
+
+
+# --------------------------------------------------------------- device calls
+
+class DeviceFunction:
+    def __init__(self, dev, fn):
+        self.device, self.fn = dev, fn
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, *args, **kwargs):
+        trace = _tracer()
+        trace.use_device(self.device)
+        frame = _author_frame()
+        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+        dynamic = [i for i, x in enumerate(leaves) if isinstance(x, DeviceValue)]
+        for i, x in enumerate(leaves):
+            if not isinstance(x, DeviceValue) and not _is_static(x):
+                raise TraceError(f"{_where(frame)}: argument of type {type(x).__name__} to "
+                                 f"{self.name} on {self.device.name} is neither a device value "
+                                 "nor a constant")
+
+        def flat_fn(*dyn):
+            full = list(leaves)
+            for i, v in zip(dynamic, dyn):
+                full[i] = v
+            a, k = jax.tree_util.tree_unflatten(treedef, full)
+            return self.fn(*a, **k)
+
+        avals = [jax.ShapeDtypeStruct(leaves[i].shape, leaves[i].dtype) for i in dynamic]
+        operands = [leaves[i].value for i in dynamic]
+        try:
+            if self.device.kind == "PYU":
+                outs, out_tree = _trace_pyu(trace, self, flat_fn, avals, operands, frame)
+            elif self.device.kind == "MPC":
+                outs, out_tree = _trace_mpc(trace, self, flat_fn, avals, operands, frame)
+            else:
+                raise TraceError(f"{_where(frame)}: {self.device.kind} devices are not "
+                                 f"supported yet (device {self.device.name})")
+        except TraceError:
+            raise
+        except NotImplementedError as e:
+            raise TraceError(f"{_where(frame)}: {e}") from e
+        except Exception as e:  # JAX's own error about the author's function
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TraceError(f"{_where(frame)}: tracing {self.name} on {self.device.name} "
+                             f"failed: {type(e).__name__}: {msg}") from e
+        wrapped = [DeviceValue(v, self.device, f"{self.name} result") for v in outs]
+        return jax.tree_util.tree_unflatten(out_tree, wrapped)
+
+
+def _is_static(x):
+    return isinstance(x, (int, float, bool, np.ndarray, np.generic, jax.Array)) or x is None
+
+
+def _trace_pyu(trace, dfn, flat_fn, avals, operands, frame):
+    out_tree_box = []
+
+    def fn_flat_out(*dyn):
+        out = flat_fn(*dyn)
+        leaves, tree = jax.tree_util.tree_flatten(out)
+        out_tree_box.append(tree)
+        return leaves
+
+    exported = jax.export.export(jax.jit(fn_flat_out), platforms=("cpu",))(*avals)
+    result_types = tuple((dtype_name(a.dtype), tuple(a.shape)) for a in exported.out_avals)
+    types = [TensorType(d, s, dfn.device.name) for d, s in result_types]
+    node = trace.emit("call", operands, types,
+                      {"fn": dfn.name,
+                       "code": np.frombuffer(bytes(exported.serialize()), dtype=np.uint8),
+                       "result_types": result_types}, _loc(frame))
+    return list(node.results), out_tree_box[0]
+
+
+def _trace_mpc(trace, dfn, flat_fn, avals, operands, frame):
+    closed, out_shapes = jax.make_jaxpr(flat_fn, return_shape=True)(*avals)
+    out_tree = jax.tree_util.tree_structure(out_shapes)
+    env = {}
+    jaxpr = closed.jaxpr
+    for var, val in zip(jaxpr.invars, operands):
+        env[var] = val
+    for var, c in zip(jaxpr.constvars, closed.consts):
+        env[var] = _constant(trace, np.asarray(c), dfn.device, _loc(frame))
+    outs = _translate(trace, jaxpr, env, dfn.device, frame)
+    return outs, out_tree
+
+
+def _constant(trace, value, dev, loc):
+    value = np.asarray(value)
+    if value.dtype == np.float64:
+        value = value.astype(np.float32)
+    if value.dtype == np.int64:
+        value = value.astype(np.int32)
+    t = TensorType(dtype_name(value.dtype), value.shape, dev.name)
+    return trace.emit("constant", (), [t], {"value": value}, loc).result
+
+
+def _read(trace, env, var, dev, loc):
+    from jax.extend.core import Literal
+    if isinstance(var, Literal):
+        return _constant(trace, np.asarray(var.val, dtype=var.aval.dtype), dev, loc)
+    return env[var]
+
+
+def _eqn_frame(eqn, frame):
+    from jax._src import source_info_util
+    f = source_info_util.user_frame(eqn.source_info.traceback)
+    if f is None:
+        return frame
+    return f.file_name, f.start_line
+
+
+def _translate(trace, jaxpr, env, dev, frame):
+    for eqn in jaxpr.eqns:
+        eframe = _eqn_frame(eqn, frame)
+        loc = _loc(eframe)
+        ins = [_read(trace, env, v, dev, loc) for v in eqn.invars]
+        name = eqn.primitive.name
+        sub = _inner_jaxpr(eqn)
+        if sub is not None:
+            inner, consts = sub
+            inner_env = dict(zip(inner.invars, ins))
+            for var, c in zip(inner.constvars, consts):
+                inner_env[var] = _constant(trace, np.asarray(c), dev, loc)
+            outs = _translate(trace, inner, inner_env, dev, eframe)
+        else:
+            rule = PRIMITIVES.get(name)
+            if rule is None:
+                raise TraceError(f"{_where(eframe)}: jnp op '{name}' is not supported on MPC "
+                                 f"device {dev.name!r} yet (supported: "
+                                 f"{', '.join(sorted(PRIMITIVES))})")
+            outs = rule(trace, eqn, ins, dev, loc)
+        for var, v in zip(eqn.outvars, outs):
+            env[var] = v
+    return [_read(trace, env, v, dev, _loc(frame)) for v in jaxpr.outvars]
+
+
+def _inner_jaxpr(eqn):
+    """The body of call-like primitives (jit, custom_jvp/vjp) that are inlined."""
+    if eqn.primitive.name in ("while", "scan", "cond"):
+        return None
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        j = eqn.params.get(key)
+        if j is None:
+            continue
+        if hasattr(j, "jaxpr"):
+            return j.jaxpr, j.consts
+        return j, ()
+    return None
+
+
+# Translation of JAX primitives into IR ops on an MPC device.
+
+def _ints(xs):
+    return tuple(int(x) for x in xs)
+
+
+def _simple(op, attr_fn=lambda p: {}):
+    def rule(trace, eqn, ins, dev, loc):
+        t = [_aval_type(v.aval, dev) for v in eqn.outvars]
+        return trace.emit(op, ins, t, attr_fn(eqn.params), loc).results
+    return rule
+
+
+def _alias(trace, eqn, ins, dev, loc):
+    return ins
+
+
+def _convert(trace, eqn, ins, dev, loc):
+    if dtype_name(eqn.params["new_dtype"]) == ins[0].type.dtype:
+        return ins
+    return _simple("convert_element_type",
+                   lambda p: {"new_dtype": dtype_name(p["new_dtype"])})(trace, eqn, ins, dev, loc)
+
+
+def _integer_pow(trace, eqn, ins, dev, loc):
+    """x**y as a chain of products (square-and-multiply), so protocols see only mul."""
+    y = eqn.params["y"]
+    if y < 1:
+        raise TraceError(f"{loc}: integer_pow with exponent {y} is not supported on MPC")
+    t = _aval_type(eqn.outvars[0].aval, dev)
+    result, base = None, ins[0]
+    while y:
+        if y & 1:
+            result = base if result is None else trace.emit("mul", [result, base], [t], {}, loc).result
+        y >>= 1
+        if y:
+            base = trace.emit("mul", [base, base], [t], {}, loc).result
+    return [result]
+
+
+def _dot_attrs(p):
+    (lc, rc), (lb, rb) = p["dimension_numbers"]
+    return {"contract": (_ints(lc), _ints(rc)), "batch": (_ints(lb), _ints(rb))}
+
+
+def _reshape_attrs(p):
+    if p.get("dimensions") is not None:
+        raise NotImplementedError("reshape with a dimensions permutation")
+    return {"new_sizes": _ints(p["new_sizes"])}
+
+
+def _slice_attrs(p):
+    start, limit = _ints(p["start_indices"]), _ints(p["limit_indices"])
+    strides = _ints(p["strides"]) if p.get("strides") else (1,) * len(start)
+    return {"start": start, "limit": limit, "strides": strides}
+
+
+PRIMITIVES = {
+    "add": _simple("add"), "sub": _simple("sub"), "mul": _simple("mul"),
+    "neg": _simple("neg"), "div": _simple("div"),
+    "add_any": _simple("add"),
+    "dot_general": _simple("dot_general", _dot_attrs),
+    "reduce_sum": _simple("reduce_sum", lambda p: {"axes": _ints(p["axes"])}),
+    "broadcast_in_dim": _simple("broadcast_in_dim", lambda p: {
+        "shape": _ints(p["shape"]), "broadcast_dimensions": _ints(p["broadcast_dimensions"])}),
+    "reshape": _simple("reshape", _reshape_attrs),
+    "transpose": _simple("transpose", lambda p: {"permutation": _ints(p["permutation"])}),
+    "squeeze": _simple("squeeze", lambda p: {"dimensions": _ints(p["dimensions"])}),
+    "slice": _simple("slice", _slice_attrs),
+    "concatenate": _simple("concatenate", lambda p: {"dimension": int(p["dimension"])}),
+    "pad": _simple("pad", lambda p: {"config": tuple(_ints(c) for c in p["padding_config"])}),
+    "convert_element_type": _convert,
+    "integer_pow": _integer_pow,
+    "copy": _alias, "copy_p": _alias,
+}
+
+
+# ------------------------------------------------------- transfers, reveal
+
+def device(dev):
+    """``device(d)(fn)`` runs ``fn`` on device ``d``."""
+    if not hasattr(dev, "kind"):
+        raise TraceError(f"{_where()}: device() takes a device from mixc.init_device, "
+                         f"not {dev!r}")
+
+    def place(fn):
+        return DeviceFunction(dev, fn)
+    return place
+
+
+def _move(op, x, dev, explicit_label):
+    trace = _tracer()
+    frame = _author_frame()
+    if not isinstance(x, DeviceValue):
+        raise TraceError(f"{_where(frame)}: {op}() takes a device value, not {type(x).__name__}")
+    trace.use_device(dev)
+    t = x.value.type.with_(place=dev.name)
+    node = trace.emit(op, [x.value], [t], {"explicit": True}, _loc(frame))
+    return DeviceValue(node.result, dev, explicit_label)
+
+
+def to(x, dev):
+    """Move ``x`` to device ``dev`` (shares it when ``dev`` is an MPC device)."""
+    return jax.tree_util.tree_map(lambda v: _move("to", v, dev, v.label), x,
+                                  is_leaf=lambda v: isinstance(v, DeviceValue))
+
+
+def reveal(x, dev):
+    """Open the secret ``x`` to the PYU device ``dev``: the one way secrets become plaintext."""
+    if getattr(dev, "kind", None) != "PYU":
+        raise TraceError(f"{_where()}: reveal() opens a value to a PYU device, not "
+                         f"{getattr(dev, 'name', dev)!r}")
+    return jax.tree_util.tree_map(lambda v: _move("reveal", v, dev, v.label), x,
+                                  is_leaf=lambda v: isinstance(v, DeviceValue))
+
+
+plaintext_to = reveal
+
+
+# --------------------------------------------------------------------- program
+
+class Program:
+    """A ``@mixc.program`` function: trace it, build it, or simulate it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.name = fn.__name__
+        sig = inspect.signature(fn)
+        self.inputs = {}
+        for pname, p in sig.parameters.items():
+            spec = p.annotation if isinstance(p.annotation, Input) else p.default
+            if not isinstance(spec, Input):
+                raise TraceError(f"{self._where()}: parameter {pname!r} of {self.name} needs a "
+                                 "mixc.Input(device, shape) annotation")
+            self.inputs[pname] = spec
+
+    def _where(self):
+        code = self.fn.__code__
+        return f"{code.co_filename}:{code.co_firstlineno}"
+
+    def trace(self) -> Module:
+        if getattr(_state, "trace", None) is not None:
+            raise TraceError(f"{self._where()}: programs cannot be traced inside programs")
+        trace = _Trace(self.name)
+        _state.trace = trace
+        try:
+            args = {}
+            for pname, spec in self.inputs.items():
+                trace.use_device(spec.device)
+                t = TensorType(spec.dtype, spec.shape, spec.device.name)
+                node = trace.emit("input", (), [t], {"name": pname, "dtype": spec.dtype,
+                                                     "shape": spec.shape}, None)
+                args[pname] = DeviceValue(node.result, spec.device, pname)
+            result = self.fn(**args)
+            self._outputs(trace, result)
+        finally:
+            _state.trace = None
+        m = trace.module
+        m.parties = tuple(sorted({p for d in m.devices.values() for p in d.parties}))
+        return m
+
+    def _outputs(self, trace, result):
+        if isinstance(result, dict):
+            named, self.output_structure = list(result.items()), "dict"
+        elif isinstance(result, (tuple, list)):
+            named, self.output_structure = [(f"out{i}", v) for i, v in enumerate(result)], "tuple"
+        elif result is None:
+            named, self.output_structure = [], "none"
+        else:
+            named, self.output_structure = [("out0", result)], "single"
+        for name, v in named:
+            leaves = jax.tree_util.tree_leaves(v, is_leaf=lambda x: isinstance(x, DeviceValue))
+            if len(leaves) != 1 or not isinstance(leaves[0], DeviceValue):
+                raise TraceError(f"{self._where()}: output {name!r} must be one device value "
+                                 f"returned by reveal() or computed on a PYU, got {v!r}")
+            dv = leaves[0]
+            if dv.device.kind != "PYU":
+                raise TraceError(f"{self._where()}: output {name!r} ({dv!r}) is an unrevealed "
+                                 f"secret on {dv.device.name}; return reveal(value, party_device)")
+            trace.emit("output", [dv.value], [], {"name": str(name)}, None)
+
+    def build(self, passes=None, network=None):
+        from .bundle import build
+        return build(self, passes=passes)
+
+    def simulate(self, **inputs):
+        from .bundle import simulate
+        return simulate(self.build(), inputs)
+
+
+def program(fn) -> Program:
+    return Program(fn)

@@ -1,0 +1,333 @@
+"""Every IR op, declared once: name, operand count, attributes, type rule.
+
+The printer and the parser are generic over these declarations; the verifier
+checks each node against its op's declaration and type rule; the executor
+evaluates plaintext and ring values with the op's ``impl`` (numpy, so that
+uint64 ring arithmetic wraps mod 2^64 exactly as the protocols need).
+
+A type rule takes the operand types' ``(dtype, shape)`` pairs and the
+attributes and returns the results' ``(dtype, shape)`` pairs; placement and
+value kind are decided by the passes and checked by ``passes.verify``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import VerifyError
+
+NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64,
+                "u8": np.uint8, "u32": np.uint32, "u64": np.uint64, "bool": np.bool_}
+DTYPE_NAMES = {np.dtype(v): k for k, v in NUMPY_DTYPES.items()}
+
+
+def dtype_name(dt) -> str:
+    try:
+        return DTYPE_NAMES[np.dtype(dt)]
+    except (KeyError, TypeError):
+        raise VerifyError(f"unsupported dtype {dt}") from None
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    operands: int | None        # None: any number
+    attrs: tuple                # names of required attributes
+    type_rule: object           # (operand (dtype, shape) list, attrs) -> result (dtype, shape) list
+    impl: object = None         # numpy evaluation: (attrs, *arrays) -> array or tuple
+    results: int | None = 1     # None: as many as the type rule returns
+    optional: tuple = ()        # names of optional attributes
+    doc: str = ""
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def op(name, operands=1, attrs=(), optional=(), results=1, impl=None, doc=""):
+    def register(type_rule):
+        OPS[name] = OpDef(name, operands, tuple(attrs), type_rule, impl, results, tuple(optional), doc)
+        return type_rule
+    return register
+
+
+def opdef(name) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise VerifyError(f"unknown op {name!r}") from None
+
+
+def infer(name, operand_types, attrs):
+    """Result (dtype, shape) pairs of op ``name`` on operands of the given TensorTypes."""
+    d = opdef(name)
+    if d.operands is not None and len(operand_types) != d.operands:
+        raise VerifyError(f"{name} takes {d.operands} operands, got {len(operand_types)}")
+    missing = [a for a in d.attrs if a not in attrs]
+    if missing:
+        raise VerifyError(f"{name} is missing attribute(s) {', '.join(missing)}")
+    unknown = [a for a in attrs if a not in d.attrs and a not in d.optional
+               and a not in COMMON_ATTRS]
+    if unknown:
+        raise VerifyError(f"{name} has unknown attribute(s) {', '.join(unknown)}")
+    return d.type_rule([(t.dtype, tuple(t.shape)) for t in operand_types], attrs)
+
+
+# Attributes any op may carry: the protocol the selector picked, and notes
+# that passes leave for auditors.
+COMMON_ATTRS = ("protocol", "explicit")
+
+
+# ---------------------------------------------------------------- elementwise
+
+def _same(ts, attrs):
+    """Elementwise: one dtype; equal shapes, where a scalar operand broadcasts."""
+    dtypes = {d for d, _ in ts}
+    if len(dtypes) != 1:
+        raise VerifyError(f"operands have different dtypes {sorted(dtypes)}")
+    shapes = {s for _, s in ts if s != ()}
+    if len(shapes) > 1:
+        raise VerifyError(f"operands have different shapes {sorted(shapes)}")
+    return [(ts[0][0], shapes.pop() if shapes else ())]
+
+
+def _binary(name, fn, doc):
+    op(name, operands=2, impl=lambda a, x, y: fn(x, y), doc=doc)(_same)
+
+
+def _int_div(x, y):
+    if np.issubdtype(x.dtype, np.integer):
+        q = np.abs(x) // np.abs(y)  # C semantics (round toward zero), as lax.div
+        return (np.sign(x) * np.sign(y) * q).astype(x.dtype)
+    return x / y
+
+
+_binary("add", np.add, "elementwise sum (wraps mod 2^64 on u64)")
+_binary("sub", np.subtract, "elementwise difference")
+_binary("mul", np.multiply, "elementwise product")
+_binary("div", _int_div, "elementwise quotient")
+_binary("max", np.maximum, "elementwise maximum")
+_binary("min", np.minimum, "elementwise minimum")
+op("neg", impl=lambda a, x: np.negative(x), doc="elementwise negation")(_same)
+
+
+@op("convert_element_type", attrs=("new_dtype",),
+    impl=lambda a, x: x.astype(NUMPY_DTYPES[a["new_dtype"]]))
+def _convert(ts, a):
+    return [(a["new_dtype"], ts[0][1])]
+
+
+@op("integer_pow", attrs=("y",), impl=lambda a, x: x ** a["y"])
+def _integer_pow(ts, a):
+    return [ts[0]]
+
+
+# ------------------------------------------------------------- contractions
+
+def _dot_impl(a, x, y):
+    (lc, rc), (lb, rb) = a["contract"], a["batch"]
+    if x.dtype == np.uint64:
+        from ..runtime import ringops
+        return ringops.dot_general(x, y, lc, rc, lb, rb)
+    out = _dot_general_numpy(x, y, lc, rc, lb, rb)
+    return out.astype(x.dtype)
+
+
+def _dot_general_numpy(x, y, lc, rc, lb, rb):
+    """lax.dot_general semantics: batch dims, then x's free dims, then y's free dims."""
+    xf = [i for i in range(x.ndim) if i not in lc and i not in lb]
+    yf = [i for i in range(y.ndim) if i not in rc and i not in rb]
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    xs, ys = [None] * x.ndim, [None] * y.ndim
+    for i, j in zip(lb, rb):
+        xs[i] = ys[j] = next(letters)
+    for i, j in zip(lc, rc):
+        xs[i] = ys[j] = next(letters)
+    for i in xf:
+        xs[i] = next(letters)
+    for j in yf:
+        ys[j] = next(letters)
+    out = [xs[i] for i in lb] + [xs[i] for i in xf] + [ys[j] for j in yf]
+    return np.einsum(f"{''.join(xs)},{''.join(ys)}->{''.join(out)}", x, y)
+
+
+@op("dot_general", operands=2, attrs=("contract", "batch"), impl=_dot_impl,
+    doc="lax.dot_general: contract and batch are ((lhs dims), (rhs dims))")
+def _dot_general(ts, a):
+    (xd, xs), (yd, ys) = ts
+    (lc, rc), (lb, rb) = a["contract"], a["batch"]
+    if xd != yd:
+        raise VerifyError(f"dot_general operands have dtypes {xd} and {yd}")
+    if [xs[i] for i in lc] != [ys[j] for j in rc] or [xs[i] for i in lb] != [ys[j] for j in rb]:
+        raise VerifyError(f"dot_general dimensions do not match: {xs} and {ys}")
+    free_x = [xs[i] for i in range(len(xs)) if i not in lc and i not in lb]
+    free_y = [ys[j] for j in range(len(ys)) if j not in rc and j not in rb]
+    return [(xd, tuple([xs[i] for i in lb] + free_x + free_y))]
+
+
+@op("reduce_sum", attrs=("axes",), impl=lambda a, x: np.sum(x, axis=tuple(a["axes"]), dtype=x.dtype))
+def _reduce_sum(ts, a):
+    d, s = ts[0]
+    return [(d, tuple(n for i, n in enumerate(s) if i not in a["axes"]))]
+
+
+# -------------------------------------------------------------- structural
+
+def _broadcast_impl(a, x):
+    shape, dims = a["shape"], a["broadcast_dimensions"]
+    expanded = [1] * len(shape)
+    for i, d in enumerate(dims):
+        expanded[d] = x.shape[i]
+    return np.broadcast_to(x.reshape(expanded), shape)
+
+
+@op("broadcast_in_dim", attrs=("shape", "broadcast_dimensions"), impl=_broadcast_impl)
+def _broadcast_in_dim(ts, a):
+    d, s = ts[0]
+    if len(a["broadcast_dimensions"]) != len(s):
+        raise VerifyError("broadcast_in_dim: broadcast_dimensions must name every operand dim")
+    return [(d, tuple(a["shape"]))]
+
+
+@op("reshape", attrs=("new_sizes",), impl=lambda a, x: np.reshape(x, a["new_sizes"]))
+def _reshape(ts, a):
+    d, s = ts[0]
+    if int(np.prod(s)) != int(np.prod(a["new_sizes"])):
+        raise VerifyError(f"reshape of {s} to {a['new_sizes']} changes the size")
+    return [(d, tuple(a["new_sizes"]))]
+
+
+@op("transpose", attrs=("permutation",), impl=lambda a, x: np.transpose(x, a["permutation"]))
+def _transpose(ts, a):
+    d, s = ts[0]
+    return [(d, tuple(s[i] for i in a["permutation"]))]
+
+
+@op("squeeze", attrs=("dimensions",), impl=lambda a, x: np.squeeze(x, tuple(a["dimensions"])))
+def _squeeze(ts, a):
+    d, s = ts[0]
+    return [(d, tuple(n for i, n in enumerate(s) if i not in a["dimensions"]))]
+
+
+def _slice_impl(a, x):
+    return x[tuple(slice(b, e, st) for b, e, st in zip(a["start"], a["limit"], a["strides"]))]
+
+
+@op("slice", attrs=("start", "limit", "strides"), impl=_slice_impl)
+def _slice(ts, a):
+    d, s = ts[0]
+    return [(d, tuple(max(0, -(-(e - b) // st)) for b, e, st in
+                      zip(a["start"], a["limit"], a["strides"])))]
+
+
+@op("concatenate", operands=None, attrs=("dimension",),
+    impl=lambda a, *xs: np.concatenate(xs, axis=a["dimension"]))
+def _concatenate(ts, a):
+    k = a["dimension"]
+    d, s = ts[0]
+    return [(d, s[:k] + (sum(t[1][k] for t in ts),) + s[k + 1:])]
+
+
+def _pad_impl(a, x, value):
+    shape = _pad([(x.dtype, x.shape)], a)[0][1]
+    out = np.full(shape, value, dtype=x.dtype)
+    # Interior padding spreads elements out; negative low/high crop.
+    idx, src = [], []
+    for (lo, hi, interior), n, m in zip(a["config"], x.shape, shape):
+        positions = lo + np.arange(n) * (interior + 1)
+        keep = (positions >= 0) & (positions < m)
+        idx.append(positions[keep])
+        src.append(np.nonzero(keep)[0])
+    out[np.ix_(*idx)] = x[np.ix_(*src)]
+    return out
+
+
+@op("pad", operands=2, attrs=("config",), impl=_pad_impl,
+    doc="config: (low, high, interior) per dimension; operand 2 is the scalar pad value")
+def _pad(ts, a):
+    d, s = ts[0]
+    out = []
+    for (lo, hi, interior), n in zip(a["config"], s):
+        out.append(lo + hi + n + max(0, n - 1) * interior)
+    return [(d, tuple(out))]
+
+
+# ------------------------------------------------- values in and out, transfers
+
+@op("input", operands=0, attrs=("name", "dtype", "shape"))
+def _input(ts, a):
+    return [(a["dtype"], tuple(a["shape"]))]
+
+
+@op("output", operands=1, attrs=("name",), results=0)
+def _output(ts, a):
+    return []
+
+
+@op("constant", operands=0, attrs=("value",), impl=lambda a: a["value"])
+def _constant(ts, a):
+    v = np.asarray(a["value"])
+    return [(dtype_name(v.dtype), v.shape)]
+
+
+@op("call", operands=None, attrs=("fn", "code", "result_types"), results=None,
+    doc="a whole plaintext JAX function on one PYU, carried as a serialized jax.export module")
+def _call(ts, a):
+    return [(d, tuple(s)) for d, s in a["result_types"]]
+
+
+@op("to", doc="move a value to another device (share it, or move plaintext on an explicit to)")
+def _to(ts, a):
+    return [ts[0]]
+
+
+@op("reveal", doc="open a secret value to one party: the only way secrets become plaintext")
+def _reveal(ts, a):
+    return [ts[0]]
+
+
+# ------------------------------------------------------ lowered (per-party) ops
+
+@op("random", operands=0, attrs=("shape", "seed", "stream"),
+    doc="uniform u64 words from the ChaCha20 stream (key of `seed`, nonce `stream`)")
+def _random(ts, a):
+    return [("u64", tuple(a["shape"]))]
+
+
+@op("encode", attrs=("frac_bits",), doc="plaintext to ring: round(x * 2^frac_bits) mod 2^64")
+def _encode(ts, a):
+    return [("u64", ts[0][1])]
+
+
+@op("decode", attrs=("frac_bits", "dtype"), doc="ring to plaintext: signed value / 2^frac_bits")
+def _decode(ts, a):
+    return [(a["dtype"], ts[0][1])]
+
+
+def _u64_only(ts, a):
+    if ts[0][0] != "u64":
+        raise VerifyError("shift ops take u64 ring values")
+    return [ts[0]]
+
+
+op("shl", attrs=("bits",), impl=lambda a, x: np.left_shift(x, np.uint64(a["bits"])),
+   doc="left shift of ring words")(_u64_only)
+op("lshr", attrs=("bits",), impl=lambda a, x: np.right_shift(x, np.uint64(a["bits"])),
+   doc="logical right shift of ring words")(_u64_only)
+
+
+@op("xfer", attrs=("tag", "what"),
+    doc="global lowered IR only: the operand's party sends it, the result's party receives it")
+def _xfer(ts, a):
+    return [ts[0]]
+
+
+@op("send", attrs=("to", "tag", "what"), results=0, doc="per-party IR: send a value to a peer")
+def _send(ts, a):
+    return []
+
+
+@op("recv", operands=0, attrs=("from", "tag", "what", "dtype", "shape"),
+    doc="per-party IR: receive a value from a peer")
+def _recv(ts, a):
+    return [(a["dtype"], tuple(a["shape"]))]

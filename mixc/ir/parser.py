@@ -1,0 +1,508 @@
+"""Parse the textual IR (``grammars/ir.lark``) back into a ``Module``.
+
+    m = parse_module(text, filename="alice.mir")
+    assert parse_module(print_module(m)) == m
+
+Values keep their printed ids (``module.next_id`` is one past the largest),
+nodes keep their order, attributes come back as Python values (int, float,
+str, bool, None, tuples -- never lists -- and numpy arrays), devices as
+``mixc.config.Device``.
+
+Every problem is a one-line ``ParseError`` with ``line:col`` (prefixed with
+the file name when one is given): syntax errors say what was found and what
+was expected in words, and the parser also rejects a use of an undefined
+value, a value defined twice, an unknown op (suggesting close names), an
+unknown dtype or value kind, and an array whose base64 is malformed or holds
+the wrong number of bytes. Whether the program makes sense (operand counts,
+attributes, types, placement) is the verifier's job, not the parser's.
+
+Speed: ``mixc run`` parses per-party programs of ~10k lines with multi-MB
+arrays. The grammar is LALR with the contextual lexer, the transformer is
+passed to the Lark constructor (no parse tree is built), the Lark object is
+built once per process, and identical types are shared.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import json
+import math
+import re
+import threading
+
+import numpy as np
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.parsers.lalr_analysis import Shift
+
+from ..errors import ParseError
+from .core import DTYPES, KINDS, Module, Node, TensorType, Value
+from .ops import NUMPY_DTYPES, OPS
+
+__all__ = ["parse_module", "ParseError"]
+
+
+# ------------------------------------------------------------------ errors
+
+# What each terminal is, in words, for "expected ..." messages.
+_WORDS = {
+    "VALUE_ID": "a '%N' value",
+    "DIM": "a dimension size",
+    "INT": "a number",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "B64": "a quoted base64 string",
+    "TYPE": "a type like f32[2,3]@p1",
+    "ARRAY_DTYPE": "a dtype like f32",
+    "OPNAME": "an op name",
+    "ATTR": "an attribute name",
+    "DEVICE": "a device name",
+    "QDEVICE": "a device name",
+    "DEVICE_KIND": "a device kind like PYU or MPC",
+    "_NL": "end of line",
+    "$END": "end of input",
+}
+# The tokens that can start an attribute value; when all are expected the
+# message says "an attribute value" instead of listing eight of them.
+_VALUE_STARTERS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "LPAR", "ARRAY"}
+
+
+def _expected_words(names, terminals) -> str:
+    names = set(names or ())
+    words = []
+    if _VALUE_STARTERS <= names:
+        names -= _VALUE_STARTERS
+        words.append("an attribute value (number, string, true/false/none, tuple or array)")
+    for name in sorted(names):
+        if name in _WORDS:
+            w = _WORDS[name]
+        elif name in terminals and terminals[name].pattern.type == "str":
+            w = f"'{terminals[name].pattern.value}'"
+        else:
+            w = name
+        if w not in words:
+            words.append(w)
+    if not words:
+        return "nothing"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _found(token) -> str:
+    if token.type == "$END":
+        return "end of input"
+    if token.type == "_NL":
+        return "end of line"
+    text = str(token)
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return repr(text) if "'" in text else f"'{text}'"
+
+
+def _acceptable(e: UnexpectedInput, names):
+    """The terminals of ``names`` the parser really accepts where it stopped.
+
+    An LALR state's lookahead set is merged across contexts (after the ``1``
+    in ``{x=1`` the state also lists ``')'``, which is only right inside a
+    tuple), so replay each candidate on a copy of the state stack, following
+    reductions, and keep the ones that end in a shift.
+    """
+    ps = getattr(getattr(e, "interactive_parser", None), "parser_state", None)
+    if ps is None or not names:
+        return names
+    states, end_state = ps.parse_conf.states, ps.parse_conf.end_state
+    ok = set()
+    for term in names:
+        stack = list(ps.state_stack)
+        while True:
+            act = states[stack[-1]].get(term)
+            if act is None:
+                break
+            action, arg = act
+            if action is Shift:
+                ok.add(term)
+                break
+            if arg.expansion:
+                del stack[-len(arg.expansion):]
+            stack.append(states[stack[-1]][arg.origin.name][1])
+            if stack[-1] == end_state:
+                ok.add(term)
+                break
+    return ok or names
+
+
+def _found_at(text, i) -> str:
+    if i >= len(text):
+        return "end of input"
+    if text[i] in "\r\n":
+        return "end of line"
+    chunk = _CHUNK.match(text, i).group()
+    return repr(chunk) if "'" in chunk else f"'{chunk}'"
+
+
+def _syntax_error(e: UnexpectedInput, terminals, text) -> ParseError:
+    """Lark's exception as one line: what was found, what was expected, in words."""
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        line, col = tok.line, tok.column
+        pos = tok.start_pos
+        if tok.type == "$END" or line is None:
+            line, col, pos = e.line, e.column, len(text)
+        found = _found(tok)
+        names = _acceptable(e, e.expected)
+    elif isinstance(e, UnexpectedCharacters):
+        line, col, pos = e.line, e.column, e.pos_in_stream
+        found = f"character {e.char!r}"
+        names = _acceptable(e, e.allowed)
+    else:  # UnexpectedEOF: not raised by LALR, which feeds $END as a token
+        line, col, pos = getattr(e, "line", None), getattr(e, "column", None), None
+        found = "end of input"
+        names = _acceptable(e, getattr(e, "expected", ()))
+    if "TYPE" in names and pos is not None:
+        # A type is one token; say which part of it is wrong.
+        where = _diagnose_type(text, pos)
+        if where is not None:
+            i, what = where
+            line, col = _position(text, i)
+            return ParseError(f"unexpected {_found_at(text, i)}; expected {what}", line, col)
+    if line is None or line < 0:
+        line = col = None
+    return ParseError(f"unexpected {found}; expected {_expected_words(names, terminals)}",
+                      line, col)
+
+
+def _at(tok, message) -> ParseError:
+    return ParseError(message, tok.line, tok.column)
+
+
+def _close(word, choices) -> str:
+    near = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
+
+
+# ------------------------------------------------------------- conversions
+
+def _string(tok, text=None) -> str:
+    """The Python string of a JSON string (``text``, default the token's own)."""
+    if text is None:
+        text = tok
+    if "\\" not in text:
+        return text[1:-1]
+    try:
+        return json.loads(text, strict=False)
+    except ValueError as e:
+        pos = getattr(e, "pos", 0) or 0
+        raise ParseError(f"bad escape in string: {getattr(e, 'msg', e)}",
+                         tok.line, tok.column + pos) from None
+
+
+def _name(tok) -> str:
+    """A bare identifier or a quoted name (devices)."""
+    return _string(tok) if tok[:1] == '"' else str(tok)
+
+
+def _int(tok, text=None) -> int:
+    try:
+        return int(tok if text is None else text)
+    except ValueError:
+        raise _at(tok, "integer has too many digits") from None
+
+
+def _dtype(tok) -> str:
+    if tok not in NUMPY_DTYPES:
+        raise _at(tok, f"unknown dtype {str(tok)!r}{_close(tok, DTYPES)}; "
+                       f"dtypes are {', '.join(DTYPES)}")
+    return str(tok)
+
+
+_LE = {name: np.dtype(t).newbyteorder("<") for name, t in NUMPY_DTYPES.items()}
+_NATIVE = {name: np.dtype(t) for name, t in NUMPY_DTYPES.items()}
+
+
+def _array(dtype_tok, shape, data_tok) -> np.ndarray:
+    dtype = _dtype(dtype_tok)
+    try:
+        data = base64.b64decode(data_tok[1:-1], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise _at(data_tok, f"malformed base64 in array<{dtype}>: {e}") from None
+    le = _LE[dtype]
+    want = math.prod(shape) * le.itemsize
+    if len(data) != want:
+        shape_text = ",".join(map(str, shape))
+        raise _at(data_tok, f"array<{dtype}[{shape_text}]> needs {want} bytes, "
+                            f"the base64 holds {len(data)}")
+    a = np.frombuffer(bytearray(data), dtype=le)
+    if dtype == "bool" and a.size and (a.view(np.uint8) > 1).any():
+        raise _at(data_tok, "array<bool> holds bytes other than 0 and 1")
+    return a.astype(_NATIVE[dtype], copy=False).reshape(shape)
+
+
+# ------------------------------------------------------------------- types
+
+_TYPE_PARTS = re.compile(r'([A-Za-z_][A-Za-z0-9_.]*)[ \t]*\[([^\]]*)\][ \t]*@[ \t]*'
+                         r'([A-Za-z_][A-Za-z0-9_.]*|"[^"\\\n]*(?:\\.[^"\\\n]*)*")'
+                         r'(?:[ \t]*:[ \t]*([A-Za-z_][A-Za-z0-9_.]*))?')
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_QUOTED = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"')
+_DIGITS = re.compile(r"[0-9]+")
+_SPACE = re.compile(r"[ \t]*")
+_CHUNK = re.compile(r"[A-Za-z0-9_.%]+|\S")
+_TYPE_LIKE = "a type like f32[2,3]@p1"
+
+
+def _shifted(tok, offset):
+    """A token's position moved ``offset`` characters right (same line)."""
+    return Token(tok.type, tok, line=tok.line, column=tok.column + offset)
+
+
+def _parse_type(tok) -> TensorType:
+    m = _TYPE_PARTS.fullmatch(tok)
+    dtype = m.group(1)
+    if dtype not in NUMPY_DTYPES:
+        raise _at(_shifted(tok, m.start(1)), f"unknown dtype {dtype!r}{_close(dtype, DTYPES)}; "
+                                             f"dtypes are {', '.join(DTYPES)}")
+    dims = m.group(2).strip()
+    shape = tuple(_int(_shifted(tok, m.start(2)), d) for d in dims.split(",")) if dims else ()
+    kind = m.group(4)
+    if kind is None:
+        kind = "plain"
+    elif kind not in KINDS:
+        raise _at(_shifted(tok, m.start(4)), f"unknown value kind {kind!r}{_close(kind, KINDS)}; "
+                                             f"kinds are {', '.join(KINDS)}")
+    place = m.group(3)
+    if place[0] == '"':
+        place = _string(_shifted(tok, m.start(3)), place)
+    return TensorType(dtype, shape, place, kind)
+
+
+def _diagnose_type(text, pos):
+    """Where and why the text at ``pos`` is not a type: (pos, what was expected).
+
+    The lexer reads a whole type as one token, so when one does not lex this
+    walks it piece by piece to point at the exact character. None if the
+    text at ``pos`` is not even the start of a type (the caller then reports
+    the token found) or if it is a whole type.
+    """
+    def skip(i):
+        return _SPACE.match(text, i).end()
+
+    m = _IDENT.match(text, pos)
+    if m is None:
+        return None
+    i = skip(m.end())
+    if not text.startswith("[", i):
+        return i, f"'[' and the shape in {_TYPE_LIKE}"
+    i = skip(i + 1)
+    if not text.startswith("]", i):
+        while True:
+            m = _DIGITS.match(text, i)
+            if m is None:
+                return i, "a dimension size or ']'"
+            i = skip(m.end())
+            if text.startswith(",", i):
+                i = skip(i + 1)
+                continue
+            if not text.startswith("]", i):
+                return i, "',' or ']'"
+            break
+    i = skip(i + 1)
+    if not text.startswith("@", i):
+        return i, f"'@' and a place after the shape, as in {_TYPE_LIKE}"
+    i = skip(i + 1)
+    m = _IDENT.match(text, i) or _QUOTED.match(text, i)
+    if m is None:
+        return i, "a place (device or party name)"
+    i = skip(m.end())
+    if text.startswith(":", i):
+        i = skip(i + 1)
+        if _IDENT.match(text, i) is None:
+            return i, "a value kind (" + ", ".join(KINDS) + ")"
+    return None
+
+
+def _position(text, pos):
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+# ------------------------------------------------------------ transformer
+
+def _true(tok):
+    return True
+
+
+def _false(tok):
+    return False
+
+
+def _none(tok):
+    return None
+
+
+_SCALARS = {"INT": lambda t: _int(t), "FLOAT": float, "STRING": lambda t: _string(t),
+            "TRUE": _true, "FALSE": _false, "NONE": _none}
+
+
+def _value(x):
+    """An attribute value: tokens become Python scalars; tuples and arrays are built already."""
+    return _SCALARS[x.type](x) if isinstance(x, Token) else x
+
+
+class _State:
+    """Per-parse state: values by id, and the header and nodes seen so far."""
+
+    def __init__(self):
+        self.values = {}
+        self.lines = {}   # value id -> line it was defined on
+        self.types = {}   # type token text -> TensorType (types repeat a lot)
+        self.nodes = []
+        self.name = None
+        self.parties = ()
+        self.devices = {}
+
+
+class _Build:
+    """The callbacks LALR runs as it reduces each rule, in text order.
+
+    Each gets the rule's children as a list (anonymous tokens filtered out,
+    ``_rules`` inlined). Nodes resolve their operands against the values
+    defined so far, so semantic errors come in line order, interleaved
+    correctly with syntax errors. The per-parse state lives in a
+    thread-local, so one Lark object serves every thread.
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    # header
+    def module_decl(self, ch):
+        self._local.state.name = _string(ch[0])
+
+    def parties_decl(self, ch):
+        parties = []
+        for tok in ch:
+            p = _string(tok)
+            if p in parties:
+                raise _at(tok, f"party {p!r} is listed twice")
+            parties.append(p)
+        self._local.state.parties = tuple(parties)
+
+    def device_decl(self, ch):
+        from ..config import DEVICE_KINDS, Device
+        st = self._local.state
+        name, kind = ch[0], ch[1]
+        dname = _name(name)
+        if dname in st.devices:
+            raise _at(name, f"device {dname!r} is declared twice")
+        if kind not in DEVICE_KINDS:
+            raise _at(kind, f"unknown device kind {str(kind)!r}{_close(kind, DEVICE_KINDS)}; "
+                            f"kinds are {', '.join(DEVICE_KINDS)}")
+        options, parties = {}, []
+        for x in ch[2:]:
+            if type(x) is dict:
+                options = x
+            else:
+                parties.append(_string(x))
+        st.devices[dname] = Device(dname, str(kind), tuple(parties),
+                                   tuple(sorted(options.items())))
+
+    # nodes:  VALUE_ID TYPE ... OPNAME VALUE_ID ... [attrs dict] [loc STRING]
+    def node(self, ch):
+        st = self._local.state
+        values, types = st.values, st.types
+        results, seen = [], set()
+        k = 0
+        while ch[k].type == "VALUE_ID":
+            tok, ttok = ch[k], ch[k + 1]
+            i = int(tok[1:])
+            if i in values or i in seen:
+                first = st.lines.get(i, tok.line)
+                raise _at(tok, f"value %{i} is defined twice (first on line {first})")
+            seen.add(i)
+            t = types.get(ttok)
+            if t is None:
+                t = types[str(ttok)] = _parse_type(ttok)
+            results.append((i, t, tok.line))
+            k += 2
+        opname = ch[k]
+        if opname not in OPS:
+            raise _at(opname, f"unknown op {str(opname)!r}{_close(opname, OPS)}")
+        args, attrs, loc = [], {}, None
+        for x in ch[k + 1:]:
+            if type(x) is dict:
+                attrs = x
+            elif x.type == "VALUE_ID":
+                v = values.get(int(x[1:]))
+                if v is None:
+                    raise _at(x, f"use of undefined value {x}")
+                args.append(v)
+            else:
+                loc = _string(x)
+        outs = []
+        for i, t, line in results:
+            v = values[i] = Value(i, t)
+            st.lines[i] = line
+            outs.append(v)
+        st.nodes.append(Node(str(opname), tuple(args), tuple(outs), attrs, loc))
+
+    # attributes
+    def attrs(self, ch):
+        out = {}
+        for j in range(0, len(ch), 2):
+            key = ch[j]
+            if key in out:
+                raise _at(key, f"attribute {str(key)!r} is given twice")
+            out[str(key)] = _value(ch[j + 1])
+        return out
+
+    def tuple(self, ch):  # the rule's name; the body's `tuple` is the builtin
+        return tuple(map(_value, ch))
+
+    def array(self, ch):
+        return _array(ch[0], tuple(_int(d) for d in ch[1:-1]), ch[-1])
+
+    def start(self, ch):
+        return None
+
+
+_lock = threading.Lock()
+_parser = None
+
+
+def _get_parser():
+    global _parser
+    if _parser is None:
+        with _lock:
+            if _parser is None:
+                from ..resources import grammar_text
+                builder = _Build()
+                lark = Lark(grammar_text("ir.lark"), parser="lalr", lexer="contextual",
+                            transformer=builder, maybe_placeholders=False)
+                terminals = {t.name: t for t in lark.terminals}
+                _parser = (lark, builder, terminals)
+    return _parser
+
+
+# ------------------------------------------------------------------- entry
+
+def parse_module(text: str, filename: str | None = None) -> Module:
+    """Parse IR text into a ``Module``; raises ``ParseError`` on any problem."""
+    lark, builder, terminals = _get_parser()
+    if not text.endswith("\n"):
+        text += "\n"
+    st = _State()
+    builder._local.state = st
+    try:
+        try:
+            lark.parse(text)
+        except UnexpectedInput as e:
+            raise _syntax_error(e, terminals, text) from None
+    except ParseError as e:
+        if filename is None:
+            raise
+        raise ParseError(e.message, e.line, e.column, filename=filename) from None
+    finally:
+        builder._local.state = None
+    m = Module(st.name, st.devices, st.parties, st.nodes)
+    m.next_id = max(st.values, default=-1) + 1
+    return m

@@ -1,0 +1,83 @@
+"""The textual IR: one op per line, deterministic, reads like the math.
+
+    module "lr"
+    parties "alice", "bob", "dealer"
+    device p1 = PYU("alice")
+    device mpc = MPC("alice", "bob") {fraction_bits=18, offline="dealer"}
+    %0: f32[4,2]@p1 = input() {dtype="f32", name="x1", shape=(4, 2)}
+    %3: f32[4,4]@mpc:arith = concatenate(%1, %2) {dimension=1, protocol="arith2pc"} loc("lr.py:8")
+    output(%9) {name="w"}
+
+A type is ``dtype[shape]@place:kind`` (``:plain`` is left out). Attributes
+are sorted by name. Arrays print as ``array<dtype[shape]>"base64 of the
+little-endian bytes"``. ``grammars/ir.lark`` is the grammar of this text.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+
+from .ops import dtype_name
+
+_BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def print_name(name: str) -> str:
+    """Device and party names print bare when they are identifiers, else quoted."""
+    return name if _BARE.match(name) else json.dumps(name)
+
+
+def print_type(t) -> str:
+    kind = "" if t.kind == "plain" else f":{t.kind}"
+    return f"{t.dtype}[{','.join(map(str, t.shape))}]@{print_name(t.place)}{kind}"
+
+
+def print_attr(v) -> str:
+    if isinstance(v, bool) or isinstance(v, np.bool_):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, np.ndarray):
+        data = np.ascontiguousarray(v).astype(v.dtype.newbyteorder("<"), copy=False).tobytes()
+        shape = ",".join(map(str, v.shape))
+        return f'array<{dtype_name(v.dtype)}[{shape}]>"{base64.b64encode(data).decode()}"'
+    if isinstance(v, (tuple, list)):
+        items = [print_attr(x) for x in v]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    raise TypeError(f"cannot print attribute value {v!r}")
+
+
+def print_attrs(attrs: dict) -> str:
+    if not attrs:
+        return ""
+    return " {" + ", ".join(f"{k}={print_attr(attrs[k])}" for k in sorted(attrs)) + "}"
+
+
+def print_node(n) -> str:
+    lhs = ", ".join(f"%{r.id}: {print_type(r.type)}" for r in n.results)
+    rhs = f"{n.op}({', '.join(f'%{v.id}' for v in n.operands)}){print_attrs(n.attrs)}"
+    loc = f" loc({json.dumps(n.loc)})" if n.loc else ""
+    return (f"{lhs} = {rhs}" if lhs else rhs) + loc
+
+
+def print_device(d) -> str:
+    parties = ", ".join(json.dumps(p) for p in d.parties)
+    return f"device {print_name(d.name)} = {d.kind}({parties}){print_attrs(dict(d.options))}"
+
+
+def print_module(m) -> str:
+    lines = [f"module {json.dumps(m.name)}"]
+    if m.parties:
+        lines.append("parties " + ", ".join(json.dumps(p) for p in m.parties))
+    lines += [print_device(d) for d in m.devices.values()]
+    lines += [print_node(n) for n in m.nodes]
+    return "\n".join(lines) + "\n"

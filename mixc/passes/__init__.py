@@ -1,0 +1,35 @@
+"""The pass pipeline: a list anyone can read and extend.
+
+Tracing (``mixc.frontend``) makes the global IR; then each pass below runs in
+order, each a module with ``run(module) -> module`` whose docstring states the
+invariant it establishes. ``verify`` runs between passes when asked (tests do).
+"""
+from . import insert_transfers, lower, partition, place, select_protocols, verify
+
+PIPELINE = [
+    ("place", place.run),
+    ("insert_transfers", insert_transfers.run),
+    ("select_protocols", select_protocols.run),
+    ("lower", lower.run),
+    ("partition", partition.run),
+]
+
+
+def run_pipeline(module, passes=None, verify_between=False, keep=None):
+    """Run the named passes (all by default); ``keep`` gets (name, module) after each."""
+    names = [n for n, _ in PIPELINE]
+    chosen = passes or names
+    unknown = [p for p in chosen if p not in names]
+    if unknown:
+        raise ValueError(f"unknown pass(es) {', '.join(unknown)}; the pipeline is {', '.join(names)}")
+    if verify_between:
+        verify.run(module)
+    for name, fn in PIPELINE:
+        if name not in chosen:
+            continue
+        module = fn(module)
+        if verify_between:
+            verify.run(module)
+        if keep is not None:
+            keep(name, module)
+    return module

@@ -1,0 +1,52 @@
+"""Insert transfers: every op reads only values on its own device.
+
+Invariant established: for every node other than ``to``/``reveal``, each
+operand lives on the node's device. A value used on another device gets one
+``to`` node per (value, device): plaintext into an MPC device is secret
+shared. What would leak is refused here, naming the author's line: a secret
+used on a PYU without ``reveal``, or one party's plaintext used on another
+party's PYU without an explicit ``to``.
+"""
+from ..errors import TraceError
+
+
+def _place(node):
+    if node.results:
+        return node.results[0].type.place
+    return node.operands[0].type.place if node.operands else None
+
+
+def run(module):
+    out = module.fresh()
+    moved = {}  # (value, device) -> value on device
+    for node in module.nodes:
+        if node.op in ("to", "reveal", "output"):
+            out.nodes.append(node)
+            continue
+        dest = _place(node)
+        operands = []
+        for v in node.operands:
+            src = v.type.place
+            if src == dest:
+                operands.append(v)
+                continue
+            key = (v, dest)
+            if key not in moved:
+                src_dev, dst_dev = module.devices[src], module.devices[dest]
+                where = node.loc or node.op
+                if dst_dev.kind == "PYU" and src_dev.kind != "PYU":
+                    raise TraceError(f"{where}: a secret value from {src} is used on {dest}; "
+                                     f"reveal(value, {dest}) first")
+                if dst_dev.kind == "PYU":
+                    raise TraceError(f"{where}: plaintext of {src} ({', '.join(src_dev.parties)}) "
+                                     f"is used on {dest}; move it with an explicit to(value, {dest})")
+                if src_dev.kind != "PYU":
+                    raise TraceError(f"{where}: moving values between {src_dev.kind} devices "
+                                     f"({src} to {dest}) is not supported yet")
+                kind = "arith" if dst_dev.kind == "MPC" else "plain"
+                t = v.type.with_(place=dest, kind=kind)
+                moved[key] = out.add("to", [v], [t], {}, node.loc).result
+            operands.append(moved[key])
+        node.operands = tuple(operands)
+        out.nodes.append(node)
+    return out

@@ -1,0 +1,33 @@
+"""Place: every value gets its device and its kind.
+
+Invariant established: every result type's ``place`` names a device of the
+module and its ``kind`` is one that device can hold: ``plain`` on a PYU;
+``public`` (known to every party, e.g. constants and what is computed only
+from constants) or ``arith`` (secret-shared) on an MPC device.
+"""
+from ..errors import TraceError
+
+
+def _kind(node, device, kinds):
+    if device.kind == "PYU":
+        return "plain"
+    if device.kind == "MPC":
+        if node.op == "to":
+            return "arith"
+        if all(kinds.get(v) == "public" for v in node.operands):
+            return "public"
+        return "arith"
+    raise TraceError(f"{node.loc or node.op}: {device.kind} devices are not supported yet")
+
+
+def run(module):
+    kinds = {}
+    for node in module.nodes:
+        for r in node.results:
+            device = module.devices.get(r.type.place)
+            if device is None:
+                raise TraceError(f"{node.loc or node.op}: value %{r.id} is on unknown device "
+                                 f"{r.type.place!r}")
+            r.type = r.type.with_(kind=_kind(node, device, kinds))
+            kinds[r] = r.type.kind
+    return module

@@ -1,0 +1,102 @@
+"""Protocol tables: what each protocol implements, at what cost, and how it lowers.
+
+A protocol is one module that calls ``register`` once per op it implements,
+the way JAX registers ``ad.primitive_jvps``. The selection pass and the
+lowering pass read only these tables, so adding a protocol never edits a
+dispatcher: import its module in ``PROTOCOL_MODULES`` and it takes part.
+
+A rule says, for one (protocol, op):
+- ``device``: the device kind it runs on ("PYU", "MPC");
+- ``accepts(kinds, node, module)``: whether it handles operands of those kinds;
+- ``result_kind``: the kind of value it produces;
+- ``cost(node, module) -> Cost``: bytes sent (all parties together) and
+  rounds, as functions of the node's shapes and the ring width;
+- ``lower(ctx, node)``: emit the party-local ops and messages
+  (see ``passes.lower.LowerContext``).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Cost:
+    bytes: int = 0
+    rounds: int = 0
+
+    def __add__(self, other):
+        return Cost(self.bytes + other.bytes, self.rounds + other.rounds)
+
+
+@dataclass(frozen=True)
+class NetworkProfile:
+    """Turns a Cost into estimated seconds: bytes / bandwidth + rounds * latency."""
+    name: str
+    bandwidth: float  # bytes per second
+    latency: float    # seconds per round
+
+    def seconds(self, cost: Cost) -> float:
+        return cost.bytes / self.bandwidth + cost.rounds * self.latency
+
+
+NETWORKS = {
+    "lan": NetworkProfile("lan", bandwidth=1.25e9, latency=0.0001),
+    "wan": NetworkProfile("wan", bandwidth=12.5e6, latency=0.04),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    protocol: str
+    op: str
+    device: str
+    accepts: object
+    result_kind: str
+    cost: object
+    lower: object
+    doc: str = ""
+
+
+RULES: dict = {}  # op -> [Rule]
+PROTOCOL_MODULES = ("mixc.protocols.plaintext", "mixc.protocols.arith2pc")
+_loaded = False
+
+
+def register(protocol, op, *, device, accepts, result_kind, cost, lower, doc=""):
+    RULES.setdefault(op, []).append(
+        Rule(protocol, op, device, accepts, result_kind, cost, lower, doc))
+
+
+def load():
+    """Import every protocol module once so its rules are in the tables."""
+    global _loaded
+    if not _loaded:
+        for name in PROTOCOL_MODULES:
+            importlib.import_module(name)
+        _loaded = True
+
+
+def rules_for(op):
+    load()
+    return RULES.get(op, [])
+
+
+def rule(protocol, op) -> Rule:
+    for r in rules_for(op):
+        if r.protocol == protocol:
+            return r
+    raise KeyError(f"protocol {protocol!r} does not implement {op!r}")
+
+
+@dataclass
+class CostReport:
+    network: NetworkProfile
+    rows: list = field(default_factory=list)  # (value id, op, protocol, Cost, loc)
+
+    @property
+    def total(self) -> Cost:
+        out = Cost()
+        for row in self.rows:
+            out = out + row[3]
+        return out

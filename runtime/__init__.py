@@ -1,0 +1,1 @@
+"""mixc runtime: executor, links and the numeric kernels (installed as ``mixc.runtime``)."""

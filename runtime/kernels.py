@@ -1,0 +1,405 @@
+"""Numpy-friendly wrappers around mixc's C kernels (``mixc._ckernels``).
+
+Ring elements are ``np.uint64`` arrays; all arithmetic wraps modulo 2^64.
+
+Conventions shared by every function here:
+
+* Array inputs must already have dtype ``uint64`` (``float64``-convertible for
+  ``encode_fixed``); anything else raises ``ValueError`` rather than being
+  silently converted.  Non-contiguous inputs are copied to contiguous ones.
+* ``out=`` (optional) must be a writeable, C-contiguous array of the right
+  dtype and shape (``ring_matmul`` also accepts row-strided views).  It may be
+  one of the inputs (in-place) for elementwise kernels, but must not partially
+  overlap them; ``ring_matmul``'s ``out`` must not overlap its inputs at all.
+* The C calls release the GIL and share no state, so parties running in
+  concurrent threads can call them in parallel.  A ``Prg`` instance is not
+  itself thread-safe: give each thread/party its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from numbers import Integral
+
+import numpy as np
+
+try:
+    from mixc._ckernels import ffi, lib
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "mixc's C kernels (mixc._ckernels) are not built; install the package "
+        "with `pip install -e .` (or `pip install .`) from the repository root"
+    ) from exc
+
+__all__ = [
+    "MASK64",
+    "ring_add",
+    "ring_sub",
+    "ring_neg",
+    "ring_mul",
+    "ring_matmul",
+    "encode_fixed",
+    "decode_fixed",
+    "arshift",
+    "lrshift",
+    "prg_fill",
+    "Prg",
+]
+
+MASK64 = (1 << 64) - 1
+_U64 = np.dtype(np.uint64)
+_F64 = np.dtype(np.float64)
+
+
+# --------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------
+
+def _u64_in(x, fn: str, name: str) -> np.ndarray:
+    """Return x as a C-contiguous uint64 ndarray (copying only if needed)."""
+    arr = np.asarray(x)
+    if arr.dtype != _U64:
+        raise ValueError(f"{fn}: {name} must have dtype uint64, got {arr.dtype}")
+    if not arr.flags.c_contiguous:
+        arr = np.asarray(arr, order="C")
+    return arr
+
+
+def _is_scalar_int(x) -> bool:
+    return isinstance(x, Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _out(out, shape, dtype, fn: str, inputs=()) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"{fn}: out must be a numpy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise ValueError(f"{fn}: out must have dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{fn}: out has shape {out.shape}, expected {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{fn}: out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{fn}: out is read-only")
+    for a in inputs:
+        if (
+            a is not None
+            and np.may_share_memory(out, a)
+            and not (a.ctypes.data == out.ctypes.data and a.shape == out.shape
+                     and a.dtype.itemsize == out.dtype.itemsize)
+        ):
+            raise ValueError(f"{fn}: out partially overlaps an input")
+    return out
+
+
+_from_buffer = ffi.from_buffer
+
+
+def _p64(arr: np.ndarray):
+    """uint64_t* view of a C-contiguous uint64 array (the cdata keeps arr alive)."""
+    return _from_buffer("uint64_t[]", arr)
+
+
+def _pf64(arr: np.ndarray):
+    return _from_buffer("double[]", arr)
+
+
+def _p64_strided(arr: np.ndarray):
+    """uint64_t* to the first element of a possibly row-strided array; the
+    caller must keep arr alive during the call."""
+    if arr.flags.c_contiguous:
+        return _from_buffer("uint64_t[]", arr)
+    return ffi.cast("uint64_t *", arr.ctypes.data)
+
+
+# --------------------------------------------------------------------------
+# elementwise ring ops
+# --------------------------------------------------------------------------
+
+def _binary(a, b, out, fn: str, c_vec, c_scalar, scalar_map):
+    a = _u64_in(a, fn, "a")
+    if _is_scalar_int(b):
+        s = scalar_map(int(b)) & MASK64
+        res = _out(out, a.shape, _U64, fn, (a,))
+        if a.size:
+            c_scalar(_p64(a), s, _p64(res), a.size)
+        return res
+    b = _u64_in(b, fn, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: shape mismatch {a.shape} vs {b.shape}")
+    res = _out(out, a.shape, _U64, fn, (a, b))
+    if a.size:
+        c_vec(_p64(a), _p64(b), _p64(res), a.size)
+    return res
+
+
+def ring_add(a, b, out=None) -> np.ndarray:
+    """a + b mod 2^64.  b may be an int scalar (taken mod 2^64)."""
+    return _binary(a, b, out, "ring_add", lib.mixc_ring_add, lib.mixc_ring_add_scalar,
+                   lambda s: s)
+
+
+def ring_sub(a, b, out=None) -> np.ndarray:
+    """a - b mod 2^64.  b may be an int scalar (taken mod 2^64)."""
+    return _binary(a, b, out, "ring_sub", lib.mixc_ring_sub, lib.mixc_ring_add_scalar,
+                   lambda s: -s)
+
+
+def ring_mul(a, b, out=None) -> np.ndarray:
+    """Elementwise a * b mod 2^64.  b may be an int scalar (taken mod 2^64)."""
+    return _binary(a, b, out, "ring_mul", lib.mixc_ring_mul, lib.mixc_ring_mul_scalar,
+                   lambda s: s)
+
+
+def ring_neg(a, out=None) -> np.ndarray:
+    """-a mod 2^64."""
+    a = _u64_in(a, "ring_neg", "a")
+    res = _out(out, a.shape, _U64, "ring_neg", (a,))
+    if a.size:
+        lib.mixc_ring_neg(_p64(a), _p64(res), a.size)
+    return res
+
+
+# --------------------------------------------------------------------------
+# matmul
+# --------------------------------------------------------------------------
+
+_tls = threading.local()
+
+
+def _workspace(words: int) -> np.ndarray:
+    """Per-thread scratch buffer for packing (reused across calls)."""
+    ws = getattr(_tls, "ws", None)
+    if ws is None or ws.size < words:
+        ws = np.empty(words, dtype=_U64)
+        _tls.ws = ws
+    return ws
+
+
+def _row_strided(arr: np.ndarray) -> bool:
+    """True if arr is 2-D with unit column stride and a row stride the C
+    kernel can express (non-negative multiple of 8 bytes, >= row length)."""
+    s0, s1 = arr.strides
+    return (
+        (s1 == 8 or arr.shape[1] <= 1)
+        and s0 % 8 == 0
+        and s0 >= 8 * arr.shape[1]
+    )
+
+
+def _mat_in(x, fn: str, name: str) -> tuple[np.ndarray, int]:
+    arr = np.asarray(x)
+    if arr.dtype != _U64:
+        raise ValueError(f"{fn}: {name} must have dtype uint64, got {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{fn}: {name} must be 2-D, got shape {arr.shape}")
+    if arr.flags.c_contiguous:
+        return arr, arr.shape[1]
+    if arr.size and _row_strided(arr):
+        return arr, arr.strides[0] // 8
+    arr = np.asarray(arr, order="C")
+    return arr, arr.shape[1]
+
+
+def ring_matmul(a, b, out=None, accumulate: bool = False) -> np.ndarray:
+    """Matrix product a (M x K) . b (K x N) mod 2^64 (uint64, 2-D).
+
+    accumulate=True computes out += a . b and requires out.  out may be a
+    row-strided view (unit column stride), e.g. a block of a larger matrix;
+    it must not overlap a or b.
+    """
+    fn = "ring_matmul"
+    a, lda = _mat_in(a, fn, "a")
+    b, ldb = _mat_in(b, fn, "b")
+    M, K = a.shape
+    K2, N = b.shape
+    if K != K2:
+        raise ValueError(f"{fn}: inner dimensions differ: {a.shape} . {b.shape}")
+    if out is None:
+        if accumulate:
+            raise ValueError(f"{fn}: accumulate=True needs out")
+        out = np.empty((M, N), dtype=_U64)
+        ldc = N
+    else:
+        if not isinstance(out, np.ndarray):
+            raise ValueError(f"{fn}: out must be a numpy array, got {type(out).__name__}")
+        if out.dtype != _U64:
+            raise ValueError(f"{fn}: out must have dtype uint64, got {out.dtype}")
+        if out.shape != (M, N):
+            raise ValueError(f"{fn}: out has shape {out.shape}, expected {(M, N)}")
+        if not out.flags.writeable:
+            raise ValueError(f"{fn}: out is read-only")
+        if out.size and not (out.flags.c_contiguous or _row_strided(out)):
+            raise ValueError(f"{fn}: out must be C-contiguous or row-strided with unit column stride")
+        if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+            raise ValueError(f"{fn}: out overlaps an input")
+        ldc = N if out.flags.c_contiguous else out.strides[0] // 8
+    if M == 0 or N == 0:
+        return out
+    words = lib.mixc_ring_matmul_ws_words(M, K, N)
+    ws = _workspace(words) if words else None
+    lib.mixc_ring_matmul(
+        _p64_strided(a), lda, _p64_strided(b), ldb, _p64_strided(out), ldc, M, K, N,
+        1 if accumulate else 0,
+        _p64(ws) if ws is not None else ffi.NULL, ws.size if ws is not None else 0,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------
+# fixed point and shifts
+# --------------------------------------------------------------------------
+
+def _check_bits(bits, fn: str, name: str, hi: int) -> int:
+    if not _is_scalar_int(bits) or not 0 <= int(bits) <= hi:
+        raise ValueError(f"{fn}: {name} must be an int in [0, {hi}], got {bits!r}")
+    return int(bits)
+
+
+def encode_fixed(x, frac_bits: int, out=None) -> np.ndarray:
+    """Fixed-point encode: uint64 two's complement of round(x * 2^frac_bits).
+
+    Rounds half to even (like np.rint).  Raises ValueError if any value is
+    NaN/inf or |round(x * 2^frac_bits)| does not fit in int64.
+    """
+    fn = "encode_fixed"
+    f = _check_bits(frac_bits, fn, "frac_bits", 63)
+    xa = np.asarray(x)
+    if xa.dtype.kind not in "fiub":
+        raise ValueError(f"{fn}: x must be a real number array, got dtype {xa.dtype}")
+    xa = np.asarray(xa, dtype=_F64, order="C")
+    res = _out(out, xa.shape, _U64, fn)
+    if xa.size:
+        bad = lib.mixc_encode_fixed(_pf64(xa), _p64(res), xa.size, f)
+        if bad:
+            raise ValueError(
+                f"{fn}: {bad} value(s) are NaN/inf or out of range "
+                f"(|x| * 2^{f} must be < 2^63)"
+            )
+    return res
+
+
+def decode_fixed(u, frac_bits: int, out=None) -> np.ndarray:
+    """Fixed-point decode: (u viewed as int64) / 2^frac_bits as float64."""
+    fn = "decode_fixed"
+    f = _check_bits(frac_bits, fn, "frac_bits", 63)
+    u = _u64_in(u, fn, "u")
+    res = _out(out, u.shape, _F64, fn)
+    if u.size:
+        lib.mixc_decode_fixed(_p64(u), _pf64(res), u.size, f)
+    return res
+
+
+def arshift(u, bits: int, out=None) -> np.ndarray:
+    """Arithmetic right shift of the int64 view by bits (0..63), as uint64."""
+    fn = "arshift"
+    s = _check_bits(bits, fn, "bits", 63)
+    u = _u64_in(u, fn, "u")
+    res = _out(out, u.shape, _U64, fn, (u,))
+    if u.size:
+        lib.mixc_arshift(_p64(u), _p64(res), u.size, s)
+    return res
+
+
+def lrshift(u, bits: int, out=None) -> np.ndarray:
+    """Logical right shift of uint64 values by bits (0..63)."""
+    fn = "lrshift"
+    s = _check_bits(bits, fn, "bits", 63)
+    u = _u64_in(u, fn, "u")
+    res = _out(out, u.shape, _U64, fn, (u,))
+    if u.size:
+        lib.mixc_lrshift(_p64(u), _p64(res), u.size, s)
+    return res
+
+
+# --------------------------------------------------------------------------
+# ChaCha20 PRG
+# --------------------------------------------------------------------------
+
+def _check_key(key, fn: str) -> bytes:
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise ValueError(f"{fn}: key must be 32 bytes, got {type(key).__name__}")
+    key = bytes(key)
+    if len(key) != 32:
+        raise ValueError(f"{fn}: key must be 32 bytes, got {len(key)}")
+    return key
+
+
+def _check_u64(v, fn: str, name: str) -> int:
+    if not _is_scalar_int(v) or not 0 <= int(v) <= MASK64:
+        raise ValueError(f"{fn}: {name} must be an int in [0, 2^64), got {v!r}")
+    return int(v)
+
+
+def prg_fill(key: bytes, stream: int, counter: int, out: np.ndarray, skip: int = 0) -> np.ndarray:
+    """Fill out (uint64, C-contiguous) with ChaCha20 keystream words.
+
+    Writes words [counter*8 + skip, counter*8 + skip + out.size) of the
+    keystream of (key, stream): counter is the 64-bit block counter (8 words
+    per 64-byte block), stream the 64-bit stream id (nonce).
+    """
+    fn = "prg_fill"
+    key = _check_key(key, fn)
+    stream = _check_u64(stream, fn, "stream")
+    counter = _check_u64(counter, fn, "counter")
+    if not _is_scalar_int(skip) or not 0 <= int(skip) <= 7:
+        raise ValueError(f"{fn}: skip must be an int in [0, 7], got {skip!r}")
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"{fn}: out must be a numpy array")
+    _out(out, out.shape, _U64, fn)
+    if out.size:
+        lib.mixc_chacha20_fill(ffi.from_buffer("uint8_t[]", key), stream, counter,
+                               int(skip), _p64(out), out.size)
+    return out
+
+
+class Prg:
+    """ChaCha20 keystream for (key, stream) as a source of uniform uint64 words.
+
+    Successive calls consume successive keystream words, so they never repeat
+    values; independent streams come from distinct (key, stream) pairs.
+    ``position`` is the index (in uint64 words) of the next word to be drawn;
+    it can be set to address any range.  Not thread-safe: one per thread.
+    """
+
+    __slots__ = ("_key", "_ckey", "stream", "position")
+
+    def __init__(self, key: bytes, stream: int = 0, position: int = 0):
+        self._key = _check_key(key, "Prg")
+        self._ckey = ffi.new("uint8_t[32]", self._key)
+        self.stream = _check_u64(stream, "Prg", "stream")
+        if not _is_scalar_int(position) or position < 0:
+            raise ValueError(f"Prg: position must be a non-negative int, got {position!r}")
+        self.position = int(position)
+
+    @property
+    def key(self) -> bytes:
+        return self._key
+
+    def fill(self, out: np.ndarray) -> np.ndarray:
+        """Fill a C-contiguous uint64 array with fresh words; returns out."""
+        if not isinstance(out, np.ndarray):
+            raise ValueError("Prg.fill: out must be a numpy array")
+        _out(out, out.shape, _U64, "Prg.fill")
+        n = out.size
+        if n:
+            pos = self.position
+            lib.mixc_chacha20_fill(self._ckey, self.stream, (pos >> 3) & MASK64, pos & 7,
+                                   _p64(out), n)
+            self.position = pos + n
+        return out
+
+    def random_u64(self, shape=()) -> np.ndarray:
+        """Uniform uint64 values of the given shape (fresh on every call)."""
+        return self.fill(np.empty(shape, dtype=_U64))
+
+    def random_bits(self, shape=()) -> np.ndarray:
+        """Uniform bits (uint64 values in {0, 1}) of the given shape.
+
+        Bit i is bit (i % 64) of word i // 64 of the drawn words."""
+        shape = (shape,) if isinstance(shape, Integral) else tuple(shape)
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        words = self.random_u64(((n + 63) // 64,))
+        bits = np.unpackbits(words.astype("<u8", copy=False).view(np.uint8), bitorder="little")[:n]
+        return bits.astype(_U64).reshape(shape)

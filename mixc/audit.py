@@ -54,8 +54,9 @@ def audit_text(name, snapshots, final) -> str:
             parties, form = _seen_by(selected, r)
             proto = n.attrs.get("protocol", "")
             loc = f" at {n.loc}" if n.loc else ""
+            verb = "sees" if len(parties) == 1 else "each see"
             lines.append(f"%{r.id} {r.type.dtype}{list(r.type.shape)} = {n.op} [{proto}]{loc}: "
-                         f"{', '.join(parties)} each see {form}")
+                         f"{', '.join(parties)} {verb} {form}")
     return "\n".join(lines) + "\n"
 
 

@@ -99,7 +99,7 @@ class Device:
     def __post_init__(self):
         object.__setattr__(self, "parties", tuple(self.parties))
         opts = self.options.items() if isinstance(self.options, Mapping) else self.options
-        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+        object.__setattr__(self, "options", tuple(sorted(((str(k), v) for k, v in opts), key=lambda kv: kv[0])))
 
     def option(self, key: str, default: Any = None) -> Any:
         """The value of option ``key``, or ``default`` when it is not set."""
@@ -331,12 +331,12 @@ def _fail_at(tok, msg: str) -> _Fail:
 
 def _grammar_text() -> str:
     """The text of grammars/devices.lark (one place to change how it is found)."""
+    path = Path(__file__).resolve().parent.parent / "grammars" / "devices.lark"
     try:
         from mixc.resources import grammar_path  # type: ignore
-    except ImportError:
-        path = Path(__file__).resolve().parent.parent / "grammars" / "devices.lark"
-    else:
         path = Path(grammar_path("devices.lark"))
+    except (ImportError, FileNotFoundError):
+        pass
     return path.read_text(encoding="utf-8")
 
 

@@ -584,7 +584,7 @@ def _mutated(draw):
     return text
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutated())
 def test_fuzz_mutations_parse_or_raise_config_error(text):
     try:
@@ -599,7 +599,7 @@ def test_fuzz_mutations_parse_or_raise_config_error(text):
         assert len(cluster) >= 1
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=60))
 def test_fuzz_arbitrary_text(text):
     if "\n" not in text and "\r" not in text and os.path.exists(text.strip() or "\0"):

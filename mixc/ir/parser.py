@@ -48,15 +48,22 @@ __all__ = ["parse_module", "ParseError"]
 # What each terminal is, in words, for "expected ..." messages.
 _WORDS = {
     "VALUE_ID": "a '%N' value",
+    "RESULT": "a '%N' value",
     "DIM": "a dimension size",
     "INT": "a number",
     "FLOAT": "a number",
     "STRING": "a string",
     "B64": "a quoted base64 string",
     "TYPE": "a type like f32[2,3]@p1",
+    "DTYPE": "a type like f32[2,3]@p1",
+    "KIND": "a value kind (" + ", ".join(KINDS) + ")",
+    "PLACE": "a place (device or party name)",
+    "QPLACE": "a place (device or party name)",
+    "LOC": "'loc'",
     "ARRAY_DTYPE": "a dtype like f32",
     "OPNAME": "an op name",
     "ATTR": "an attribute name",
+    "ATTR_EQ": "an attribute name",
     "DEVICE": "a device name",
     "QDEVICE": "a device name",
     "DEVICE_KIND": "a device kind like PYU or MPC",
@@ -65,7 +72,7 @@ _WORDS = {
 }
 # The tokens that can start an attribute value; when all are expected the
 # message says "an attribute value" instead of listing eight of them.
-_VALUE_STARTERS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "LPAR", "ARRAY"}
+_VALUE_STARTERS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "LPAR", "INTS", "ARRAY"}
 
 
 def _expected_words(names, terminals) -> str:
@@ -131,40 +138,23 @@ def _acceptable(e: UnexpectedInput, names):
     return ok or names
 
 
-def _found_at(text, i) -> str:
-    if i >= len(text):
-        return "end of input"
-    if text[i] in "\r\n":
-        return "end of line"
-    chunk = _CHUNK.match(text, i).group()
-    return repr(chunk) if "'" in chunk else f"'{chunk}'"
-
-
-def _syntax_error(e: UnexpectedInput, terminals, text) -> ParseError:
+def _syntax_error(e: UnexpectedInput, terminals) -> ParseError:
     """Lark's exception as one line: what was found, what was expected, in words."""
     if isinstance(e, UnexpectedToken):
         tok = e.token
         line, col = tok.line, tok.column
-        pos = tok.start_pos
         if tok.type == "$END" or line is None:
-            line, col, pos = e.line, e.column, len(text)
+            line, col = e.line, e.column
         found = _found(tok)
         names = _acceptable(e, e.expected)
     elif isinstance(e, UnexpectedCharacters):
-        line, col, pos = e.line, e.column, e.pos_in_stream
+        line, col = e.line, e.column
         found = f"character {e.char!r}"
         names = _acceptable(e, e.allowed)
     else:  # UnexpectedEOF: not raised by LALR, which feeds $END as a token
-        line, col, pos = getattr(e, "line", None), getattr(e, "column", None), None
+        line, col = getattr(e, "line", None), getattr(e, "column", None)
         found = "end of input"
         names = _acceptable(e, getattr(e, "expected", ()))
-    if "TYPE" in names and pos is not None:
-        # A type is one token; say which part of it is wrong.
-        where = _diagnose_type(text, pos)
-        if where is not None:
-            i, what = where
-            line, col = _position(text, i)
-            return ParseError(f"unexpected {_found_at(text, i)}; expected {what}", line, col)
     if line is None or line < 0:
         line = col = None
     return ParseError(f"unexpected {found}; expected {_expected_words(names, terminals)}",
@@ -242,12 +232,6 @@ def _array(dtype_tok, shape, data_tok) -> np.ndarray:
 _TYPE_PARTS = re.compile(r'([A-Za-z_][A-Za-z0-9_.]*)[ \t]*\[([^\]]*)\][ \t]*@[ \t]*'
                          r'([A-Za-z_][A-Za-z0-9_.]*|"[^"\\\n]*(?:\\.[^"\\\n]*)*")'
                          r'(?:[ \t]*:[ \t]*([A-Za-z_][A-Za-z0-9_.]*))?')
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-_QUOTED = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"')
-_DIGITS = re.compile(r"[0-9]+")
-_SPACE = re.compile(r"[ \t]*")
-_CHUNK = re.compile(r"[A-Za-z0-9_.%]+|\S")
-_TYPE_LIKE = "a type like f32[2,3]@p1"
 
 
 def _shifted(tok, offset):
@@ -275,56 +259,6 @@ def _parse_type(tok) -> TensorType:
     return TensorType(dtype, shape, place, kind)
 
 
-def _diagnose_type(text, pos):
-    """Where and why the text at ``pos`` is not a type: (pos, what was expected).
-
-    The lexer reads a whole type as one token, so when one does not lex this
-    walks it piece by piece to point at the exact character. None if the
-    text at ``pos`` is not even the start of a type (the caller then reports
-    the token found) or if it is a whole type.
-    """
-    def skip(i):
-        return _SPACE.match(text, i).end()
-
-    m = _IDENT.match(text, pos)
-    if m is None:
-        return None
-    i = skip(m.end())
-    if not text.startswith("[", i):
-        return i, f"'[' and the shape in {_TYPE_LIKE}"
-    i = skip(i + 1)
-    if not text.startswith("]", i):
-        while True:
-            m = _DIGITS.match(text, i)
-            if m is None:
-                return i, "a dimension size or ']'"
-            i = skip(m.end())
-            if text.startswith(",", i):
-                i = skip(i + 1)
-                continue
-            if not text.startswith("]", i):
-                return i, "',' or ']'"
-            break
-    i = skip(i + 1)
-    if not text.startswith("@", i):
-        return i, f"'@' and a place after the shape, as in {_TYPE_LIKE}"
-    i = skip(i + 1)
-    m = _IDENT.match(text, i) or _QUOTED.match(text, i)
-    if m is None:
-        return i, "a place (device or party name)"
-    i = skip(m.end())
-    if text.startswith(":", i):
-        i = skip(i + 1)
-        if _IDENT.match(text, i) is None:
-            return i, "a value kind (" + ", ".join(KINDS) + ")"
-    return None
-
-
-def _position(text, pos):
-    line = text.count("\n", 0, pos) + 1
-    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
-
-
 # ------------------------------------------------------------ transformer
 
 def _true(tok):
@@ -339,8 +273,13 @@ def _none(tok):
     return None
 
 
+def _ints(tok):
+    """A flat tuple of ints lexed as one INTS token: (1,) (1, 2) ()."""
+    return tuple(_int(tok, x) for x in tok[1:-1].split(",") if not x.isspace() and x)
+
+
 _SCALARS = {"INT": lambda t: _int(t), "FLOAT": float, "STRING": lambda t: _string(t),
-            "TRUE": _true, "FALSE": _false, "NONE": _none}
+            "TRUE": _true, "FALSE": _false, "NONE": _none, "INTS": _ints}
 
 
 def _value(x):
@@ -406,22 +345,24 @@ class _Build:
         st.devices[dname] = Device(dname, str(kind), tuple(parties),
                                    tuple(sorted(options.items())))
 
-    # nodes:  VALUE_ID TYPE ... OPNAME VALUE_ID ... [attrs dict] [loc STRING]
+    # nodes: (RESULT|VALUE_ID) (TYPE|TensorType) ... OPNAME VALUE_ID* [attrs] [LOC|STRING]
     def node(self, ch):
         st = self._local.state
         values, types = st.values, st.types
         results, seen = [], set()
         k = 0
-        while ch[k].type == "VALUE_ID":
-            tok, ttok = ch[k], ch[k + 1]
-            i = int(tok[1:])
+        while ch[k].type != "OPNAME":
+            tok, t = ch[k], ch[k + 1]
+            i = int(tok.rstrip(": \t")[1:])
             if i in values or i in seen:
                 first = st.lines.get(i, tok.line)
                 raise _at(tok, f"value %{i} is defined twice (first on line {first})")
             seen.add(i)
-            t = types.get(ttok)
-            if t is None:
-                t = types[str(ttok)] = _parse_type(ttok)
+            if type(t) is Token:
+                tt = types.get(t)
+                if tt is None:
+                    tt = types[str(t)] = _parse_type(t)
+                t = tt
             results.append((i, t, tok.line))
             k += 2
         opname = ch[k]
@@ -436,6 +377,9 @@ class _Build:
                 if v is None:
                     raise _at(x, f"use of undefined value {x}")
                 args.append(v)
+            elif x.type == "LOC":
+                q = x.index('"')
+                loc = _string(_shifted(x, q), x[q:x.rindex('"') + 1])
             else:
                 loc = _string(x)
         outs = []
@@ -445,14 +389,30 @@ class _Build:
             outs.append(v)
         st.nodes.append(Node(str(opname), tuple(args), tuple(outs), attrs, loc))
 
+    def type(self, ch):
+        """A type spelled token by token (when the one-token TYPE did not match)."""
+        dtype, dims, place = ch[0], ch[1:-1], ch[-1]
+        kind = None
+        if place.type == "KIND":
+            kind, place, dims = place, ch[-2], ch[1:-2]
+        d = _dtype(dtype)
+        k = "plain"
+        if kind is not None:
+            if kind not in KINDS:
+                raise _at(kind, f"unknown value kind {str(kind)!r}{_close(kind, KINDS)}; "
+                                f"kinds are {', '.join(KINDS)}")
+            k = str(kind)
+        return TensorType(d, tuple(_int(x) for x in dims), _name(place), k)
+
     # attributes
     def attrs(self, ch):
         out = {}
         for j in range(0, len(ch), 2):
-            key = ch[j]
+            tok = ch[j]
+            key = tok.rstrip("= \t") if tok.type == "ATTR_EQ" else str(tok)
             if key in out:
-                raise _at(key, f"attribute {str(key)!r} is given twice")
-            out[str(key)] = _value(ch[j + 1])
+                raise _at(tok, f"attribute {key!r} is given twice")
+            out[key] = _value(ch[j + 1])
         return out
 
     def tuple(self, ch):  # the rule's name; the body's `tuple` is the builtin
@@ -496,7 +456,7 @@ def parse_module(text: str, filename: str | None = None) -> Module:
         try:
             lark.parse(text)
         except UnexpectedInput as e:
-            raise _syntax_error(e, terminals, text) from None
+            raise _syntax_error(e, terminals) from None
     except ParseError as e:
         if filename is None:
             raise

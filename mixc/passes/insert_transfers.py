@@ -49,4 +49,4 @@ def run(module):
             operands.append(moved[key])
         node.operands = tuple(operands)
         out.nodes.append(node)
-    return out
+    return out.renumbered()

@@ -53,8 +53,8 @@ class Bundle:
         (d / "after").mkdir(parents=True, exist_ok=True)
         for name, text in self.stages.items():
             (d / "after" / f"{name}.mir").write_text(text)
-        (d / "global.mir").write_text(self.stages[PIPELINE[-1][0]])
-        for party in self.parties:
+        (d / "global.mir").write_text(self.stages[list(self.stages)[-1]])  # after the last pass run
+        for party in self.programs:  # none if the partition pass did not run
             (d / f"{_filename(party)}.mir").write_text(self.text(party))
         (d / "graph.dot").write_text(self.manifest["dot"])
         (d / "audit.txt").write_text(self.audit())
@@ -95,9 +95,13 @@ def program_hash(texts) -> str:
     return h.hexdigest()
 
 
-def build(program, passes=None, verify_between=False, network=None) -> Bundle:
+def build(program, passes=None, verify_between=False, network="lan") -> Bundle:
     from .audit import audit_text, dot_graph
+    from .protocols import NETWORKS
+    if network not in NETWORKS:
+        raise MixcError(f"unknown network profile {network!r} (known: {', '.join(NETWORKS)})")
     module = program.trace()
+    module.network = network
     stages, snapshots = {}, {}
 
     def keep(name, m):

@@ -186,7 +186,11 @@ def _trace_pyu(trace, dfn, flat_fn, avals, operands, frame):
         out_tree_box.append(tree)
         return leaves
 
-    exported = jax.export.export(jax.jit(fn_flat_out), platforms=("cpu",))(*avals)
+    from jax._src import config as jax_config
+    # Keep only file basenames in the module's debug locations, so a bundle
+    # does not depend on (or disclose) where the author's checkout lives.
+    with jax_config.hlo_source_file_canonicalization_regex(".*/"):
+        exported = jax.export.export(jax.jit(fn_flat_out), platforms=("cpu",))(*avals)
     result_types = tuple((dtype_name(a.dtype), tuple(a.shape)) for a in exported.out_avals)
     types = [TensorType(d, s, dfn.device.name) for d, s in result_types]
     node = trace.emit("call", operands, types,
@@ -286,6 +290,33 @@ def _simple(op, attr_fn=lambda p: {}):
     return rule
 
 
+def _elementwise(op):
+    """An elementwise op; JAX broadcasts size-1 dims implicitly, the IR wants it explicit."""
+    simple = _simple(op)
+
+    def rule(trace, eqn, ins, dev, loc):
+        shape = tuple(eqn.outvars[0].aval.shape)
+        fixed = []
+        for v in ins:
+            if tuple(v.type.shape) not in ((), shape):
+                t = v.type.with_(shape=shape)
+                v = trace.emit("broadcast_in_dim", [v], [t],
+                               {"shape": shape,
+                                "broadcast_dimensions": tuple(range(len(shape)))}, loc).result
+            fixed.append(v)
+        return simple(trace, eqn, fixed, dev, loc)
+    return rule
+
+
+def _iota(trace, eqn, ins, dev, loc):
+    """jnp.arange and friends: a constant known at trace time."""
+    p = eqn.params
+    shape, dim = _ints(p["shape"]), int(p["dimension"])
+    ramp = np.arange(shape[dim]).reshape([-1 if i == dim else 1 for i in range(len(shape))])
+    value = np.broadcast_to(ramp, shape).astype(np.dtype(p["dtype"]))
+    return [_constant(trace, value, dev, loc)]
+
+
 def _alias(trace, eqn, ins, dev, loc):
     return ins
 
@@ -331,9 +362,9 @@ def _slice_attrs(p):
 
 
 PRIMITIVES = {
-    "add": _simple("add"), "sub": _simple("sub"), "mul": _simple("mul"),
-    "neg": _simple("neg"), "div": _simple("div"),
-    "add_any": _simple("add"),
+    "add": _elementwise("add"), "sub": _elementwise("sub"), "mul": _elementwise("mul"),
+    "neg": _simple("neg"), "div": _elementwise("div"),
+    "add_any": _elementwise("add"), "iota": _iota,
     "dot_general": _simple("dot_general", _dot_attrs),
     "reduce_sum": _simple("reduce_sum", lambda p: {"axes": _ints(p["axes"])}),
     "broadcast_in_dim": _simple("broadcast_in_dim", lambda p: {
@@ -400,13 +431,19 @@ class Program:
     def __init__(self, fn):
         self.fn = fn
         self.name = fn.__name__
-        sig = inspect.signature(fn)
+        try:
+            sig = inspect.signature(fn, eval_str=True)
+        except Exception:  # noqa: BLE001 - string annotations that do not evaluate
+            sig = inspect.signature(fn)
         self.inputs = {}
         for pname, p in sig.parameters.items():
             spec = p.annotation if isinstance(p.annotation, Input) else p.default
             if not isinstance(spec, Input):
+                hint = (" (its annotation is a string that did not evaluate; write "
+                        f"{pname}=mixc.Input(...) as a default instead)"
+                        if isinstance(p.annotation, str) else "")
                 raise TraceError(f"{self._where()}: parameter {pname!r} of {self.name} needs a "
-                                 "mixc.Input(device, shape) annotation")
+                                 f"mixc.Input(device, shape) annotation{hint}")
             self.inputs[pname] = spec
 
     def _where(self):
@@ -417,6 +454,7 @@ class Program:
         if getattr(_state, "trace", None) is not None:
             raise TraceError(f"{self._where()}: programs cannot be traced inside programs")
         trace = _Trace(self.name)
+        trace.module.stage = "trace"
         _state.trace = trace
         try:
             args = {}
@@ -454,9 +492,9 @@ class Program:
                                  f"secret on {dv.device.name}; return reveal(value, party_device)")
             trace.emit("output", [dv.value], [], {"name": str(name)}, None)
 
-    def build(self, passes=None, network=None):
+    def build(self, passes=None, network="lan", verify_between=False):
         from .bundle import build
-        return build(self, passes=passes)
+        return build(self, passes=passes, network=network, verify_between=verify_between)
 
     def simulate(self, **inputs):
         from .bundle import simulate

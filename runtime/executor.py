@@ -106,7 +106,9 @@ class PartyExecutor:
             prg = kernels.Prg(self.keys[a["seed"]], a["stream"])
             return [prg.random_u64(tuple(a["shape"]))]
         if op == "send":
-            self.link.send(a["to"], a["tag"], np.ascontiguousarray(args[0]))
+            # np.ascontiguousarray makes 0-d arrays 1-d; keep the declared shape.
+            data = np.asarray(args[0])
+            self.link.send(a["to"], a["tag"], np.ascontiguousarray(data).reshape(data.shape))
             return []
         if op == "recv":
             what = f"recv #{a['tag']} ({a['what']})" + (f" at {node.loc}" if node.loc else "")

@@ -93,7 +93,16 @@ frames into one ``sendmsg`` without copying array memory, so two parties
 sending 8 MB to each other at the same time cannot deadlock) and one receiver
 thread that reads frames -- large payloads straight into a preallocated
 ``np.empty`` with ``recv_into`` -- into the pending dict and wakes waiters.
-TCP_NODELAY and keep-alive are on.
+A frame of at most 64 KiB sent while nothing is queued is written by the
+calling thread itself with ``MSG_DONTWAIT`` (the rest, if any, is queued), to
+save a thread hand-off per round. TCP_NODELAY and keep-alive are on; socket
+buffers are 4 MiB where the kernel allows it.
+
+Closing: ``close()`` queues a goodbye frame behind the pending sends, waits
+(at most ``timeout``) for the sender threads and for the peers' kernels to
+acknowledge the data, then shuts the sockets down. A receiver that reads a
+goodbye marks that peer finished: messages that arrived before it are still
+delivered, later ``recv`` calls fail with "peer finished/closed".
 
 TLS hook: ``ssl_context`` (an ``ssl.SSLContext`` usable for both roles, or a
 ``(server_context, client_context)`` pair) wraps every socket in
@@ -835,9 +844,14 @@ class _Connector:
             with self.cond:
                 self.stopped = True
             if listener is not None:
-                _close_quietly(listener)
+                try:
+                    listener.shutdown(socket.SHUT_RDWR)   # wakes a blocked accept()
+                except OSError:
+                    pass
         for t in threads:
             t.join(1.0)
+        if listener is not None:
+            _close_quietly(listener)
         if error is None and len(socks) < len(self.peers):
             missing = [p for p in self.peers if p not in socks]
             error = PeerError(missing[0], self._timeout_message(missing))

@@ -2,6 +2,7 @@
 # Set up, then build the linear-regression example and run it as three
 # separate party processes (alice, bob, and the dealer) over loopback TCP.
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e '.[test]'
 out=build/demo

@@ -294,6 +294,24 @@ def test_tcp_8mb_both_ways_in_threads():
     run_threads({"a": lambda: party("alice", "bob"), "b": lambda: party("bob", "alice")})
 
 
+@pytest.mark.parametrize("late", ["alice", "bob"])   # the dialer, then the acceptor
+def test_tcp_peers_start_at_different_times(late):
+    addrs = addresses("alice", "bob")
+    out = {}
+
+    def start(name, delay):
+        time.sleep(delay)
+        out[name] = TcpLink.connect(name, addrs, b"s", b"h", timeout=5)
+
+    run_threads({n: (lambda n=n: start(n, 0.4 if n == late else 0)) for n in addrs})
+    try:
+        out["alice"].send("bob", 1, b"hi")
+        assert out["bob"].recv("alice", 1) == b"hi"
+    finally:
+        for link in out.values():
+            link.close()
+
+
 def test_tcp_bundle_hash_mismatch_on_both_sides():
     ls = tcp_links(["alice", "bob"], timeout=5, hashes={"alice": b"\x01" * 32, "bob": b"\x02" * 32})
     for me, peer in (("alice", "bob"), ("bob", "alice")):

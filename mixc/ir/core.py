@@ -87,6 +87,8 @@ class Module:
     parties: tuple = ()
     nodes: list = field(default_factory=list)
     next_id: int = 0
+    network: str = "lan"  # the build's network profile for the cost model; not printed
+    stage: str = ""       # the last pass run on it ("" when parsed or built by hand)
 
     def new_value(self, type: TensorType) -> Value:
         v = Value(self.next_id, type)
@@ -105,7 +107,8 @@ class Module:
 
     def fresh(self) -> "Module":
         """An empty module with the same header, for passes that rebuild the node list."""
-        return Module(self.name, dict(self.devices), tuple(self.parties), [], self.next_id)
+        return Module(self.name, dict(self.devices), tuple(self.parties), [], self.next_id,
+                      self.network, self.stage)
 
     def emit(self, op, operands=(), result_types=(), attrs=None, loc=None) -> Node:
         return self.add(op, operands, result_types, attrs, loc)

@@ -27,6 +27,7 @@ def run_pipeline(module, passes=None, verify_between=False, keep=None):
         if name not in chosen:
             continue
         module = fn(module)
+        module.stage = name
         if verify_between:
             verify.run(module)
         if keep is not None:

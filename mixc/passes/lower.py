@@ -75,7 +75,10 @@ def run(module):
     ctx = LowerContext(module)
     for node in module.nodes:
         ctx.loc = node.loc
-        rule(node.attrs["protocol"], node.op).lower(ctx, node)
+        try:
+            rule(node.attrs["protocol"], node.op).lower(ctx, node)
+        except NotImplementedError as e:
+            raise NotImplementedError(f"{node.loc or node.op}: {e} is not implemented") from None
     out = ctx.out
     out.devices = dict(module.devices)
     return out

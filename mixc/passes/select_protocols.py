@@ -3,14 +3,12 @@
 Invariant established: every node carries ``protocol``, naming a rule in
 ``mixc.protocols.RULES`` for its op that accepts its operands' kinds, and
 its results have the kind that rule produces. Among the rules that apply,
-the one with the least estimated time on the network profile wins; the
-costs come only from the protocols' own declarations.
+the one with the least estimated time on the module's network profile
+(``module.network``: lan or wan) wins; the costs come only from the
+protocols' own declarations.
 """
 from ..errors import MixcError
 from ..protocols import NETWORKS, CostReport, rules_for
-
-NETWORK = "lan"
-
 
 def candidates(node, module):
     device = module.devices[node.results[0].type.place if node.results
@@ -20,8 +18,8 @@ def candidates(node, module):
             if r.device == device.kind and r.accepts(kinds, node, module)], device
 
 
-def run(module, network=NETWORK):
-    profile = NETWORKS[network]
+def run(module):
+    profile = NETWORKS[module.network]
     report = CostReport(profile)
     for node in module.nodes:
         options, device = candidates(node, module)

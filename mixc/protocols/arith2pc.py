@@ -182,9 +182,6 @@ def _lower_linear(ctx, node):
 def _lower_convert(ctx, node):
     (x,) = node.operands
     device = _device(ctx, x)
-    src, dst = x.type.dtype, node.attrs["new_dtype"]
-    if not (src == "i32" and dst == "f32"):
-        raise NotImplementedError(f"convert_element_type {src}->{dst} on MPC device {device.name}")
     f = frac_bits(device, "f32")
     ctx.parts[node.result] = {p: ctx.emit(p, "shl", [s], "arith", {"bits": f})
                               for p, s in ctx.parts[x].items()}
@@ -224,22 +221,27 @@ def _triple(ctx, device, shape_a, shape_b, product):
                  ctx.xfer(c1, p1, "triple correction", "arith"))}
 
 
-def _open(ctx, device, pieces, what):
-    """Both parties send their piece and add the other's: the opened value at each."""
+def _open(ctx, device, *openings):
+    """Open each (pieces, what) to both parties: send everything first, then add.
+
+    All sends of one round go out before any value is used, so the openings
+    cost one round together."""
     p0, p1 = _parties(device)
-    got = {p1: ctx.xfer(pieces[p0], p1, what, "masked"),
-           p0: ctx.xfer(pieces[p1], p0, what, "masked")}
-    return {p: ctx.emit(p, "add", [pieces[p], got[p]], "masked") for p in (p0, p1)}
+    received = [{p1: ctx.xfer(pieces[p0], p1, what, "masked"),
+                 p0: ctx.xfer(pieces[p1], p0, what, "masked")} for pieces, what in openings]
+    return [{p: ctx.emit(p, "add", [pieces[p], got[p]], "masked") for p in (p0, p1)}
+            for (pieces, _), got in zip(openings, received)]
 
 
 def _beaver(ctx, device, x, y, product):
     """Shares of product(x, y) for secret x, y: one round, masked operands opened."""
     p0, p1 = _parties(device)
     t = _triple(ctx, device, x[p0].type.shape, y[p0].type.shape, product)
-    e = _open(ctx, device, {p: ctx.emit(p, "sub", [x[p], t[p][0]], "masked") for p in (p0, p1)},
-              "masked operand (x - a)")
-    f = _open(ctx, device, {p: ctx.emit(p, "sub", [y[p], t[p][1]], "masked") for p in (p0, p1)},
-              "masked operand (y - b)")
+    e, f = _open(ctx, device,
+                 ({p: ctx.emit(p, "sub", [x[p], t[p][0]], "masked") for p in (p0, p1)},
+                  "masked operand (x - a)"),
+                 ({p: ctx.emit(p, "sub", [y[p], t[p][1]], "masked") for p in (p0, p1)},
+                  "masked operand (y - b)"))
     out = {}
     for p in (p0, p1):
         a, b, c = t[p]
@@ -275,7 +277,7 @@ def _truncate(ctx, device, x, bits):
         if p == p0:
             xs = ctx.emit(p, "add", [xs, _u64(ctx, p, 1 << TRUNC_OFFSET)], "arith")
         masked[p] = ctx.emit(p, "add", [xs, mine[p][0]], "masked")
-    c = _open(ctx, device, masked, "masked value (x + r) for truncation")
+    (c,) = _open(ctx, device, (masked, "masked value (x + r) for truncation"))
     out = {}
     for p in (p0, p1):
         r_i, msb_i, low_i = mine[p]
@@ -389,7 +391,12 @@ for _op in ("add", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "t
              cost=_free, lower=_lower_linear, doc="local on shares")
 register(PROTOCOL, "pad", device="MPC", accepts=_secret_first, result_kind="arith",
          cost=_free, lower=_lower_linear, doc="local on shares; P0 pads with the value")
-register(PROTOCOL, "convert_element_type", device="MPC", accepts=_secret_first,
+def _int_to_fixed(kinds, node, module):
+    return _secret_first(kinds, node, module) and node.operands[0].type.dtype == "i32" \
+        and node.attrs["new_dtype"] == "f32"
+
+
+register(PROTOCOL, "convert_element_type", device="MPC", accepts=_int_to_fixed,
          result_kind="arith", cost=_free, lower=_lower_convert, doc="i32 to fixed point: shift")
 for _op in ("mul", "dot_general"):
     register(PROTOCOL, _op, device="MPC", accepts=_secret_any, result_kind="arith",

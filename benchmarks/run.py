@@ -1,0 +1,347 @@
+"""mixc's side of the side-by-side benchmark with SPU (see benchmarks/README.md).
+
+    python benchmarks/run.py [NAME ...] [--reps 3] [--network lan]
+
+Runs the workloads of ``shared/peer/spu_peer.py`` with the same names, sizes
+and seeds (``np.random.default_rng(0)``, data drawn in the order of that
+script's ``workloads()``) as mixc programs on ``examples/two_party.devices``
+(alice = p1, bob = p2, ``mpc`` over both with dealer-made triples), and
+prints one JSON line per workload:
+
+- ``name``, ``system`` ("mixc-dealer");
+- ``wall_s``: median of ``--reps`` warm runs of the already built bundle
+  (``mixc.bundle.simulate``: every party, the dealer included, in its own
+  thread of this process over in-process links), after one warm-up run;
+- ``max_abs_err`` against plain JAX, or ``accuracy`` for lr_train_10k
+  (computed as spu_peer's ``score`` does);
+- ``bytes_sent``: payload bytes each party sent in one run (from the links'
+  stats, the 32-byte PRG key agreement included); ``bytes_total``: their sum;
+- ``rounds``: communication rounds, from the party programs (see ``rounds``
+  below); ``rounds_in_order``: the same when each party runs its program
+  strictly in order, as the executor does;
+- ``build_s``: time of ``prog.build()`` (trace + passes + partition);
+- ``ops``: per party, how many nodes of each op its program has.
+
+A workload that mixc cannot build yet prints
+``{"name", "system", "skipped": "<error>"}``; one that builds but fails to
+run prints ``"error"`` instead. Either way the other workloads still run.
+"""
+
+import argparse
+import collections
+import json
+import os
+import sys
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import mixc
+import mixc.bundle
+
+SYSTEM = "mixc-dealer"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVICES = os.path.join(ROOT, "examples", "two_party.devices")
+
+
+# ------------------------------------------------------------- the functions
+# The same computations as spu_peer.py, in plain jnp: they run on the MPC
+# device under mixc and as the plain-JAX reference.
+
+def lr_train(x1, x2, y, epochs=5, lr=0.5, bs=1000):
+    x = jnp.concatenate((x1, x2), axis=1)
+    w = jnp.zeros(x.shape[1])
+    b = 0.0
+    for _ in range(epochs):
+        for i in range(0, x.shape[0], bs):
+            xb, yb = x[i:i + bs], y[i:i + bs]
+            g = jax.nn.sigmoid(xb @ w + b) - yb
+            w = w - lr * xb.T @ g / bs
+            b = b - lr * jnp.mean(g)
+    return w, b
+
+
+def mlp(x, w1, b1, w2, b2):
+    return jnp.maximum(x @ w1 + b1, 0) @ w2 + b2
+
+
+def matmul(a, b):
+    return a @ b
+
+
+def mul(a, b):
+    return a * b
+
+
+def less(a, b):
+    return a < b
+
+
+def relu(a):
+    return jnp.maximum(a, 0)
+
+
+# ------------------------------------------------------------------- data
+
+def make_data(seed=0):
+    """All workloads' inputs, drawn from one generator in spu_peer's order.
+
+    Every array is drawn even when only some workloads run, so each workload
+    gets exactly the numbers spu_peer gives it.
+    """
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    # Labelled data for the LR demo first, as spu_peer does.
+    features = normal(10000, 20)
+    true_w = rng.standard_normal(20)
+    noise = rng.standard_normal(10000)
+    labels = (features @ true_w + 0.1 * noise > 0).astype(np.float32)
+
+    data = {}
+    for name, shape in (("matmul_512", (512, 512)), ("matmul_1024", (1024, 1024)),
+                        ("mul_1m", (1_000_000,)), ("less_1m", (1_000_000,))):
+        first = normal(*shape)
+        second = normal(*shape)
+        data[name] = (first, second)
+    data["relu_1m"] = (normal(1_000_000),)
+    data["sigmoid_1m"] = (normal(1_000_000),)
+    data["lr_train_10k"] = (features[:, :10], features[:, 10:], labels)
+    x = normal(64, 784)
+    w1 = normal(784, 128) * 0.05
+    b1 = normal(128) * 0.1
+    w2 = normal(128, 10) * 0.1
+    b2 = normal(10) * 0.1
+    data["mlp_infer_64"] = (x, w1, b1, w2, b2)
+    return data
+
+
+# --------------------------------------------------------------- programs
+# Each maker takes the cluster and the workload's arrays and returns
+# (the @mixc.program, the plain function, the input names in order).
+
+def _binary(fn):
+    def make(c, args):
+        a0, b0 = args
+
+        def prog(a: mixc.Input(c.p1, a0.shape), b: mixc.Input(c.p2, b0.shape)):
+            out = mixc.device(c.mpc)(fn)(mixc.to(a, c.mpc), mixc.to(b, c.mpc))
+            return mixc.reveal(out, c.p1)
+        prog.__name__ = fn.__name__
+        return mixc.program(prog), fn, ("a", "b")
+    return make
+
+
+def _unary(fn):
+    def make(c, args):
+        (a0,) = args
+
+        def prog(a: mixc.Input(c.p1, a0.shape)):
+            out = mixc.device(c.mpc)(fn)(mixc.to(a, c.mpc))
+            return mixc.reveal(out, c.p1)
+        prog.__name__ = getattr(fn, "__name__", "unary")
+        return mixc.program(prog), fn, ("a",)
+    return make
+
+
+def _make_lr(c, args):
+    x1_0, x2_0, y_0 = args
+
+    @mixc.program
+    def lr_train_10k(x1: mixc.Input(c.p1, x1_0.shape), x2: mixc.Input(c.p2, x2_0.shape),
+                     y: mixc.Input(c.p2, y_0.shape)):
+        w, b = mixc.device(c.mpc)(lr_train)(mixc.to(x1, c.mpc), mixc.to(x2, c.mpc),
+                                           mixc.to(y, c.mpc))
+        return mixc.reveal(w, c.p1), mixc.reveal(b, c.p1)
+    return lr_train_10k, lr_train, ("x1", "x2", "y")
+
+
+def _make_mlp(c, args):
+    x0, w1_0, b1_0, w2_0, b2_0 = args
+
+    @mixc.program
+    def mlp_infer_64(x: mixc.Input(c.p1, x0.shape),           # the client's batch
+                     w1: mixc.Input(c.p2, w1_0.shape),        # the server's model
+                     b1: mixc.Input(c.p2, b1_0.shape),
+                     w2: mixc.Input(c.p2, w2_0.shape),
+                     b2: mixc.Input(c.p2, b2_0.shape)):
+        weights = [mixc.to(v, c.mpc) for v in (w1, b1, w2, b2)]
+        out = mixc.device(c.mpc)(mlp)(mixc.to(x, c.mpc), *weights)
+        return mixc.reveal(out, c.p1)
+    return mlp_infer_64, mlp, ("x", "w1", "b1", "w2", "b2")
+
+
+WORKLOADS = {
+    "matmul_512": _binary(matmul),
+    "matmul_1024": _binary(matmul),
+    "mul_1m": _binary(mul),
+    "less_1m": _binary(less),
+    "relu_1m": _unary(relu),
+    "sigmoid_1m": _unary(jax.nn.sigmoid),
+    "lr_train_10k": _make_lr,
+    "mlp_infer_64": _make_mlp,
+}
+
+
+# ---------------------------------------------------------------- metrics
+
+def _messages(programs):
+    """(sender, receiver, tag) -> (party, index) of the send node."""
+    sends = {}
+    for party, m in programs.items():
+        for i, n in enumerate(m.nodes):
+            if n.op == "send":
+                sends[(party, n.attrs["to"], n.attrs["tag"])] = (party, i)
+    return sends
+
+
+def rounds(programs, in_order=False):
+    """Communication rounds of a bundle's party programs.
+
+    Every node gets a depth: the largest number of messages on any chain of
+    dependencies that ends at it. A ``recv`` has depth (depth of the value
+    its matching ``send`` sent) + 1; any other node has the largest depth of
+    its operands (0 for none). Chains cross parties through send/recv pairs,
+    matched by (sender, receiver, tag). The result is the largest depth of
+    any node: the number of network latencies a run needs if each party
+    starts every op as soon as its operands are there.
+
+    With ``in_order=True`` each node also depends on the node before it at
+    the same party, since the executor runs a party's program strictly in
+    order (a ``recv`` blocks everything after it; ``send`` does not block):
+    the latencies a run of today's executor takes. The PRG key agreement
+    at session start (one message per key, before the program) is not
+    counted in either.
+    """
+    sends = _messages(programs)
+    depth = {}          # (party, index) -> depth of that node
+    value_depth = {}    # IR value -> depth
+    pos = {p: 0 for p in programs}
+    last = {p: 0 for p in programs}
+    remaining = sum(len(m.nodes) for m in programs.values())
+    while remaining:
+        progressed = False
+        for party, m in programs.items():
+            nodes = m.nodes
+            while pos[party] < len(nodes):
+                i = pos[party]
+                n = nodes[i]
+                d = max((value_depth.get(v, 0) for v in n.operands), default=0)
+                if n.op == "recv":
+                    key = (n.attrs["from"], party, n.attrs["tag"])
+                    src = sends.get(key)
+                    if src is None:
+                        raise ValueError(f"recv at {party} has no matching send {key}")
+                    if src not in depth:
+                        break  # the sender has not got there yet: visit it first
+                    d = max(d, depth[src] + 1)
+                if in_order:
+                    d = max(d, last[party])
+                depth[(party, i)] = last[party] = d
+                for r in n.results:
+                    value_depth[r] = d
+                pos[party] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            raise ValueError("party programs deadlock: some recv waits on a send that "
+                             "waits on it")
+    return max(depth.values(), default=0)
+
+
+def op_counts(programs):
+    return {p: dict(sorted(collections.Counter(n.op for n in m.nodes).items()))
+            for p, m in programs.items()}
+
+
+def score(name, fn, args, out):
+    """Like spu_peer's score: accuracy for lr_train_10k, else max |out - plain JAX|."""
+    if name == "lr_train_10k":
+        x = np.concatenate(args[:2], axis=1)
+        w, b = out
+        return {"accuracy": float(((x @ np.asarray(w) + np.asarray(b) > 0) == args[2]).mean())}
+    ref = np.asarray(fn(*args), dtype=np.float64)
+    return {"max_abs_err": float(np.abs(np.asarray(out, dtype=np.float64) - ref).max())}
+
+
+def _message(e):
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# ------------------------------------------------------------------- runs
+
+def run_one(name, cluster, data, reps, network):
+    rec = {"name": name, "system": SYSTEM}
+    args = data[name]
+    try:
+        prog, fn, input_names = WORKLOADS[name](cluster, args)
+        t = time.perf_counter()
+        bundle = prog.build(network=network)
+        build_s = time.perf_counter() - t
+    except Exception as e:  # noqa: BLE001 - a workload mixc cannot build yet
+        rec["skipped"] = _message(e)
+        return rec
+    inputs = dict(zip(input_names, args))
+    try:
+        stats = {}
+        mixc.bundle.simulate(bundle, inputs)  # warm-up
+        times = []
+        for _ in range(reps):
+            stats = {}
+            t = time.perf_counter()
+            out = mixc.bundle.simulate(bundle, inputs, stats=stats)
+            times.append(time.perf_counter() - t)
+        rec["wall_s"] = round(sorted(times)[len(times) // 2], 4)
+        rec.update(score(name, fn, args, out))
+        sent = {p: int(s["bytes_sent_total"]) for p, s in stats.items()}
+        rec["bytes_sent"] = sent
+        rec["bytes_total"] = sum(sent.values())
+    except Exception as e:  # noqa: BLE001 - report it, go on with the others
+        rec["error"] = _message(e)
+        if os.environ.get("MIXC_BENCH_TRACEBACK"):
+            traceback.print_exc()
+    try:
+        rec["rounds"] = rounds(bundle.programs)
+        rec["rounds_in_order"] = rounds(bundle.programs, in_order=True)
+    except Exception as e:  # noqa: BLE001 - keep the measurements
+        rec["rounds"] = rec["rounds_in_order"] = None
+        rec["rounds_error"] = _message(e)
+    rec["build_s"] = round(build_s, 4)
+    rec["network"] = network
+    rec["ops"] = op_counts(bundle.programs)
+    return rec
+
+
+def main(argv=None):
+    from mixc.protocols import NETWORKS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"workloads to run (default: all): {', '.join(WORKLOADS)}")
+    ap.add_argument("--reps", type=int, default=3, help="timed warm runs (median is reported)")
+    ap.add_argument("--network", default="lan", choices=sorted(NETWORKS),
+                    help="network profile protocol selection optimizes for")
+    a = ap.parse_args(argv)
+    unknown = [n for n in a.names if n not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+    if a.reps < 1:
+        ap.error("--reps must be at least 1")
+    cluster = mixc.init_device(DEVICES)
+    data = make_data(0)
+    for name in a.names or list(WORKLOADS):
+        try:
+            rec = run_one(name, cluster, data, a.reps, a.network)
+        except Exception as e:  # noqa: BLE001 - never let one workload end the run
+            rec = {"name": name, "system": SYSTEM, "error": _message(e)}
+        print(json.dumps(rec), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

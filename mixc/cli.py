@@ -1,0 +1,982 @@
+"""The ``mixc`` command line (``mixc ...`` and ``python -m mixc ...`` are the same).
+
+Usage::
+
+    mixc build FILE.py [--program NAME] [-o DIR] [--passes a,b,...] [--cost-report]
+    mixc run DIR --party NAME --peers NAME=HOST:PORT,... [--input NAME=FILE ...]
+                 [--output OUTDIR] [--timeout S] [--session HEX] [--progress|--no-progress]
+    mixc run DIR --local [--input NAME=FILE ...] [--output OUTDIR] [--timeout S]
+    mixc show DIR [--party NAME | --after PASS]
+    mixc audit DIR
+
+Every subcommand takes ``--debug`` (show the traceback of an error).
+
+``build`` imports FILE.py as a module (its directory goes first on
+``sys.path``; the current directory is unchanged, so relative paths *inside*
+the file are relative to where mixc runs -- build them from ``__file__`` to be
+independent of it), finds its ``mixc.program`` objects, compiles one and
+writes the bundle to DIR (default ``build/<program name>``).
+
+``run --party`` runs one party of a bundle as its own process over TCP.
+``--peers`` gives every party's address, this party's own included (it
+listens there if some peer's name sorts before its own). All parties must use
+the same session id: ``--session HEX`` if given, else one derived from the
+bundle hash (so two runs of one bundle on the same addresses at the same time
+would meet each other -- give distinct ``--session`` values for concurrent
+runs). Everything that can be checked locally -- the bundle, the party, the
+peers, every input's name, file, shape and dtype, the output directory -- is
+checked before connecting. Outputs revealed to the party are written to
+``OUTDIR/<name>.npy`` only after the whole program finished, each through a
+temporary file and ``os.replace``; stale ``<name>.npy`` files of this party's
+outputs are removed before connecting, so a failed run leaves none.
+
+``run --local`` starts every party of the bundle (the dealer too) as a
+``python -m mixc run --party`` child process on 127.0.0.1, each given only
+its own inputs and a fresh random session id. With ``--output OUTDIR`` party
+P writes ``OUTDIR/P/<name>.npy``; without it the outputs are printed. If a
+party fails, the others are stopped and the first root-cause error (a
+party's own failure rather than "my peer went away") is reported.
+
+Progress: a single updating line on stderr when stderr is a terminal and the
+run has taken more than ~2 s; ``--progress`` forces it on from the start,
+``--no-progress`` off. ``--local`` shows one combined line for all parties.
+
+Errors: one line ``mixc: error: ...`` on stderr and exit status 1 (2 for
+usage errors); a traceback only with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, MixcError, PeerError
+
+PROG = "mixc"
+DEFAULT_TIMEOUT = 60.0
+PROGRESS_DELAY = 2.0        # seconds before an automatic progress line appears
+_REPORT = "@mixc "          # prefix of the lines a --local child reports to its parent
+_PRINT_LIMIT = 100          # print the values of outputs with at most this many elements
+
+
+class _Usage(Exception):
+    """A usage error found after argument parsing (exit status 2)."""
+
+
+# ----------------------------------------------------------------- entry point
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    debug = getattr(args, "debug", False)
+    try:
+        return args.func(args) or 0
+    except _Usage as e:
+        args.subparser.print_usage(sys.stderr)
+        print(f"{args.subparser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # stdout went away (``mixc show ... | head``): not an error worth a message
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 1
+    except KeyboardInterrupt:
+        _fail(args, "interrupted", None, debug)
+        return 1
+    except (MixcError, OSError) as e:
+        _fail(args, _one_line(e), e, debug)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug in mixc, still one line unless --debug
+        _fail(args, f"internal error: {type(e).__name__}: {_one_line(e)}"
+                    + ("" if debug else " (rerun with --debug for the traceback)"), e, debug)
+        return 1
+
+
+def _fail(args, message, exc, debug):
+    if debug and exc is not None:
+        traceback.print_exception(exc)
+    if getattr(args, "report", False) and not getattr(exc, "_mixc_reported", False):
+        _report_error(exc, message)
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(e) -> str:
+    if isinstance(e, OSError) and not isinstance(e, MixcError) and e.strerror:
+        where = f"{e.filename}: " if e.filename is not None else ""
+        return f"{where}{e.strerror}"
+    text = str(e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+# -------------------------------------------------------------------- argparse
+
+def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the full traceback of an error")
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="Compile a JAX program placed on devices into one program per party, "
+                    "and run them.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    b = sub.add_parser("build", parents=[common], help="compile a program file into a bundle",
+                       description="Import FILE.py, compile its mixc.program and write the bundle "
+                                   "(global IR, one IR file per party, graph.dot, audit.txt, "
+                                   "manifest.json) to DIR.")
+    b.add_argument("file", metavar="FILE.py")
+    b.add_argument("--program", metavar="NAME", help="which program, if the file has several")
+    b.add_argument("-o", "--output", metavar="DIR", help="bundle directory (default build/<program>)")
+    b.add_argument("--passes", metavar="a,b,...",
+                   help="run only these passes of the pipeline (default: all)")
+    b.add_argument("--cost-report", action="store_true",
+                   help="print the cost model's bytes and rounds per protocol op")
+    b.set_defaults(func=cmd_build, subparser=b)
+
+    r = sub.add_parser("run", parents=[common], help="run a bundle: one party, or all locally",
+                       description="Run one party of a bundle over TCP (--party, --peers), or "
+                                   "every party as a local process (--local).")
+    r.add_argument("bundle", metavar="DIR")
+    mode = r.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--party", metavar="NAME", help="the party this process runs")
+    mode.add_argument("--local", action="store_true",
+                      help="start every party as a local process on 127.0.0.1")
+    r.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
+                   help="an input (.npy or .csv); repeat for each input")
+    r.add_argument("--peers", action="append", default=[], metavar="NAME=HOST:PORT,...",
+                   help="every party's address, this party's own included")
+    r.add_argument("--output", metavar="OUTDIR",
+                   help="write revealed outputs as OUTDIR/<name>.npy (--local: OUTDIR/<party>/)")
+    r.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"bound on any wait for a peer (default {DEFAULT_TIMEOUT:g})")
+    r.add_argument("--session", metavar="HEX",
+                   help="session id all parties share (default: derived from the bundle hash; "
+                        "--local: random)")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="force the progress line on/off (default: on a terminal, after ~2 s)")
+    r.add_argument("--report", action="store_true", help=argparse.SUPPRESS)  # --local child
+    r.set_defaults(func=cmd_run, subparser=r)
+
+    s = sub.add_parser("show", parents=[common], help="print a party's program or the global IR",
+                       description="Print the global IR after all passes (default), after one "
+                                   "pass (--after), or one party's program (--party).")
+    s.add_argument("bundle", metavar="DIR")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--party", metavar="NAME")
+    which.add_argument("--after", metavar="PASS")
+    s.set_defaults(func=cmd_show, subparser=s)
+
+    a = sub.add_parser("audit", parents=[common], help="print the leakage report",
+                       description="Print the bundle's audit: trust assumptions, disclosures, "
+                                   "and who sees each value in what form.")
+    a.add_argument("bundle", metavar="DIR")
+    a.set_defaults(func=cmd_audit, subparser=a)
+    return parser
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------- build
+
+def cmd_build(args):
+    from .bundle import build
+    from .frontend import Program
+    from .passes import PIPELINE
+
+    path = Path(args.file)
+    if path.suffix != ".py":
+        raise MixcError(f"{args.file}: not a Python file (mixc build takes FILE.py)")
+    if not path.is_file():
+        raise MixcError(f"{args.file}: no such file" if not path.exists()
+                        else f"{args.file}: not a file")
+    passes = None
+    if args.passes is not None:
+        names = [n for n, _ in PIPELINE]
+        passes = [p.strip() for p in args.passes.split(",") if p.strip()]
+        unknown = [p for p in passes if p not in names]
+        if unknown or not passes:
+            raise MixcError(f"unknown pass(es) {', '.join(unknown) or repr(args.passes)}; "
+                            f"the pipeline is {', '.join(names)}")
+
+    module = _import_file(path, args.file)
+    found = []
+    for var, value in vars(module).items():
+        if isinstance(value, Program) and all(value is not p for _, p in found):
+            found.append((var, value))
+    if not found:
+        raise MixcError(f"{args.file}: no mixc.program in this file (decorate a function "
+                        "with @mixc.program)")
+    if args.program is not None:
+        chosen = [p for var, p in found if args.program in (var, p.name)]
+        if not chosen:
+            raise MixcError(f"{args.file}: no program named {args.program!r} (programs: "
+                            f"{', '.join(p.name for _, p in found)})")
+        prog = chosen[0]
+    elif len(found) > 1:
+        raise MixcError(f"{args.file} has {len(found)} programs ({', '.join(p.name for _, p in found)}); "
+                        "choose one with --program NAME")
+    else:
+        prog = found[0][1]
+
+    try:
+        bundle = build(prog, passes=passes)
+    except MixcError:
+        raise
+    except Exception as e:  # an error in the author's code while tracing
+        located = _author_error(e, path, args.file)
+        if located is None:
+            raise
+        raise located from e
+
+    out = Path(args.output) if args.output else Path("build") / prog.name
+    bundle.save(out)
+    _print_build_summary(bundle, out)
+    if args.cost_report:
+        _print_cost_report(bundle)
+    return 0
+
+
+def _import_file(path, shown):
+    """Run FILE.py as a fresh module; an error in it is one line naming FILE:LINE."""
+    directory = str(path.resolve().parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    name = "_mixc_program_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    if spec is None or spec.loader is None:
+        raise MixcError(f"{shown}: cannot import this file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        sys.modules.pop(name, None)
+        where = shown if e.filename and _same_file(e.filename, path) else (e.filename or shown)
+        col = f":{e.offset}" if e.offset else ""
+        raise MixcError(f"{where}:{e.lineno}{col}: {type(e).__name__}: {e.msg}") from e
+    except BaseException as e:
+        sys.modules.pop(name, None)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        if isinstance(e, SystemExit):
+            raise MixcError(f"{shown}: the file called exit({e.code!r}) while being imported") from e
+        located = _author_error(e, path, shown)
+        if located is None:
+            raise
+        raise located from e
+    return module
+
+
+def _author_error(exc, path, shown):
+    """``FILE:LINE: Error: message`` from the last traceback frame inside FILE.py."""
+    from .errors import TraceError
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if _same_file(frame.filename, path):
+            line = frame.lineno
+    if line is None:
+        return None
+    if isinstance(exc, TraceError):      # already names the author's line
+        return exc
+    what = _one_line(exc)
+    if isinstance(exc, MixcError):       # e.g. a config error: its own text says what
+        return MixcError(f"{shown}:{line}: {what}")
+    return MixcError(f"{shown}:{line}: {type(exc).__name__}: {what}")
+
+
+def _same_file(a, b):
+    try:
+        return os.path.realpath(a) == os.path.realpath(b)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _print_build_summary(bundle, out):
+    m = bundle.manifest
+    print(f"built {bundle.name!r} into {out}")
+    print(f"  parties: {', '.join(bundle.parties)}")
+    if bundle.programs:
+        ops = ", ".join(f"{p} {len(bundle.programs[p].nodes)}" for p in bundle.parties
+                        if p in bundle.programs)
+        print(f"  ops per party: {ops}")
+    else:
+        print("  no per-party programs (the partition pass did not run)")
+    ins = ", ".join(f"{n} ({s['party']}, {s['dtype']}{list(s['shape'])})"
+                    for n, s in m["inputs"].items())
+    print(f"  inputs: {ins or 'none'}")
+    outs = ", ".join(f"{n} -> {p}" for n, p in m["outputs"].items())
+    print(f"  outputs: {outs or 'none'}")
+    print(f"  passes: {', '.join(m['passes'])}")
+
+
+def _print_cost_report(bundle):
+    report = getattr(bundle, "cost_report", None)
+    if report is None:
+        print("no cost report: the select_protocols pass did not run")
+        return
+    header = ("value", "op", "protocol", "bytes", "rounds", "loc")
+    rows = [("-" if vid is None else f"%{vid}", str(op), str(proto), str(cost.bytes), str(cost.rounds), str(loc or ""))
+            for vid, op, proto, cost, loc in report.rows]
+    total = report.total
+    footer = ("total", "", "", str(total.bytes), str(total.rounds), "")
+    widths = [max(len(r[i]) for r in [header, footer, *rows]) for i in range(len(header))]
+    right = {3, 4}
+
+    def fmt(r):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    print(f"\ncost report (network profile {report.network.name!r}):")
+    print(fmt(header))
+    for r in rows:
+        print(fmt(r))
+    print(fmt(footer))
+    try:
+        secs = report.network.seconds(total)
+        print(f"estimated communication time on {report.network.name}: {secs * 1e3:.3f} ms")
+    except Exception:  # noqa: BLE001 - an estimate only
+        pass
+
+
+# ------------------------------------------------------------- bundles on disk
+
+def _load_manifest(directory):
+    d = Path(directory)
+    path = d / "manifest.json"
+    if not d.is_dir():
+        raise MixcError(f"{directory}: no such bundle directory" if not d.exists()
+                        else f"{directory}: not a directory")
+    if not path.is_file():
+        raise MixcError(f"{directory}: not a mixc bundle (no manifest.json); make one with mixc build")
+    try:
+        manifest = json.loads(path.read_text())
+        for key in ("parties", "inputs", "outputs", "hash", "passes"):
+            manifest[key]
+    except (ValueError, KeyError, TypeError) as e:
+        raise MixcError(f"{path}: not a valid mixc manifest ({_one_line(e)})") from None
+    return manifest
+
+
+def _check_runnable(directory, manifest, parties):
+    from .bundle import _filename
+    for p in parties:
+        if not (Path(directory) / f"{_filename(p)}.mir").is_file():
+            hint = (" (the bundle was built without the partition pass)"
+                    if "partition" not in manifest["passes"] else "")
+            raise MixcError(f"bundle {directory} has no program for party {p!r}{hint}")
+
+
+def _check_party(directory, manifest, party):
+    if party not in manifest["parties"]:
+        raise MixcError(f"bundle {directory} was built for parties "
+                        f"{', '.join(manifest['parties'])}, not {party!r}")
+
+
+# ------------------------------------------------------------------------ show
+
+def cmd_show(args):
+    from .bundle import _filename
+    manifest = _load_manifest(args.bundle)
+    d = Path(args.bundle)
+    if args.party is not None:
+        _check_party(args.bundle, manifest, args.party)
+        _check_runnable(args.bundle, manifest, [args.party])
+        text = (d / f"{_filename(args.party)}.mir").read_text()
+    elif args.after is not None:
+        passes = list(manifest["passes"])
+        if args.after not in passes:
+            raise MixcError(f"unknown pass {args.after!r}; this bundle has the IR after: "
+                            f"{', '.join(passes)}")
+        f = d / "after" / f"{args.after}.mir"
+        if not f.is_file():
+            raise MixcError(f"{f}: missing from the bundle")
+        text = f.read_text()
+    else:
+        f = d / "global.mir"
+        if not f.is_file():
+            raise MixcError(f"{f}: missing from the bundle")
+        text = f.read_text()
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_audit(args):
+    _load_manifest(args.bundle)
+    f = Path(args.bundle) / "audit.txt"
+    if not f.is_file():
+        raise MixcError(f"{f}: missing from the bundle")
+    text = f.read_text()
+    if not text.strip():
+        raise MixcError(f"{f} is empty (the bundle was built without select_protocols)")
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------- inputs
+
+def _parse_assignments(items, what):
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not value:
+            raise _Usage(f"{what} takes NAME=FILE, not {item!r}")
+        if name in out:
+            raise _Usage(f"{what} {name!r} given twice")
+        out[name] = value
+    return out
+
+
+def _check_input_names(manifest, given, party=None):
+    declared = manifest["inputs"]
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise InputError(f"unknown input(s) {', '.join(unknown)} (the program takes "
+                         f"{', '.join(declared) or 'no inputs'})")
+    if party is not None:
+        foreign = sorted(n for n in given if declared[n]["party"] != party)
+        if foreign:
+            n = foreign[0]
+            raise InputError(f"input {n!r} belongs to party {declared[n]['party']!r}, not "
+                             f"{party!r}: give each party only its own inputs")
+        wanted = sorted(n for n, s in declared.items() if s["party"] == party)
+    else:
+        wanted = sorted(declared)
+    missing = [n for n in wanted if n not in given]
+    if missing:
+        owners = ", ".join(f"{n} (party {declared[n]['party']})" for n in missing)
+        raise InputError(f"missing input(s) {owners}: pass --input NAME=FILE")
+
+
+def load_input(name, path, spec):
+    """Read ``path`` (.npy or .csv) as input ``name`` declared by ``spec``; checked."""
+    from .runtime.executor import check_input
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input {name!r}: no such file {path}")
+    if not p.is_file():
+        raise InputError(f"input {name!r}: {path} is not a file")
+    shape = tuple(spec["shape"])
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"input {name!r}: cannot read {path} as .npy: {_one_line(e)}") from None
+        if not isinstance(arr, np.ndarray):
+            raise InputError(f"input {name!r}: {path} holds several arrays, not one")
+    elif suffix == ".csv":
+        arr = _load_csv(name, p, path, spec["dtype"], shape)
+    else:
+        raise InputError(f"input {name!r}: {path}: unsupported file type (use .npy or .csv)")
+    try:
+        return check_input(name, arr, spec["dtype"], shape)
+    except InputError as e:
+        raise InputError(f"{e} (read from {path})") from None
+
+
+def _load_csv(name, p, shown, dtype, shape):
+    import warnings
+    ndmin = min(len(shape), 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if dtype == "bool":
+                raw = np.loadtxt(p, delimiter=",", ndmin=ndmin, dtype=str)
+                low = np.char.lower(np.char.strip(raw))
+                bad = ~np.isin(low, ["0", "1", "true", "false"])
+                if bad.any():
+                    raise ValueError(f"{raw[bad].flat[0]!r} is not a boolean (0/1/true/false)")
+                arr = np.isin(low, ["1", "true"])
+            else:
+                arr = np.loadtxt(p, delimiter=",", ndmin=ndmin, dtype=np.float64)
+                if dtype == "i32":
+                    if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                        raise ValueError("holds non-integer values but the input is int32")
+                    if arr.size and (arr.min() < -2**31 or arr.max() >= 2**31):
+                        raise ValueError("holds values out of the int32 range")
+                    arr = arr.astype(np.int32)
+                else:
+                    arr = arr.astype(np.float32)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise InputError(f"input {name!r}: cannot read {shown} as CSV: {_one_line(e)}") from None
+    if arr.shape != shape and arr.size == int(np.prod(shape, dtype=np.int64)):
+        arr = arr.reshape(shape)
+    return arr
+
+
+# ------------------------------------------------------------------------- run
+
+def cmd_run(args):
+    if args.local:
+        if args.peers:
+            raise _Usage("--peers is for --party; --local picks loopback addresses itself")
+        return _run_local(args)
+    return _run_party(args)
+
+
+def _parse_peers(items):
+    addresses = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, addr = part.partition("=")
+            host, colon, port = addr.rpartition(":")
+            if not sep or not name or not colon or not host:
+                raise _Usage(f"--peers takes NAME=HOST:PORT,..., not {part!r}")
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            try:
+                port_num = int(port)
+            except ValueError:
+                port_num = -1
+            if not 0 < port_num < 65536:
+                raise _Usage(f"--peers: bad port {port!r} for {name!r}")
+            if name in addresses:
+                raise _Usage(f"--peers: party {name!r} given twice")
+            addresses[name] = (host, port_num)
+    return addresses
+
+
+def _session(args, manifest):
+    if args.session is not None:
+        try:
+            raw = bytes.fromhex(args.session)
+        except ValueError:
+            raise _Usage(f"--session takes a hex string, not {args.session!r}") from None
+        if not raw:
+            raise _Usage("--session must not be empty")
+        return args.session.lower()
+    return hashlib.sha256(b"mixc-session\0" + manifest["hash"].encode()).hexdigest()[:32]
+
+
+def _output_names(manifest, party):
+    names = [n for n, p in manifest["outputs"].items() if p == party]
+    for n in names:
+        if not n or n in (".", "..") or "/" in n or os.sep in n or "\0" in n:
+            raise MixcError(f"output name {n!r} cannot be a file name")
+    return names
+
+
+def _prepare_output_dir(outdir, names):
+    """Create OUTDIR, prove it writable, and remove stale outputs of this party."""
+    d = Path(outdir)
+    d.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".mixc-probe-", dir=d)
+    os.close(fd)
+    os.unlink(probe)
+    for n in names:
+        stale = d / f"{n}.npy"
+        if stale.is_file() or stale.is_symlink():
+            stale.unlink()
+    return d
+
+
+def write_outputs(outdir, outputs):
+    """Write every output as OUTDIR/<name>.npy via temp files, then os.replace each."""
+    d = Path(outdir)
+    done = []
+    try:
+        for name, value in outputs.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy.tmp", dir=d)
+            done.append((tmp, d / f"{name}.npy"))
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.asarray(value), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, final in done:
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp, _ in done:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+    return [final for _, final in done]
+
+
+def _run_party(args):
+    from .bundle import Bundle
+    from .runtime.executor import PartyExecutor
+    from .runtime.links import TcpLink
+
+    party, directory = args.party, args.bundle
+    # -- everything checkable without a peer, before connecting --------------
+    manifest = _load_manifest(directory)
+    _check_party(directory, manifest, party)
+    _check_runnable(directory, manifest, [party])
+    if not args.peers:
+        raise _Usage("--party needs --peers NAME=HOST:PORT,... with every party's address")
+    addresses = _parse_peers(args.peers)
+    missing = [p for p in manifest["parties"] if p not in addresses]
+    if missing:
+        raise _Usage(f"--peers has no address for {', '.join(missing)} (the bundle's parties: "
+                     f"{', '.join(manifest['parties'])})")
+    extra = [p for p in addresses if p not in manifest["parties"]]
+    if extra:
+        raise _Usage(f"--peers names {', '.join(extra)}, not a party of this bundle "
+                     f"({', '.join(manifest['parties'])})")
+    session = _session(args, manifest)
+    given = _parse_assignments(args.input, "--input")
+    _check_input_names(manifest, given, party)
+    inputs = {n: load_input(n, f, manifest["inputs"][n]) for n, f in given.items()}
+    names = _output_names(manifest, party)
+    bundle = Bundle.load(directory, parties=[party])
+    progress = _progress_for(args, party)
+    executor = PartyExecutor(bundle.programs[party], party, None, inputs,
+                             progress=progress.update if progress else None)
+    outdir = _prepare_output_dir(args.output, names) if args.output and names else None
+
+    # -- the run ----------------------------------------------------------------
+    link = None
+    try:
+        link = TcpLink.connect(party, addresses, session, manifest["hash"], timeout=args.timeout)
+        executor.link = link
+        outputs = executor.run()
+        link.close()
+    except BaseException as e:
+        if args.report and not isinstance(e, KeyboardInterrupt):
+            _report_error(e, _one_line(e))
+            e._mixc_reported = True
+        if link is not None:
+            link.timeout = min(link.timeout, 1.0)   # do not wait long flushing to a broken run
+            link.close()
+        raise
+    finally:
+        if progress:
+            progress.finish()
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        raise MixcError(f"party {party!r} finished without output(s) {', '.join(missing)}")
+    if outdir is not None:
+        for path in write_outputs(outdir, {n: outputs[n] for n in names}):
+            print(f"{party}: wrote {path}")
+    elif not args.report:
+        for n in names:
+            _print_output(n, party, outputs[n])
+    if args.report:
+        _report("done")
+    return 0
+
+
+def _print_output(name, party, value):
+    arr = np.asarray(value)
+    print(f"{name} (revealed to {party}): {arr.dtype}{list(arr.shape)}")
+    if arr.size <= _PRINT_LIMIT:
+        text = np.array2string(arr, precision=6, suppress_small=True, max_line_width=100)
+        print("  " + text.replace("\n", "\n  "))
+
+
+# ---- progress and the child -> parent protocol of --local
+
+def _report(line):
+    sys.stderr.write(_REPORT + line.replace("\n", " ") + "\n")
+    sys.stderr.flush()
+
+
+def _report_error(exc, message):
+    kind = "peer" if isinstance(exc, PeerError) else "root"
+    _report(f"error {kind} {message}")
+
+
+class _StatusLine:
+    """One updating line on stderr: on a terminal after ``delay`` s, or forced."""
+
+    def __init__(self, forced=None, delay=PROGRESS_DELAY, interval=0.1):
+        self.enabled = forced if forced is not None else _stderr_is_tty()
+        self.delay = 0.0 if forced else delay
+        self.interval = interval
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+        self.lock = threading.Lock()
+
+    def show(self, text, final=False):
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if now - self.start < self.delay:
+                return
+            if not final and now - self.last < self.interval:
+                return
+            self.last = now
+            sys.stderr.write("\r" + text + "\x1b[K")
+            sys.stderr.flush()
+            self.shown = True
+
+    def clear(self):
+        with self.lock:
+            if self.shown:
+                sys.stderr.write("\r\x1b[K")
+                sys.stderr.flush()
+                self.shown = False
+
+
+def _stderr_is_tty():
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _PartyProgress:
+    def __init__(self, party, report, forced):
+        self.party, self.report = party, report
+        self.line = None if report else _StatusLine(forced)
+        self.last = 0.0
+
+    def update(self, done, total):
+        if self.report:
+            now = time.monotonic()
+            if now - self.last >= 0.2 or done == total:
+                self.last = now
+                _report(f"progress {done} {total}")
+        else:
+            self.line.show(f"[{self.party}] {done}/{total} ops", final=done == total)
+
+    def finish(self):
+        if self.line is not None:
+            self.line.clear()
+
+
+def _progress_for(args, party):
+    if args.report:
+        return _PartyProgress(party, True, None)
+    if args.progress is False:
+        return None
+    line = _PartyProgress(party, False, args.progress)
+    return line if line.line.enabled else None
+
+
+# ---- --local
+
+class _Child:
+    def __init__(self, party, proc):
+        self.party, self.proc = party, proc
+        self.progress = None
+        self.error = None           # (kind, message) reported by the child
+        self.error_line = None      # its "mixc: error: ..." line
+        self.tail = deque(maxlen=20)
+        self.failed_at = None       # monotonic time its failure was first seen
+        self.killed = False
+        self.reader = None
+
+
+def _free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _run_local(args):
+    directory = args.bundle
+    manifest = _load_manifest(directory)
+    parties = list(manifest["parties"])
+    _check_runnable(directory, manifest, parties)
+    given = _parse_assignments(args.input, "--input")
+    _check_input_names(manifest, given)
+    for n, f in given.items():           # fail here, once, rather than in every child
+        load_input(n, f, manifest["inputs"][n])
+    session = args.session.lower() if args.session else os.urandom(16).hex()
+    if args.session:
+        _session(args, manifest)          # validates the hex
+    for p in parties:
+        _output_names(manifest, p)
+    debug = getattr(args, "debug", False)
+
+    tmp = None
+    if args.output:
+        outroot = Path(args.output).resolve()
+        outroot.mkdir(parents=True, exist_ok=True)
+        for n, p in manifest["outputs"].items():   # a stale file must not pass for a result
+            stale = outroot / p / f"{n}.npy"
+            if stale.is_file() or stale.is_symlink():
+                stale.unlink()
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="mixc-run-")
+        outroot = Path(tmp.name)
+    try:
+        children = _start_children(args, manifest, given, session, outroot, debug)
+        failures = [c for c in children.values()
+                    if c.failed_at is not None or (c.proc.returncode != 0 and not c.killed)]
+        if failures:
+            failures.sort(key=lambda c: c.failed_at or float("inf"))
+            root = next((c for c in failures if c.error and c.error[0] == "root"), None)
+            root = root or next((c for c in failures if c.error is None), None) or failures[0]
+            raise MixcError(f"{root.party}: {_child_message(root)}")
+        for n, p in manifest["outputs"].items():
+            path = outroot / p / f"{n}.npy"
+            if args.output:
+                print(f"{p}: wrote {path}")
+            else:
+                _print_output(n, p, np.load(path, allow_pickle=False))
+        print(f"audit: mixc audit {directory}")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+def _start_children(args, manifest, given, session, outroot, debug):
+    """Run one child process per party until all finished or one failed; -> children."""
+    parties = list(manifest["parties"])
+    ports = _free_ports(len(parties))
+    peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in zip(parties, ports))
+    bundle_dir = str(Path(args.bundle).resolve())
+    children = {}
+    status = _StatusLine(args.progress)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        for p in parties:
+            cmd = [sys.executable, "-m", "mixc", "run", bundle_dir, "--party", p, "--peers", peers,
+                   "--timeout", repr(args.timeout), "--session", session,
+                   "--output", str(outroot / p), "--report"]
+            for n, f in given.items():
+                if manifest["inputs"][n]["party"] == p:
+                    cmd += ["--input", f"{n}={Path(f).resolve()}"]
+            if debug:
+                cmd.append("--debug")
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True, errors="replace",
+                                    start_new_session=True)
+            child = children[p] = _Child(p, proc)
+            child.reader = threading.Thread(target=_read_child, args=(child, debug), daemon=True,
+                                            name=f"mixc-local-{p}")
+            child.reader.start()
+        _supervise(children, status)
+    finally:
+        status.clear()
+        for c in children.values():
+            _stop(c)
+        for c in children.values():
+            c.reader.join(2.0)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return children
+
+
+def _terminated(signum, frame):
+    raise MixcError("terminated (SIGTERM); stopped every party")
+
+
+def _read_child(child, debug):
+    for line in child.proc.stderr:
+        line = line.rstrip("\n")
+        if line.startswith(_REPORT):
+            kind, _, rest = line[len(_REPORT):].partition(" ")
+            if kind == "progress":
+                try:
+                    done, total = (int(x) for x in rest.split())
+                    child.progress = (done, total)
+                except ValueError:
+                    pass
+            elif kind == "error":
+                ekind, _, message = rest.partition(" ")
+                if child.error is None:
+                    child.error = (ekind, message)
+                if child.failed_at is None:
+                    child.failed_at = time.monotonic()
+            continue
+        if line.startswith(f"{PROG}: error: "):
+            child.error_line = line[len(f"{PROG}: error: "):]
+        elif line.strip():
+            child.tail.append(line)
+        if debug:
+            sys.stderr.write(f"[{child.party}] {line}\n")
+
+
+def _supervise(children, status, grace=1.5):
+    """Wait for every child; once one fails, give the others ``grace`` s, then stop them."""
+    first_failure = None
+    while True:
+        now = time.monotonic()
+        running = 0
+        for c in children.values():
+            rc = c.proc.poll()
+            if rc is None:
+                running += 1
+            elif rc != 0 and c.failed_at is None:
+                c.failed_at = now
+            if c.failed_at is not None and first_failure is None:
+                first_failure = now
+        if not running:
+            return
+        if first_failure is not None and now - first_failure > grace:
+            return
+        parts = [f"{c.party} {c.progress[0]}/{c.progress[1]}" if c.progress else f"{c.party} -"
+                 for c in children.values()]
+        status.show("[" + "] [".join(parts) + "] ops")
+        time.sleep(0.05)
+
+
+def _stop(child):
+    proc = child.proc
+    if proc.poll() is not None:
+        return
+    child.killed = True
+    try:
+        proc.terminate()
+        proc.wait(1.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except OSError:
+        pass
+
+
+def _child_message(child):
+    if child.error is not None:
+        return child.error[1]
+    if child.error_line:
+        return child.error_line
+    rc = child.proc.returncode
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        what = f"killed by {name}"
+    else:
+        what = f"exited with status {rc}"
+    last = child.tail[-1] if child.tail else ""
+    return f"{what}" + (f" ({last.strip()})" if last else "")

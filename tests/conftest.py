@@ -1,0 +1,95 @@
+"""Shared fixtures for the end-to-end, frontend-error and pass tests.
+
+- ``cluster``: the two-party cluster of ``examples/two_party.devices``
+  (``p1`` = PYU at alice, ``p2`` = PYU at bob, ``mpc`` = 2PC over both).
+- ``secure(fn, *arrays, owners=...)``: compile ``fn`` as the body of an MPC
+  device function whose arguments are the given arrays, input at ``p1``/``p2``
+  (``owners``, default alternating p1, p2, p1, ...), with every output
+  revealed to ``p1``; build it with the verifier running after every pass
+  (``mixc.bundle.build(prog, verify_between=True)``) and simulate it. Returns
+  the revealed outputs in the structure ``fn`` returned them.
+- ``make_program(body, inputs)``: a ``@mixc.program`` whose parameters are
+  built from ``inputs`` (name -> ``mixc.Input``), for tests that need their own
+  program body.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import mixc
+from mixc.bundle import build, simulate
+
+REPO = Path(__file__).resolve().parent.parent
+DEVICES = REPO / "examples" / "two_party.devices"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    return mixc.init_device(str(DEVICES))
+
+
+def make_program(body, inputs, name="prog"):
+    """A ``mixc.Program`` of ``body(**kwargs)`` with the given ``{name: mixc.Input}`` parameters.
+
+    ``Program`` reads ``inspect.signature(fn)`` annotations, so the signature
+    is built here instead of being written out in Python source.
+    """
+    def fn(**kwargs):
+        return body(**kwargs)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__signature__ = inspect.Signature([
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=spec)
+        for n, spec in inputs.items()])
+    return mixc.program(fn)
+
+
+def _device_of(cluster, owner):
+    return getattr(cluster, owner) if isinstance(owner, str) else owner
+
+
+def secure_program(cluster, fn, *arrays, owners=None, name="secure"):
+    """The program for ``secure``: (program, inputs dict)."""
+    arrays = [np.asarray(a) for a in arrays]
+    if owners is None:
+        owners = ["p1" if i % 2 == 0 else "p2" for i in range(len(arrays))]
+    if isinstance(owners, str):
+        owners = [owners] * len(arrays)
+    assert len(owners) == len(arrays), "one owner per array"
+    names = [f"x{i}" for i in range(len(arrays))]
+    specs = {n: mixc.Input(_device_of(cluster, o), a.shape, a.dtype)
+             for n, o, a in zip(names, owners, arrays)}
+
+    def body(**kw):
+        out = mixc.device(cluster.mpc)(fn)(*[kw[n] for n in names])
+        return mixc.reveal(out, cluster.p1)
+
+    return make_program(body, specs, name), dict(zip(names, arrays))
+
+
+def run_secure(cluster, fn, *arrays, owners=None, with_bundle=False):
+    prog, inputs = secure_program(cluster, fn, *arrays, owners=owners)
+    bundle = build(prog, verify_between=True)
+    out = simulate(bundle, inputs)
+    return (out, bundle) if with_bundle else out
+
+
+@pytest.fixture(scope="session")
+def secure(cluster):
+    def run(fn, *arrays, owners=None, with_bundle=False):
+        return run_secure(cluster, fn, *arrays, owners=owners, with_bundle=with_bundle)
+    return run
+
+
+@pytest.fixture(scope="session")
+def plain():
+    """Reference: the same function run by plain JAX on the same inputs, as numpy."""
+    def run(fn, *arrays):
+        out = fn(*[jax.numpy.asarray(a) for a in arrays])
+        return jax.tree_util.tree_map(np.asarray, out)
+    return run

@@ -68,6 +68,29 @@ void mixc_chacha20_fill(const uint8_t *key, uint64_t stream, uint64_t counter,
 /* single block, out = 16 uint32 words (for test vectors) */
 void mixc_chacha20_block(const uint8_t *key, uint64_t stream, uint64_t counter,
                          uint32_t *out16);
+/* ---- packed bits (boolean shares, 64 bits per uint64 word) ----
+ * Bit order: bit k of a packed stream is bit (k % 64) (LSB = 0) of word k / 64.
+ * Outputs must not overlap inputs (except the elementwise ops below, which
+ * follow the elementwise aliasing rule above).
+ *
+ * unzip: split the n_words*64-bit stream in into its even-indexed bits
+ * (stream bits 0, 2, 4, ...) and odd-indexed bits (1, 3, 5, ...), each packed
+ * contiguously into (n_words + 1) / 2 words; if n_words is odd the high 32
+ * bits of the last even/odd word are zero. */
+void mixc_bits_unzip(const uint64_t *in, size_t n_words, uint64_t *even, uint64_t *odd);
+/* pack: bit 0 of element k of bits (n elements; other bits ignored) -> bit k
+ * of out, which holds (n + 63) / 64 words; bits >= n of the last word are 0. */
+void mixc_bits_pack_u64(const uint64_t *bits, size_t n, uint64_t *out);
+void mixc_bits_pack_u8(const uint8_t *bits, size_t n, uint64_t *out);
+/* unpack: out[k] = bit k of words (0 or 1) for k < n; reads (n + 63) / 64 words. */
+void mixc_bits_unpack(const uint64_t *words, size_t n, uint64_t *out);
+/* elementwise boolean ops and popcount (out[i] = number of set bits of a[i]) */
+void mixc_ring_xor(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n);
+void mixc_ring_and(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n);
+void mixc_ring_xor_scalar(const uint64_t *a, uint64_t s, uint64_t *out, size_t n);
+void mixc_ring_and_scalar(const uint64_t *a, uint64_t s, uint64_t *out, size_t n);
+void mixc_ring_not(const uint64_t *a, uint64_t *out, size_t n);
+void mixc_popcount(const uint64_t *a, uint64_t *out, size_t n);
 /* CDEF-END */
 
 #endif /* MIXC_KERNELS_H */

@@ -73,6 +73,19 @@ _REPORT = "@mixc "          # prefix of the lines a --local child reports to its
 _PRINT_LIMIT = 100          # print the values of outputs with at most this many elements
 
 
+_RUN_EXAMPLES = """\
+examples:
+  mixc run build/lr --local --input x1=x1.npy --input x2=x2.csv --input y=y.npy
+  # the same, one process per party (on any hosts; each lists every address):
+  P=alice=10.0.0.1:7001,bob=10.0.0.2:7002,dealer=10.0.0.3:7003
+  mixc run build/lr --party dealer --peers $P
+  mixc run build/lr --party bob --peers $P --input x2=x2.csv --input y=y.npy
+  mixc run build/lr --party alice --peers $P --input x1=x1.npy --output out/
+
+all parties must use the same --session (default: derived from the bundle hash).
+"""
+
+
 class _Usage(Exception):
     """A usage error found after argument parsing (exit status 2)."""
 
@@ -102,13 +115,17 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _fail(args, "interrupted", None, debug)
         return 1
-    except (MixcError, OSError) as e:
-        _fail(args, _one_line(e), e, debug)
+    except Exception as e:  # noqa: BLE001 - MixcError, OSError, or a bug in mixc: one line
+        _fail(args, _describe(e, debug), e, debug)
         return 1
-    except Exception as e:  # noqa: BLE001 - a bug in mixc, still one line unless --debug
-        _fail(args, f"internal error: {type(e).__name__}: {_one_line(e)}"
-                    + ("" if debug else " (rerun with --debug for the traceback)"), e, debug)
-        return 1
+
+
+def _describe(e, debug=False) -> str:
+    """The one-line message for an error; a non-user error says it is internal."""
+    if isinstance(e, (MixcError, OSError)):
+        return _one_line(e)
+    return (f"internal error: {type(e).__name__}: {_one_line(e)}"
+            + ("" if debug else " (rerun with --debug for the traceback)"))
 
 
 def _fail(args, message, exc, debug):
@@ -146,7 +163,8 @@ def _parser():
                                    "manifest.json) to DIR.")
     b.add_argument("file", metavar="FILE.py")
     b.add_argument("--program", metavar="NAME", help="which program, if the file has several")
-    b.add_argument("-o", "--output", metavar="DIR", help="bundle directory (default build/<program>)")
+    b.add_argument("-o", "--output", metavar="DIR",
+                   help="bundle directory (default build/<program>)")
     b.add_argument("--passes", metavar="a,b,...",
                    help="run only these passes of the pipeline (default: all)")
     b.add_argument("--cost-report", action="store_true",
@@ -155,7 +173,9 @@ def _parser():
 
     r = sub.add_parser("run", parents=[common], help="run a bundle: one party, or all locally",
                        description="Run one party of a bundle over TCP (--party, --peers), or "
-                                   "every party as a local process (--local).")
+                                   "every party as a local process (--local).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=_RUN_EXAMPLES)
     r.add_argument("bundle", metavar="DIR")
     mode = r.add_mutually_exclusive_group(required=True)
     mode.add_argument("--party", metavar="NAME", help="the party this process runs")
@@ -241,7 +261,8 @@ def cmd_build(args):
                             f"{', '.join(p.name for _, p in found)})")
         prog = chosen[0]
     elif len(found) > 1:
-        raise MixcError(f"{args.file} has {len(found)} programs ({', '.join(p.name for _, p in found)}); "
+        listed = ", ".join(p.name for _, p in found)
+        raise MixcError(f"{args.file} has {len(found)} programs ({listed}); "
                         "choose one with --program NAME")
     else:
         prog = found[0][1]
@@ -252,7 +273,7 @@ def cmd_build(args):
         raise
     except Exception as e:  # an error in the author's code while tracing
         located = _author_error(e, path, args.file)
-        if located is None:
+        if located is None or located is e:
             raise
         raise located from e
 
@@ -287,9 +308,10 @@ def _import_file(path, shown):
         if isinstance(e, KeyboardInterrupt):
             raise
         if isinstance(e, SystemExit):
-            raise MixcError(f"{shown}: the file called exit({e.code!r}) while being imported") from e
+            raise MixcError(f"{shown}: the file called exit({e.code!r}) while being "
+                            "imported") from e
         located = _author_error(e, path, shown)
-        if located is None:
+        if located is None or located is e:
             raise
         raise located from e
     return module
@@ -343,7 +365,8 @@ def _print_cost_report(bundle):
         print("no cost report: the select_protocols pass did not run")
         return
     header = ("value", "op", "protocol", "bytes", "rounds", "loc")
-    rows = [("-" if vid is None else f"%{vid}", str(op), str(proto), str(cost.bytes), str(cost.rounds), str(loc or ""))
+    rows = [("-" if vid is None else f"%{vid}", str(op), str(proto), str(cost.bytes),
+             str(cost.rounds), str(loc or ""))
             for vid, op, proto, cost, loc in report.rows]
     total = report.total
     footer = ("total", "", "", str(total.bytes), str(total.rounds), "")
@@ -374,7 +397,8 @@ def _load_manifest(directory):
         raise MixcError(f"{directory}: no such bundle directory" if not d.exists()
                         else f"{directory}: not a directory")
     if not path.is_file():
-        raise MixcError(f"{directory}: not a mixc bundle (no manifest.json); make one with mixc build")
+        raise MixcError(f"{directory}: not a mixc bundle (no manifest.json); "
+                        "make one with mixc build")
     try:
         manifest = json.loads(path.read_text())
         for key in ("parties", "inputs", "outputs", "hash", "passes"):
@@ -489,7 +513,8 @@ def load_input(name, path, spec):
         try:
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
-            raise InputError(f"input {name!r}: cannot read {path} as .npy: {_one_line(e)}") from None
+            raise InputError(f"input {name!r}: cannot read {path} as .npy: "
+                             f"{_one_line(e)}") from None
         if not isinstance(arr, np.ndarray):
             raise InputError(f"input {name!r}: {path} holds several arrays, not one")
     elif suffix == ".csv":
@@ -665,9 +690,13 @@ def _run_party(args):
         outputs = executor.run()
         link.close()
     except BaseException as e:
-        if args.report and not isinstance(e, KeyboardInterrupt):
-            _report_error(e, _one_line(e))
-            e._mixc_reported = True
+        if args.report and isinstance(e, Exception):
+            # tell the parent first: once this link closes, the peers fail too
+            _report_error(e, _describe(e, getattr(args, "debug", False)))
+            try:
+                e._mixc_reported = True
+            except AttributeError:
+                pass
         if link is not None:
             link.timeout = min(link.timeout, 1.0)   # do not wait long flushing to a broken run
             link.close()
@@ -684,6 +713,8 @@ def _run_party(args):
     elif not args.report:
         for n in names:
             _print_output(n, party, outputs[n])
+    if not names and not args.report:
+        print(f"{party}: finished; no output is revealed to this party")
     if args.report:
         _report("done")
     return 0

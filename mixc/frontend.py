@@ -112,13 +112,19 @@ _NP = {"f32": np.float32, "i32": np.int32, "bool": np.bool_, "f64": np.float64,
 class _Trace:
     def __init__(self, name):
         self.module = Module(name)
+        self.public = set()  # MPC values computed from constants only
+        self.frame = None    # the author's frame of the equation being translated
 
     def use_device(self, d):
         if d.name not in self.module.devices:
             self.module.devices[d.name] = d
 
     def emit(self, op, operands, types, attrs, loc):
-        return self.module.add(op, operands, types, attrs, loc)
+        node = self.module.add(op, operands, types, attrs, loc)
+        on_mpc = node.results and self.module.devices[node.results[0].type.place].kind == "MPC"
+        if on_mpc and op != "to" and all(v in self.public for v in operands):
+            self.public.update(node.results)
+        return node
 
 
 def _aval_type(aval, device):
@@ -238,9 +244,11 @@ def _eqn_frame(eqn, frame):
     return f.file_name, f.start_line
 
 
-def _translate(trace, jaxpr, env, dev, frame):
+def _translate(trace, jaxpr, env, dev, frame, pinned=False):
+    """IR for a jaxpr's equations; ``pinned``: every op gets ``frame`` as its location
+    (for mixc's own expansions, whose lines mean nothing to the author)."""
     for eqn in jaxpr.eqns:
-        eframe = _eqn_frame(eqn, frame)
+        eframe = frame if pinned else _eqn_frame(eqn, frame)
         loc = _loc(eframe)
         ins = [_read(trace, env, v, dev, loc) for v in eqn.invars]
         name = eqn.primitive.name
@@ -250,13 +258,14 @@ def _translate(trace, jaxpr, env, dev, frame):
             inner_env = dict(zip(inner.invars, ins))
             for var, c in zip(inner.constvars, consts):
                 inner_env[var] = _constant(trace, np.asarray(c), dev, loc)
-            outs = _translate(trace, inner, inner_env, dev, eframe)
+            outs = _translate(trace, inner, inner_env, dev, eframe, pinned)
         else:
             rule = PRIMITIVES.get(name)
             if rule is None:
                 raise TraceError(f"{_where(eframe)}: jnp op '{name}' is not supported on MPC "
                                  f"device {dev.name!r} yet (supported: "
                                  f"{', '.join(sorted(PRIMITIVES))})")
+            trace.frame = eframe
             outs = rule(trace, eqn, ins, dev, loc)
         for var, v in zip(eqn.outvars, outs):
             env[var] = v
@@ -361,6 +370,117 @@ def _slice_attrs(p):
     return {"start": start, "limit": limit, "strides": strides}
 
 
+def _macro(build):
+    """An op written as a JAX function of ops mixc runs natively, traced and inlined."""
+    def rule(trace, eqn, ins, dev, loc):
+        fn = build(eqn.params)
+        avals = [jax.ShapeDtypeStruct(v.type.shape, _NP[v.type.dtype]) for v in ins]
+        closed = jax.make_jaxpr(fn)(*avals)
+        env = dict(zip(closed.jaxpr.invars, ins))
+        for var, c in zip(closed.jaxpr.constvars, closed.consts):
+            env[var] = _constant(trace, np.asarray(c), dev, loc)
+        return _translate(trace, closed.jaxpr, env, dev, trace.frame, pinned=True)
+    return rule
+
+
+def _approximation(name):
+    def build(params):
+        from . import approx
+        return approx.APPROXIMATIONS[name]
+    return _macro(build)
+
+
+def _div(trace, eqn, ins, dev, loc):
+    """Division by a public value is a product with its reciprocal; by a secret, approximated."""
+    if ins[1] in trace.public or np.issubdtype(eqn.outvars[0].aval.dtype, np.integer):
+        return _elementwise("div")(trace, eqn, ins, dev, loc)
+    from . import approx
+    return _macro(lambda p: approx.div)(trace, eqn, ins, dev, loc)
+
+
+def _shift(op):
+    """Shifts by a constant amount (the amount becomes an attribute)."""
+    def rule(trace, eqn, ins, dev, loc):
+        amount = eqn.invars[1]
+        from jax.extend.core import Literal
+        if not isinstance(amount, Literal) or np.ndim(amount.val) != 0:
+            raise TraceError(f"{loc}: {eqn.primitive.name} on MPC needs a constant shift amount")
+        t = [_aval_type(v.aval, dev) for v in eqn.outvars]
+        return trace.emit(op, ins[:1], t, {"bits": int(amount.val)}, loc).results
+    return rule
+
+
+def _reduce_tree(combine):
+    """max/min over axes as a log-depth tree of pairwise combines of halves."""
+    def build(params):
+        axes = sorted(params["axes"], reverse=True)
+
+        def fn(x):
+            for axis in axes:
+                while x.shape[axis] > 1:
+                    half = x.shape[axis] // 2
+                    lo = jax.lax.slice_in_dim(x, 0, half, axis=axis)
+                    hi = jax.lax.slice_in_dim(x, half, 2 * half, axis=axis)
+                    rest = jax.lax.slice_in_dim(x, 2 * half, x.shape[axis], axis=axis)
+                    x = jnp.concatenate([combine(lo, hi), rest], axis=axis)
+                x = jnp.squeeze(x, axis)
+            return x
+        return fn
+    return _macro(build)
+
+
+def _arg_tree(pick_hi):
+    """argmax/argmin: a log-depth tree carrying (value, index); ties keep the first index."""
+    def build(params):
+        (axis,) = params["axes"]
+        index_dtype = params["index_dtype"]
+
+        def fn(x):
+            idx = jax.lax.broadcasted_iota(index_dtype, x.shape, axis)
+            while x.shape[axis] > 1:
+                half = x.shape[axis] // 2
+                parts = []
+                for arr in (x, idx):
+                    parts.append((jax.lax.slice_in_dim(arr, 0, half, axis=axis),
+                                  jax.lax.slice_in_dim(arr, half, 2 * half, axis=axis),
+                                  jax.lax.slice_in_dim(arr, 2 * half, arr.shape[axis], axis=axis)))
+                (xl, xh, xr), (il, ih, ir) = parts
+                take_hi = pick_hi(xl, xh)
+                x = jnp.concatenate([jax.lax.select(take_hi, xh, xl), xr], axis=axis)
+                idx = jnp.concatenate([jax.lax.select(take_hi, ih, il), ir], axis=axis)
+            return jnp.squeeze(idx, axis)
+        return fn
+    return _macro(build)
+
+
+def _select_n(trace, eqn, ins, dev, loc):
+    if len(ins) != 3 or ins[0].type.dtype != "bool":
+        raise TraceError(f"{loc}: select_n on MPC takes a bool predicate and two cases")
+    return _simple("select_n")(trace, eqn, ins, dev, loc)
+
+
+_lax = jax.lax
+
+
+def _broadcasting(fn):
+    """JAX's elementwise primitives take scalars beside arrays; the expansions want equal shapes."""
+    return lambda params: lambda *xs: fn(*jnp.broadcast_arrays(*xs))
+
+
+_MACROS = {
+    "gt": _broadcasting(lambda a, b: _lax.lt(b, a)),
+    "le": _broadcasting(lambda a, b: _lax.bitwise_not(_lax.lt(b, a))),
+    "ge": _broadcasting(lambda a, b: _lax.bitwise_not(_lax.lt(a, b))),
+    "ne": _broadcasting(lambda a, b: _lax.bitwise_not(_lax.eq(a, b))),
+    "max": _broadcasting(lambda a, b: _lax.select(_lax.lt(a, b), b, a)),
+    "min": _broadcasting(lambda a, b: _lax.select(_lax.lt(b, a), b, a)),
+    "abs": _broadcasting(lambda x: _lax.select(_lax.lt(x, jnp.zeros_like(x)), -x, x)),
+    "sign": _broadcasting(lambda x: (_lax.lt(jnp.zeros_like(x), x).astype(x.dtype)
+                                     - _lax.lt(x, jnp.zeros_like(x)).astype(x.dtype))),
+    "clamp": _broadcasting(lambda lo, x, hi: jnp.minimum(jnp.maximum(x, lo), hi)),
+    "square": _broadcasting(lambda x: x * x),
+}
+
 PRIMITIVES = {
     "add": _elementwise("add"), "sub": _elementwise("sub"), "mul": _elementwise("mul"),
     "neg": _simple("neg"), "div": _elementwise("div"),
@@ -377,8 +497,20 @@ PRIMITIVES = {
     "pad": _simple("pad", lambda p: {"config": tuple(_ints(c) for c in p["padding_config"])}),
     "convert_element_type": _convert,
     "integer_pow": _integer_pow,
-    "copy": _alias, "copy_p": _alias,
+    "copy": _alias, "copy_p": _alias, "stop_gradient": _alias,
+    "lt": _elementwise("lt"), "eq": _elementwise("eq"),
+    "and": _elementwise("and"), "or": _elementwise("or"), "xor": _elementwise("xor"),
+    "not": _simple("not"), "select_n": _select_n,
+    "shift_left": _shift("shl"), "shift_right_logical": _shift("lshr"),
+    "shift_right_arithmetic": _shift("ashr"),
+    "reduce_max": _reduce_tree(jnp.maximum), "reduce_min": _reduce_tree(jnp.minimum),
+    "argmax": _arg_tree(lambda lo, hi: _lax.lt(lo, hi)),
+    "argmin": _arg_tree(lambda lo, hi: _lax.lt(hi, lo)),
 }
+PRIMITIVES.update({name: _macro(build) for name, build in _MACROS.items()})
+PRIMITIVES.update({name: _approximation(name)
+                   for name in ("exp", "log", "logistic", "tanh", "sqrt", "rsqrt")})
+PRIMITIVES["div"] = _div
 
 
 # ------------------------------------------------------- transfers, reveal

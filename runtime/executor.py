@@ -121,6 +121,13 @@ class PartyExecutor:
             return [args[0].view(np.int64).astype(NUMPY_DTYPES[a["dtype"]])]
         if op == "call":
             return self._call(a, args)
+        if op == "bits_pack":
+            return [kernels.bits_pack(np.ascontiguousarray(args[0]).reshape(-1))]
+        if op == "bits_unpack":
+            n = int(np.prod(a["shape"], dtype=np.int64))
+            return [kernels.bits_unpack(args[0], n).reshape(a["shape"])]
+        if op == "bits_unzip":
+            return list(kernels.bits_unzip(np.ascontiguousarray(args[0])))
         out = OPS[op].impl(a, *args)
         return [np.asarray(out)]
 

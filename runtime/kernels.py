@@ -38,6 +38,13 @@ __all__ = [
     "ring_neg",
     "ring_mul",
     "ring_matmul",
+    "ring_xor",
+    "ring_and",
+    "ring_not",
+    "popcount",
+    "bits_unzip",
+    "bits_pack",
+    "bits_unpack",
     "encode_fixed",
     "decode_fixed",
     "arshift",
@@ -158,6 +165,133 @@ def ring_neg(a, out=None) -> np.ndarray:
     res = _out(out, a.shape, _U64, "ring_neg", (a,))
     if a.size:
         lib.mixc_ring_neg(_p64(a), _p64(res), a.size)
+    return res
+
+
+# --------------------------------------------------------------------------
+# boolean ops and packed bits (XOR shares, 64 bits per uint64 word)
+#
+# Packed bit streams are 1-D uint64 arrays: stream bit k is bit k % 64
+# (LSB = 0) of word k // 64.
+# --------------------------------------------------------------------------
+
+def ring_xor(a, b, out=None) -> np.ndarray:
+    """Elementwise a ^ b.  b may be an int scalar (taken mod 2^64, so -1 is all ones)."""
+    return _binary(a, b, out, "ring_xor", lib.mixc_ring_xor, lib.mixc_ring_xor_scalar,
+                   lambda s: s)
+
+
+def ring_and(a, b, out=None) -> np.ndarray:
+    """Elementwise a & b.  b may be an int scalar (taken mod 2^64, so -1 is all ones)."""
+    return _binary(a, b, out, "ring_and", lib.mixc_ring_and, lib.mixc_ring_and_scalar,
+                   lambda s: s)
+
+
+def ring_not(a, out=None) -> np.ndarray:
+    """Elementwise bitwise complement ~a (= a ^ (2^64 - 1))."""
+    a = _u64_in(a, "ring_not", "a")
+    res = _out(out, a.shape, _U64, "ring_not", (a,))
+    if a.size:
+        lib.mixc_ring_not(_p64(a), _p64(res), a.size)
+    return res
+
+
+def popcount(a, out=None) -> np.ndarray:
+    """Number of set bits of each uint64 word, as uint64 (same shape as a)."""
+    a = _u64_in(a, "popcount", "a")
+    res = _out(out, a.shape, _U64, "popcount", (a,))
+    if a.size:
+        lib.mixc_popcount(_p64(a), _p64(res), a.size)
+    return res
+
+
+def _words_in(x, fn: str, name: str) -> np.ndarray:
+    arr = _u64_in(x, fn, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{fn}: {name} must be a 1-D array of packed words, got shape {arr.shape}")
+    return arr
+
+
+def _no_overlap(out: np.ndarray, others, fn: str) -> None:
+    for o in others:
+        if o is not None and np.may_share_memory(out, o):
+            raise ValueError(f"{fn}: out overlaps an input or another output")
+
+
+def bits_unzip(words, out=None) -> tuple[np.ndarray, np.ndarray]:
+    """Split a packed bit stream into its even- and odd-indexed bits.
+
+    words is a 1-D uint64 array of n words, read as the stream of 64*n bits.
+    Returns (even, odd), two uint64 arrays of (n + 1) // 2 words: even packs
+    stream bits 0, 2, 4, ... and odd packs bits 1, 3, 5, ..., contiguously in
+    stream order.  If n is odd the high 32 bits of the last word of each are 0.
+    out=(even, odd) (optional) are C-contiguous uint64 arrays of that length;
+    they must not overlap words or each other.
+    """
+    fn = "bits_unzip"
+    w = _words_in(words, fn, "words")
+    m = (w.size + 1) // 2
+    if out is None:
+        even, odd = np.empty(m, dtype=_U64), np.empty(m, dtype=_U64)
+    else:
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise ValueError(f"{fn}: out must be a tuple (even, odd)")
+        even = _out(out[0], (m,), _U64, fn)
+        odd = _out(out[1], (m,), _U64, fn)
+        _no_overlap(even, (w, odd), fn)
+        _no_overlap(odd, (w,), fn)
+    if w.size:
+        lib.mixc_bits_unzip(_p64(w), w.size, _p64(even), _p64(odd))
+    return even, odd
+
+
+_U8 = np.dtype(np.uint8)
+_BOOL = np.dtype(np.bool_)
+
+
+def bits_pack(bits, out=None) -> np.ndarray:
+    """Pack one bit per element into uint64 words.
+
+    bits: uint64, uint8 or bool array of any shape (read in C order), n
+    elements; only bit 0 of each element is used.  Returns a 1-D uint64 array
+    of (n + 63) // 64 words with element k in bit k % 64 of word k // 64;
+    bits past n in the last word are 0.
+    """
+    fn = "bits_pack"
+    arr = np.asarray(bits)
+    if arr.dtype not in (_U64, _U8, _BOOL):
+        raise ValueError(f"{fn}: bits must have dtype uint64, uint8 or bool, got {arr.dtype}")
+    if not arr.flags.c_contiguous:
+        arr = np.asarray(arr, order="C")
+    n = arr.size
+    res = _out(out, ((n + 63) // 64,), _U64, fn)
+    _no_overlap(res, (arr,), fn)
+    if n:
+        if arr.dtype == _U64:
+            lib.mixc_bits_pack_u64(_p64(arr), n, _p64(res))
+        else:
+            lib.mixc_bits_pack_u8(_from_buffer("uint8_t[]", arr), n, _p64(res))
+    return res
+
+
+def bits_unpack(words, n: int, out=None) -> np.ndarray:
+    """The first n bits of a packed stream as a 1-D uint64 array of 0/1 values.
+
+    words is a 1-D uint64 array of at least (n + 63) // 64 words (extra words
+    and bits past n are ignored).  out (optional): C-contiguous uint64 of
+    shape (n,), not overlapping words.
+    """
+    fn = "bits_unpack"
+    w = _words_in(words, fn, "words")
+    if not _is_scalar_int(n) or int(n) < 0:
+        raise ValueError(f"{fn}: n must be a non-negative int, got {n!r}")
+    n = int(n)
+    if w.size < (n + 63) // 64:
+        raise ValueError(f"{fn}: {n} bits need {(n + 63) // 64} words, got {w.size}")
+    res = _out(out, (n,), _U64, fn)
+    _no_overlap(res, (w,), fn)
+    if n:
+        lib.mixc_bits_unpack(_p64(w), n, _p64(res))
     return res
 
 

@@ -194,3 +194,59 @@ class Prg:
         w = prg_words(self.key, self.stream, self.position, n)
         self.position += n
         return w.reshape(shape)
+
+
+# ---- boolean ops and packed bits (bit k of a stream = bit k % 64 of word k // 64) ----
+
+def ring_xor(a, b):
+    return _u64(a) ^ _scalar_or_array(b)
+
+
+def ring_and(a, b):
+    return _u64(a) & _scalar_or_array(b)
+
+
+def ring_not(a):
+    return ~_u64(a)
+
+
+def popcount(a):
+    a = _u64(a)
+    bits = np.unpackbits(np.ascontiguousarray(a.astype("<u8").reshape(-1)).view(np.uint8))
+    bits = bits.reshape(-1, 64)
+    return bits.sum(axis=1, dtype=np.uint64).reshape(a.shape)
+
+
+def stream_bits(words) -> np.ndarray:
+    """All 64*len(words) stream bits of 1-D uint64 words, as uint8 0/1."""
+    w = np.ascontiguousarray(_u64(words).astype("<u8", copy=False).reshape(-1))
+    return np.unpackbits(w.view(np.uint8), bitorder="little")
+
+
+def words_from_bits(bits) -> np.ndarray:
+    """Pack a 0/1 sequence into uint64 words (zero padded to a multiple of 64)."""
+    b = np.asarray(bits, dtype=np.uint8).reshape(-1)
+    nw = (b.size + 63) // 64
+    padded = np.zeros(nw * 64, dtype=np.uint8)
+    padded[: b.size] = b
+    return np.packbits(padded, bitorder="little").view("<u8").astype(np.uint64)
+
+
+def bits_unzip(words):
+    s = stream_bits(words)
+    m = (_u64(words).size + 1) // 2
+    even, odd = words_from_bits(s[0::2]), words_from_bits(s[1::2])
+    # an odd word count leaves 32 bits per half: pad to m words
+    return (np.concatenate([even, np.zeros(m - even.size, np.uint64)]),
+            np.concatenate([odd, np.zeros(m - odd.size, np.uint64)]))
+
+
+def bits_pack(bits):
+    b = np.asarray(bits)
+    if b.dtype == np.bool_:
+        b = b.view(np.uint8)
+    return words_from_bits((b.reshape(-1) & 1).astype(np.uint8))
+
+
+def bits_unpack(words, n):
+    return stream_bits(words)[:n].astype(np.uint64)

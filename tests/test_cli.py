@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -46,13 +45,13 @@ p1, p2, mpc = cluster.p1, cluster.p2, cluster.mpc
 
 def chain(a, b):
     x = a
-    for _ in range(300):
+    for _ in range(60):
         x = x @ b
     return x
 
 
 @mixc.program
-def big(a: mixc.Input(p1, (256, 256)), b: mixc.Input(p2, (256, 256))):
+def big(a: mixc.Input(p1, (512, 512)), b: mixc.Input(p2, (512, 512))):
     return reveal(device(mpc)(chain)(a, b), p1)
 '''
 
@@ -255,8 +254,8 @@ def test_killed_peer_fails_alice_without_output(work):
     res = mixc_cmd("build", d / "big.py", "-o", d / "big", cwd=d)
     assert res.returncode == 0, res.stderr
     rng = np.random.default_rng(1)
-    np.save(d / "ba.npy", rng.uniform(-0.01, 0.01, (256, 256)).astype(np.float32))
-    np.save(d / "bb.npy", np.eye(256, dtype=np.float32))
+    np.save(d / "ba.npy", rng.uniform(-0.01, 0.01, (512, 512)).astype(np.float32))
+    np.save(d / "bb.npy", np.eye(512, dtype=np.float32))
     out = d / "big_out"
     peers = free_peers("alice", "bob", "dealer")
     common = ["--peers", peers, "--timeout", 10]
@@ -282,7 +281,8 @@ def test_killed_peer_fails_alice_without_output(work):
         assert alice.returncode == 1, text
         assert took < 10, took
         assert "Traceback" not in text
-        line = [ln for ln in text.replace("\x1b[K", "").replace("\r", "\n").splitlines() if ln.startswith("mixc: error:")]
+        lines = text.replace("\x1b[K", "").replace("\r", "\n").splitlines()
+        line = [ln for ln in lines if ln.startswith("mixc: error:")]
         assert len(line) == 1 and "'bob'" in line[0], text
         assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
     finally:

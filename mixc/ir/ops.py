@@ -304,16 +304,27 @@ def _decode(ts, a):
     return [(a["dtype"], ts[0][1])]
 
 
-def _u64_only(ts, a):
-    if ts[0][0] != "u64":
-        raise VerifyError("shift ops take u64 ring values")
+def _integer_only(ts, a):
+    if ts[0][0] not in ("u64", "i32", "u32", "i64"):
+        raise VerifyError("shifts take integer values")
     return [ts[0]]
 
 
-op("shl", attrs=("bits",), impl=lambda a, x: np.left_shift(x, np.uint64(a["bits"])),
-   doc="left shift of ring words")(_u64_only)
-op("lshr", attrs=("bits",), impl=lambda a, x: np.right_shift(x, np.uint64(a["bits"])),
-   doc="logical right shift of ring words")(_u64_only)
+def _ashr(a, x):
+    signed = x.view(np.int64) if x.dtype == np.uint64 else x
+    return (signed >> a["bits"]).view(x.dtype) if x.dtype == np.uint64 else signed >> a["bits"]
+
+
+op("shl", attrs=("bits",), impl=lambda a, x: np.left_shift(x, x.dtype.type(a["bits"])),
+   doc="left shift")(_integer_only)
+def _lshr(a, x):
+    unsigned = x.view(x.dtype.str.replace("i", "u"))
+    return np.right_shift(unsigned, unsigned.dtype.type(a["bits"])).view(x.dtype)
+
+
+op("lshr", attrs=("bits",), impl=_lshr,
+   doc="logical right shift (of ring words; of the 32-bit pattern for i32)")(_integer_only)
+op("ashr", attrs=("bits",), impl=_ashr, doc="arithmetic (sign-filling) right shift")(_integer_only)
 
 
 @op("xfer", attrs=("tag", "what"),
@@ -331,3 +342,64 @@ def _send(ts, a):
     doc="per-party IR: receive a value from a peer")
 def _recv(ts, a):
     return [(a["dtype"], tuple(a["shape"]))]
+
+
+# ------------------------------------------------------ comparisons and logic
+
+def _compare(ts, a):
+    (d, s), = _same(ts, a)
+    return [("bool", s)]
+
+
+for _name, _fn in (("lt", np.less), ("eq", np.equal)):
+    op(_name, operands=2, impl=lambda a, x, y, fn=_fn: fn(x, y),
+       doc="elementwise comparison; the result is bool")(_compare)
+
+_binary("and", np.bitwise_and, "elementwise AND (bitwise on ring words, logical on bool)")
+_binary("or", np.bitwise_or, "elementwise OR")
+_binary("xor", np.bitwise_xor, "elementwise XOR (bitwise on ring words)")
+op("not", impl=lambda a, x: np.logical_not(x) if x.dtype == np.bool_ else np.invert(x),
+   doc="elementwise NOT (bitwise on ring words)")(_same)
+
+
+@op("select_n", operands=3, impl=lambda a, p, f, t: np.where(p, t, f),
+    doc="select_n(p, f, t): t where p else f (lax.select_n with two cases)")
+def _select_n(ts, a):
+    (pd, ps), f, t = ts
+    if pd != "bool":
+        raise VerifyError("select_n takes a bool predicate")
+    return _same([f, t], a)
+
+
+@op("a2b", doc="an MPC value from arithmetic to boolean (XOR) shares")
+def _a2b(ts, a):
+    return [ts[0]]
+
+
+@op("b2a", doc="an MPC value from boolean (XOR) to arithmetic shares")
+def _b2a(ts, a):
+    return [ts[0]]
+
+
+# ------------------------------------------------------ packed bits (lowered)
+
+def _words(n):
+    return -(-n // 64)
+
+
+@op("bits_pack", doc="bit 0 of each element, packed 64 to a u64 word (element k: bit k%64 of word k//64)")
+def _bits_pack(ts, a):
+    n = int(np.prod(ts[0][1], dtype=np.int64))
+    return [("u64", (_words(n),))]
+
+
+@op("bits_unpack", attrs=("shape",), doc="packed bits back to one 0/1 word per element")
+def _bits_unpack(ts, a):
+    return [("u64", tuple(a["shape"]))]
+
+
+@op("bits_unzip", results=2, doc="even- and odd-indexed bits of a packed bit stream, each packed")
+def _bits_unzip(ts, a):
+    (n,) = ts[0][1]
+    half = -(-n // 2)
+    return [("u64", (half,)), ("u64", (half,))]

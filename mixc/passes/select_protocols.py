@@ -2,36 +2,213 @@
 
 Invariant established: every node carries ``protocol``, naming a rule in
 ``mixc.protocols.RULES`` for its op that accepts its operands' kinds, and
-its results have the kind that rule produces. Among the rules that apply,
-the one with the least estimated time on the module's network profile
-(``module.network``: lan or wan) wins; the costs come only from the
-protocols' own declarations.
+its results have the kind that rule produces; where a rule wants its secret
+operands in the other share kind, an ``a2b``/``b2a`` conversion node sits in
+between.
+
+The choice is made over the whole graph, not op by op. Every secret MPC
+value gets a share kind, arithmetic or boolean. A node's cost for a kind is
+its cheapest rule producing that kind; an edge costs a conversion when the
+consumer's rule wants the producer's value in the other kind. Costs are the
+protocols' own declarations (bytes, rounds) turned into seconds by the
+module's network profile (``module.network``: lan or wan). With two kinds
+and conversion costs on edges this is a binary labelling problem with
+submodular pairwise terms, so a minimum s-t cut (networkx) finds the exact
+minimum of the total estimated time.
 """
+import networkx as nx
+
 from ..errors import MixcError
+from ..ir.core import Node
 from ..protocols import NETWORKS, CostReport, rules_for
 
-def candidates(node, module):
-    device = module.devices[node.results[0].type.place if node.results
-                            else node.operands[0].type.place]
-    kinds = tuple(v.type.kind for v in node.operands)
-    return [r for r in rules_for(node.op)
-            if r.device == device.kind and r.accepts(kinds, node, module)], device
+SECRET_KINDS = ("arith", "bool")
+CONVERSION = {("arith", "bool"): "a2b", ("bool", "arith"): "b2a"}
+INFINITE = 1e12
+
+
+def _device(module, node):
+    v = node.results[0] if node.results else node.operands[0]
+    return module.devices[v.type.place]
+
+
+class _Selector:
+    def __init__(self, module):
+        self.module = module
+        self.profile = NETWORKS[module.network]
+        self.secret = set()  # MPC values whose share kind is to be chosen
+
+    def seconds(self, rule, node, kinds):
+        """Estimated time of ``rule`` on ``node`` if its operands had ``kinds``."""
+        saved = [v.type for v in node.operands]
+        try:
+            for v, k in zip(node.operands, kinds):
+                v.type = v.type.with_(kind=k)
+            return self.profile.seconds(rule.cost(node, self.module))
+        finally:
+            for v, t in zip(node.operands, saved):
+                v.type = t
+
+    def wanted_kinds(self, rule, node):
+        return tuple(rule.wants if (v in self.secret and rule.wants) else v.type.kind
+                     for v in node.operands)
+
+    def options(self, node):
+        """Rules that can run ``node``, each with the operand kinds it wants."""
+        device = _device(self.module, node)
+        out = []
+        for rule in rules_for(node.op):
+            if rule.device != device.kind:
+                continue
+            kinds = self.wanted_kinds(rule, node)
+            saved = [v.type for v in node.operands]
+            try:
+                for v, k in zip(node.operands, kinds):
+                    v.type = v.type.with_(kind=k)
+                ok = rule.accepts(kinds, node, self.module)
+            finally:
+                for v, t in zip(node.operands, saved):
+                    v.type = t
+            if ok:
+                out.append((rule, kinds, self.seconds(rule, node, kinds)))
+        return out
+
+    def conversion(self, value, src, dst):
+        """(rule, seconds) of converting ``value`` from share kind src to dst."""
+        if src == dst:
+            return None, 0.0
+        op = CONVERSION[(src, dst)]
+        probe = Node(op, (value,), (value,))
+        best = None
+        for rule in rules_for(op):
+            if rule.result_kind != dst:
+                continue
+            t = self.seconds(rule, probe, (src,))
+            if best is None or t < best[1]:
+                best = (rule, t)
+        return best if best else (None, INFINITE)
 
 
 def run(module):
-    profile = NETWORKS[module.network]
-    report = CostReport(profile)
+    sel = _Selector(module)
+    report = CostReport(sel.profile)
     for node in module.nodes:
-        options, device = candidates(node, module)
-        if not options:
+        for r in node.results:
+            if module.devices[r.type.place].kind == "MPC" and r.type.kind != "public":
+                sel.secret.add(r)
+    choices = {node: sel.options(node) for node in module.nodes}
+    for node, opts in choices.items():
+        if not opts:
+            device = _device(module, node)
             kinds = ", ".join(v.type.kind for v in node.operands) or "no operands"
             raise MixcError(f"{node.loc or '<program>'}: no protocol implements {node.op} on "
                             f"{device.kind} device {device.name} for operands ({kinds})")
-        best = min(options, key=lambda r: profile.seconds(r.cost(node, module)))
-        node.attrs["protocol"] = best.protocol
+    labels = _label(sel, module, choices)
+    out = module.fresh()
+    converted = {}
+    for node in module.nodes:
+        rule, kinds = _pick(sel, node, choices[node], labels)
+        operands = []
+        for v, want in zip(node.operands, kinds):
+            have = labels.get(v, v.type.kind)
+            if v in sel.secret and have != want:
+                key = (v, want)
+                if key not in converted:
+                    conv_rule, _ = sel.conversion(v, have, want)
+                    conv = out.add(conv_rule.op, [v], [v.type.with_(kind=want)],
+                                   {"protocol": conv_rule.protocol}, node.loc)
+                    report.rows.append((conv.result.id, conv.op, conv_rule.protocol,
+                                        conv_rule.cost(conv, module), node.loc))
+                    converted[key] = conv.result
+                v = converted[key]
+            operands.append(v)
+        node.operands = tuple(operands)
+        node.attrs["protocol"] = rule.protocol
         for r in node.results:
-            r.type = r.type.with_(kind=best.result_kind)
+            r.type = r.type.with_(kind=rule.result_kind)
+        out.nodes.append(node)
         report.rows.append((node.results[0].id if node.results else None, node.op,
-                            best.protocol, best.cost(node, module), node.loc))
-    module.cost_report = report
-    return module
+                            rule.protocol, rule.cost(node, module), node.loc))
+    out = out.renumbered()
+    out.cost_report = report
+    return out
+
+
+def _pick(sel, node, options, labels):
+    """The cheapest rule for the node given its result's and operands' chosen kinds."""
+    best = None
+    want_result = labels.get(node.results[0]) if node.results else None
+    for rule, kinds, seconds in options:
+        if want_result is not None and rule.result_kind != want_result:
+            continue
+        total = seconds
+        for v, k in zip(node.operands, kinds):
+            if v in sel.secret:
+                total += sel.conversion(v, labels[v], k)[1]
+        if best is None or total < best[2]:
+            best = (rule, kinds, total)
+    return best[0], best[1]
+
+
+def _label(sel, module, choices):
+    """Share kind of every secret MPC value, minimising total estimated time (s-t min cut)."""
+    if not sel.secret:
+        return {}
+    # unary[v][k]: cost of producing v in kind k; pair terms per (operand, consumer)
+    index = {k: i for i, k in enumerate(SECRET_KINDS)}
+    unary = {v: [0.0, 0.0] for v in sel.secret}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(["s", "t"])
+
+    def add_edge(a, b, w):
+        if w <= 0:
+            return
+        if graph.has_edge(a, b):
+            graph[a][b]["capacity"] += w
+        else:
+            graph.add_edge(a, b, capacity=w)
+
+    for node, options in choices.items():
+        result = node.results[0] if node.results and node.results[0] in sel.secret else None
+        secret_ops = [v for v in node.operands if v in sel.secret]
+        if result is not None:
+            best = {}
+            for rule, kinds, seconds in options:
+                k = rule.result_kind
+                if k in index and (k not in best or seconds < best[k][2]):
+                    best[k] = (rule, kinds, seconds)
+            for k in SECRET_KINDS:
+                unary[result][index[k]] += best[k][2] if k in best else INFINITE
+            for i, v in enumerate(node.operands):
+                if v not in sel.secret:
+                    continue
+                # E(label of v, label of result) = conversion to what result's rule wants
+                table = [[0.0, 0.0], [0.0, 0.0]]
+                for lv in SECRET_KINDS:
+                    for lr in SECRET_KINDS:
+                        want = best[lr][1][i] if lr in best else lv
+                        table[index[lv]][index[lr]] = sel.conversion(v, lv, want)[1]
+                _pairwise(unary, add_edge, v, result, table)
+        else:
+            # A node whose result kind is fixed: each operand's kind decides its best rule.
+            for v in secret_ops:
+                for k in SECRET_KINDS:
+                    cost = min((seconds + sel.conversion(v, k, kinds[node.operands.index(v)])[1]
+                                for rule, kinds, seconds in options), default=INFINITE)
+                    unary[v][index[k]] += cost / len(secret_ops)
+    for v, (cost_arith, cost_bool) in unary.items():
+        low = min(cost_arith, cost_bool)
+        add_edge("s", v, cost_bool - low)   # cut when v is boolean
+        add_edge(v, "t", cost_arith - low)  # cut when v is arithmetic
+    _, (source_side, _) = nx.minimum_cut(graph, "s", "t")
+    return {v: ("arith" if v in source_side else "bool") for v in sel.secret}
+
+
+def _pairwise(unary, add_edge, u, v, e):
+    """Add E(x_u, x_v) (0 = arith, 1 = bool) to the cut graph (Kolmogorov-Zabih)."""
+    a, b, c, d = e[0][0], e[0][1], e[1][0], e[1][1]
+    unary[u][0] += a
+    unary[u][1] += c
+    unary[v][1] += d - c
+    # (b + c - a - d) * [x_u = 0, x_v = 1]; clamped at 0 if the term is not submodular
+    add_edge(u, v, b + c - a - d)

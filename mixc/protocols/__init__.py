@@ -9,6 +9,9 @@ A rule says, for one (protocol, op):
 - ``device``: the device kind it runs on ("PYU", "MPC");
 - ``accepts(kinds, node, module)``: whether it handles operands of those kinds;
 - ``result_kind``: the kind of value it produces;
+- ``wants``: the kind its secret operands must be in ("arith", "bool"); the
+  selector converts operands of the other kind (costs from the ``a2b`` and
+  ``b2a`` rules);
 - ``cost(node, module) -> Cost``: bytes sent (all parties together) and
   rounds, as functions of the node's shapes and the ring width;
 - ``lower(ctx, node)``: emit the party-local ops and messages
@@ -55,17 +58,19 @@ class Rule:
     result_kind: str
     cost: object
     lower: object
+    wants: str | None = None  # the kind its secret operands must have; None: as they come
     doc: str = ""
 
 
 RULES: dict = {}  # op -> [Rule]
-PROTOCOL_MODULES = ("mixc.protocols.plaintext", "mixc.protocols.arith2pc")
+PROTOCOL_MODULES = ("mixc.protocols.plaintext", "mixc.protocols.arith2pc",
+                    "mixc.protocols.bool2pc")
 _loaded = False
 
 
-def register(protocol, op, *, device, accepts, result_kind, cost, lower, doc=""):
+def register(protocol, op, *, device, accepts, result_kind, cost, lower, wants=None, doc=""):
     RULES.setdefault(op, []).append(
-        Rule(protocol, op, device, accepts, result_kind, cost, lower, doc))
+        Rule(protocol, op, device, accepts, result_kind, cost, lower, wants, doc))
 
 
 def load():

@@ -22,10 +22,9 @@ parties P0 and P1. Floats are fixed point: round(x * 2^f), f the device's
 """
 import numpy as np
 
-from ..errors import MixcError
-from ..ir import ops as irops
 from ..passes.lower import DEALER, seed_name
 from . import Cost, register
+from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u64
 
 PROTOCOL = "arith2pc"
 RING_BYTES = 8
@@ -36,34 +35,7 @@ def _device(ctx, value):
     return ctx.source.devices[value.type.place]
 
 
-def frac_bits(device, dtype):
-    if dtype == "f32":
-        return device.fraction_bits
-    if dtype in ("i32",):
-        return 0
-    raise NotImplementedError(f"{dtype} values on MPC device {device.name}")
-
-
-def _parties(device):
-    if len(device.parties) != 2:
-        raise MixcError(f"{PROTOCOL} runs on two parties; MPC device {device.name} has "
-                        f"{len(device.parties)}")
-    return device.parties
-
-
-def _two_party(node, module):
-    for v in list(node.results) + list(node.operands):
-        d = module.devices[v.type.place]
-        if d.kind == "MPC" and len(d.parties) != 2:
-            return False
-    return True
-
-
 # ------------------------------------------------------------ local helpers
-
-def _u64(ctx, party, value):
-    return ctx.const(party, np.uint64(value % (1 << 64)))
-
 
 def _encoded_public(ctx, party, value, frac):
     """A public plaintext value at ``party`` as a ring element (not a share)."""
@@ -71,14 +43,14 @@ def _encoded_public(ctx, party, value, frac):
 
 
 def _zero_share(ctx, party, shape):
-    zero = _u64(ctx, party, 0)
+    zero = u64(ctx, party, 0)
     return ctx.emit(party, "broadcast_in_dim", [zero], "arith",
                     {"shape": tuple(shape), "broadcast_dimensions": ()})
 
 
-def _shares_of(ctx, value, device):
+def shares_of(ctx, value, device):
     """Shares of ``value`` at both parties; a public value becomes (encode, 0)."""
-    p0, p1 = _parties(device)
+    p0, p1 = parties(device)
     if value.type.kind == "arith":
         return ctx.parts[value]
     f = frac_bits(device, value.type.dtype)
@@ -91,7 +63,7 @@ def _shares_of(ctx, value, device):
 def _lower_share(ctx, node):
     (x,) = node.operands
     device = _device(ctx, node.result)
-    p0, p1 = _parties(device)
+    p0, p1 = parties(device)
     (owner,) = ctx.device_of(x).parties
     f = frac_bits(device, x.type.dtype)
     encoded = ctx.emit(owner, "encode", [ctx.parts[x][owner]], "plain", {"frac_bits": f})
@@ -145,7 +117,7 @@ def _reveal_cost(node, module):
 def _lower_linear(ctx, node):
     """Ops that are linear in the shares: apply them to each share."""
     device = _device(ctx, node.result)
-    p0, p1 = _parties(device)
+    p0, p1 = parties(device)
     attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
     kinds = [v.type.kind for v in node.operands]
     pieces = {}
@@ -170,74 +142,31 @@ def _lower_linear(ctx, node):
         f = frac_bits(device, x.type.dtype)
         for p in (p0, p1):
             fill = (_encoded_public(ctx, p, ctx.parts[pad_value][p], f) if p == p0
-                    else _u64(ctx, p, 0))
+                    else u64(ctx, p, 0))
             pieces[p] = ctx.emit(p, "pad", [ctx.parts[x][p], fill], "arith", attrs)
     else:
-        shares = [_shares_of(ctx, v, device) for v in node.operands]
+        shares = [shares_of(ctx, v, device) for v in node.operands]
         for p in (p0, p1):
             pieces[p] = ctx.emit(p, node.op, [s[p] for s in shares], "arith", attrs)
     ctx.parts[node.result] = pieces
 
 
 def _lower_convert(ctx, node):
+    """Integers and 0/1 bools to another dtype: shift into or out of fixed point."""
     (x,) = node.operands
     device = _device(ctx, x)
-    f = frac_bits(device, "f32")
-    ctx.parts[node.result] = {p: ctx.emit(p, "shl", [s], "arith", {"bits": f})
+    shift = frac_bits(device, node.attrs["new_dtype"]) - frac_bits(device, x.type.dtype)
+    ctx.parts[node.result] = {p: ctx.emit(p, "shl", [s], "arith", {"bits": shift}) if shift else s
                               for p, s in ctx.parts[x].items()}
 
 
 # ------------------------------------------------------------ products
 
-def _dealer_streams(ctx, device, names):
-    """Fresh PRG streams, per party, for the dealer's correlated randomness."""
-    ctx.add_party(DEALER)
-    out = {}
-    for p in _parties(device):
-        seed = seed_name(p, DEALER)
-        out[p] = (seed, {n: ctx.stream(seed) for n in names})
-    return out
-
-
-def _triple(ctx, device, shape_a, shape_b, product):
-    """Beaver triple shares {party: (a, b, c)} with c = product(a, b); the dealer sends c1 only."""
-    p0, p1 = _parties(device)
-    streams = _dealer_streams(ctx, device, ("a", "b", "c"))
-
-    def draw(party, owner, name, shape):
-        seed, ids = streams[owner]
-        return ctx.random(party, seed, shape, ids[name])
-
-    a0, b0 = draw(DEALER, p0, "a", shape_a), draw(DEALER, p0, "b", shape_b)
-    a1, b1 = draw(DEALER, p1, "a", shape_a), draw(DEALER, p1, "b", shape_b)
-    a = ctx.emit(DEALER, "add", [a0, a1], "plain")
-    b = ctx.emit(DEALER, "add", [b0, b1], "plain")
-    c = product(DEALER, a, b, "plain")
-    c0 = draw(DEALER, p0, "c", c.type.shape)
-    c1 = ctx.emit(DEALER, "sub", [c, c0], "arith")
-    return {p0: (draw(p0, p0, "a", shape_a), draw(p0, p0, "b", shape_b),
-                 draw(p0, p0, "c", c.type.shape)),
-            p1: (draw(p1, p1, "a", shape_a), draw(p1, p1, "b", shape_b),
-                 ctx.xfer(c1, p1, "triple correction", "arith"))}
-
-
-def _open(ctx, device, *openings):
-    """Open each (pieces, what) to both parties: send everything first, then add.
-
-    All sends of one round go out before any value is used, so the openings
-    cost one round together."""
-    p0, p1 = _parties(device)
-    received = [{p1: ctx.xfer(pieces[p0], p1, what, "masked"),
-                 p0: ctx.xfer(pieces[p1], p0, what, "masked")} for pieces, what in openings]
-    return [{p: ctx.emit(p, "add", [pieces[p], got[p]], "masked") for p in (p0, p1)}
-            for (pieces, _), got in zip(openings, received)]
-
-
 def _beaver(ctx, device, x, y, product):
     """Shares of product(x, y) for secret x, y: one round, masked operands opened."""
-    p0, p1 = _parties(device)
-    t = _triple(ctx, device, x[p0].type.shape, y[p0].type.shape, product)
-    e, f = _open(ctx, device,
+    p0, p1 = parties(device)
+    t = triple(ctx, device, x[p0].type.shape, y[p0].type.shape, product)
+    e, f = open_values(ctx, device,
                  ({p: ctx.emit(p, "sub", [x[p], t[p][0]], "masked") for p in (p0, p1)},
                   "masked operand (x - a)"),
                  ({p: ctx.emit(p, "sub", [y[p], t[p][1]], "masked") for p in (p0, p1)},
@@ -254,13 +183,12 @@ def _beaver(ctx, device, x, y, product):
 
 def _truncate(ctx, device, x, bits):
     """Shares of x / 2^bits (TruncPr with dealer-made r, msb(r) and r's truncated low bits)."""
-    p0, p1 = _parties(device)
+    p0, p1 = parties(device)
     shape = x[p0].type.shape
-    streams = _dealer_streams(ctx, device, ("r", "msb", "low"))
+    dealt = Dealt(ctx, device, ("r", "msb", "low"))
 
     def draw(party, owner, name):
-        seed, ids = streams[owner]
-        return ctx.random(party, seed, shape, ids[name])
+        return dealt.draw(party, owner, name, shape)
 
     r = ctx.emit(DEALER, "add", [draw(DEALER, p0, "r"), draw(DEALER, p1, "r")], "plain")
     msb = ctx.emit(DEALER, "lshr", [r], "plain", {"bits": 63})
@@ -275,9 +203,9 @@ def _truncate(ctx, device, x, bits):
     for p in (p0, p1):
         xs = x[p]
         if p == p0:
-            xs = ctx.emit(p, "add", [xs, _u64(ctx, p, 1 << TRUNC_OFFSET)], "arith")
+            xs = ctx.emit(p, "add", [xs, u64(ctx, p, 1 << TRUNC_OFFSET)], "arith")
         masked[p] = ctx.emit(p, "add", [xs, mine[p][0]], "masked")
-    (c,) = _open(ctx, device, (masked, "masked value (x + r) for truncation"))
+    (c,) = open_values(ctx, device, (masked, "masked value (x + r) for truncation"))
     out = {}
     for p in (p0, p1):
         r_i, msb_i, low_i = mine[p]
@@ -292,7 +220,7 @@ def _truncate(ctx, device, x, bits):
         y = ctx.emit(p, "sub", [ctx.emit(p, "shl", [b], "arith", {"bits": 63 - bits}), low_i], "arith")
         if p == p0:
             y = ctx.emit(p, "add", [y, c_low], "arith")
-            y = ctx.emit(p, "sub", [y, _u64(ctx, p, 1 << (TRUNC_OFFSET - bits))], "arith")
+            y = ctx.emit(p, "sub", [y, u64(ctx, p, 1 << (TRUNC_OFFSET - bits))], "arith")
         out[p] = y
     return out
 
@@ -307,7 +235,7 @@ def _product_fn(ctx, node):
 
 def _lower_product(ctx, node):
     device = _device(ctx, node.result)
-    p0, p1 = _parties(device)
+    p0, p1 = parties(device)
     a, b = node.operands
     f = frac_bits(device, node.result.type.dtype)
     product = _product_fn(ctx, node)
@@ -330,7 +258,7 @@ def _lower_div(ctx, node):
         raise NotImplementedError(f"integer division on MPC device {device.name}")
     f = frac_bits(device, "f32")
     z = {}
-    for p in _parties(device):
+    for p in parties(device):
         one = ctx.const(p, np.float32(1.0))
         recip = ctx.emit(p, "div", [one, ctx.parts[c][p]], "public")
         z[p] = ctx.emit(p, "mul", [ctx.parts[x][p], _encoded_public(ctx, p, recip, f)], "arith")
@@ -367,40 +295,106 @@ def _free(node, module):
     return Cost()
 
 
+# ------------------------------------------------------------ select and logic on 0/1 shares
+
+def _ring_product(ctx, node):
+    def product(party, a, b, kind):
+        return ctx.emit(party, "mul", [a, b], kind)
+    return product
+
+
+def _lower_select(ctx, node):
+    """select_n(p, f, t) = f + p * (t - f) with p a 0/1 share: one Beaver product, no truncation."""
+    device = _device(ctx, node.result)
+    p0, p1 = parties(device)
+    pred, f, t = (shares_of(ctx, v, device) for v in node.operands)
+    diff = {p: ctx.emit(p, "sub", [t[p], f[p]], "arith") for p in (p0, p1)}
+    pred = {p: _broadcast_to(ctx, p, pred[p], diff[p].type.shape) for p in (p0, p1)}
+    z = _beaver(ctx, device, pred, diff, _ring_product(ctx, node))
+    ctx.parts[node.result] = {p: ctx.emit(p, "add", [f[p], z[p]], "arith") for p in (p0, p1)}
+
+
+def _broadcast_to(ctx, party, value, shape):
+    if tuple(value.type.shape) == tuple(shape):
+        return value
+    return ctx.emit(party, "broadcast_in_dim", [value], value.type.kind,
+                    {"shape": tuple(shape), "broadcast_dimensions": ()})
+
+
+def _lower_logic(ctx, node):
+    """and/or/xor/not on 0/1 arithmetic shares: x*y, x+y-x*y, x+y-2x*y, 1-x."""
+    device = _device(ctx, node.result)
+    p0, p1 = parties(device)
+    xs = [shares_of(ctx, v, device) for v in node.operands]
+    if node.op == "not":
+        (x,) = xs
+        ctx.parts[node.result] = {p0: ctx.emit(p0, "sub", [u64(ctx, p0, 1), x[p0]], "arith"),
+                                  p1: ctx.emit(p1, "neg", [x[p1]], "arith")}
+        return
+    x, y = xs
+    both = _beaver(ctx, device, x, y, _ring_product(ctx, node))
+    out = {}
+    for p in (p0, p1):
+        if node.op == "and":
+            out[p] = both[p]
+            continue
+        twice = 1 if node.op == "or" else 2
+        cross = ctx.emit(p, "shl", [both[p]], "arith", {"bits": 1}) if twice == 2 else both[p]
+        out[p] = ctx.emit(p, "sub", [ctx.emit(p, "add", [x[p], y[p]], "arith"), cross], "arith")
+    ctx.parts[node.result] = out
+
+
+def _beaver_cost(node, module):
+    n = node.result.type.size
+    return Cost(RING_BYTES * 5 * n, 1)
+
+
+def _logic_cost(node, module):
+    return Cost() if node.op == "not" else _beaver_cost(node, module)
+
+
 # ------------------------------------------------------------ registration
 
 def _secret_any(kinds, node, module):
     return "arith" in kinds and all(k in ("arith", "public") for k in kinds) \
-        and _two_party(node, module)
+        and two_party(node, module)
 
 
 def _secret_first(kinds, node, module):
     return kinds[:1] == ("arith",) and all(k == "public" for k in kinds[1:]) \
-        and _two_party(node, module)
+        and two_party(node, module)
 
 
-register(PROTOCOL, "to", device="MPC", accepts=lambda k, n, m: k == ("plain",) and _two_party(n, m),
+def _exact_convert(kinds, node, module):
+    return _secret_first(kinds, node, module) and node.attrs["new_dtype"] in ("f32", "i32") \
+        and node.operands[0].type.dtype in ("i32", "bool")
+
+
+def _bool_dtype(kinds, node, module):
+    return _secret_any(kinds, node, module) and node.result.type.dtype == "bool"
+
+
+def _rule(op, accepts, cost, lower, doc):
+    register(PROTOCOL, op, device="MPC", accepts=accepts, result_kind="arith", cost=cost,
+             lower=lower, wants="arith", doc=doc)
+
+
+register(PROTOCOL, "to", device="MPC", accepts=lambda k, n, m: k == ("plain",) and two_party(n, m),
          result_kind="arith", cost=_share_cost, lower=_lower_share,
          doc="share a party's plaintext: PRG mask from the pairwise key")
-register(PROTOCOL, "reveal", device="PYU", accepts=lambda k, n, m: k == ("arith",) and _two_party(n, m),
-         result_kind="plain", cost=_reveal_cost, lower=_lower_reveal,
+register(PROTOCOL, "reveal", device="PYU", accepts=lambda k, n, m: k == ("arith",) and two_party(n, m),
+         result_kind="plain", cost=_reveal_cost, lower=_lower_reveal, wants="arith",
          doc="open to one party: the others send it their shares")
 for _op in ("add", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "transpose",
             "squeeze", "slice", "concatenate"):
-    register(PROTOCOL, _op, device="MPC", accepts=_secret_any, result_kind="arith",
-             cost=_free, lower=_lower_linear, doc="local on shares")
-register(PROTOCOL, "pad", device="MPC", accepts=_secret_first, result_kind="arith",
-         cost=_free, lower=_lower_linear, doc="local on shares; P0 pads with the value")
-def _int_to_fixed(kinds, node, module):
-    return _secret_first(kinds, node, module) and node.operands[0].type.dtype == "i32" \
-        and node.attrs["new_dtype"] == "f32"
-
-
-register(PROTOCOL, "convert_element_type", device="MPC", accepts=_int_to_fixed,
-         result_kind="arith", cost=_free, lower=_lower_convert, doc="i32 to fixed point: shift")
+    _rule(_op, _secret_any, _free, _lower_linear, "local on shares")
+_rule("pad", _secret_first, _free, _lower_linear, "local on shares; P0 pads with the value")
+_rule("convert_element_type", _exact_convert, _free, _lower_convert,
+      "int/bool to fixed point or int: a local shift")
 for _op in ("mul", "dot_general"):
-    register(PROTOCOL, _op, device="MPC", accepts=_secret_any, result_kind="arith",
-             cost=_product_cost, lower=_lower_product,
-             doc="Beaver product from dealer triples, then TruncPr for fixed point")
-register(PROTOCOL, "div", device="MPC", accepts=_secret_first, result_kind="arith",
-         cost=_div_cost, lower=_lower_div, doc="times the public reciprocal, then TruncPr")
+    _rule(_op, _secret_any, _product_cost, _lower_product,
+          "Beaver product from dealer triples, then TruncPr for fixed point")
+_rule("div", _secret_first, _div_cost, _lower_div, "times the public reciprocal, then TruncPr")
+_rule("select_n", _secret_any, _beaver_cost, _lower_select, "f + p * (t - f): one Beaver product")
+for _op in ("and", "or", "xor", "not"):
+    _rule(_op, _bool_dtype, _logic_cost, _lower_logic, "on 0/1 shares: Beaver products")

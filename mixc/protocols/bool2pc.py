@@ -1,0 +1,385 @@
+"""Two-party boolean (XOR) sharing, comparisons, and conversions with arith2pc.
+
+A boolean-shared value is x = x0 XOR x1. Bool-dtype values are packed 64
+elements to a u64 word (element k is bit k % 64 of word k // 64); integer
+and float values keep one word per element (the bits of its ring encoding).
+XOR, NOT and shifts are local; AND uses a dealer-made AND triple
+(a, b, c = a AND b, PRG-seed compressed like arith2pc's Beaver triples).
+
+- ``lt`` computes msb(a - b) with a log-depth carry tree: P0 holds
+  x = (a - b)_0 and P1 holds y = (a - b)_1 as private words; the carry into
+  bit 63 of x + y comes from combining (generate, propagate) pairs
+  G = x AND y, P = x XOR y over 64 positions. Each level splits the packed
+  bit stream into its even and odd bits (``bits_unzip``) and combines
+  neighbours: G' = G_odd XOR (P_odd AND G_even), P' = P_odd AND P_even, so
+  level k ANDs only n * 64 / 2^k bits. 6 levels + 1 AND round, then
+  msb = x_63 XOR y_63 XOR carry. Exact whenever |a - b| < 2^63 in the ring.
+- ``eq`` is a zero test: x = (a - b)_0 and y = -(a - b)_1 are equal iff
+  every bit of NOT(x XOR y) is 1, an AND tree over 64 bits (6 rounds).
+- Conversions: a 0/1 arithmetic value becomes boolean locally (the low bit
+  of x0 + x1 is x0_0 XOR x1_0). Boolean to arithmetic uses a dealer pair:
+  random r with XOR shares and additive shares of each of r's bits; open
+  c = x XOR r, then x = sum_i 2^i (c_i + r_i - 2 c_i r_i). Full words use
+  the same with 64 bits; A2B of full words is a Kogge-Stone adder.
+"""
+import numpy as np
+
+from ..passes.lower import DEALER
+from . import Cost, register
+from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u64
+
+PROTOCOL = "bool2pc"
+WORD = 8
+LOW63 = (1 << 63) - 1
+
+
+def _device(ctx, value):
+    return ctx.source.devices[value.type.place]
+
+
+def _packed(dtype):
+    return dtype == "bool"
+
+
+def _words(n):
+    return -(-n // 64)
+
+
+# ------------------------------------------------------------ AND gates
+
+def and_gates(ctx, device, pairs):
+    """Boolean shares of x AND y for each pair of shares, all in one round."""
+    p0, p1 = parties(device)
+
+    def product(party, a, b, kind):
+        return ctx.emit(party, "and", [a, b], kind)
+    triples = [triple(ctx, device, x[p0].type.shape, y[p0].type.shape, product, ring="bool")
+               for x, y in pairs]
+    openings = []
+    for (x, y), t in zip(pairs, triples):
+        openings.append(({p: ctx.emit(p, "xor", [x[p], t[p][0]], "masked") for p in (p0, p1)},
+                         "masked bits (x ^ a)"))
+        openings.append(({p: ctx.emit(p, "xor", [y[p], t[p][1]], "masked") for p in (p0, p1)},
+                         "masked bits (y ^ b)"))
+    opened = open_values(ctx, device, *openings, ring="bool")
+    out = []
+    for i, t in enumerate(triples):
+        e, f = opened[2 * i], opened[2 * i + 1]
+        z = {}
+        for p in (p0, p1):
+            a, b, c = t[p]
+            # z = c ^ (e & b) ^ (f & a) (^ e & f at P0); P0 folds it as e & (b ^ f)
+            rhs = ctx.emit(p, "xor", [b, f[p]], "masked") if p == p0 else b
+            acc = ctx.emit(p, "xor", [c, ctx.emit(p, "and", [e[p], rhs], "bool")], "bool")
+            z[p] = ctx.emit(p, "xor", [acc, ctx.emit(p, "and", [f[p], a], "bool")], "bool")
+        out.append(z)
+    return out
+
+
+def _unzip(ctx, shares):
+    """Each party's (even, odd) halves of its packed bit stream."""
+    even, odd = {}, {}
+    for p, s in shares.items():
+        even[p], odd[p] = ctx.emit_many(p, "bits_unzip", [s],
+                                        [s.type.with_(shape=(-(-s.type.shape[0] // 2),))] * 2, {})
+    return even, odd
+
+
+def _xor(ctx, x, y):
+    return {p: ctx.emit(p, "xor", [x[p], y[p]], "bool") for p in x}
+
+
+def _flat(ctx, shares):
+    return {p: ctx.emit(p, "reshape", [s], s.type.kind, {"new_sizes": (s.type.size,)})
+            for p, s in shares.items()}
+
+
+# ------------------------------------------------------------ comparisons
+
+def msb_bits(ctx, device, d):
+    """Packed boolean shares of msb(d) for arithmetic shares d (any shape, flattened)."""
+    p0, p1 = parties(device)
+    d = _flat(ctx, d)
+    low = {p: ctx.emit(p, "and", [d[p], u64(ctx, p, LOW63)], "plain") for p in (p0, p1)}
+    zeros = {p: ctx.emit(p, "xor", [low[p], low[p]], "bool") for p in (p0, p1)}
+    # x's share is (x, 0) and y's is (0, y): each party knows its own operand.
+    (g,) = and_gates(ctx, device, [({p0: low[p0], p1: zeros[p1]}, {p0: zeros[p0], p1: low[p1]})])
+    # Position 63 is the identity of the combine (G=0, P=1), so 64 positions reduce evenly.
+    prop = {p0: ctx.emit(p0, "or", [low[p0], u64(ctx, p0, 1 << 63)], "bool"), p1: low[p1]}
+    for level in range(6):
+        g_even, g_odd = _unzip(ctx, g)
+        p_even, p_odd = _unzip(ctx, prop)
+        last = level == 5
+        pairs = [(p_odd, g_even)] + ([] if last else [(p_odd, p_even)])
+        products = and_gates(ctx, device, pairs)
+        g = _xor(ctx, g_odd, products[0])
+        if not last:
+            prop = products[1]
+    top = {p: ctx.emit(p, "bits_pack", [ctx.emit(p, "lshr", [d[p]], "plain", {"bits": 63})], "bool")
+           for p in (p0, p1)}
+    return _xor(ctx, top, g)
+
+
+def zero_bits(ctx, device, d):
+    """Packed boolean shares of (d == 0) for arithmetic shares d."""
+    p0, p1 = parties(device)
+    d = _flat(ctx, d)
+    # d0 + d1 == 0 iff d0 == -d1 iff NOT(d0 XOR -d1) is all ones
+    z = {p0: ctx.emit(p0, "not", [d[p0]], "bool"), p1: ctx.emit(p1, "neg", [d[p1]], "bool")}
+    for _ in range(6):
+        even, odd = _unzip(ctx, z)
+        (z,) = and_gates(ctx, device, [(even, odd)])
+    return z
+
+
+def _lower_compare(ctx, node):
+    from .arith2pc import shares_of
+    device = _device(ctx, node.result)
+    p0, p1 = parties(device)
+    a, b = (shares_of(ctx, v, device) for v in node.operands)
+    d = {p: ctx.emit(p, "sub", [a[p], b[p]], "arith") for p in (p0, p1)}
+    ctx.parts[node.result] = (msb_bits if node.op == "lt" else zero_bits)(ctx, device, d)
+
+
+def _and_cost(words):
+    # dealer's c1, then each party opens two masked words per gate word
+    return WORD * words * 5
+
+
+def _compare_cost(node, module):
+    n = node.operands[0].type.size
+    if node.op == "lt":
+        words = n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
+        return Cost(_and_cost(words), 7)
+    return Cost(_and_cost(sum(-(-n // 2 ** k) for k in range(1, 7))), 6)
+
+
+# ------------------------------------------------------------ logic on bool shares
+
+def bool_shares_of(ctx, value, device):
+    """Boolean shares of a bool-kind or public value (public: P0 holds it, P1 zeros)."""
+    if value.type.kind == "bool":
+        return ctx.parts[value]
+    p0, p1 = parties(device)
+    if _packed(value.type.dtype):
+        mine = ctx.emit(p0, "bits_pack", [ctx.parts[value][p0]], "public")
+    else:
+        mine = ctx.emit(p0, "encode", [ctx.parts[value][p0]], "public",
+                        {"frac_bits": frac_bits(device, value.type.dtype)})
+    return {p0: mine, p1: _zero_like(ctx, p1, mine)}
+
+
+def _zero_like(ctx, party, like):
+    zero = u64(ctx, party, 0)
+    return ctx.emit(party, "broadcast_in_dim", [zero], "bool",
+                    {"shape": tuple(like.type.shape), "broadcast_dimensions": ()})
+
+
+def _lower_logic(ctx, node):
+    device = _device(ctx, node.result)
+    p0, p1 = parties(device)
+    xs = [bool_shares_of(ctx, v, device) for v in node.operands]
+    if node.op == "xor":
+        out = _xor(ctx, *xs)
+    elif node.op == "not":
+        (x,) = xs
+        out = {p0: ctx.emit(p0, "not", [x[p0]], "bool"), p1: x[p1]}
+    elif node.op == "and":
+        (out,) = and_gates(ctx, device, [tuple(xs)])
+    else:  # or: x | y = x ^ y ^ (x & y)
+        (both,) = and_gates(ctx, device, [tuple(xs)])
+        out = _xor(ctx, _xor(ctx, *xs), both)
+    ctx.parts[node.result] = out
+
+
+def _logic_cost(node, module):
+    if node.op in ("and", "or"):
+        t = node.result.type
+        words = _words(t.size) if _packed(t.dtype) else t.size
+        return Cost(_and_cost(words), 1)
+    return Cost()
+
+
+def _lower_shift(ctx, node):
+    """Shifts are local on XOR shares. An i32 lives sign-extended in a 64-bit word, so a
+    left shift re-extends bit 31 and a logical right shift first drops the extension."""
+    (x,) = node.operands
+    k = node.attrs["bits"]
+    steps = {"ashr": [("ashr", k)],
+             "shl": [("shl", 32 + k), ("ashr", 32)],
+             "lshr": [("shl", 32), ("lshr", 32 + k)]}[node.op]
+    out = {}
+    for p, s in ctx.parts[x].items():
+        for op, bits in steps:
+            s = ctx.emit(p, op, [s], "bool", {"bits": bits})
+        out[p] = s
+    ctx.parts[node.result] = out
+
+
+def _lower_structural(ctx, node):
+    """Structural ops are local: each party unpacks its bits, moves them, packs them."""
+    device = _device(ctx, node.result)
+    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
+    xs = [bool_shares_of(ctx, v, device) for v in node.operands]
+    out = {}
+    for p in parties(device):
+        elems = [ctx.emit(p, "bits_unpack", [x[p]], "bool", {"shape": tuple(v.type.shape)})
+                 for x, v in zip(xs, node.operands)]
+        moved = ctx.emit(p, node.op, elems, "bool", attrs)
+        out[p] = ctx.emit(p, "bits_pack", [moved], "bool")
+    ctx.parts[node.result] = out
+
+
+# ------------------------------------------------------------ conversions
+
+def _lower_a2b(ctx, node):
+    (x,) = node.operands
+    device = _device(ctx, x)
+    if _packed(x.type.dtype):
+        # 0/1 values: the low bit of x0 + x1 is x0_0 ^ x1_0
+        ctx.parts[node.result] = {p: ctx.emit(p, "bits_pack", [s], "bool")
+                                  for p, s in _flat(ctx, ctx.parts[x]).items()}
+    else:
+        ctx.parts[node.result] = _adder(ctx, device, ctx.parts[x], x.type.shape)
+
+
+def _adder(ctx, device, shares, shape):
+    """Kogge-Stone: boolean shares of x0 + x1 from private words x0 (P0) and x1 (P1)."""
+    p0, p1 = parties(device)
+    zeros = {p: ctx.emit(p, "xor", [shares[p], shares[p]], "bool") for p in (p0, p1)}
+    x = {p0: shares[p0], p1: zeros[p1]}
+    y = {p0: zeros[p0], p1: shares[p1]}
+    (g,) = and_gates(ctx, device, [(x, y)])
+    prop = {p0: shares[p0], p1: shares[p1]}
+    total = dict(prop)
+    shift = 1
+    while shift < 64:
+        g_up = {p: ctx.emit(p, "shl", [g[p]], "bool", {"bits": shift}) for p in (p0, p1)}
+        p_up = {p: ctx.emit(p, "shl", [prop[p]], "bool", {"bits": shift}) for p in (p0, p1)}
+        last = shift == 32
+        pairs = [(prop, g_up)] + ([] if last else [(prop, p_up)])
+        products = and_gates(ctx, device, pairs)
+        g = _xor(ctx, g, products[0])
+        if not last:
+            prop = products[1]
+        shift *= 2
+    carries = {p: ctx.emit(p, "shl", [g[p]], "bool", {"bits": 1}) for p in (p0, p1)}
+    return _xor(ctx, total, carries)
+
+
+def _lower_b2a(ctx, node):
+    (x,) = node.operands
+    device = _device(ctx, x)
+    p0, p1 = parties(device)
+    shape = x.type.shape
+    n = x.type.size
+    packed = _packed(x.type.dtype)
+    width = 1 if packed else 64
+    words = (_words(n),) if packed else (n,)
+    bit_shape = (n,) if packed else (n, 64)
+    dealt = Dealt(ctx, device, ("rb", "ra"))
+    # dealer: r = rb0 ^ rb1, additive shares of each of r's bits; P1 gets a correction
+    r = ctx.emit(DEALER, "xor", [dealt.draw(DEALER, p0, "rb", words),
+                                 dealt.draw(DEALER, p1, "rb", words)], "plain")
+    r_bits = ctx.emit(DEALER, "bits_unpack", [r], "plain", {"shape": bit_shape})
+    ra1 = ctx.emit(DEALER, "sub", [r_bits, dealt.draw(DEALER, p0, "ra", bit_shape)], "arith")
+    ra = {p0: dealt.draw(p0, p0, "ra", bit_shape),
+          p1: ctx.xfer(ra1, p1, "bit-conversion pair correction", "arith")}
+    masked = {p: ctx.emit(p, "xor", [ctx.parts[x][p], dealt.draw(p, p, "rb", words)], "masked")
+              for p in (p0, p1)}
+    (c,) = open_values(ctx, device, (masked, "masked bits (x ^ r)"), ring="bool")
+    out = {}
+    for p in (p0, p1):
+        c_bits = ctx.emit(p, "bits_unpack", [c[p]], "masked", {"shape": bit_shape})
+        # x = sum_i 2^i (c_i + r_i (1 - 2 c_i))
+        flip = ctx.emit(p, "sub", [u64(ctx, p, 1), ctx.emit(p, "shl", [c_bits], "masked",
+                                                            {"bits": 1})], "masked")
+        term = ctx.emit(p, "mul", [ra[p], flip], "arith")
+        if width == 64:
+            weights = ctx.const(p, np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64)))
+            term = ctx.emit(p, "dot_general", [term, weights], "arith",
+                            {"contract": ((1,), (0,)), "batch": ((), ())})
+            opened = ctx.emit(p, "reshape", [c[p]], "masked", {"new_sizes": (n,)})
+        else:
+            opened = c_bits
+        value = ctx.emit(p, "add", [term, opened], "arith") if p == p0 else term
+        out[p] = ctx.emit(p, "reshape", [value], "arith", {"new_sizes": tuple(shape)})
+    ctx.parts[node.result] = out
+
+
+def _a2b_cost(node, module):
+    t = node.operands[0].type
+    if _packed(t.dtype):
+        return Cost()
+    return Cost(_and_cost(t.size * 11), 7)
+
+
+def _b2a_cost(node, module):
+    t = node.operands[0].type
+    if _packed(t.dtype):
+        return Cost(WORD * (t.size + 2 * _words(t.size)), 1)
+    return Cost(WORD * (64 * t.size + 2 * t.size), 1)
+
+
+def _lower_reveal(ctx, node):
+    (x,) = node.operands
+    device = _device(ctx, x)
+    (dst,) = ctx.device_of(node.result).parties
+    received = [s if p == dst else ctx.xfer(s, dst, "boolean share (reveal)", "bool")
+                for p, s in ctx.parts[x].items()]
+    total = ctx.emit(dst, "xor", received, "plain")
+    if _packed(x.type.dtype):
+        total = ctx.emit(dst, "bits_unpack", [total], "plain", {"shape": tuple(x.type.shape)})
+    ctx.parts[node.result] = {dst: ctx.emit(dst, "decode", [total], "plain",
+                                            {"frac_bits": frac_bits(device, x.type.dtype),
+                                             "dtype": x.type.dtype})}
+
+
+def _reveal_cost(node, module):
+    t = node.operands[0].type
+    (dst,) = module.devices[node.result.type.place].parties
+    senders = sum(1 for p in module.devices[t.place].parties if p != dst)
+    return Cost(senders * WORD * (_words(t.size) if _packed(t.dtype) else t.size), 1)
+
+
+# ------------------------------------------------------------ registration
+
+def _arith_operands(kinds, node, module):
+    return "arith" in kinds and all(k in ("arith", "public") for k in kinds) \
+        and two_party(node, module)
+
+
+def _bool_operands(kinds, node, module):
+    return "bool" in kinds and all(k in ("bool", "public") for k in kinds) \
+        and two_party(node, module)
+
+
+for _op in ("lt", "eq"):
+    register(PROTOCOL, _op, device="MPC", accepts=_arith_operands, result_kind="bool",
+             cost=_compare_cost, lower=_lower_compare, wants="arith",
+             doc="carry tree (lt) or zero test (eq) on the difference's shares")
+for _op in ("and", "or", "xor", "not"):
+    register(PROTOCOL, _op, device="MPC", accepts=_bool_operands, result_kind="bool",
+             cost=_logic_cost, lower=_lower_logic, wants="bool",
+             doc="XOR and NOT local; AND from dealer AND triples")
+def _int_words(kinds, node, module):
+    return _bool_operands(kinds, node, module) and node.result.type.dtype == "i32"
+
+
+for _op in ("shl", "lshr", "ashr"):
+    register(PROTOCOL, _op, device="MPC", accepts=_int_words, result_kind="bool",
+             cost=lambda n, m: Cost(), lower=_lower_shift, wants="bool", doc="local")
+for _op in ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate"):
+    register(PROTOCOL, _op, device="MPC", accepts=_bool_operands, result_kind="bool",
+             cost=lambda n, m: Cost(), lower=_lower_structural, wants="bool",
+             doc="local: unpack, move, pack")
+register(PROTOCOL, "reveal", device="PYU",
+         accepts=lambda k, n, m: k == ("bool",) and two_party(n, m), result_kind="plain",
+         cost=_reveal_cost, lower=_lower_reveal, wants="bool",
+         doc="open to one party: the others send it their boolean shares")
+register(PROTOCOL, "a2b", device="MPC", accepts=lambda k, n, m: k == ("arith",) and two_party(n, m),
+         result_kind="bool", cost=_a2b_cost, lower=_lower_a2b, wants="arith",
+         doc="bits: local (low bit of the shares); words: Kogge-Stone adder")
+register(PROTOCOL, "b2a", device="MPC", accepts=lambda k, n, m: k == ("bool",) and two_party(n, m),
+         result_kind="arith", cost=_b2a_cost, lower=_lower_b2a, wants="bool",
+         doc="dealer pair: open x ^ r, recombine with shares of r's bits")

@@ -1,0 +1,89 @@
+"""Lowering helpers shared by the 2-party protocols (arith2pc, bool2pc).
+
+Both protocols hold a secret as one share per party of the MPC device and
+get correlated randomness from a dealer: the dealer shares a PRG key with
+each party, so every party's part of a triple is drawn from a PRG stream,
+and the dealer sends P1 only the correction that makes the triple hold.
+Arithmetic shares combine with + (mod 2^64); boolean shares with XOR.
+"""
+from ..errors import MixcError
+from ..passes.lower import DEALER, seed_name
+
+# How shares of each ring combine, and how a correction is made.
+COMBINE = {"arith": "add", "bool": "xor"}
+CORRECT = {"arith": "sub", "bool": "xor"}
+
+
+def parties(device):
+    if len(device.parties) != 2:
+        raise MixcError(f"2-party protocols need two parties; MPC device {device.name} has "
+                        f"{len(device.parties)}")
+    return device.parties
+
+
+def two_party(node, module):
+    for v in list(node.results) + list(node.operands):
+        d = module.devices[v.type.place]
+        if d.kind == "MPC" and len(d.parties) != 2:
+            return False
+    return True
+
+
+def frac_bits(device, dtype):
+    """Fixed-point fraction bits of a dtype on an MPC device (0 for integers and bools)."""
+    if dtype == "f32":
+        return device.fraction_bits
+    if dtype in ("i32", "bool"):
+        return 0
+    raise NotImplementedError(f"{dtype} values on MPC device {device.name}")
+
+
+def u64(ctx, party, value):
+    """A public ring constant at ``party``."""
+    import numpy as np
+    return ctx.const(party, np.uint64(value % (1 << 64)))
+
+
+class Dealt:
+    """Fresh PRG streams, per party, for one use of the dealer's randomness."""
+
+    def __init__(self, ctx, device, names):
+        ctx.add_party(DEALER)
+        self.ctx, self.streams = ctx, {}
+        for p in parties(device):
+            seed = seed_name(p, DEALER)
+            self.streams[p] = (seed, {n: ctx.stream(seed) for n in names})
+
+    def draw(self, party, owner, name, shape):
+        """``owner``'s PRG value ``name``, drawn at ``party`` (the owner or the dealer)."""
+        seed, ids = self.streams[owner]
+        return self.ctx.random(party, seed, shape, ids[name])
+
+
+def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
+    """Shares {party: (a, b, c)} with c = product(a, b) over the ring; the dealer sends c1 only."""
+    p0, p1 = parties(device)
+    dealt = Dealt(ctx, device, ("a", "b", "c"))
+    combine, correct = COMBINE[ring], CORRECT[ring]
+    a = ctx.emit(DEALER, combine, [dealt.draw(DEALER, p0, "a", shape_a),
+                                   dealt.draw(DEALER, p1, "a", shape_a)], "plain")
+    b = ctx.emit(DEALER, combine, [dealt.draw(DEALER, p0, "b", shape_b),
+                                   dealt.draw(DEALER, p1, "b", shape_b)], "plain")
+    c = product(DEALER, a, b, "plain")
+    c1 = ctx.emit(DEALER, correct, [c, dealt.draw(DEALER, p0, "c", c.type.shape)], ring)
+    return {p0: (dealt.draw(p0, p0, "a", shape_a), dealt.draw(p0, p0, "b", shape_b),
+                 dealt.draw(p0, p0, "c", c.type.shape)),
+            p1: (dealt.draw(p1, p1, "a", shape_a), dealt.draw(p1, p1, "b", shape_b),
+                 ctx.xfer(c1, p1, "triple correction", ring))}
+
+
+def open_values(ctx, device, *openings, ring="arith"):
+    """Open each (pieces, what) to both parties: send everything first, then combine.
+
+    All sends of one round go out before any value is used, so the openings
+    cost one round together."""
+    p0, p1 = parties(device)
+    received = [{p1: ctx.xfer(pieces[p0], p1, what, "masked"),
+                 p0: ctx.xfer(pieces[p1], p0, what, "masked")} for pieces, what in openings]
+    return [{p: ctx.emit(p, COMBINE[ring], [pieces[p], got[p]], "masked") for p in (p0, p1)}
+            for (pieces, _), got in zip(openings, received)]

@@ -91,6 +91,66 @@ void mixc_ring_xor_scalar(const uint64_t *a, uint64_t s, uint64_t *out, size_t n
 void mixc_ring_and_scalar(const uint64_t *a, uint64_t s, uint64_t *out, size_t n);
 void mixc_ring_not(const uint64_t *a, uint64_t *out, size_t n);
 void mixc_popcount(const uint64_t *a, uint64_t *out, size_t n);
+/* ---- RLWE / BFV-style HE kernels (csrc/he.c; used by runtime/he.py) ----
+ * RNS polynomials: L rows ("limbs") of n residues, row i modulo p_i; several
+ * polynomials (count / ncomp) are stored back to back.  mods = L descriptors of
+ * 8 words {p, bits(p), floor(2^(2k)/p), floor(2^64/p), 2^64 mod p,
+ * 2^-64 mod p, its Shoup companion, 0}; tabs = L NTT tables of
+ * mixc_he_ntt_tab_words(n) words each (filled by mixc_he_ntt_init, psi a
+ * primitive 2n-th root of unity mod p; returns -1 on bad arguments).
+ * Residues in and out are reduced to [0, p); outputs may alias inputs exactly.
+ * ntt_fwd leaves its output in bit-reversed order, ntt_inv consumes it. */
+size_t mixc_he_ntt_tab_words(size_t n);
+int mixc_he_ntt_init(const uint64_t *desc, uint64_t psi, size_t n, uint64_t *tab);
+void mixc_he_ntt_fwd(uint64_t *a, const uint64_t *mods, const uint64_t *tabs,
+                     size_t L, size_t n, size_t count);
+void mixc_he_ntt_inv(uint64_t *a, const uint64_t *mods, const uint64_t *tabs,
+                     size_t L, size_t n, size_t count);
+void mixc_he_add(const uint64_t *a, const uint64_t *b, uint64_t *out,
+                 const uint64_t *mods, size_t L, size_t n);
+void mixc_he_sub(const uint64_t *a, const uint64_t *b, uint64_t *out,
+                 const uint64_t *mods, size_t L, size_t n);
+void mixc_he_neg(const uint64_t *a, uint64_t *out, const uint64_t *mods, size_t L, size_t n);
+/* pointwise a*b; mulacc: acc[c] (+)= a[c] * w for c < ncomp (a, acc: ncomp*L*n) */
+void mixc_he_mul(const uint64_t *a, const uint64_t *b, uint64_t *out,
+                 const uint64_t *mods, size_t L, size_t n);
+void mixc_he_mulacc(const uint64_t *a, const uint64_t *w, uint64_t *acc,
+                    const uint64_t *mods, size_t L, size_t n, size_t ncomp, int accumulate);
+/* out row i = a row i * s[i] (s[i] any uint64, reduced mod p_i) */
+void mixc_he_mul_scalar(const uint64_t *a, const uint64_t *s, uint64_t *out,
+                        const uint64_t *mods, size_t L, size_t n);
+/* residues of signed integers: out[i][j] = x[j] mod p_i */
+void mixc_he_from_i64(const int64_t *x, const uint64_t *mods, size_t L, size_t n, uint64_t *out);
+/* out[i][j] = round(Q * m[j] / 2^64) mod p_i, Q = p_0 ... p_{L-1}, q_lo = Q mod 2^64 */
+void mixc_he_encode_scaled(const uint64_t *m, uint64_t q_lo, const uint64_t *mods,
+                           size_t L, size_t n, uint64_t *out);
+/* m[j] = round(2^64 * v[j] / Q) mod 2^64 from the residues v (L x n);
+ * frac[j] (if not NULL) = the rounding residual * 2^64 as int64 (|.| < 2^63).
+ * crt = 5 words per limb: (Q/p_i)^-1 mod p_i, its Shoup companion, and
+ * floor(2^192 / p_i) as 3 little-endian words. */
+void mixc_he_decode(const uint64_t *v, const uint64_t *mods, const uint64_t *crt,
+                    size_t L, size_t n, uint64_t *m_out, int64_t *frac_out);
+/* modulus switching: out ((L-1) x n) = round(in / p_{L-1}) mod p_i;
+ * inv_last = 2 words per i < L-1: p_{L-1}^-1 mod p_i and its Shoup companion */
+void mixc_he_drop_last(const uint64_t *in, const uint64_t *mods, const uint64_t *inv_last,
+                       size_t L, size_t n, uint64_t *out);
+/* samplers over caller-supplied uniform words:
+ * cbd: one word per sample, popcount(w & (2^eta-1)) - popcount((w >> 32) & (2^eta-1)), eta <= 32;
+ * ternary: one word per sample, floor(3 w / 2^64) - 1;
+ * uniform: residues uniform mod p_i by rejection on the low bits(p_i) bits of
+ *   each word; returns the number of words used or (size_t)-1 if nrnd is too small;
+ * wide: ceil(bits/64) words per coefficient, integer uniform in
+ *   [-2^(bits-1), 2^(bits-1)), 1 <= bits <= 192, written as residues (L x n). */
+void mixc_he_sample_cbd(const uint64_t *rnd, int64_t *out, size_t n, unsigned eta);
+void mixc_he_sample_ternary(const uint64_t *rnd, int64_t *out, size_t n);
+size_t mixc_he_sample_uniform(const uint64_t *rnd, size_t nrnd, const uint64_t *mods,
+                              size_t L, size_t n, uint64_t *out);
+void mixc_he_sample_wide(const uint64_t *rnd, unsigned bits, const uint64_t *mods,
+                         size_t L, size_t n, uint64_t *out);
+/* little-endian bit stream of cnt values of 'bits' bits (1..64) each;
+ * out holds (cnt * bits + 7) / 8 bytes */
+void mixc_he_pack(const uint64_t *in, size_t cnt, unsigned bits, uint8_t *out);
+void mixc_he_unpack(const uint8_t *in, size_t cnt, unsigned bits, uint64_t *out);
 /* CDEF-END */
 
 #endif /* MIXC_KERNELS_H */

@@ -22,6 +22,8 @@ XOR, NOT and shifts are local; AND uses a dealer-made AND triple
   c = x XOR r, then x = sum_i 2^i (c_i + r_i - 2 c_i r_i). Full words use
   the same with 64 bits; A2B of full words is a Kogge-Stone adder.
 """
+import itertools
+
 import numpy as np
 
 from ..passes.lower import DEALER
@@ -29,6 +31,7 @@ from . import Cost, register
 from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u64
 
 PROTOCOL = "bool2pc"
+PROTOCOL_RADIX4 = "bool2pc.radix4"
 WORD = 8
 LOW63 = (1 << 63) - 1
 
@@ -120,6 +123,80 @@ def msb_bits(ctx, device, d):
     return _xor(ctx, top, g)
 
 
+def multi_and(ctx, device, inputs, products):
+    """Shares of the AND of each listed subset of ``inputs``, all in one round.
+
+    The dealer masks every input (a_i) and deals shares of the AND of every
+    subset T of a product with |T| >= 2. With the opened e_i = x_i ^ a_i,
+    AND_{i in S} x_i = XOR_{T subset of S} (AND_{i in S-T} e_i) & a_T, where
+    a_T is a share for |T| >= 2, the mask a_i for |T| = 1, and 1 (at P0) for
+    the empty T. One round for any fan-in, paid for in dealt words."""
+    p0, p1 = parties(device)
+    shape = inputs[0][p0].type.shape
+    subsets = sorted({t for s in products for k in range(2, len(s) + 1)
+                      for t in itertools.combinations(s, k)})
+    dealt = Dealt(ctx, device, [f"a{i}" for i in range(len(inputs))] + [str(t) for t in subsets])
+    masks = {i: ctx.emit(DEALER, "xor", [dealt.draw(DEALER, p0, f"a{i}", shape),
+                                         dealt.draw(DEALER, p1, f"a{i}", shape)], "plain")
+             for i in range(len(inputs))}
+    shares = {(p, (i,)): dealt.draw(p, p, f"a{i}", shape)
+              for p in (p0, p1) for i in range(len(inputs))}
+    for t in subsets:
+        product = masks[t[0]]
+        for i in t[1:]:
+            product = ctx.emit(DEALER, "and", [product, masks[i]], "plain")
+        correction = ctx.emit(DEALER, "xor", [product, dealt.draw(DEALER, p0, str(t), shape)], "bool")
+        shares[(p0, t)] = dealt.draw(p0, p0, str(t), shape)
+        shares[(p1, t)] = ctx.xfer(correction, p1, "AND tuple correction", "bool")
+    opened = open_values(ctx, device, *[
+        ({p: ctx.emit(p, "xor", [x[p], shares[(p, (i,))]], "masked") for p in (p0, p1)},
+         "masked bits (x ^ a)") for i, x in enumerate(inputs)], ring="bool")
+    out = []
+    for s in products:
+        z = {}
+        for p in (p0, p1):
+            acc = None
+            for k in range(len(s) + 1):
+                for t in itertools.combinations(s, k):
+                    public = [opened[i][p] for i in s if i not in t]
+                    if not t and p != p0:
+                        continue
+                    term = shares[(p, t)] if t else None
+                    for e in public:
+                        term = e if term is None else ctx.emit(p, "and", [term, e], "bool")
+                    acc = term if acc is None else ctx.emit(p, "xor", [acc, term], "bool")
+            z[p] = acc
+        out.append(z)
+    return out
+
+
+def msb_bits_radix4(ctx, device, d):
+    """msb(d) like ``msb_bits``, but each level combines four positions with one-round
+    multi-input ANDs: 3 levels instead of 6, more dealt words."""
+    p0, p1 = parties(device)
+    d = _flat(ctx, d)
+    low = {p: ctx.emit(p, "and", [d[p], u64(ctx, p, LOW63)], "plain") for p in (p0, p1)}
+    zeros = {p: ctx.emit(p, "xor", [low[p], low[p]], "bool") for p in (p0, p1)}
+    (g,) = and_gates(ctx, device, [({p0: low[p0], p1: zeros[p1]}, {p0: zeros[p0], p1: low[p1]})])
+    prop = {p0: ctx.emit(p0, "or", [low[p0], u64(ctx, p0, 1 << 63)], "bool"), p1: low[p1]}
+    for level in range(3):
+        (g0, g2), (g1, g3) = (_unzip(ctx, half) for half in _unzip(ctx, g))
+        (p0_, p2_), (p1_, p3_) = (_unzip(ctx, half) for half in _unzip(ctx, prop))
+        last = level == 2
+        # G' = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0;  P' = P3 P2 P1 P0
+        inputs = [p3_, p2_, p1_, p0_, g2, g1, g0]
+        products = [(0, 4), (0, 1, 5), (0, 1, 2, 6)] + ([] if last else [(0, 1, 2, 3)])
+        terms = multi_and(ctx, device, inputs, products)
+        g = g3
+        for term in terms[:3]:
+            g = _xor(ctx, g, term)
+        if not last:
+            prop = terms[3]
+    top = {p: ctx.emit(p, "bits_pack", [ctx.emit(p, "lshr", [d[p]], "plain", {"bits": 63})], "bool")
+           for p in (p0, p1)}
+    return _xor(ctx, top, g)
+
+
 def zero_bits(ctx, device, d):
     """Packed boolean shares of (d == 0) for arithmetic shares d."""
     p0, p1 = parties(device)
@@ -132,13 +209,15 @@ def zero_bits(ctx, device, d):
     return z
 
 
-def _lower_compare(ctx, node):
-    from .arith2pc import shares_of
-    device = _device(ctx, node.result)
-    p0, p1 = parties(device)
-    a, b = (shares_of(ctx, v, device) for v in node.operands)
-    d = {p: ctx.emit(p, "sub", [a[p], b[p]], "arith") for p in (p0, p1)}
-    ctx.parts[node.result] = (msb_bits if node.op == "lt" else zero_bits)(ctx, device, d)
+def _compare_with(circuit):
+    def lower(ctx, node):
+        from .arith2pc import shares_of
+        device = _device(ctx, node.result)
+        p0, p1 = parties(device)
+        a, b = (shares_of(ctx, v, device) for v in node.operands)
+        d = {p: ctx.emit(p, "sub", [a[p], b[p]], "arith") for p in (p0, p1)}
+        ctx.parts[node.result] = circuit(ctx, device, d)
+    return lower
 
 
 def _and_cost(words):
@@ -146,11 +225,28 @@ def _and_cost(words):
     return WORD * words * 5
 
 
-def _compare_cost(node, module):
+def _lt_cost(node, module):
     n = node.operands[0].type.size
-    if node.op == "lt":
-        words = n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
-        return Cost(_and_cost(words), 7)
+    words = n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
+    return Cost(_and_cost(words), 7)
+
+
+# per 4-to-1 level: 7 inputs opened by both parties, and the dealt subset products
+_R4_SUBSETS = {3: 15, 4: 22}  # distinct subsets of size >= 2 (last level has no P')
+
+
+def _lt_radix4_cost(node, module):
+    n = node.operands[0].type.size
+    words = _and_cost(n)
+    for level in range(3):
+        group_words = -(-n // 4 ** (level + 1))
+        products = 3 if level == 2 else 4
+        words += WORD * group_words * (2 * 7 + _R4_SUBSETS[products])
+    return Cost(words, 4)
+
+
+def _eq_cost(node, module):
+    n = node.operands[0].type.size
     return Cost(_and_cost(sum(-(-n // 2 ** k) for k in range(1, 7))), 6)
 
 
@@ -354,10 +450,15 @@ def _bool_operands(kinds, node, module):
         and two_party(node, module)
 
 
-for _op in ("lt", "eq"):
-    register(PROTOCOL, _op, device="MPC", accepts=_arith_operands, result_kind="bool",
-             cost=_compare_cost, lower=_lower_compare, wants="arith",
-             doc="carry tree (lt) or zero test (eq) on the difference's shares")
+register(PROTOCOL, "lt", device="MPC", accepts=_arith_operands, result_kind="bool",
+         cost=_lt_cost, lower=_compare_with(msb_bits), wants="arith",
+         doc="msb of the difference: radix-2 carry tree, 7 rounds")
+register(PROTOCOL_RADIX4, "lt", device="MPC", accepts=_arith_operands, result_kind="bool",
+         cost=_lt_radix4_cost, lower=_compare_with(msb_bits_radix4), wants="arith",
+         doc="msb of the difference: radix-4 carry tree of one-round multi-ANDs, 4 rounds")
+register(PROTOCOL, "eq", device="MPC", accepts=_arith_operands, result_kind="bool",
+         cost=_eq_cost, lower=_compare_with(zero_bits), wants="arith",
+         doc="zero test of the difference: AND tree, 6 rounds")
 for _op in ("and", "or", "xor", "not"):
     register(PROTOCOL, _op, device="MPC", accepts=_bool_operands, result_kind="bool",
              cost=_logic_cost, lower=_lower_logic, wants="bool",

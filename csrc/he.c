@@ -437,52 +437,45 @@ static inline __m512i v_mulmod(__m512i a, __m512i b, __m512i mu, __m128i sh_hi_x
 
 #endif /* HE_IFMA */
 
-static int use_ifma(const uint64_t *desc, size_t n)
+/* the IFMA transforms need p < 2^50 (lazy values < 4p < 2^52) and n >= 16 */
+static void ntt_fwd_one(uint64_t *a, size_t n, const uint64_t *d, const uint64_t *tab)
 {
 #if HE_IFMA
-    return desc[D_K] <= 50 && n >= 16;
-#else
-    (void)desc;
-    (void)n;
-    return 0;
+    if (d[D_K] <= 50 && n >= 16) {
+        ntt_fwd_ifma(a, n, d[D_P], tab);
+        return;
+    }
 #endif
+    ntt_fwd_scalar(a, n, d[D_P], tab);
+}
+
+static void ntt_inv_one(uint64_t *a, size_t n, const uint64_t *d, const uint64_t *tab)
+{
+#if HE_IFMA
+    if (d[D_K] <= 50 && n >= 16) {
+        ntt_inv_ifma(a, n, d[D_P], tab);
+        return;
+    }
+#endif
+    ntt_inv_scalar(a, n, d[D_P], tab);
 }
 
 void mixc_he_ntt_fwd(uint64_t *a, const uint64_t *mods, const uint64_t *tabs,
                      size_t L, size_t n, size_t count)
 {
-    size_t tw = mixc_he_ntt_tab_words(n);
+    const size_t tw = mixc_he_ntt_tab_words(n);
     for (size_t c = 0; c < count; c++)
-        for (size_t i = 0; i < L; i++) {
-            const uint64_t *d = mods + DESC_WORDS * i;
-            uint64_t *poly = a + (c * L + i) * n;
-#if HE_IFMA
-            if (use_ifma(d, n)) {
-                ntt_fwd_ifma(poly, n, d[D_P], tabs + i * tw);
-                continue;
-            }
-#endif
-            (void)use_ifma;
-            ntt_fwd_scalar(poly, n, d[D_P], tabs + i * tw);
-        }
+        for (size_t i = 0; i < L; i++)
+            ntt_fwd_one(a + (c * L + i) * n, n, mods + DESC_WORDS * i, tabs + i * tw);
 }
 
 void mixc_he_ntt_inv(uint64_t *a, const uint64_t *mods, const uint64_t *tabs,
                      size_t L, size_t n, size_t count)
 {
-    size_t tw = mixc_he_ntt_tab_words(n);
+    const size_t tw = mixc_he_ntt_tab_words(n);
     for (size_t c = 0; c < count; c++)
-        for (size_t i = 0; i < L; i++) {
-            const uint64_t *d = mods + DESC_WORDS * i;
-            uint64_t *poly = a + (c * L + i) * n;
-#if HE_IFMA
-            if (use_ifma(d, n)) {
-                ntt_inv_ifma(poly, n, d[D_P], tabs + i * tw);
-                continue;
-            }
-#endif
-            ntt_inv_scalar(poly, n, d[D_P], tabs + i * tw);
-        }
+        for (size_t i = 0; i < L; i++)
+            ntt_inv_one(a + (c * L + i) * n, n, mods + DESC_WORDS * i, tabs + i * tw);
 }
 
 /* ------------------------------------------------------------------ */
@@ -599,10 +592,41 @@ void mixc_he_from_i64(const int64_t *x, const uint64_t *mods, size_t L, size_t n
 {
     for (size_t i = 0; i < L; i++) {
         const uint64_t *d = mods + DESC_WORDS * i;
-        const uint64_t p = d[D_P], mu64 = d[D_MU64];
+        const uint64_t p = d[D_P];
         uint64_t *o = out + i * n;
-        for (size_t j = 0; j < n; j++)
-            o[j] = from_i64(x[j], p, mu64);
+        if (p < ((uint64_t)1 << 20) || p >= ((uint64_t)1 << 62)) {
+            for (size_t j = 0; j < n; j++)
+                o[j] = from_i64(x[j], p, d[D_MU64]);
+            continue;
+        }
+        /* q = floor(x / p) estimated in double precision: |x| <= 2^63 so
+         * (double)x is off by <= 2^10 < p / 2^10 and the product by 1/p by
+         * < 2^-9 in absolute terms; the estimate is within 1 of the true
+         * quotient and r = x - q p lies in [-p, 2p).  Vectorises (AVX-512DQ). */
+        const double pinv = 1.0 / (double)p;
+        const int64_t ps = (int64_t)p;
+        size_t j = 0;
+#if HE_IFMA && defined(__AVX512DQ__)
+        {
+            const __m512d vpinv = _mm512_set1_pd(pinv);
+            const __m512i vp = _mm512_set1_epi64(ps), z = _mm512_setzero_si512();
+            for (; j + 8 <= n; j += 8) {
+                __m512i xv = _mm512_loadu_si512(x + j);
+                __m512d q = _mm512_roundscale_pd(_mm512_mul_pd(_mm512_cvtepi64_pd(xv), vpinv),
+                                                 _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+                __m512i r = _mm512_sub_epi64(xv, _mm512_mullo_epi64(_mm512_cvtpd_epi64(q), vp));
+                r = _mm512_mask_add_epi64(r, _mm512_cmplt_epi64_mask(r, z), r, vp);
+                _mm512_storeu_si512(o + j, v_csub(r, vp));
+            }
+        }
+#endif
+        for (; j < n; j++) {
+            double q = __builtin_floor((double)x[j] * pinv);
+            int64_t r = (int64_t)((uint64_t)x[j] - (uint64_t)(int64_t)q * p);
+            r += r < 0 ? ps : 0;
+            r -= r >= ps ? ps : 0;
+            o[j] = (uint64_t)r;
+        }
     }
 }
 
@@ -663,7 +687,31 @@ void mixc_he_drop_last(const uint64_t *in, const uint64_t *mods, const uint64_t 
         const uint64_t pl_mod = red64(pl, p, mu64);
         const uint64_t *x = in + i * n;
         uint64_t *o = out + i * n;
-        for (size_t j = 0; j < n; j++) {
+        size_t j = 0;
+#if HE_IFMA
+        if (d[D_K] <= 50 && mods[DESC_WORDS * (L - 1) + D_K] <= 50) {
+            vmod M = {_mm512_set1_epi64((long long)p), _mm512_set1_epi64((long long)(2 * p)),
+                      _mm512_set1_epi64((long long)((1ULL << 52) - p)),
+                      _mm512_set1_epi64((long long)M52)};
+            const __m512i one = _mm512_set1_epi64(1);
+            const __m512i onep = _mm512_set1_epi64((long long)(((u128)1 << 52) / p));
+            const __m512i vw = _mm512_set1_epi64((long long)w);
+            const __m512i vwp = _mm512_set1_epi64((long long)(((u128)w << 52) / p));
+            const __m512i vhalf = _mm512_set1_epi64((long long)half);
+            const __m512i vplm = _mm512_set1_epi64((long long)(p - pl_mod)); /* -pl mod p */
+            for (; j + 8 <= n; j += 8) {
+                __m512i cl = _mm512_loadu_si512(last + j);
+                __m512i r = v_csub(v_shoup52(cl, one, onep, M.negp, M.m52), M.p);
+                __mmask8 hi = _mm512_cmpgt_epu64_mask(cl, vhalf);
+                r = _mm512_mask_add_epi64(r, hi, r, vplm);
+                r = v_csub(r, M.p);
+                __m512i diff = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(x + j), M.p), r);
+                diff = v_csub(diff, M.p);
+                _mm512_storeu_si512(o + j, v_csub(v_shoup52(diff, vw, vwp, M.negp, M.m52), M.p));
+            }
+        }
+#endif
+        for (; j < n; j++) {
             /* c' = (c - [c]_pl) / pl with [c]_pl centred in (-pl/2, pl/2] */
             uint64_t cl = last[j];
             uint64_t r = red64(cl, p, mu64);

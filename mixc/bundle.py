@@ -6,11 +6,14 @@ A bundle is what ``mixc build`` writes to a directory:
 - ``after/<pass>.mir``: the global IR after each pass (``mixc show --after``);
 - ``<party>.mir``: each party's own program, which its executor runs;
 - ``graph.dot``: the global IR as a Graphviz graph, coloured by device;
+- ``graph.html``: a self-contained page (inline SVG) of the global graph and
+  each party's graph, coloured by device and share kind, with the audit;
 - ``audit.txt``: the leakage report; ``manifest.json``: inputs, outputs, hash.
 """
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 import json
 import threading
 from pathlib import Path
@@ -20,9 +23,30 @@ import numpy as np
 from .errors import InputError, MixcError
 from .ir.parser import parse_module
 from .ir.printer import print_module
-from .passes import PIPELINE, partition, run_pipeline
+from .passes import partition, run_pipeline
 
 MANIFEST = "manifest.json"
+
+
+class PrintedStages(Mapping):
+    """Pass name -> printed global IR after it, printed on first use: the lowered
+    program of a long training loop has 10^5 lines, which simulate never reads."""
+
+    def __init__(self, modules):
+        self._modules = dict(modules)  # name -> Module or already printed text
+        self._texts = {}
+
+    def __getitem__(self, name):
+        if name not in self._texts:
+            m = self._modules[name]
+            self._texts[name] = m if isinstance(m, str) else print_module(m)
+        return self._texts[name]
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __len__(self):
+        return len(self._modules)
 
 
 class Bundle:
@@ -31,6 +55,7 @@ class Bundle:
         self.stages = stages        # pass name -> printed global IR after it
         self.programs = programs    # party -> Module
         self.manifest = manifest
+        self._texts = {}
 
     @property
     def parties(self):
@@ -39,14 +64,31 @@ class Bundle:
     def text(self, party) -> str:
         if party not in self.programs:
             raise MixcError(f"no party {party!r} in this bundle (parties: {', '.join(self.parties)})")
-        return print_module(self.programs[party])
+        if party not in self._texts:
+            self._texts[party] = print_module(self.programs[party])
+        return self._texts[party]
 
     @property
     def hash(self) -> str:
+        """sha256 over every party's program text; also filled in the manifest."""
+        if "hash" not in self.manifest:
+            texts = {p: self.text(p) for p in self.programs}
+            self.manifest["hash"] = program_hash(texts)
+            self.manifest["party_hashes"] = {p: text_hash(t) for p, t in texts.items()}
         return self.manifest["hash"]
 
     def audit(self) -> str:
         return self.manifest["audit"]
+
+    def html(self) -> str:
+        """``graph.html``: the global and per-party graphs, self-contained (see mixc.audit)."""
+        from .audit import html_view
+        graph = getattr(self, "graph_module", None)
+        if graph is None and "select_protocols" in self.stages:  # a loaded bundle
+            graph = parse_module(self.stages["select_protocols"])
+        if graph is None:
+            return ""
+        return html_view(self.name, graph, self.programs, self.audit())
 
     def save(self, directory):
         d = Path(directory)
@@ -57,7 +99,9 @@ class Bundle:
         for party in self.programs:  # none if the partition pass did not run
             (d / f"{_filename(party)}.mir").write_text(self.text(party))
         (d / "graph.dot").write_text(self.manifest["dot"])
+        (d / "graph.html").write_text(self.html(), encoding="utf-8")
         (d / "audit.txt").write_text(self.audit())
+        self.hash  # noqa: B018 - fills the manifest's hashes before it is written
         manifest = {k: v for k, v in self.manifest.items() if k not in ("dot", "audit")}
         (d / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return d
@@ -77,15 +121,39 @@ class Bundle:
                 raise MixcError(f"bundle {d} was built for parties {', '.join(manifest['parties'])}, "
                                 f"not {party!r}")
             f = d / f"{_filename(party)}.mir"
-            programs[party] = parse_module(f.read_text(), filename=f.name)
+            text = _read_text(f)
+            programs[party] = parse_module(text, filename=f.name)
+            want = manifest.get("party_hashes", {}).get(party)
+            if want is not None and text_hash(text) != want:
+                raise MixcError(f"{f.name}: edited after mixc build (its sha256 "
+                                f"{text_hash(text)[:16]}... is not the manifest's "
+                                f"{want[:16]}...); rebuild the bundle")
         stages = {}
         for f in sorted((d / "after").glob("*.mir")):
             stages[f.stem] = f.read_text()
         return cls(manifest["program"], stages, programs, manifest)
 
 
+def _read_text(f):
+    """A party's IR file as text; bytes that are not UTF-8 are a ParseError at their line:col."""
+    from .errors import ParseError
+    raw = f.read_bytes()
+    try:
+        return raw.decode("utf-8").replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ParseError(f"not UTF-8 text (byte 0x{raw[e.start]:02x})", line, col,
+                         filename=f.name) from None
+
+
 def _filename(party):
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in party)
+
+
+def text_hash(text) -> str:
+    """sha256 of one party's program text (``manifest["party_hashes"]``)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def program_hash(texts) -> str:
@@ -105,11 +173,12 @@ def build(program, passes=None, verify_between=False, network="lan") -> Bundle:
     stages, snapshots = {}, {}
 
     def keep(name, m):
-        stages[name] = print_module(m)
+        # Global IR before lowering is small but later passes rewire its nodes: print it
+        # now. Lowering and partition build fresh modules that nothing mutates later.
+        stages[name] = m if name in ("lower", "partition") else print_module(m)
         snapshots[name] = m
     final = run_pipeline(module, passes=passes, verify_between=verify_between, keep=keep)
     programs = partition.split(final) if "partition" in snapshots else {}
-    texts = {p: print_module(m) for p, m in programs.items()}
     selected = snapshots.get("select_protocols")
     manifest = {
         "program": program.name,
@@ -121,12 +190,12 @@ def build(program, passes=None, verify_between=False, network="lan") -> Bundle:
         "outputs": {n.attrs["name"]: n.operands[0].type.place
                     for n in final.nodes if n.op == "output"},
         "structure": program.output_structure,
-        "hash": program_hash(texts),
         "audit": audit_text(program.name, snapshots, final) if selected is not None else "",
         "dot": dot_graph(selected or module),
     }
-    bundle = Bundle(program.name, stages, programs, manifest)
+    bundle = Bundle(program.name, PrintedStages(stages), programs, manifest)
     bundle.cost_report = getattr(selected, "cost_report", None)
+    bundle.graph_module = selected or module  # for graph.html, drawn when saved
     return bundle
 
 

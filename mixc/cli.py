@@ -4,10 +4,12 @@ Usage::
 
     mixc build FILE.py [--program NAME] [-o DIR] [--passes a,b,...] [--cost-report]
     mixc run DIR --party NAME --peers NAME=HOST:PORT,... [--input NAME=FILE ...]
-                 [--output OUTDIR] [--timeout S] [--session HEX] [--progress|--no-progress]
-    mixc run DIR --local [--input NAME=FILE ...] [--output OUTDIR] [--timeout S]
+                 [--output OUTDIR] [--timeout S] [--session HEX] [--tls KEYDIR]
+                 [--progress|--no-progress]
+    mixc run DIR --local [--input NAME=FILE ...] [--output OUTDIR] [--timeout S] [--tls KEYDIR]
     mixc show DIR [--party NAME | --after PASS]
     mixc audit DIR
+    mixc keygen KEYDIR (--parties a,b,... | --bundle DIR) [--days N]
 
 Every subcommand takes ``--debug`` (show the traceback of an error).
 
@@ -29,6 +31,19 @@ checked before connecting. Outputs revealed to the party are written to
 ``OUTDIR/<name>.npy`` only after the whole program finished, each through a
 temporary file and ``os.replace``; stale ``<name>.npy`` files of this party's
 outputs are removed before connecting, so a failed run leaves none.
+
+``--tls KEYDIR`` wraps every connection in mutual TLS (stdlib ``ssl``, TLS
+1.2 or later): party P presents ``KEYDIR/P.crt`` (key ``KEYDIR/P.key``) and
+checks each peer's certificate against ``KEYDIR/ca.crt`` and that its
+commonName is the peer party it expects; a connection from anyone else is
+closed unanswered. A failing party tells its peers why (an abort frame)
+before it exits, and a party whose last messages were not all delivered
+within the timeout fails too ("during close"). ``mixc keygen KEYDIR`` makes
+a CA (``ca.crt``, ``ca.key``) and one certificate and key per party (from
+``--parties`` or the parties of ``--bundle DIR``); it reuses an existing CA
+in KEYDIR, so parties can be added later. Give each host ``ca.crt``,
+``P.crt`` and ``P.key`` of its own party only; ``ca.key`` stays with whoever
+issues certificates.
 
 ``run --local`` starts every party of the bundle (the dealer too) as a
 ``python -m mixc run --party`` child process on 127.0.0.1, each given only
@@ -192,6 +207,9 @@ def _parser():
     r.add_argument("--session", metavar="HEX",
                    help="session id all parties share (default: derived from the bundle hash; "
                         "--local: random)")
+    r.add_argument("--tls", metavar="KEYDIR",
+                   help="mutual TLS with KEYDIR/ca.crt and KEYDIR/<party>.crt/.key "
+                        "(made by mixc keygen)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="force the progress line on/off (default: on a terminal, after ~2 s)")
     r.add_argument("--report", action="store_true", help=argparse.SUPPRESS)  # --local child
@@ -211,7 +229,30 @@ def _parser():
                                    "and who sees each value in what form.")
     a.add_argument("bundle", metavar="DIR")
     a.set_defaults(func=cmd_audit, subparser=a)
+
+    k = sub.add_parser("keygen", parents=[common],
+                       help="make a CA and a TLS certificate + key per party (for run --tls)",
+                       description="Write KEYDIR/ca.crt and ca.key (reused if present) and, for "
+                                   "each party, KEYDIR/<party>.crt and <party>.key, for "
+                                   "mixc run --tls KEYDIR.")
+    k.add_argument("dir", metavar="KEYDIR")
+    who = k.add_mutually_exclusive_group(required=True)
+    who.add_argument("--parties", metavar="a,b,...", help="the parties to make certificates for")
+    who.add_argument("--bundle", metavar="DIR", help="make certificates for this bundle's parties")
+    k.add_argument("--days", type=_positive_int, default=365, metavar="N",
+                   help="how long the certificates are valid (default 365 days)")
+    k.set_defaults(func=cmd_keygen, subparser=k)
     return parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return value
 
 
 def _positive_float(text):
@@ -269,8 +310,12 @@ def cmd_build(args):
 
     try:
         bundle = build(prog, passes=passes)
-    except MixcError:
-        raise
+    except MixcError as e:
+        from .errors import TraceError
+        located = _author_error(e, path, args.file) if isinstance(e, TraceError) else None
+        if located is None or located is e:
+            raise
+        raise located from e
     except Exception as e:  # an error in the author's code while tracing
         located = _author_error(e, path, args.file)
         if located is None or located is e:
@@ -301,6 +346,8 @@ def _import_file(path, shown):
     except SyntaxError as e:
         sys.modules.pop(name, None)
         where = shown if e.filename and _same_file(e.filename, path) else (e.filename or shown)
+        if e.lineno is None:            # e.g. null bytes: not Python source at all
+            raise MixcError(f"{where}: not Python source ({type(e).__name__}: {e.msg})") from e
         col = f":{e.offset}" if e.offset else ""
         raise MixcError(f"{where}:{e.lineno}{col}: {type(e).__name__}: {e.msg}") from e
     except BaseException as e:
@@ -326,7 +373,16 @@ def _author_error(exc, path, shown):
             line = frame.lineno
     if line is None:
         return None
-    if isinstance(exc, TraceError):      # already names the author's line
+    if isinstance(exc, TraceError):      # already names the author's line (the call)...
+        inner = None                     # ... and the line inside the traced function?
+        cause = exc.__cause__
+        if cause is not None:
+            for frame in traceback.extract_tb(cause.__traceback__):
+                if _same_file(frame.filename, path):
+                    inner = frame.lineno
+        text = _one_line(exc)
+        if inner is not None and not text.split(": ")[0].endswith(f":{inner}"):
+            return TraceError(f"{text} (raised at {shown}:{inner})")
         return exc
     what = _one_line(exc)
     if isinstance(exc, MixcError):       # e.g. a config error: its own text says what
@@ -463,6 +519,23 @@ def cmd_audit(args):
     return 0
 
 
+# ---------------------------------------------------------------------- keygen
+
+def cmd_keygen(args):
+    from .tls import keygen
+    if args.bundle is not None:
+        parties = list(_load_manifest(args.bundle)["parties"])
+    else:
+        parties = [p.strip() for p in args.parties.split(",")]
+    written = keygen(args.dir, parties, days=args.days)
+    for path in written:
+        print(f"wrote {path}")
+    d = Path(args.dir)
+    print(f"give each party's host {d / 'ca.crt'} and its own <party>.crt and <party>.key; "
+          f"keep {d / 'ca.key'} to itself; run with --tls DIR")
+    return 0
+
+
 # ---------------------------------------------------------------------- inputs
 
 def _parse_assignments(items, what):
@@ -551,7 +624,11 @@ def _load_csv(name, p, shown, dtype, shape):
                 else:
                     arr = arr.astype(np.float32)
     except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise InputError(f"input {name!r}: cannot read {shown} as CSV: {_one_line(e)}") from None
+        why = _one_line(e).split("; use `usecols`")[0]     # numpy's hint does not apply
+        raise InputError(f"input {name!r}: cannot read {shown} as CSV: {why}") from None
+    if arr.size == 0 and int(np.prod(shape, dtype=np.int64)) != 0:
+        raise InputError(f"input {name!r}: {shown} holds no values (the program declares "
+                         f"shape {shape})")
     if arr.shape != shape and arr.size == int(np.prod(shape, dtype=np.int64)):
         arr = arr.reshape(shape)
     return arr
@@ -680,26 +757,39 @@ def _run_party(args):
     progress = _progress_for(args, party)
     executor = PartyExecutor(bundle.programs[party], party, None, inputs,
                              progress=progress.update if progress else None)
+    tls = None
+    if args.tls is not None:
+        from .tls import contexts
+        tls = contexts(args.tls, party)
     outdir = _prepare_output_dir(args.output, names) if args.output and names else None
 
     # -- the run ----------------------------------------------------------------
     link = None
     try:
-        link = TcpLink.connect(party, addresses, session, manifest["hash"], timeout=args.timeout)
+        try:
+            link = TcpLink.connect(party, addresses, session, manifest["hash"],
+                                   timeout=args.timeout, ssl_context=tls,
+                                   check_cert_names=tls is not None)
+        except PeerError as e:
+            raise _connect_error(e, party) from None
         executor.link = link
         outputs = executor.run()
-        link.close()
+        undelivered = link.close()
+        if undelivered:
+            peer, reason = next(iter(undelivered.items()))
+            raise PeerError(peer, reason, op="close")
     except BaseException as e:
+        message = ("interrupted" if isinstance(e, KeyboardInterrupt)
+                   else _describe(e, getattr(args, "debug", False)))
         if args.report and isinstance(e, Exception):
             # tell the parent first: once this link closes, the peers fail too
-            _report_error(e, _describe(e, getattr(args, "debug", False)))
+            _report_error(e, message)
             try:
                 e._mixc_reported = True
             except AttributeError:
                 pass
         if link is not None:
-            link.timeout = min(link.timeout, 1.0)   # do not wait long flushing to a broken run
-            link.close()
+            link.abort(f"party {party!r} failed: {message}")   # no-op once closed
         raise
     finally:
         if progress:
@@ -718,6 +808,18 @@ def _run_party(args):
     if args.report:
         _report("done")
     return 0
+
+
+def _connect_error(e, party):
+    """A PeerError of the connection phase, saying so ("during connect")."""
+    text = str(e)
+    prefix = f"peer {e.peer!r}: "
+    message = text[len(prefix):] if text.startswith(prefix) else text
+    if e.peer == party:                 # e.g. cannot listen on our own address
+        return MixcError(message)
+    if e.op is not None:
+        return e
+    return PeerError(e.peer, message, op="connect")
 
 
 def _print_output(name, party, value):
@@ -851,6 +953,12 @@ def _run_local(args):
         _session(args, manifest)          # validates the hex
     for p in parties:
         _output_names(manifest, p)
+    from .bundle import Bundle
+    Bundle.load(directory)                # every party's program parses and is the one built
+    if args.tls is not None:
+        from .tls import contexts
+        for p in parties:
+            contexts(args.tls, p)
     debug = getattr(args, "debug", False)
 
     tmp = None
@@ -905,6 +1013,8 @@ def _start_children(args, manifest, given, session, outroot, debug):
             for n, f in given.items():
                 if manifest["inputs"][n]["party"] == p:
                     cmd += ["--input", f"{n}={Path(f).resolve()}"]
+            if args.tls is not None:
+                cmd += ["--tls", str(Path(args.tls).resolve())]
             if debug:
                 cmd.append("--debug")
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

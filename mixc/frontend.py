@@ -113,6 +113,7 @@ class _Trace:
     def __init__(self, name):
         self.module = Module(name)
         self.public = set()  # MPC values computed from constants only
+        self.producer = {}   # value -> the node that made it
         self.frame = None    # the author's frame of the equation being translated
 
     def use_device(self, d):
@@ -121,6 +122,7 @@ class _Trace:
 
     def emit(self, op, operands, types, attrs, loc):
         node = self.module.add(op, operands, types, attrs, loc)
+        self.producer.update((r, node) for r in node.results)
         on_mpc = node.results and self.module.devices[node.results[0].type.place].kind == "MPC"
         if on_mpc and op != "to" and all(v in self.public for v in operands):
             self.public.update(node.results)
@@ -160,7 +162,7 @@ class DeviceFunction:
         avals = [jax.ShapeDtypeStruct(leaves[i].shape, leaves[i].dtype) for i in dynamic]
         operands = [leaves[i].value for i in dynamic]
         try:
-            if self.device.kind == "PYU":
+            if self.device.kind in ("PYU", "TEE"):  # a TEE runs plaintext JAX, like a PYU
                 outs, out_tree = _trace_pyu(trace, self, flat_fn, avals, operands, frame)
             elif self.device.kind == "MPC":
                 outs, out_tree = _trace_mpc(trace, self, flat_fn, avals, operands, frame)
@@ -216,6 +218,10 @@ def _trace_mpc(trace, dfn, flat_fn, avals, operands, frame):
     for var, c in zip(jaxpr.constvars, closed.consts):
         env[var] = _constant(trace, np.asarray(c), dfn.device, _loc(frame))
     outs = _translate(trace, jaxpr, env, dfn.device, frame)
+    # An argument returned as it came still lives where it came from: move it in.
+    outs = [v if v.type.place == dfn.device.name else
+            trace.emit("to", [v], [v.type.with_(place=dfn.device.name)], {}, _loc(frame)).result
+            for v in outs]
     return outs, out_tree
 
 
@@ -391,11 +397,34 @@ def _approximation(name):
 
 
 def _div(trace, eqn, ins, dev, loc):
-    """Division by a public value is a product with its reciprocal; by a secret, approximated."""
+    """Division by a public value is a product with its reciprocal; by a secret, the
+    reciprocal is approximated, before any broadcast of the divisor (softmax divides a
+    row by its broadcast sum: one reciprocal per row, not per element)."""
     if ins[1] in trace.public or np.issubdtype(eqn.outvars[0].aval.dtype, np.integer):
         return _elementwise("div")(trace, eqn, ins, dev, loc)
     from . import approx
+    divisor = ins[1]
+    made_by = trace.producer.get(divisor)
+    if made_by is not None and made_by.op == "broadcast_in_dim":
+        (small,) = made_by.operands
+        (recip,) = _macro(lambda p: approx.reciprocal)(trace, eqn, [small], dev, loc)
+        recip = trace.emit("broadcast_in_dim", [recip], [divisor.type], dict(made_by.attrs),
+                           loc).result
+        return _elementwise("mul")(trace, eqn, [ins[0], recip], dev, loc)
     return _macro(lambda p: approx.div)(trace, eqn, ins, dev, loc)
+
+
+def _identity_bound(fn, identity):
+    """max(x, -inf) and min(x, +inf) are x: fold them (softmax writes max(-inf, m)),
+    since an infinity has no fixed-point encoding."""
+    def rule(trace, eqn, ins, dev, loc):
+        from jax.extend.core import Literal
+        for var, other in ((eqn.invars[0], ins[1]), (eqn.invars[1], ins[0])):
+            if isinstance(var, Literal) and np.all(np.asarray(var.val) == identity) \
+                    and tuple(other.type.shape) == tuple(eqn.outvars[0].aval.shape):
+                return [other]
+        return fn(trace, eqn, ins, dev, loc)
+    return rule
 
 
 def _shift(op):
@@ -430,7 +459,11 @@ def _reduce_tree(combine):
 
 
 def _arg_tree(pick_hi):
-    """argmax/argmin: a log-depth tree carrying (value, index); ties keep the first index."""
+    """argmax/argmin: a log-depth tree carrying (value, index); ties keep the first index.
+
+    Each level combines adjacent pairs (positions 2k, 2k+1), so every position
+    always covers a contiguous run of indices and the left one of a pair the
+    earlier run: keeping the left on a tie keeps the first index, as JAX does."""
     def build(params):
         (axis,) = params["axes"]
         index_dtype = params["index_dtype"]
@@ -438,12 +471,13 @@ def _arg_tree(pick_hi):
         def fn(x):
             idx = jax.lax.broadcasted_iota(index_dtype, x.shape, axis)
             while x.shape[axis] > 1:
-                half = x.shape[axis] // 2
+                n = x.shape[axis]
+                paired = 2 * (n // 2)
                 parts = []
                 for arr in (x, idx):
-                    parts.append((jax.lax.slice_in_dim(arr, 0, half, axis=axis),
-                                  jax.lax.slice_in_dim(arr, half, 2 * half, axis=axis),
-                                  jax.lax.slice_in_dim(arr, 2 * half, arr.shape[axis], axis=axis)))
+                    parts.append((jax.lax.slice_in_dim(arr, 0, paired, stride=2, axis=axis),
+                                  jax.lax.slice_in_dim(arr, 1, paired, stride=2, axis=axis),
+                                  jax.lax.slice_in_dim(arr, paired, n, axis=axis)))
                 (xl, xh, xr), (il, ih, ir) = parts
                 take_hi = pick_hi(xl, xh)
                 x = jnp.concatenate([jax.lax.select(take_hi, xh, xl), xr], axis=axis)
@@ -511,6 +545,8 @@ PRIMITIVES.update({name: _macro(build) for name, build in _MACROS.items()})
 PRIMITIVES.update({name: _approximation(name)
                    for name in ("exp", "log", "logistic", "tanh", "sqrt", "rsqrt")})
 PRIMITIVES["div"] = _div
+PRIMITIVES["max"] = _identity_bound(PRIMITIVES["max"], -np.inf)
+PRIMITIVES["min"] = _identity_bound(PRIMITIVES["min"], np.inf)
 
 
 # ------------------------------------------------------- transfers, reveal
@@ -544,9 +580,9 @@ def to(x, dev):
 
 
 def reveal(x, dev):
-    """Open the secret ``x`` to the PYU device ``dev``: the one way secrets become plaintext."""
-    if getattr(dev, "kind", None) != "PYU":
-        raise TraceError(f"{_where()}: reveal() opens a value to a PYU device, not "
+    """Open the secret ``x`` to the PYU (or TEE) device ``dev``: the one way secrets become plaintext."""
+    if getattr(dev, "kind", None) not in ("PYU", "TEE"):
+        raise TraceError(f"{_where()}: reveal() opens a value to a PYU or TEE device, not "
                          f"{getattr(dev, 'name', dev)!r}")
     return jax.tree_util.tree_map(lambda v: _move("reveal", v, dev, v.label), x,
                                   is_leaf=lambda v: isinstance(v, DeviceValue))

@@ -69,7 +69,8 @@ class PartyExecutor:
             (peer,) = [p for p in members if p != self.party]
             if self.party < peer:
                 key = os.urandom(32)
-                self.link.send(peer, SEED_TAG, np.frombuffer(key, dtype=np.uint8))
+                self.link.send(peer, SEED_TAG, np.frombuffer(key, dtype=np.uint8),
+                               op="key agreement")
             else:
                 key = bytes(np.asarray(self.link.recv(peer, SEED_TAG, op="key agreement")))
             self.keys[seed] = key
@@ -108,7 +109,9 @@ class PartyExecutor:
         if op == "send":
             # np.ascontiguousarray makes 0-d arrays 1-d; keep the declared shape.
             data = np.asarray(args[0])
-            self.link.send(a["to"], a["tag"], np.ascontiguousarray(data).reshape(data.shape))
+            what = f"send #{a['tag']} ({a.get('what', '')})" + (f" at {node.loc}" if node.loc else "")
+            self.link.send(a["to"], a["tag"], np.ascontiguousarray(data).reshape(data.shape),
+                           op=what)
             return []
         if op == "recv":
             what = f"recv #{a['tag']} ({a['what']})" + (f" at {node.loc}" if node.loc else "")

@@ -85,7 +85,8 @@ Framing (little-endian)::
     dims    = ndim x u64                            (arrays only)
     payload = payload_length bytes (C order)
 
-kind 1 = array, 2 = bytes, 3 = goodbye (tag 0, no payload). For an array,
+kind 1 = array, 2 = bytes, 3 = goodbye (tag 0, no payload), 4 = abort (tag 0,
+payload = the utf-8 reason, at most 4096 bytes). For an array,
 ``payload_length`` must equal ``prod(dims) * itemsize``.
 
 Threads: per peer, one sender thread fed by a queue (it coalesces queued
@@ -109,7 +110,22 @@ TLS hook: ``ssl_context`` (an ``ssl.SSLContext`` usable for both roles, or a
 ``_wrap_socket`` right after connect/accept, before the handshake. Because
 OpenSSL forbids concurrent ``SSL_read``/``SSL_write`` on one connection, TLS
 connections use ``_TlsTransport``, which serialises them under a lock over a
-non-blocking socket.
+non-blocking socket. With ``check_cert_names=True`` (what ``mixc run --tls``
+uses; the contexts must then require and verify certificates both ways) a
+party's certificate must name the party in its subject commonName: the
+dialing side checks it is the peer it meant to reach (else PeerError, as for
+a wrong party name); the accepting side closes, before saying anything, a
+connection whose certificate names no expected peer, and refuses one whose
+hello claims a different party than its certificate (the listener keeps
+waiting in both cases).
+
+Aborting: ``abort(reason)`` (a party that fails) sends each live peer an
+abort frame carrying the reason instead of a goodbye, without waiting for
+queued data, and closes; the peer's pending and future ``recv`` fail with
+"peer aborted: <reason>". ``close()`` returns (and keeps in ``undelivered``)
+``{peer: reason}`` for every peer that did not get all queued data -- the
+flush timed out, or the connection broke first -- except peers that had
+already said goodbye (they needed nothing more).
 """
 
 from __future__ import annotations
@@ -142,7 +158,7 @@ _VERDICT_MAGIC = b"MXOK"
 _HEADER = struct.Struct("<4sBBBBQQ")          # 24 bytes
 _HELLO = struct.Struct("<4sHHHH")
 _VERDICT = struct.Struct("<4sBH")
-_KIND_ARRAY, _KIND_BYTES, _KIND_GOODBYE = 1, 2, 3
+_KIND_ARRAY, _KIND_BYTES, _KIND_GOODBYE, _KIND_ABORT = 1, 2, 3, 4
 _MAX_NDIM = 64
 _MAX_HELLO_FIELD = 4096
 MAX_PAYLOAD = 1 << 36                          # 64 GiB: anything larger is garbage
@@ -161,6 +177,12 @@ _DTYPES = {c: d.newbyteorder("<") for c, d in _DTYPES.items()}
 _CODES = {d: c for c, d in _DTYPES.items()}
 _DIMS = [struct.Struct(f"<{n}Q") for n in range(_MAX_NDIM + 1)]
 _GOODBYE = _HEADER.pack(_FRAME_MAGIC, _KIND_GOODBYE, 0, 0, 0, 0, 0)
+_GOODBYE_REASON = "peer finished/closed the connection"
+
+
+def _abort_frame(reason):
+    text = str(reason).encode("utf-8", "replace")[:_MAX_HELLO_FIELD]
+    return _HEADER.pack(_FRAME_MAGIC, _KIND_ABORT, 0, 0, 0, 0, len(text)) + text
 
 
 def _prepare(payload):
@@ -470,6 +492,18 @@ def _tune(sock):
                 pass
 
 
+def _cert_names(sock):
+    """The subject commonNames of a TLS peer's (verified) certificate; () if none."""
+    try:
+        cert = sock.getpeercert()
+    except (AttributeError, ValueError, OSError):
+        return ()
+    if not cert:
+        return ()
+    return tuple(value for rdn in cert.get("subject", ()) for key, value in rdn
+                 if key == "commonName")
+
+
 def _wrap_socket(sock, ssl_context, server_side, host):
     """The one place where sockets get TLS (None: plain TCP)."""
     if ssl_context is None:
@@ -761,25 +795,28 @@ def _read_verdict(sock):
 
 
 def _mismatch(session, bundle_hash, peer_session, peer_hash):
-    """-> reason the peer's session/bundle is not ours, or None."""
-    if peer_session != session:
-        return (f"session id mismatch: peer is in session {_show(peer_session)}, "
-                f"this party in {_show(session)} (a party from another run?)")
+    """-> reason the peer's session/bundle is not ours, or None (the bundle first: a
+    session id derived from the bundle hash differs whenever the bundles do)."""
     if peer_hash != bundle_hash:
         return (f"bundle hash mismatch: peer runs bundle {_show(peer_hash)}, this party "
                 f"{_show(bundle_hash)} (the parties were built from different bundles)")
+    if peer_session != session:
+        return (f"session id mismatch: peer is in session {_show(peer_session)}, "
+                f"this party in {_show(session)} (a party from another run?)")
     return None
 
 
 class _Connector:
     """Establishes one handshaken socket per peer (see the connection rule)."""
 
-    def __init__(self, party, addresses, session, bundle_hash, timeout, ssl_context):
+    def __init__(self, party, addresses, session, bundle_hash, timeout, ssl_context,
+                 check_cert_names=False):
         self.party = party
         self.addresses = addresses
         self.session, self.bundle_hash = session, bundle_hash
         self.timeout = timeout
         self.ssl_context = ssl_context
+        self.check_cert_names = bool(check_cert_names) and ssl_context is not None
         self.peers = tuple(sorted(p for p in addresses if p != party))
         self.dial = [p for p in self.peers if party < p]
         self.accept = frozenset(p for p in self.peers if p < party)
@@ -917,10 +954,20 @@ class _Connector:
             conn.settimeout(max(0.05, self._remaining()))
             _tune(conn)
             conn = _wrap_socket(conn, self.ssl_context, True, None)
+            certified = None
+            if self.check_cert_names:
+                certified = _cert_names(conn)
+                if not any(n in self.accept for n in certified):
+                    # a certificate of no expected peer: say nothing, hang up
+                    raise _HandshakeError(f"TLS certificate names {list(certified)}, not a peer "
+                                          f"this party accepts ({sorted(self.accept)})")
             conn.sendall(self.hello)
             name, peer_session, peer_hash = _read_hello(conn)
             with self.cond:
-                if name not in self.accept:
+                if certified is not None and name not in certified:
+                    refusal = (f"hello claims party {name!r} but its TLS certificate names "
+                               f"{list(certified)}")
+                elif name not in self.accept:
                     refusal = f"unexpected party {name!r} (expected one of {sorted(self.accept)})"
                 elif name in self.socks or name in self.claimed:
                     refusal = f"party {name!r} is already connected"
@@ -973,6 +1020,11 @@ class _Connector:
                 sock = _connect_once(host, port, min(2.0, max(0.05, self._remaining())))
                 sock.settimeout(max(0.05, self._remaining()))
                 sock = _wrap_socket(sock, self.ssl_context, False, host)
+                if self.check_cert_names:
+                    certified = _cert_names(sock)
+                    if peer not in certified:
+                        raise PeerError(peer, f"the TLS certificate at {host}:{port} names "
+                                              f"{list(certified)}, not {peer!r}")
                 sock.sendall(self.hello)
                 try:
                     name, peer_session, peer_hash = _read_hello(sock)
@@ -994,6 +1046,12 @@ class _Connector:
                     raise PeerError(peer, f"refused the connection: {reason}")
                 sock.settimeout(None)
                 self._register(peer, sock)
+                return
+            except ssl.SSLCertVerificationError as e:
+                # the peer's certificate is not from our CA: retrying will not help
+                _close_quietly(sock)
+                self._set_error(PeerError(peer, f"at {host}:{port}: TLS certificate rejected: "
+                                                f"{e.verify_message or e}"))
                 return
             except PeerError as e:
                 _close_quietly(sock)
@@ -1042,6 +1100,7 @@ def _send_quietly(sock, data):
 # TCP link
 
 _STOP = object()
+_QUIT = object()          # abort: the sender thread exits without a goodbye
 
 
 _DIRECT_MAX = 1 << 16   # larger frames always go through the sender thread
@@ -1050,7 +1109,8 @@ _DIRECT_MAX = 1 << 16   # larger frames always go through the sender thread
 class _Conn:
     """Per-peer state: the socket and the send queue its sender thread drains."""
 
-    __slots__ = ("peer", "sock", "transport", "cv", "items", "busy", "sender", "receiver")
+    __slots__ = ("peer", "sock", "transport", "cv", "items", "busy", "sender", "receiver",
+                 "delivered")
 
 
 class TcpLink(Link):
@@ -1061,20 +1121,23 @@ class TcpLink(Link):
 
     @classmethod
     def connect(cls, party, addresses, session, bundle_hash, timeout=DEFAULT_TIMEOUT,
-                ssl_context=None):
+                ssl_context=None, check_cert_names=False):
         """Listen/connect per the connection rule, handshake, and return the link.
 
         ``addresses``: ``{party: (host, port)}`` for every party, this one
         included. ``session`` and ``bundle_hash``: bytes (or str) that every
         party must agree on. Raises PeerError if a peer is not there within
         ``timeout`` seconds or refuses (wrong name, session, bundle hash).
+        ``check_cert_names``: with TLS, each peer's certificate must name it
+        (see the module docstring).
         """
         if party not in addresses:
             raise ValueError(f"party {party!r} has no address in {sorted(addresses)}")
         addresses = {p: (h, int(port)) for p, (h, port) in addresses.items()}
         session = _as_bytes(session, "session")
         bundle_hash = _as_bytes(bundle_hash, "bundle_hash")
-        socks = _Connector(party, addresses, session, bundle_hash, float(timeout), ssl_context).run()
+        socks = _Connector(party, addresses, session, bundle_hash, float(timeout), ssl_context,
+                           check_cert_names).run()
         return cls(party, socks, timeout)
 
     def __init__(self, party, socks, timeout=DEFAULT_TIMEOUT):
@@ -1082,6 +1145,7 @@ class TcpLink(Link):
         super().__init__(party, sorted(socks), timeout)
         self._closing = False
         self._close_lock = threading.Lock()
+        self.undelivered = {}
         self._conns = {}
         for peer, sock in socks.items():
             c = _Conn()
@@ -1091,6 +1155,7 @@ class TcpLink(Link):
             c.cv = threading.Condition(threading.Lock())
             c.items = collections.deque()
             c.busy = False
+            c.delivered = False     # the goodbye (so everything before it) was written
             c.sender = threading.Thread(target=self._send_loop, args=(c,),
                                         name=f"mixc-send-{party}-{peer}", daemon=True)
             c.receiver = threading.Thread(target=self._recv_loop, args=(c,),
@@ -1145,6 +1210,8 @@ class TcpLink(Link):
                 with c.cv:
                     while c.busy or not c.items:
                         c.cv.wait()
+                    if c.items[0] is _QUIT:
+                        return
                     c.busy = True
                     bufs = []
                     size = 0
@@ -1163,6 +1230,7 @@ class TcpLink(Link):
                     with c.cv:
                         c.busy = False
                 if stop:
+                    c.delivered = True
                     transport.shutdown(socket.SHUT_WR)
                     return
         except (OSError, ValueError) as e:
@@ -1190,7 +1258,15 @@ class TcpLink(Link):
                 if kind == _KIND_GOODBYE:
                     if tag or length or ndim or code:
                         raise _Malformed("goodbye frame with a payload")
-                    self._fail(peer, "peer finished/closed the connection")
+                    self._fail(peer, _GOODBYE_REASON)
+                    return
+                if kind == _KIND_ABORT:
+                    if tag or ndim or code or length > _MAX_HELLO_FIELD:
+                        raise _Malformed("malformed abort frame")
+                    buf = bytearray(length)
+                    if length:
+                        self._read_payload(reader, memoryview(buf), tag)
+                    self._fail(peer, "peer aborted: " + buf.decode("utf-8", "replace"))
                     return
                 if kind == _KIND_ARRAY:
                     dtype = _DTYPES.get(code)
@@ -1267,6 +1343,24 @@ class TcpLink(Link):
                     if not _outq(c.sock):
                         break
                     time.sleep(0.001)
+            for c in self._conns.values():
+                if not c.delivered:
+                    # let the receiver read what already arrived (a goodbye?) first
+                    c.receiver.join(max(0.0, min(0.2, deadline - time.monotonic())))
+            undelivered = {}
+            with self._cond:
+                for c in self._conns.values():
+                    reason = self._failed.get(c.peer)
+                    if reason == _GOODBYE_REASON:
+                        continue          # it finished first: it needed nothing more
+                    if not c.delivered:
+                        undelivered[c.peer] = (
+                            f"{reason} (before all queued messages were sent)" if reason else
+                            f"timed out after {self.timeout:g} s sending queued messages")
+                    elif reason is None and _outq(c.sock):
+                        undelivered[c.peer] = (f"timed out after {self.timeout:g} s waiting for "
+                                               "the peer to acknowledge the last messages")
+            self.undelivered = undelivered
             self._closing = True
             for c in self._conns.values():
                 c.transport.shutdown(socket.SHUT_RDWR)
@@ -1274,6 +1368,51 @@ class TcpLink(Link):
                 c.receiver.join(1.0)
                 c.sender.join(0.1)
                 _close_quietly(c.sock)
+            return undelivered
+
+    def abort(self, reason):
+        """Tell every live peer this party failed (``reason``) and close at once. Idempotent."""
+        with self._close_lock:
+            with self._cond:
+                if self._closed:
+                    return
+                self._closed = True
+                self._cond.notify_all()
+            self._closing = True
+            frame = _abort_frame(reason)
+            writers = []
+            for c in self._conns.values():
+                with c.cv:
+                    c.items.clear()          # drop what was queued: the run is over
+                    c.items.append(_QUIT)
+                    c.cv.notify()
+                    if c.busy:
+                        continue             # mid-frame: no abort frame
+                    c.busy = True            # keep the sender thread off the socket
+                t = threading.Thread(target=_send_quietly_v, args=(c.transport, frame),
+                                     daemon=True, name=f"mixc-abort-{self.party}-{c.peer}")
+                t.start()
+                writers.append(t)
+            deadline = time.monotonic() + 0.5     # a stalled peer does not hold us up
+            for t in writers:
+                t.join(max(0.0, deadline - time.monotonic()))
+            for c in self._conns.values():
+                c.transport.shutdown(socket.SHUT_RDWR)
+            for c in self._conns.values():
+                with c.cv:
+                    c.busy = False
+                    c.cv.notify()
+            for c in self._conns.values():
+                c.receiver.join(1.0)
+                c.sender.join(0.1)
+                _close_quietly(c.sock)
+
+
+def _send_quietly_v(transport, frame):
+    try:
+        transport.sendv([frame])
+    except (OSError, ValueError):
+        pass
 
 
 def _describe_socket_error(e, doing):

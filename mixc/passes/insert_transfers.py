@@ -3,9 +3,12 @@
 Invariant established: for every node other than ``to``/``reveal``, each
 operand lives on the node's device. A value used on another device gets one
 ``to`` node per (value, device): plaintext into an MPC device is secret
-shared. What would leak is refused here, naming the author's line: a secret
-used on a PYU without ``reveal``, or one party's plaintext used on another
-party's PYU without an explicit ``to``.
+shared; a PYU's plaintext used on a TEE device is sent to the TEE party (the
+party everyone trusts with plaintext; the audit lists each such transfer).
+What would leak is refused here, naming the author's line: a secret (or a
+TEE's value) used on a PYU without ``reveal``, one party's plaintext used on
+another party's PYU without an explicit ``to``, and a ``to`` that would open
+a value (out of an MPC or TEE device into plaintext) instead of ``reveal``.
 """
 from ..errors import TraceError
 
@@ -16,11 +19,22 @@ def _place(node):
     return node.operands[0].type.place if node.operands else None
 
 
+def _check_explicit_to(module, node):
+    """``to`` may not open a value: out of a TEE or a secret device into plaintext is reveal's job."""
+    src = module.devices[node.operands[0].type.place]
+    dst = module.devices[node.results[0].type.place]
+    if src.kind != "PYU" and dst.kind in ("PYU", "TEE") and src.name != dst.name:
+        raise TraceError(f"{node.loc or node.op}: to() cannot move a value out of {src.kind} "
+                         f"device {src.name} into {dst.name}; use reveal(value, {dst.name})")
+
+
 def run(module):
     out = module.fresh()
     moved = {}  # (value, device) -> value on device
     for node in module.nodes:
         if node.op in ("to", "reveal", "output"):
+            if node.op == "to":
+                _check_explicit_to(module, node)
             out.nodes.append(node)
             continue
         dest = _place(node)
@@ -40,7 +54,10 @@ def run(module):
                 if dst_dev.kind == "PYU":
                     raise TraceError(f"{where}: plaintext of {src} ({', '.join(src_dev.parties)}) "
                                      f"is used on {dest}; move it with an explicit to(value, {dest})")
-                if src_dev.kind != "PYU":
+                if dst_dev.kind == "TEE" and src_dev.kind == "MPC":
+                    raise TraceError(f"{where}: a secret value from {src} is used on TEE {dest}; "
+                                     f"reveal(value, {dest}) first")
+                if src_dev.kind not in ("PYU", "TEE") or dst_dev.kind == src_dev.kind == "TEE":
                     raise TraceError(f"{where}: moving values between {src_dev.kind} devices "
                                      f"({src} to {dest}) is not supported yet")
                 kind = "arith" if dst_dev.kind == "MPC" else "plain"

@@ -31,6 +31,7 @@ class LowerContext:
         self.parts = {}     # global value -> {party: local value}
         self._tags = {}     # (sender, receiver) -> last tag
         self._streams = {}  # seed name -> last stream id
+        self._consts = {}   # (party, kind, dtype, shape, bytes) -> value: one node per constant
         self.loc = None
 
     def device_of(self, value):
@@ -64,7 +65,10 @@ class LowerContext:
 
     def const(self, party, value, kind="public"):
         value = np.asarray(value)
-        return self.emit(party, "constant", (), kind, {"value": value})
+        key = (party, kind, value.dtype.str, value.shape, value.tobytes())
+        if key not in self._consts:
+            self._consts[key] = self.emit(party, "constant", (), kind, {"value": value})
+        return self._consts[key]
 
     def add_party(self, party):
         if party not in self.out.parties:

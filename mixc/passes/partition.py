@@ -45,12 +45,19 @@ def run(module):
 
 
 def split(module):
-    """{party: that party's program} from a partitioned module."""
+    """{party: that party's program} from a partitioned module.
+
+    Its devices are those of the party and of the peers it exchanges messages
+    with, so a reader (and the verifier) can tell what each peer is: a TEE's
+    party, an MPC party, a PYU's owner."""
     programs = {}
     for party in module.parties:
         m = module.fresh()
         m.name = f"{module.name}:{party}"
-        m.devices = {k: d for k, d in module.devices.items() if party in d.parties}
         m.nodes = [n for n in module.nodes if node_party(n) == party]
+        peers = {n.attrs["to"] for n in m.nodes if n.op == "send"}
+        peers |= {n.attrs["from"] for n in m.nodes if n.op == "recv"}
+        m.devices = {k: d for k, d in module.devices.items()
+                     if party in d.parties or peers & set(d.parties)}
         programs[party] = m.renumbered()
     return programs

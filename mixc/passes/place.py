@@ -1,7 +1,7 @@
 """Place: every value gets its device and its kind.
 
 Invariant established: every result type's ``place`` names a device of the
-module and its ``kind`` is one that device can hold: ``plain`` on a PYU;
+module and its ``kind`` is one that device can hold: ``plain`` on a PYU or a TEE;
 ``public`` (known to every party, e.g. constants and what is computed only
 from constants) or ``arith`` (secret-shared) on an MPC device.
 """
@@ -9,7 +9,7 @@ from ..errors import TraceError
 
 
 def _kind(node, device, kinds):
-    if device.kind == "PYU":
+    if device.kind in ("PYU", "TEE"):  # a TEE party runs in the clear, like a PYU
         return "plain"
     if device.kind == "MPC":
         if node.op == "to":

@@ -8,7 +8,27 @@ device, except ``to``/``reveal``, so a secret reaches a PYU only through
 ``reveal`` and one PYU's plaintext reaches another only through ``to``; a chosen protocol's rule exists and
 produced the result kinds. Lowered IR (values at parties): every op reads
 only its own party's values; plaintext crosses to another party only as an
-explicit ``to`` or a revealed/public value; ``send``/``recv`` pair up.
+explicit ``to``, a revealed/public value, or to/from a TEE's party;
+``send``/``recv`` pair up.
+
+The leak checks, each with a hand-written leaking program in
+``tests/leaks/`` that it rejects:
+
+- global: a secret (or TEE) value read on a PYU without ``reveal``; one
+  PYU's plaintext read on another without an explicit ``to``; a ``to`` that
+  turns a secret into plaintext (into a PYU or a TEE) instead of ``reveal``;
+  a ``reveal`` of a PYU's plaintext (that is a ``to``) or onto a device that
+  is not a PYU or TEE;
+- lowered: plaintext sent under a label that is not a disclosure; a
+  disclosure label whose endpoints do not fit it (explicit ``to`` between
+  PYU owners, ``public value`` only for public values, plaintext to a TEE
+  only to a TEE's party and from one only by it, a reveal's shares only to
+  a PYU's or TEE's owner); plaintext relabelled as a share by a local op
+  that mixes in no randomness; and a share of private data (what depends on
+  an input or a PYU computation) sent, other than as a reveal, to a party in
+  no MPC device, or to one that holds every PRG key masking it (so it could
+  unmask it). Endpoint checks use the module's devices: a
+  per-party program lists the devices of the party and of its peers.
 """
 from ..errors import VerifyError
 from ..ir.ops import infer
@@ -16,7 +36,11 @@ from ..protocols import rule
 
 DEVICE_KINDS = {"PYU": {"plain"}, "MPC": {"public", "arith", "bool"}, "HE": {"he"},
                 "TEE": {"plain"}}
-PLAINTEXT_DISCLOSURES = ("plaintext (explicit to)", "public value")
+EXPLICIT_TO, PUBLIC_VALUE = "plaintext (explicit to)", "public value"
+TO_TEE, FROM_TEE = "plaintext to trusted TEE", "plaintext revealed by TEE"
+PLAINTEXT_DISCLOSURES = (EXPLICIT_TO, PUBLIC_VALUE, TO_TEE, FROM_TEE)
+SECRET_KINDS = ("arith", "bool", "masked", "he")
+SHARE_KINDS = ("arith", "bool", "masked")  # masked by PRG words, which the checks below track
 
 
 def _fail(node, message):
@@ -64,6 +88,8 @@ def _verify_global(module):
         if not node.results:
             continue
         dest = module.devices[node.results[0].type.place]
+        if node.op in ("to", "reveal"):
+            _check_move(node, module.devices[node.operands[0].type.place], dest)
         for v in node.operands:
             src = module.devices[v.type.place]
             if src.name == dest.name:
@@ -84,11 +110,126 @@ def _verify_global(module):
                 if res.type.kind != r.result_kind:
                     _fail(node, f"%{res.id} has kind {res.type.kind}, protocol {r.protocol} makes "
                                 f"{r.result_kind}")
+            kinds = tuple(v.type.kind for v in node.operands)
+            if r.device != dest.kind or not r.accepts(kinds, node, module):
+                _fail(node, f"protocol {r.protocol} does not run {node.op} on {dest.kind} "
+                            f"{dest.name} for operands ({', '.join(kinds) or 'none'})")
+
+
+def _check_move(node, src, dest):
+    """What a ``to`` or ``reveal`` may do: only ``reveal`` opens a secret, only to a PYU or TEE."""
+    (v,) = node.operands
+    if node.op == "reveal":
+        if dest.kind not in ("PYU", "TEE"):
+            _fail(node, f"reveal onto {dest.kind} device {dest.name}: a value is revealed to a PYU "
+                        "or TEE device")
+        if src.kind == "PYU" and src.name != dest.name:
+            _fail(node, f"reveal of {src.name}'s plaintext %{v.id}: plaintext moves between PYUs "
+                        "only by an explicit to")
+        return
+    if src.name == dest.name:
+        return
+    secret = src.kind in ("MPC", "HE", "TEE") or v.type.kind in SECRET_KINDS
+    if dest.kind in ("PYU", "TEE") and secret:
+        _fail(node, f"to() opens %{v.id} ({src.kind} {src.name}) as plaintext on {dest.name}; "
+                    "only reveal may")
+    if dest.kind == "TEE" and src.kind != "PYU":
+        _fail(node, f"to() from {src.kind} {src.name} into TEE {dest.name}")
+
+
+def _roles(module):
+    """party -> the device kinds it takes part in (none for the dealer)."""
+    roles = {p: set() for p in module.parties}
+    for d in module.devices.values():
+        for p in d.parties:
+            roles.setdefault(p, set()).add(d.kind)
+    return roles
+
+
+def _is_reveal_label(what):
+    return what.endswith("(reveal)")
+
+
+def _check_endpoints(node, v, src, dst, what, roles):
+    """A disclosure or share label must fit who sends and who receives."""
+    def needs(party, kinds, role):
+        if party in roles and not roles[party] & set(kinds):
+            _fail(node, f"{what!r} from {src} to {dst}, but {party} is not {role}")
+    if what == EXPLICIT_TO:
+        needs(src, ("PYU",), "a PYU's owner")
+        needs(dst, ("PYU",), "a PYU's owner")
+    elif what == PUBLIC_VALUE:
+        if v.type.kind != "public":
+            _fail(node, f"{src}'s {v.type.kind} value %{v.id} sent to {dst} as a public value")
+    elif what == TO_TEE:
+        needs(dst, ("TEE",), "a TEE's party")
+    elif what == FROM_TEE:
+        needs(src, ("TEE",), "a TEE's party")
+    elif _is_reveal_label(what):
+        needs(dst, ("PYU", "TEE"), "the owner of a PYU or TEE device (where reveals go)")
+
+
+class _Flow:
+    """Per lowered value: does it depend on private plaintext, and which PRG keys mask it."""
+
+    def __init__(self):
+        self.private, self.seeds = {}, {}
+
+    def op(self, node, party):
+        ins = node.operands
+        private = any(self.private.get(v, False) for v in ins)
+        seeds = frozenset().union(*(self.seeds.get(v, frozenset()) for v in ins))
+        if node.op in ("input", "call"):
+            private = True
+        elif node.op == "random":
+            seeds = frozenset({node.attrs["seed"]})
+        elif node.op == "recv":
+            # a peer's value: plaintext from a peer is private; a share is masked by keys
+            # this program cannot see
+            private = node.results[0].type.kind == "plain"
+            seeds = frozenset() if private else frozenset({f"?{node.attrs['from']}"})
+        for r in node.results:
+            self.private[r], self.seeds[r] = private, seeds
+
+    def masked(self, v):
+        return bool(self.seeds.get(v)) or v.type.kind in SECRET_KINDS
+
+
+def _knows(party, seed):
+    return not seed.startswith("?") and party in seed.split("~")
+
+
+def _check_flow(node, party, flow):
+    """Plaintext becomes a share only by mixing in randomness (or another share)."""
+    if node.op in ("random", "recv", "constant", "input", "call", "xfer", "send", "output"):
+        return
+    plain_in = [v for v in node.operands if v.type.kind == "plain"]
+    if not plain_in or any(flow.masked(v) for v in node.operands):
+        return
+    for r in node.results:
+        if r.type.kind in ("public",) + SHARE_KINDS:
+            _fail(node, f"{party} relabels plaintext %{plain_in[0].id} as {r.type.kind} %{r.id} "
+                        "without masking it")
+
+
+def _check_unmaskable(node, v, src, dst, what, flow, roles):
+    """A share of private data goes only to an MPC (or HE) party, with a mask it cannot remove."""
+    if v.type.kind not in SHARE_KINDS or _is_reveal_label(what) or not flow.private.get(v):
+        return
+    if dst in roles and not roles[dst] & {"MPC", "HE"}:
+        _fail(node, f"{src} sends {dst} %{v.id} ({what!r}), a {v.type.kind} value of private "
+                    f"data, but {dst} is in no MPC device")
+    seeds = flow.seeds.get(v, frozenset())
+    if all(_knows(dst, s) for s in seeds):
+        keys = ", ".join(sorted(seeds)) or "no PRG key"
+        _fail(node, f"{src} sends {dst} %{v.id} ({what!r}), a {v.type.kind} value of private "
+                    f"data masked only by {keys}, which {dst} holds")
 
 
 def _verify_lowered(module):
     defined, seen = set(), set()
     sends, recvs = {}, {}
+    roles, flow = _roles(module), _Flow()
     for node in module.nodes:
         _check_types(node)
         party = (node.operands[0].type.place if node.op in ("send", "output", "xfer")
@@ -102,13 +243,18 @@ def _verify_lowered(module):
         if node.op in ("xfer", "send"):
             (v,) = node.operands
             dst = node.result.type.place if node.op == "xfer" else node.attrs["to"]
-            if v.type.kind in ("plain", "public") and node.attrs["what"] not in PLAINTEXT_DISCLOSURES:
+            what = node.attrs["what"]
+            if v.type.kind in ("plain", "public") and what not in PLAINTEXT_DISCLOSURES:
                 _fail(node, f"{party}'s plaintext %{v.id} would reach {dst} "
-                            f"(sent as {node.attrs['what']!r}) without reveal")
+                            f"(sent as {what!r}) without reveal")
+            _check_endpoints(node, v, party, dst, what, roles)
+            _check_unmaskable(node, v, party, dst, what, flow, roles)
             if node.op == "send":
                 sends[(party, dst, node.attrs["tag"])] = node
         if node.op == "recv":
             recvs[(node.attrs["from"], party, node.attrs["tag"])] = node
+        _check_flow(node, party, flow)
+        flow.op(node, party)
         defined.update(node.results)
     # A single party's program pairs with its peers' programs, not with itself.
     if len(seen) > 1 and set(sends) != set(recvs):

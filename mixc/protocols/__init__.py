@@ -64,7 +64,7 @@ class Rule:
 
 RULES: dict = {}  # op -> [Rule]
 PROTOCOL_MODULES = ("mixc.protocols.plaintext", "mixc.protocols.arith2pc",
-                    "mixc.protocols.bool2pc")
+                    "mixc.protocols.bool2pc", "mixc.protocols.tee")
 _loaded = False
 
 

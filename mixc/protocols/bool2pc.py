@@ -252,13 +252,21 @@ def _eq_cost(node, module):
 
 # ------------------------------------------------------------ logic on bool shares
 
-def bool_shares_of(ctx, value, device):
-    """Boolean shares of a bool-kind or public value (public: P0 holds it, P1 zeros)."""
+def bool_shares_of(ctx, value, device, shape=None):
+    """Boolean shares of a bool-kind or public value (public: P0 holds it, P1 zeros).
+
+    ``shape``: the elementwise result's shape. A public bool scalar beside a
+    larger operand is broadcast to it before packing: packed, the scalar
+    would be one bit, not one per element."""
     if value.type.kind == "bool":
         return ctx.parts[value]
     p0, p1 = parties(device)
     if _packed(value.type.dtype):
-        mine = ctx.emit(p0, "bits_pack", [ctx.parts[value][p0]], "public")
+        plain = ctx.parts[value][p0]
+        if shape is not None and tuple(value.type.shape) != tuple(shape):
+            plain = ctx.emit(p0, "broadcast_in_dim", [plain], "public",
+                             {"shape": tuple(shape), "broadcast_dimensions": ()})
+        mine = ctx.emit(p0, "bits_pack", [plain], "public")
     else:
         mine = ctx.emit(p0, "encode", [ctx.parts[value][p0]], "public",
                         {"frac_bits": frac_bits(device, value.type.dtype)})
@@ -274,7 +282,7 @@ def _zero_like(ctx, party, like):
 def _lower_logic(ctx, node):
     device = _device(ctx, node.result)
     p0, p1 = parties(device)
-    xs = [bool_shares_of(ctx, v, device) for v in node.operands]
+    xs = [bool_shares_of(ctx, v, device, node.result.type.shape) for v in node.operands]
     if node.op == "xor":
         out = _xor(ctx, *xs)
     elif node.op == "not":
@@ -381,7 +389,9 @@ def _lower_b2a(ctx, node):
     ra1 = ctx.emit(DEALER, "sub", [r_bits, dealt.draw(DEALER, p0, "ra", bit_shape)], "arith")
     ra = {p0: dealt.draw(p0, p0, "ra", bit_shape),
           p1: ctx.xfer(ra1, p1, "bit-conversion pair correction", "arith")}
-    masked = {p: ctx.emit(p, "xor", [ctx.parts[x][p], dealt.draw(p, p, "rb", words)], "masked")
+    # full words are masked one per element: flatten them to the dealt words' shape
+    shares = ctx.parts[x] if packed else _flat(ctx, ctx.parts[x])
+    masked = {p: ctx.emit(p, "xor", [shares[p], dealt.draw(p, p, "rb", words)], "masked")
               for p in (p0, p1)}
     (c,) = open_values(ctx, device, (masked, "masked bits (x ^ r)"), ring="bool")
     out = {}

@@ -1,0 +1,656 @@
+"""MPC-friendly approximations of nonlinear functions (SPEC §7).
+
+Every function here is a plain JAX function built only from operations that
+mixc's 2-party fixed-point protocols can run: add, sub, neg, products (secret
+x secret, or secret x public constant), division by a public constant,
+comparisons against secrets or public constants, ``jnp.where`` with a secret
+predicate, ``jnp.minimum``, sums, max reductions, reshapes and broadcasts.
+There is no exp/log/sqrt, no division by a secret, no bit manipulation and no
+``lax`` control flow, so when an author writes ``jnp.exp`` (etc.) on an MPC
+device, mixc's tracer can inline the function below in its place.
+
+Every constant is a multiple of 2^-18 (the default fixed-point resolution), so
+float32 evaluation and the MPC's fixed-point encoding use the same numbers.
+
+Methods, ranges and errors
+--------------------------
+"bound" is what ``ERROR_BOUNDS`` states and the tests check; "f32" and "fxp"
+are the largest errors measured on a dense grid of the range (2e5-4e5 points;
+log-spaced for positive ranges; the [1, 4) cores also at every fourth
+representable value) against float64 references, in float32 JAX and in an
+emulation of mixc's 18-bit fixed point (every product truncated to a multiple
+of 2^-18 by TruncPr's stochastic rounding -- worst of 3 seeds -- and, as a
+pessimistic check, by floor; inputs and constants encoded to 2^-18), see
+``tests/test_approx.py``. For "rel" the fxp figure is the smallest r with
+|err| <= r*|f| + FIXED_POINT_ATOL. "prod" counts secret x secret products per
+element, "depth" those on the critical path (a select with a secret predicate
+and a secret branch counts as one); "cmp" counts secret comparisons per
+element and, in parentheses, how many sequential layers they form. Products
+by public constants (local, plus one truncation round each) are not counted.
+
+===========  ===============  ====  =======  =======  =======  ====  =====  ==========
+function     range            kind  bound    f32      fxp      prod  depth  cmp (lyr)
+===========  ===============  ====  =======  =======  =======  ====  =====  ==========
+exp          [-16, 12]        rel   1.0e-4   3.0e-5   6.6e-5   8     7      2 (1)
+log          [2^-10, 2^10]    abs   4.0e-5   1.5e-5   2.6e-5   5     4      11 (1)
+reciprocal   |x| in [2^-8,    rel   1.5e-5   1.8e-6   8.1e-6   9     7      12 (2)
+             2^12], either
+             sign
+div(a, b)    |b| as above     rel   1.5e-5   1.8e-6   (below)  10    8      12 (2)
+sqrt         [2^-8, 2^14]     rel   1.0e-5   1.5e-6   5.7e-6   7     5      13 (1)
+rsqrt        [2^-8, 2^14]     rel   3.0e-5   2.0e-5   2.2e-5   6     5      12 (1)
+logistic     all of R         abs   2.5e-4   1.6e-4   1.8e-4   7     6      2 (2)
+tanh         all of R         abs   4.0e-4   3.2e-4   3.5e-4   7     6      2 (2)
+softmax      any logits,      abs   1.0e-4   5.7e-6   5.6e-5   9+    14+    (below)
+             rows <= 4096
+log_softmax  as softmax       abs   1.5e-4   4.2e-5   1.1e-4   8+    11+    (below)
+===========  ===============  ====  =======  =======  =======  ====  =====  ==========
+
+Methods, and behaviour outside the range:
+
+- exp: two comparisons (x < -16, x > 12) clamp x with one product;
+  P(y) ~ 8 e^y, degree-8 minimax on y = x/8 in [-2, 1.5]; e^x = (P^2/64)^4
+  (3 squarings). Below -16 the polynomial's argument and constant term are
+  both zeroed, so exp(x) = 0 exactly (true value < 1.2e-7, under the 2^-18
+  resolution; no e^-16 floor adding n * 1e-7 to a softmax sum). Above 12:
+  e^12 = 162754.8. Outputs stay below 2^18.
+- log: comparisons with 4^j, j = -5..5, give m = x 4^-j in [1, 4) (one
+  product) and the offset j ln 4 (free); degree-8 minimax q ~ 8 log m;
+  q/8 + j ln 4. x < 2^-10 (including x <= 0): log 2^-10 = -6.93;
+  x >= 2^10: log 2^10 = 6.93.
+- reciprocal: s = sign x (one comparison), a = s x; comparisons with 4^j,
+  j = -4..6, give m = a 4^-j and f = s 4^-j / 16 (one product each);
+  degree-12 minimax q ~ 16/m; f q. |x| < 2^-8 gives s * 256 (x = 0: +256);
+  |x| >= 2^12 gives s * 2^-12.
+- div(a, b): (a q) f with q, f from reciprocal's reduction of b, so small
+  quotients keep their relative precision (a * reciprocal(b) would first
+  round 1/b to a multiple of 2^-18). |err| <= 1.5e-5 |a/b| in float32 and
+  <= 1.5e-5 |a/b| + 2^-17 (1 + 1/(4|b|)) in fixed point (measured: half of
+  that); needs |a| < 2^22. Outside the range of |b|: a times reciprocal's
+  saturated value.
+- sqrt: as reciprocal without the sign, plus a comparison x > 0; degree-8
+  q ~ 16 sqrt(m); (2^j/16) q. 0 < x < 2^-8: the chord 16 x (one product,
+  in parallel; absolute error <= 2^-6, at x = 2^-10); x <= 0: 0;
+  x >= 2^14: 128.
+- rsqrt: as sqrt; degree-8 q ~ 16/sqrt(m); (2^-j/16) q. x < 2^-8
+  (including x <= 0): 16; x >= 2^14: 2^-7.
+- logistic (sigmoid): s = sign x; a = min(|x|, 8.25) (a second comparison,
+  after the first); degree-8 minimax p ~ sigmoid(a) on [0, 8.25], fitted
+  jointly with the saturation error and with p(0) = 1/2 exactly;
+  1/2 + s (p - 1/2). So sigmoid(0) = 1/2, sigmoid(-x) = 1 - sigmoid(x)
+  exactly, and it is continuous; for |x| > 8.25 it is constant:
+  1 - 1.6e-4 above, 1.6e-4 below.
+- tanh: the same with a = min(|x|, 4.125), p ~ tanh(a) with p(0) = 0,
+  result s p: odd, tanh(0) = 0; saturates at +-(1 - 3.2e-4).
+- softmax: z = x - max(x) (exact; the max costs n-1 comparisons in
+  ceil(log2 n) layers), e = exp(z) with only the low clamp (one comparison),
+  s = sum(e) in [1, n]; reduction of s on [1, 4^H), 4^H >= 1.001 n, without
+  saturation (H-1 comparisons: none for n <= 3, 4 for n = 1000); result
+  (e q) f, not e (f q) -- 1/s alone would keep few bits. Depth 14 after
+  the max. "prod" is per element, plus a few per row.
+- log_softmax: z - log(sum exp z) with the log core on [1, 4^H). Depth 11
+  after the max.
+
+The softmax/log_softmax fxp figures are for stochastic truncation (the real
+TruncPr): floor truncation biases every e_i the same way and the row error
+then grows with n (2e-3 at n = 4096).
+
+"rel" bounds mean ``|approx - f| <= max_err * |f|`` in float32, and
+``<= max_err * |f| + FIXED_POINT_ATOL`` in 18-bit fixed point, whose outputs
+have resolution 2^-18 (exp(x) for x < -12.5 is 0 or one unit; 1/4096 is 64
+units); FIXED_POINT_ATOL = 2^-16 (four units). "abs" bounds hold as stated in
+both. ``allowed_error(name, f_values, fixed_point)`` turns a bound into a per
+element tolerance.
+
+Fixed-point notes (f = 18; mixc's TruncPr needs every product below 2^26 in
+magnitude before truncation, and adds up to one unit, 2^-18, unbiased):
+
+- Inputs are clamped or range-reduced *before* any product that could grow,
+  so every input with |x| <= 2^26 (in particular [-2^15, 2^15]) keeps every
+  product below 2^26 (the tests check it on [-2^15, 2^15]); no wrap-around,
+  and no NaN/inf in float32.
+- exp: x/8 is rounded to 2^-18 and the 3 squarings multiply that error by 8:
+  a relative error floor of ~8 * 2^-19 = 1.5e-5 whatever the polynomial.
+- Polynomial cores compute s*f(m) with s = 8 or 16 so their outputs use more
+  significant bits; the power-of-two factor s^-1 4^-j is folded into the
+  final product. Sums of public-coefficient products are each truncated once
+  per term; a fused "sum then truncate once" in the protocol would remove most
+  of the remaining fixed-point error.
+- reciprocal of large |x| is small and has few significant bits (1/4096 is
+  64 units): prefer ``div`` (or multiply before the small factor, as softmax
+  does) to ``a * reciprocal(b)``.
+- The input itself is a multiple of 2^-18 (x = 2^-8 has only 10 significant
+  bits); errors are against f at the encoded input.
+- All constants are multiples of 2^-18, so float32 and the fixed-point
+  encoding use the same numbers. With fewer fraction bits the constants are
+  re-rounded and the bounds no longer apply as stated.
+
+Costs: a secret x secret product is one round and ~40 bytes per element
+(both masked operands opened both ways plus the dealer's correction), plus its
+truncation round (~32 bytes), like every product by a public constant. A
+select between public constants with a secret predicate is free after the
+comparison (the bit times a constant); the range reductions use one
+comparison per factor of 4 of range, all in one layer, shared by every
+piecewise constant: narrowing ``lo``/``hi`` removes comparisons (e.g.
+``reciprocal(x, lo=0.5, hi=64)``: 6 instead of 12). Polynomials use baby steps
+t, t^2, t^3, t^4 and Horner in t^4 (degree 8: 4 products, depth 3; degree 12:
+5 products, depth 4).
+
+Polynomial coefficients are minimax (linear programming on a 4001-point grid)
+in the evaluation variable t in [-1, 1] (exp: y = x/8 in [-2, 1.5], relative
+weight), then rounded to multiples of 2^-18 from the top degree down,
+refitting the lower coefficients after each rounding.
+"""
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["exp", "log", "reciprocal", "div", "sqrt", "rsqrt", "sigmoid", "tanh",
+           "softmax", "log_softmax", "APPROXIMATIONS", "BINARY_APPROXIMATIONS",
+           "ERROR_BOUNDS", "SOFTMAX_ERROR", "LOG_SOFTMAX_ERROR", "FIXED_POINT_ATOL",
+           "allowed_error"]
+
+FRACTION_BITS = 18
+_SCALE = float(1 << FRACTION_BITS)
+FIXED_POINT_ATOL = 2.0 ** -16
+
+
+def _q(v: float) -> float:
+    """``v`` rounded to a multiple of 2^-18 (exact in float32 for |v| < 64)."""
+    return round(v * _SCALE) / _SCALE
+
+
+def _dyadic(*numerators: int) -> tuple[float, ...]:
+    return tuple(n / _SCALE for n in numerators)
+
+
+# ---------------------------------------------------------------- coefficients
+# Monomial coefficients (multiples of 2^-18) in the evaluation variable t.
+
+# exp: P(y) ~ 8 e^y on y = x/8 in [-2, 1.5] (relative error 2.3e-6); the
+# first squaring divides by 64. The factor 8 gives P three more significant
+# bits in fixed point.
+_EXP_COEFFS = _dyadic(2097151, 2097168, 1048607, 349478, 87294, 17495, 2980, 429, 38)
+_EXP_OUT_SCALE = 8.0
+_EXP_LO, _EXP_HI = -16.0, 12.0
+_EXP_SQUARINGS = 3
+
+# sigmoid: p(t) ~ sigmoid(a), a = min(|x|, 8.25), t = a * q(2/8.25) - 1;
+# p(-1) = 1/2 exactly (and tanh's p(-1) = 0).
+_SIG_CLAMP = 8.25
+_SIG_SCALE = _q(2.0 / _SIG_CLAMP)
+_SIG_COEFFS = _dyadic(257933, 16843, -32216, 44208, -48718, 23579, 15765, -19115, 3823)
+
+# tanh: p(t) ~ tanh(a), a = min(|x|, 4.125), t = a * q(2/4.125) - 1.
+_TANH_CLAMP = 4.125
+_TANH_SCALE = _q(2.0 / _TANH_CLAMP)
+_TANH_COEFFS = _dyadic(253722, 33686, -64433, 88416, -97433, 47158, 31527, -38230, 7647)
+
+# [1, 4) cores: t = m * q(2/3) - q(5/3) in [-1, 1].
+_M_SCALE = _q(2.0 / 3.0)
+_M_SHIFT = _q(5.0 / 3.0)
+# name: (coefficients, s) with the polynomial ~ s * f(m); s > 1 puts the
+# output in [1, 4) or so, for more significant bits in fixed point.
+_CORES = {
+    "log": (_dyadic(1921584, 1258098, -376923, 153431, -71575, 24540, -8219, 17539, -11234), 8.0),
+    "reciprocal": (_dyadic(1677724, -1006605, 603960, -363150, 217908, -124583, 74697, -65904,
+                           39618, 11339, -6857, -23957, 14389), 16.0),
+    "sqrt": (_dyadic(6631766, 1989481, -298191, 90180, -34974, 11869, -3484, 5611, -3667), 16.0),
+    "rsqrt": (_dyadic(2652728, -795369, 357374, -184675, 99658, -32265, 13423, -36204, 22525),
+              16.0),
+}
+
+# default ranges, as exponents of 4: [4^lo, 4^hi]
+_LOG_RANGE = (-5, 5)        # [2^-10, 2^10]   ⊇ [1e-3, 1e3]
+_RECIP_RANGE = (-4, 6)      # [2^-8, 2^12]
+_SQRT_RANGE = (-4, 7)       # [2^-8, 2^14]    ⊇ [1e-2, 1e4]
+
+
+# ---------------------------------------------------------------- building blocks
+
+def _f32(x):
+    return jnp.asarray(x, jnp.float32)
+
+
+def _poly(t, coeffs):
+    """sum_k coeffs[k] * t^k with few secret products at minimal depth.
+
+    Baby steps t, t^2, t^3, t^4 (3 products, depth 2), then Horner in T = t^4
+    over blocks of 4 coefficients (a lone top coefficient joins the block
+    below as c_n * t^4). Degree 8: 4 products, depth 3; degree 12: 5, depth 4.
+    """
+    c = [float(v) for v in coeffs]
+    n = len(c) - 1
+    if n == 0:
+        return jnp.zeros_like(t) + c[0]
+    k = min(4, n)
+    pw = {1: t}
+    for j in range(2, k + 1):
+        pw[j] = pw[j // 2] * pw[j - j // 2]
+
+    def block(lo, hi):
+        terms = [c[j] * pw[j - lo] for j in range(lo + 1, hi + 1) if c[j]]
+        acc = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(t)
+        return acc + c[lo] if c[lo] else acc
+
+    blocks = [(s, min(s + k - 1, n)) for s in range(0, n + 1, k)]
+    if len(blocks) > 1 and blocks[-1][0] == blocks[-1][1]:
+        blocks.pop()
+        blocks[-1] = (blocks[-1][0], n)
+    acc = block(*blocks[-1])
+    for b in reversed(blocks[:-1]):
+        acc = block(*b) + pw[k] * acc
+    return acc
+
+
+def _sign(x):
+    """+1 for x >= 0, -1 for x < 0 (one comparison; a select of public constants)."""
+    return jnp.where(x < 0, -1.0, 1.0).astype(jnp.float32)
+
+
+def _piecewise(bits, tables):
+    """Piecewise-constant secrets from monotone threshold bits.
+
+    ``bits[i]`` is "x >= threshold_i" for increasing thresholds, so region r
+    (r = number of bits set) has value ``table[r]``; each table becomes
+    table[0] + sum_i bits[i] * (table[i+1] - table[i]): selects between
+    public constants, no secret product. Every bit is one comparison shared by
+    all tables. A table with one value comes back as a Python float.
+    """
+    outs = []
+    for table in tables:
+        vals = [float(v) for v in table]
+        if all(v == vals[0] for v in vals):
+            outs.append(vals[0])
+            continue
+        acc = None
+        for b, prev, nxt in zip(bits, vals[:-1], vals[1:]):
+            if nxt != prev:
+                term = jnp.where(b, nxt - prev, 0.0).astype(jnp.float32)
+                acc = term if acc is None else acc + term
+        outs.append(acc + vals[0] if vals[0] else acc)
+    return outs
+
+
+def _mul(a, b):
+    """a * b, skipping products by the public constant 1 (a float b is public)."""
+    if isinstance(b, float) and b == 1.0:
+        return a
+    if isinstance(a, float) and a == 1.0:
+        return b
+    return a * b
+
+
+def _add(a, b):
+    if isinstance(b, float) and b == 0.0:
+        return a
+    return a + b
+
+
+def _log4_range(lo, hi, default, max_h=10):
+    """(L, H) exponents of 4 covering [lo, hi] (lo/hi None -> default).
+
+    L >= -8 and H <= max_h keep every piecewise constant (4^-j, and the
+    output factors) an exact multiple of 2^-18.
+    """
+    if lo is None and hi is None:
+        return default
+    L, H = default
+    if lo is not None:
+        if not lo > 0:
+            raise ValueError(f"lo must be positive, got {lo}")
+        L = math.floor(math.log(lo, 4) + 1e-9)
+    if hi is not None:
+        H = math.ceil(math.log(hi, 4) - 1e-9)
+    if not H > L:
+        raise ValueError(f"empty range [{lo}, {hi}]")
+    if L < -8 or H > max_h:
+        raise ValueError(f"range [{lo}, {hi}] needs [4^{L}, 4^{H}]; 18-bit fixed point allows "
+                         f"[4^-8, 4^{max_h}] here")
+    return L, H
+
+
+def _reduce4(a, L, H, *, saturate_lo=True, saturate_hi=True, nonpos_region=False):
+    """Range reduction of a secret a > 0 by powers of 4.
+
+    Pieces j = L .. H-1 are [4^j, 4^(j+1)). Returns ``(m, tables)`` with
+    m = a * 4^-j in [1, 4) on piece j, m = 1 below 4^L and m = 4 from 4^H on
+    (when saturating; otherwise the first/last piece extends), and
+    ``tables(spec, ...)`` making piecewise-constant secrets from the same
+    comparisons, one per spec ``f_piece`` or ``(f_piece, below, above,
+    nonpos)``: ``f_piece(j)`` on piece j, ``below`` under 4^L (default: piece
+    L's value), ``above`` from 4^H (default: piece H-1's), and ``nonpos`` for
+    a <= 0 (only with ``nonpos_region``; default: ``below``).
+
+    Comparisons: one per threshold 4^(L+1) .. 4^(H-1), plus 4^L and 4^H when
+    saturating, plus a > 0 with ``nonpos_region``; all on a, in one layer.
+    """
+    regions = []          # region descriptors in increasing order of a
+    bits = []
+    if nonpos_region:
+        regions.append(("nonpos", None))
+        bits.append(a > 0)
+    if saturate_lo:
+        regions.append(("below", None))
+        bits.append(a >= float(4.0 ** L))
+    for j in range(L, H):
+        regions.append(("piece", j))
+        if j > L:
+            bits.append(a >= float(4.0 ** j))
+    if saturate_hi:
+        regions.append(("above", None))
+        bits.append(a >= float(4.0 ** H))
+    assert len(bits) == len(regions) - 1
+
+    def region_table(f_piece, below=None, above=None, nonpos=None):
+        below = f_piece(L) if below is None else below
+        above = f_piece(H - 1) if above is None else above
+        nonpos = below if nonpos is None else nonpos
+        table = []
+        for kind, j in regions:
+            table.append({"nonpos": nonpos, "below": below, "above": above}.get(kind)
+                         if kind != "piece" else f_piece(j))
+        return table
+
+    def tables(*specs):
+        return _piecewise(bits, [region_table(*s) if isinstance(s, tuple) else region_table(s)
+                                 for s in specs])
+
+    scale, offset = tables((lambda j: 4.0 ** -j, 0.0, 0.0, 0.0),
+                           (lambda j: 0.0, 1.0, 4.0, 1.0))
+    m = _add(_mul(a, scale), offset)
+    return m, tables
+
+
+def _core(m, name):
+    """(s * f(m) by its polynomial in t = m * q(2/3) - q(5/3), for m in [1, 4]; s)."""
+    coeffs, s = _CORES[name]
+    return _poly(m * _M_SCALE - _M_SHIFT, coeffs), s
+
+
+# ---------------------------------------------------------------- exp
+
+def _exp_clamped(x, saturate_hi=True):
+    """e^x with x < -16 -> exactly 0 and (if saturate_hi) x > 12 -> e^12.
+
+    Below -16 the polynomial's argument and its constant term are both set to
+    0 (selects of public constants and one product k*x), so P = 0 and the
+    result is exactly 0 at no extra depth: no e^-16 floor that would add
+    n * 1.1e-7 to a softmax denominator.
+    """
+    lo_b = x < _EXP_LO
+    if saturate_hi:
+        hi_b = x > _EXP_HI
+        k = jnp.where(lo_b, 1.0, 0.0) + jnp.where(hi_b, 1.0, 0.0)
+        xc = jnp.where(hi_b, _EXP_HI, 0.0) + (x - k * x)   # x, 0 below, 12 above
+    else:
+        k = jnp.where(lo_b, 1.0, 0.0)
+        xc = x - k * x                                     # x, 0 below
+    c0 = jnp.where(lo_b, 0.0, _EXP_COEFFS[0])
+    p = _poly(xc * (1.0 / 2 ** _EXP_SQUARINGS), (0.0,) + tuple(_EXP_COEFFS[1:])) + c0
+    z = (p * p) * (1.0 / _EXP_OUT_SCALE ** 2)
+    for _ in range(_EXP_SQUARINGS - 1):
+        z = z * z
+    return z
+
+
+def exp(x):
+    """e^x: relative error <= 1.0e-4 on [-16, 12] (see the module table).
+
+    Method: clamp x to [-16, 12] (two comparisons in one layer, one product),
+    a degree-8 minimax polynomial P(y) ~ 8 e^y on y = x/8 in [-2, 1.5] (4
+    products, depth 3), then e^x = (P^2/64)^4 (3 squarings). 8 products,
+    depth 7. Outside: x < -16 gives exactly 0 (e^-16 = 1.1e-7 is below the
+    2^-18 resolution); x > 12 gives e^12 = 162754.8. Results stay below 2^18
+    and every product below 2^26, for any input.
+    """
+    return _exp_clamped(_f32(x))
+
+
+# ---------------------------------------------------------------- log
+
+_LN4 = math.log(4.0)
+
+
+def log(x, *, lo=None, hi=None):
+    """Natural log: absolute error <= 4.0e-5 on [2^-10, 2^10] (⊇ [1e-3, 1e3]).
+
+    Method: comparisons of x against 4^j (j = -5..5, 11 comparisons, one
+    layer) give m = x * 4^-j in [1, 4) (one product) and the offset j*ln 4
+    (free); a degree-8 minimax polynomial gives 8 log(m) (depth 3), divided
+    by 8. 5 products, depth 4.
+    Outside: x < 2^-10 (including x <= 0) gives log(2^-10) = -6.93; x >= 2^10
+    gives log(2^10) = 6.93. ``lo``/``hi`` (public floats) change the range,
+    rounded out to powers of 4: one comparison per factor of 4.
+    """
+    x = _f32(x)
+    L, H = _log4_range(lo, hi, _LOG_RANGE)
+    return _log_pos(x, L, H)
+
+
+def _log_pos(x, L, H, saturate=True):
+    m, tables = _reduce4(x, L, H, saturate_lo=saturate, saturate_hi=saturate)
+    # offset j*ln 4 rounded per region (error <= 2^-19); below 4^L: m = 1 and
+    # piece L's offset; from 4^H: m = 4 and piece H-1's offset, i.e. H*ln 4.
+    (off,) = tables(lambda j: _q(j * _LN4))
+    q, scale = _core(m, "log")
+    return _add(_mul(q, 1.0 / scale), off)
+
+
+# ---------------------------------------------------------------- reciprocal / div
+
+def reciprocal(x, *, lo=None, hi=None):
+    """1/x: relative error <= 1.5e-5 for |x| in [2^-8, 2^12] (either sign).
+
+    Method: s = sign(x) (one comparison), a = s*x; comparisons of a against
+    4^j (j = -4..6, 11 comparisons, one layer) give m = a * 4^-j in [1, 4)
+    and the factor f = s * 4^-j / 16 (one product each, in parallel); a
+    degree-12 minimax polynomial q(m) ~ 16/m (5 products, depth 4); result
+    f * q. 9 products, depth 7, 12 comparisons in 2 layers.
+    Outside: |x| < 2^-8 gives s * 256 (x = 0 gives +256); |x| >= 2^12 gives
+    s * 2^-12. In fixed point the result's resolution 2^-18 dominates for
+    large |x| (1/4096 is 64 units; see FIXED_POINT_ATOL): for a quotient use
+    ``div``, which keeps the relative precision.
+    """
+    x = _f32(x)
+    L, H = _log4_range(lo, hi, _RECIP_RANGE, max_h=8)
+    s = _sign(x)
+    return _recip_pos(s * x, L, H, sign=s)
+
+
+def _recip_parts(a, L, H, saturate_lo=True, saturate_hi=True):
+    """(f, q) with 1/a ~ f * q: q = s/m in [1, s] by the polynomial, f = 4^-j / s."""
+    m, tables = _reduce4(a, L, H, saturate_lo=saturate_lo, saturate_hi=saturate_hi)
+    q, scale = _core(m, "reciprocal")
+    (f,) = tables(lambda j: 4.0 ** -j / scale)
+    return f, q
+
+
+def _recip_pos(a, L, H, sign=None):
+    f, q = _recip_parts(a, L, H)
+    if sign is not None:
+        f = _mul(sign, f)
+    return _mul(f, q)
+
+
+def div(a, b, *, lo=None, hi=None):
+    """a / b for |b| in [2^-8, 2^12] (``lo``/``hi``: the range of |b|).
+
+    Method: reciprocal's reduction of |b| gives 1/b = (s * f) * q with q in
+    [1, 16]; the result is (a * q) * (s * f), so small quotients keep their
+    relative precision in fixed point (a * reciprocal(b) would first round 1/b,
+    e.g. 1/4000 is only 66 units of 2^-18). Depth 8 (7 in b, 1 in a), 12
+    comparisons in 2 layers. Relative error <= 1.5e-5 of a/b, plus a few
+    units of 2^-18 in fixed point; |a * q| must stay below 2^26, i.e.
+    |a| < 2^22. Outside the range of |b|, as reciprocal: a * (+-256) or
+    a * (+-2^-12).
+    """
+    a, b = _f32(a), _f32(b)
+    L, H = _log4_range(lo, hi, _RECIP_RANGE, max_h=8)
+    s = _sign(b)
+    f, q = _recip_parts(s * b, L, H)
+    return (a * q) * _mul(s, f)
+
+
+# ---------------------------------------------------------------- sqrt / rsqrt
+
+def sqrt(x, *, lo=None, hi=None):
+    """sqrt(x): relative error <= 1.0e-5 on [2^-8, 2^14] (⊇ [1e-2, 1e4]).
+
+    Method: comparisons of x against 0 and 4^j (j = -4..7, 13 comparisons,
+    one layer) give m = x * 4^-j in [1, 4) and the factor 2^j / 16; a
+    degree-8 minimax polynomial q(m) ~ 16 sqrt(m) (depth 3); result
+    (2^j / 16) * q. Below 2^-8 the result is the chord 16 * x (one product
+    in parallel), so it goes to 0 at 0. 7 products, depth 5.
+    Outside: 0 < x < 2^-8 gives 16 x (absolute error <= 2^-6 = 0.0156, at
+    x = 2^-10); x <= 0 gives 0; x >= 2^14 gives 2^7 = 128.
+    """
+    x = _f32(x)
+    L, H = _log4_range(lo, hi, _SQRT_RANGE)
+    m, tables = _reduce4(x, L, H, nonpos_region=True)
+    q, scale = _core(m, "sqrt")
+    f, g = tables((lambda j: 2.0 ** j / scale, 0.0, 2.0 ** (H - 1) / scale, 0.0),
+                  (lambda j: 0.0, 2.0 ** -L, 0.0, 0.0))
+    return _add(_mul(f, q), _mul(g, x))
+
+
+def rsqrt(x, *, lo=None, hi=None):
+    """1/sqrt(x): relative error <= 3.0e-5 on [2^-8, 2^14].
+
+    Method as ``sqrt`` (12 comparisons, one layer) with a degree-8 minimax
+    polynomial for 16/sqrt(m) and the factor 2^-j / 16. 6 products, depth 5.
+    Outside: x < 2^-8 (including x <= 0) gives 16; x >= 2^14 gives 2^-7.
+    """
+    x = _f32(x)
+    L, H = _log4_range(lo, hi, _SQRT_RANGE)
+    m, tables = _reduce4(x, L, H)
+    q, scale = _core(m, "rsqrt")
+    (f,) = tables(lambda j: 2.0 ** -j / scale)
+    return _mul(f, q)
+
+
+# ---------------------------------------------------------------- sigmoid / tanh
+
+def _odd_saturating(x, clamp, scale, coeffs):
+    s = _sign(x)
+    a = jnp.minimum(s * x, clamp)
+    return s, _poly(a * scale - 1.0, coeffs)
+
+
+def sigmoid(x):
+    """Logistic 1/(1+e^-x): absolute error <= 2.5e-4 on all of R.
+
+    Method: s = sign(x) (one comparison), a = min(|x|, 8.25) (one comparison,
+    after the first), a degree-8 minimax polynomial p(a) ~ sigmoid(a) on
+    [0, 8.25] fitted jointly with the saturation error and with p(0) = 1/2
+    exactly, result 1/2 + s * (p - 1/2): sigmoid(0) = 1/2 and
+    sigmoid(-x) = 1 - sigmoid(x) exactly. 7 products, depth 6, 2 comparisons
+    (2 layers). Outside [-8.25, 8.25] it returns the constants
+    p(8.25) = 1 - 1.6e-4 and 1 - p(8.25), within the bound of 1 and 0.
+    """
+    x = _f32(x)
+    s, p = _odd_saturating(x, _SIG_CLAMP, _SIG_SCALE, _SIG_COEFFS)
+    return 0.5 + s * (p - 0.5)
+
+
+def tanh(x):
+    """tanh: absolute error <= 4.0e-4 on all of R.
+
+    Method as ``sigmoid``: s = sign(x), a = min(|x|, 4.125), degree-8
+    minimax p(a) ~ tanh(a) with p(0) = 0, result s * p (odd, tanh(0) = 0).
+    7 products, depth 6, 2 comparisons (2 layers). Saturates at
+    +-p(4.125) = +-(1 - 3.2e-4).
+    """
+    x = _f32(x)
+    s, p = _odd_saturating(x, _TANH_CLAMP, _TANH_SCALE, _TANH_COEFFS)
+    return s * p
+
+
+# ---------------------------------------------------------------- softmax
+
+def _sum_range(n):
+    """Exponent H with the row sum (in [1, n], plus approximation error) below 4^H."""
+    H = max(1, math.ceil(math.log(n * 1.001, 4)))
+    if H > 8:
+        raise ValueError(f"softmax over {n} elements: rows up to 65000 are supported")
+    return H
+
+
+def softmax(x, axis=-1):
+    """softmax along ``axis``: absolute error <= 1.0e-4 per element.
+
+    z = x - max(x) <= 0 (exact); e = exp(z) with only the low clamp (one
+    comparison); s = sum(e) in [1, n]; the reciprocal's reduction of s on
+    [1, 4^H), 4^H >= 1.001 n, without saturation (H - 1 comparisons) gives
+    1/s = f * q; result (e * q) * f (1/s alone would keep only ~18 - log2 n
+    bits in fixed point). Depth 14 after the max. Any logits; the bound is
+    checked for rows of up to 4096 (longer rows get one more comparison per
+    factor of 4 and a growing rounding error).
+    """
+    x = _f32(x)
+    z = x - jnp.max(x, axis=axis, keepdims=True)
+    e = _exp_clamped(z, saturate_hi=False)
+    s = jnp.sum(e, axis=axis, keepdims=True)
+    n = x.shape[axis] if x.ndim else 1
+    f, q = _recip_parts(s, 0, _sum_range(n), saturate_lo=False, saturate_hi=False)
+    # (e * q) * f, not e * (f * q): f * q = 1/s is as small as 1/n and would
+    # keep only ~log2(2^18 / n) significant bits in fixed point.
+    return _mul(e * q, f)
+
+
+def log_softmax(x, axis=-1):
+    """log softmax along ``axis``: absolute error <= 1.5e-4 per element.
+
+    z - log(sum(exp(z))) with z = x - max(x); the log of the sum uses the log
+    core on [1, 4^H) without saturation (H - 1 comparisons). Depth 11 after
+    the max. (In float32, x - max(x) itself rounds for huge logits.)
+    """
+    x = _f32(x)
+    z = x - jnp.max(x, axis=axis, keepdims=True)
+    e = _exp_clamped(z, saturate_hi=False)
+    s = jnp.sum(e, axis=axis, keepdims=True)
+    n = x.shape[axis] if x.ndim else 1
+    return z - _log_pos(s, 0, _sum_range(n), saturate=False)
+
+
+# ---------------------------------------------------------------- registry
+
+APPROXIMATIONS = {
+    "exp": exp,
+    "log": log,
+    "logistic": sigmoid,
+    "tanh": tanh,
+    "sqrt": sqrt,
+    "rsqrt": rsqrt,
+    "reciprocal": reciprocal,
+}
+"""Unary approximations keyed by JAX primitive name ("reciprocal": 1/x)."""
+
+BINARY_APPROXIMATIONS = {"div": div}
+"""``div`` with a secret divisor."""
+
+ERROR_BOUNDS = {
+    # name: (lo, hi, max_err, kind) -- kind "abs" or "rel" (see the module docstring:
+    # "rel" in fixed point allows FIXED_POINT_ATOL on top)
+    "exp": (_EXP_LO, _EXP_HI, 1.0e-4, "rel"),
+    "log": (2.0 ** -10, 2.0 ** 10, 4.0e-5, "abs"),
+    "logistic": (-2.0 ** 15, 2.0 ** 15, 2.5e-4, "abs"),   # holds on all of R
+    "tanh": (-2.0 ** 15, 2.0 ** 15, 4.0e-4, "abs"),       # holds on all of R
+    "sqrt": (2.0 ** -8, 2.0 ** 14, 1.0e-5, "rel"),
+    "rsqrt": (2.0 ** -8, 2.0 ** 14, 3.0e-5, "rel"),
+    "reciprocal": (2.0 ** -8, 2.0 ** 12, 1.5e-5, "rel"),  # and the same for -x
+}
+
+SOFTMAX_ERROR = 1.0e-4
+LOG_SOFTMAX_ERROR = 1.5e-4
+
+
+def allowed_error(name, reference, fixed_point=False):
+    """Per-element error allowed by ``ERROR_BOUNDS[name]`` at true values ``reference``."""
+    _, _, err, kind = ERROR_BOUNDS[name]
+    ref = np.abs(np.asarray(reference, np.float64))
+    bound = err * ref if kind == "rel" else np.full_like(ref, err)
+    return bound + FIXED_POINT_ATOL if (fixed_point and kind == "rel") else bound

@@ -1,0 +1,599 @@
+"""Tests of mixc.approx: error bounds (float32 and emulated 18-bit fixed point),
+saturation outside the stated ranges, allowed primitives and MPC cost.
+
+``FixedPoint`` below interprets a function's jaxpr the way mixc's arith2pc
+protocol computes it: values are int64 ring elements round(v * 2^18); inputs
+and constants are encoded with round-to-nearest; add/sub/neg/select/min/max/
+comparisons/sums are exact; every product (secret or by a public constant)
+is followed by a truncation by 2^18 -- TruncPr's stochastic rounding (error
+< 1 unit), or floor/nearest for comparison runs; division by a public c is a
+product by the encoded float32 1/c. It also checks TruncPr's precondition
+that every product stays below 2^62 in the ring (2^26 in value).
+
+``mpc_cost`` walks the jaxpr and counts secret x secret products (a select
+with a secret predicate and a secret branch is one), their depth, and secret
+comparisons (and their sequential layers).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mixc import approx as A
+
+F = 18
+ONE = 1 << F
+
+
+# ----------------------------------------------------------------- references
+
+def _sigmoid64(x):
+    x = np.asarray(x, np.float64)
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+REFERENCE = {
+    "exp": np.exp,
+    "log": np.log,
+    "logistic": _sigmoid64,
+    "tanh": np.tanh,
+    "sqrt": np.sqrt,
+    "rsqrt": lambda x: 1 / np.sqrt(x),
+    "reciprocal": lambda x: 1 / x,
+}
+
+
+def _grid(name, n):
+    lo, hi, _, _ = A.ERROR_BOUNDS[name]
+    if lo > 0:
+        g = np.geomspace(lo, hi, n)
+    elif name in ("logistic", "tanh"):   # dense where the function bends, sparse beyond
+        g = np.concatenate([np.linspace(-12, 12, n), np.geomspace(12, hi, 200), -np.geomspace(12, -lo, 200)])
+    else:
+        g = np.linspace(lo, hi, n)
+    g = g.astype(np.float32)
+    if name == "reciprocal":
+        g = np.concatenate([g, -g])
+    return g
+
+
+# ----------------------------------------------------------------- fixed-point emulation
+
+class FixedPointOverflow(AssertionError):
+    pass
+
+
+class FixedPoint:
+    """Evaluate a jaxpr in emulated 2PC fixed point (see the module docstring)."""
+
+    def __init__(self, rounding="stochastic", seed=0):
+        self.rounding = rounding
+        self.rng = np.random.default_rng(seed)
+        self.max_product = 0.0
+
+    @staticmethod
+    def encode(v):
+        return np.round(np.asarray(v, np.float64) * ONE).astype(np.int64)
+
+    @staticmethod
+    def decode(v):
+        return np.asarray(v, np.float64) / ONE
+
+    def _trunc(self, p):
+        if self.rounding == "stochastic":
+            u = self.rng.integers(0, ONE, size=np.shape(p), dtype=np.int64)
+            return np.floor_divide(p + u, ONE)
+        if self.rounding == "floor":
+            return np.floor_divide(p, ONE)
+        return np.floor_divide(p + ONE // 2, ONE)
+
+    def _product(self, a, b):
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        mag = np.abs(a.astype(np.float64)) * np.abs(b.astype(np.float64))
+        peak = float(mag.max()) if mag.size else 0.0
+        self.max_product = max(self.max_product, peak / ONE / ONE)
+        if peak >= 2.0 ** 62:
+            raise FixedPointOverflow(f"product of magnitude 2^{math.log2(peak) - 2 * F:.1f} "
+                                     f"exceeds TruncPr's 2^{62 - 2 * F}")
+        return self._trunc(a * b)
+
+    def _read(self, env, v):
+        if hasattr(v, "val") and not hasattr(v, "count"):       # Literal
+            val = np.asarray(v.val)
+            return val if val.dtype == np.bool_ else self.encode(val)
+        return env[v]
+
+    def run(self, closed, *args):
+        """Run a ClosedJaxpr on float64 inputs; returns decoded float64 outputs."""
+        ins = [self.encode(a) for a in args]
+        outs = self._eval(closed.jaxpr, [self.encode(c) for c in closed.consts], ins)
+        return [self.decode(o) if np.asarray(o).dtype != np.bool_ else o for o in outs]
+
+    def _eval(self, jaxpr, consts, args):
+        env = {}
+        for v, c in zip(jaxpr.constvars, consts):
+            env[v] = c
+        for v, a in zip(jaxpr.invars, args):
+            env[v] = a
+        for eqn in jaxpr.eqns:
+            ins = [self._read(env, v) for v in eqn.invars]
+            outs = self._apply(eqn, ins)
+            for v, o in zip(eqn.outvars, outs):
+                env[v] = o
+        return [self._read(env, v) for v in jaxpr.outvars]
+
+    def _apply(self, eqn, ins):
+        name, p = eqn.primitive.name, eqn.params
+        out_shape = tuple(eqn.outvars[0].aval.shape) if eqn.outvars else ()
+        if name in ("jit", "pjit", "closed_call", "core_call"):
+            sub = p["jaxpr"]
+            return self._eval(sub.jaxpr, [self.encode(c) for c in sub.consts], ins)
+        if name == "custom_jvp_call":
+            sub = p["call_jaxpr"]
+            return self._eval(sub.jaxpr, [self.encode(c) for c in sub.consts], ins)
+        x = ins[0] if ins else None
+        if name == "add":
+            r = ins[0] + ins[1]
+        elif name == "sub":
+            r = ins[0] - ins[1]
+        elif name == "neg":
+            r = -x
+        elif name == "mul":
+            r = self._product(ins[0], ins[1])
+        elif name == "div":
+            c = np.float32(1.0) / np.float32(self.decode(ins[1]))
+            r = self._product(ins[0], self.encode(c))
+        elif name == "integer_pow":
+            r = x
+            for _ in range(p["y"] - 1):
+                r = self._product(r, x)
+        elif name in ("lt", "gt", "le", "ge", "eq", "ne"):
+            r = {"lt": np.less, "gt": np.greater, "le": np.less_equal, "ge": np.greater_equal,
+                 "eq": np.equal, "ne": np.not_equal}[name](ins[0], ins[1])
+        elif name == "select_n":
+            pred, cases = np.asarray(ins[0]), [np.asarray(c) for c in ins[1:]]
+            r = np.choose(pred.astype(np.int64), np.broadcast_arrays(*cases))
+        elif name == "max":
+            r = np.maximum(ins[0], ins[1])
+        elif name == "min":
+            r = np.minimum(ins[0], ins[1])
+        elif name == "abs":
+            r = np.abs(x)
+        elif name == "sign":
+            r = np.sign(x) * ONE
+        elif name == "reduce_sum":
+            r = np.sum(x, axis=tuple(p["axes"]))
+        elif name == "reduce_max":
+            r = np.max(x, axis=tuple(p["axes"]))
+        elif name == "broadcast_in_dim":
+            shape, dims = tuple(p["shape"]), tuple(p["broadcast_dimensions"])
+            src = np.asarray(x)
+            expanded = [1] * len(shape)
+            for d, s in zip(dims, src.shape):
+                expanded[d] = s
+            r = np.broadcast_to(src.reshape(expanded), shape)
+        elif name in ("reshape", "squeeze", "expand_dims"):
+            r = np.reshape(x, out_shape)
+        elif name == "convert_element_type":
+            src = np.asarray(x)
+            new = np.dtype(p["new_dtype"])
+            if src.dtype == np.bool_ and new != np.bool_:
+                r = src.astype(np.int64) * ONE
+            elif np.issubdtype(new, np.floating):
+                r = src
+            else:
+                raise NotImplementedError(f"convert_element_type to {new}")
+        elif name in ("copy", "copy_p", "stop_gradient", "optimization_barrier"):
+            r = x
+        else:
+            raise NotImplementedError(f"fixed-point emulation of {name}")
+        return [np.asarray(r)]
+
+
+_JAXPRS = {}
+
+
+def fixed_point(fn, *args, rounding="stochastic", seed=0, emulator=None):
+    """fn evaluated in emulated 18-bit fixed point on float64 arrays ``args``."""
+    key = (fn, tuple(np.shape(a) for a in args))
+    if key not in _JAXPRS:
+        _JAXPRS[key] = jax.make_jaxpr(fn)(*[np.asarray(a, np.float32) for a in args])
+    closed = _JAXPRS[key]
+    fp = emulator or FixedPoint(rounding, seed)
+    (out,) = fp.run(closed, *args)
+    return out
+
+
+def encoded(x):
+    """x as the MPC sees it: rounded to a multiple of 2^-18."""
+    return np.round(np.asarray(x, np.float64) * ONE) / ONE
+
+
+# ----------------------------------------------------------------- jaxpr checks and costs
+
+ALLOWED = {"add", "sub", "mul", "neg", "div", "lt", "gt", "le", "ge", "eq", "ne", "select_n",
+           "max", "min", "abs", "sign", "reduce_sum", "reduce_max", "broadcast_in_dim", "reshape",
+           "squeeze", "expand_dims", "convert_element_type", "integer_pow", "pjit", "jit",
+           "custom_jvp_call", "stop_gradient", "copy", "copy_p"}
+COMPARISONS = {"lt", "gt", "le", "ge", "eq", "ne"}
+
+
+def _is_literal(v):
+    return hasattr(v, "val") and not hasattr(v, "count")
+
+
+def _subjaxpr(eqn):
+    for key in ("jaxpr", "call_jaxpr"):
+        if key in eqn.params:
+            sub = eqn.params[key]
+            return getattr(sub, "jaxpr", sub)
+    return None
+
+
+def mpc_cost(fn, *args):
+    """{'products', 'depth', 'comparisons', 'layers', 'primitives'} of fn's jaxpr with
+    the arguments secret (literals and constants public)."""
+    closed = jax.make_jaxpr(fn)(*args)
+    stats = {"products": 0, "comparisons": 0, "primitives": set()}
+
+    def walk(jaxpr, in_info):
+        info = {}
+        for v, i in zip(jaxpr.invars, in_info):
+            info[v] = i
+        for v in jaxpr.constvars:
+            info[v] = (False, 0, 0)
+
+        def get(v):
+            return (False, 0, 0) if _is_literal(v) else info[v]
+
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            stats["primitives"].add(name)
+            ins = [get(v) for v in eqn.invars]
+            secret = any(i[0] for i in ins)
+            depth = max((i[1] for i in ins), default=0)
+            layer = max((i[2] for i in ins), default=0)
+            sub = _subjaxpr(eqn)
+            if sub is not None:
+                outs = walk(sub, ins)
+                for v, o in zip(eqn.outvars, outs):
+                    info[v] = o
+                continue
+            if name == "div":
+                assert not ins[1][0], "div by a secret value"
+            if secret and name == "mul" and ins[0][0] and ins[1][0]:
+                stats["products"] += 1
+                depth += 1
+            elif secret and name == "select_n" and ins[0][0] and any(i[0] for i in ins[1:]):
+                stats["products"] += 1
+                depth += 1
+            elif secret and name in COMPARISONS | {"sign"}:
+                stats["comparisons"] += 1
+                layer += 1
+            elif secret and name in ("min", "max", "abs"):
+                stats["comparisons"] += 1
+                stats["products"] += 1
+                layer += 1
+                depth += 1
+            elif secret and name == "reduce_max":
+                n = int(np.prod(eqn.invars[0].aval.shape)) // max(1, int(np.prod(eqn.outvars[0].aval.shape)))
+                levels = math.ceil(math.log2(n)) if n > 1 else 0
+                stats["comparisons"] += n - 1
+                stats["products"] += n - 1
+                layer += levels
+                depth += levels
+            for v in eqn.outvars:
+                info[v] = (secret, depth, layer)
+        return [get(v) for v in jaxpr.outvars]
+
+    outs = walk(closed.jaxpr, [(True, 0, 0)] * len(closed.jaxpr.invars))
+    stats["depth"] = max(o[1] for o in outs)
+    stats["layers"] = max(o[2] for o in outs)
+    return stats
+
+
+# documented (products, depth, comparisons, comparison layers)
+DOCUMENTED_COST = {
+    "exp": (8, 7, 2, 1),
+    "log": (5, 4, 11, 1),
+    "reciprocal": (9, 7, 12, 2),
+    "sqrt": (7, 5, 13, 1),
+    "rsqrt": (6, 5, 12, 1),
+    "logistic": (7, 6, 2, 2),
+    "tanh": (7, 6, 2, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(A.APPROXIMATIONS))
+def test_documented_cost(name):
+    cost = mpc_cost(A.APPROXIMATIONS[name], jnp.ones((4,), jnp.float32))
+    got = (cost["products"], cost["depth"], cost["comparisons"], cost["layers"])
+    assert got == DOCUMENTED_COST[name], cost
+
+
+def test_div_cost():
+    cost = mpc_cost(A.div, jnp.ones((4,), jnp.float32), jnp.ones((4,), jnp.float32))
+    assert (cost["products"], cost["depth"], cost["comparisons"], cost["layers"]) == (10, 8, 12, 2)
+
+
+def test_softmax_cost_after_max():
+    # row of 10: 9 comparisons for the max, 1 for exp's clamp, 1 for the sum's reduction
+    cost = mpc_cost(A.softmax, jnp.ones((3, 10), jnp.float32))
+    assert cost["comparisons"] == 9 + 1 + 1
+    assert cost["depth"] == math.ceil(math.log2(10)) + 14
+    cost = mpc_cost(A.log_softmax, jnp.ones((3, 10), jnp.float32))
+    assert cost["depth"] == math.ceil(math.log2(10)) + 11
+    assert mpc_cost(A.softmax, jnp.ones((2, 3), jnp.float32))["comparisons"] == 2 + 1
+
+
+def _all_functions():
+    fns = dict(A.APPROXIMATIONS)
+    fns["div"] = A.div
+    fns["softmax"] = A.softmax
+    fns["log_softmax"] = A.log_softmax
+    fns["softmax_axis0"] = lambda x: A.softmax(x, axis=0)
+    return fns
+
+
+@pytest.mark.parametrize("name", sorted(_all_functions()))
+def test_only_mpc_friendly_primitives(name):
+    fn = _all_functions()[name]
+    args = [jnp.ones((3, 5), jnp.float32)] * (2 if name == "div" else 1)
+    cost = mpc_cost(fn, *args)          # asserts no div by a secret
+    assert cost["primitives"] <= ALLOWED, cost["primitives"] - ALLOWED
+
+
+def test_poly_depth_and_products():
+    for deg, (products, depth) in {2: (1, 1), 4: (3, 2), 6: (4, 3), 8: (4, 3), 12: (5, 4)}.items():
+        coeffs = [1.0 / (k + 1) for k in range(deg + 1)]
+        cost = mpc_cost(lambda t: A._poly(t, coeffs), jnp.ones((2,), jnp.float32))
+        assert (cost["products"], cost["depth"]) == (products, depth), (deg, cost)
+        t = np.linspace(-1, 1, 11).astype(np.float32)
+        np.testing.assert_allclose(A._poly(jnp.asarray(t), coeffs), np.polyval(coeffs[::-1], t),
+                                   rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------- error bounds, float32
+
+_JIT = {name: jax.jit(fn) for name, fn in A.APPROXIMATIONS.items()}
+
+
+def _check(name, x, y, fixed_point=False):
+    ref = REFERENCE[name](np.asarray(x, np.float64))
+    err = np.abs(np.asarray(y, np.float64) - ref)
+    tol = A.allowed_error(name, ref, fixed_point=fixed_point)
+    bad = err > tol
+    assert not bad.any(), (f"{name}: error {err[bad][0]:.3g} > {tol[bad][0]:.3g} at x={np.asarray(x)[bad][0]!r}"
+                           f" ({int(bad.sum())} points)")
+
+
+@pytest.mark.parametrize("name", sorted(A.ERROR_BOUNDS))
+def test_dense_grid_float32(name):
+    x = _grid(name, 200_001)
+    y = _JIT[name](x)
+    assert y.dtype == jnp.float32 and y.shape == x.shape
+    _check(name, x, y)
+
+
+@pytest.mark.parametrize("name", sorted(A.ERROR_BOUNDS))
+@pytest.mark.parametrize("rounding", ["stochastic", "floor"])
+def test_dense_grid_fixed_point(name, rounding):
+    x = encoded(_grid(name, 40_001))
+    y = fixed_point(A.APPROXIMATIONS[name], x, rounding=rounding)
+    _check(name, x, y, fixed_point=True)
+
+
+def test_cores_at_every_fixed_point_value():
+    """The [1, 4) polynomial cores at every fourth representable m (3 * 2^16 values)."""
+    m = np.arange(ONE, 4 * ONE, 4, dtype=np.int64) / ONE
+    for name, f in (("log", np.log), ("reciprocal", lambda v: 1 / v), ("sqrt", np.sqrt),
+                    ("rsqrt", lambda v: 1 / np.sqrt(v))):
+        y = fixed_point(A.APPROXIMATIONS[name], m, rounding="stochastic")
+        ref = f(m)
+        _check(name, m, y, fixed_point=True)
+        assert np.abs(y - ref).max() <= A.allowed_error(name, ref, fixed_point=True).max()
+
+
+def _div_bound(a, b, fixed_point):
+    q = np.abs(a / b)
+    extra = 2.0 ** -17 * (1 + 1 / (4 * np.abs(b))) if fixed_point else 0.0
+    return 1.5e-5 * q + extra
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "floor"])
+def test_div(rounding):
+    rng = np.random.default_rng(3)
+    b = np.concatenate([np.geomspace(2.0 ** -8, 2.0 ** 12, 20_000), -np.geomspace(2.0 ** -8, 2.0 ** 12, 20_000)])
+    a = rng.uniform(-1000, 1000, b.size) * rng.choice([1.0, 1e-3], b.size)
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    y = np.asarray(jax.jit(A.div)(a32, b32), np.float64)
+    ref = a32.astype(np.float64) / b32
+    assert (np.abs(y - ref) <= _div_bound(a32, b32.astype(np.float64), False)).all()
+    ae, be = encoded(a), encoded(b)
+    yf = fixed_point(A.div, ae, be, rounding=rounding)
+    assert (np.abs(yf - ae / be) <= _div_bound(ae, be, True)).all()
+    # 1000/4000: a * reciprocal(b) would multiply reciprocal's rounding (1/4000 is 66 units
+    # of 2^-18) by 1000; div keeps the quotient to a few units
+    a, b = encoded([1000.0] * 64), encoded([4000.0] * 64)
+    assert np.abs(fixed_point(A.div, a, b) - 0.25).max() < 2e-5
+    naive = fixed_point(lambda u, v: u * A.reciprocal(v), a, b)
+    assert np.abs(naive - 0.25).max() > 5e-4
+
+
+# ----------------------------------------------------------------- hypothesis
+
+def _in_range(name):
+    lo, hi, _, _ = A.ERROR_BOUNDS[name]
+    if lo > 0:   # log-uniform
+        return st.floats(math.log2(lo), math.log2(hi)).map(lambda e: float(np.float32(2.0 ** e)))
+    return st.floats(lo, hi, width=32)
+
+
+@pytest.mark.parametrize("name", sorted(A.ERROR_BOUNDS))
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_random_inputs_in_range(name, data):
+    xs = data.draw(st.lists(_in_range(name), min_size=16, max_size=16))
+    x = np.asarray(xs, np.float32)
+    if name == "reciprocal" and data.draw(st.booleans()):
+        x = -x
+    _check(name, x, _JIT[name](x))
+    xe = encoded(x)
+    _check(name, xe, fixed_point(A.APPROXIMATIONS[name], xe, seed=data.draw(st.integers(0, 2**31))),
+           fixed_point=True)
+
+
+# ----------------------------------------------------------------- outside the ranges
+
+WIDE = np.concatenate([np.linspace(-2.0 ** 15, 2.0 ** 15, 40_001), [-2.0 ** 15, 2.0 ** 15, 0.0],
+                       np.geomspace(1e-6, 2 ** 15, 2001), -np.geomspace(1e-6, 2 ** 15, 2001)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(_all_functions()))
+def test_no_nan_or_inf_and_no_fixed_point_overflow(name):
+    fn = _all_functions()[name]
+    rows = WIDE[: WIDE.size // 6 * 6].reshape(-1, 6)
+    args = (WIDE, WIDE[::-1]) if name == "div" else ((rows,) if "softmax" in name else (WIDE,))
+    y = np.asarray(jax.jit(fn)(*args))
+    assert np.isfinite(y).all()
+    emu = FixedPoint()
+    fixed_point(fn, *[encoded(a) for a in args], emulator=emu)   # raises on TruncPr overflow
+    assert emu.max_product < 2.0 ** 26
+
+
+@pytest.mark.parametrize("x,expected", [
+    (-100.0, 0.0), (-1e4, 0.0), (-2.0 ** 15, 0.0), (-16.5, 0.0), (13.0, math.exp(12)),
+    (100.0, math.exp(12)), (2.0 ** 15, math.exp(12)),
+])
+def test_exp_saturates(x, expected):
+    y = float(A.exp(np.float32(x)))
+    assert abs(y - expected) <= 1e-4 * expected + 2e-7
+    yf = float(fixed_point(A.exp, np.array([x]))[0])
+    assert abs(yf - expected) <= 1e-4 * expected + A.FIXED_POINT_ATOL
+
+
+@pytest.mark.parametrize("name,x,expected", [
+    ("log", 0.0, -10 * math.log(2)), ("log", -5.0, -10 * math.log(2)), ("log", 1e-5, -10 * math.log(2)),
+    ("log", 2.0 ** 15, 10 * math.log(2)), ("log", 5000.0, 10 * math.log(2)),
+    ("reciprocal", 0.0, 256.0), ("reciprocal", 1e-4, 256.0), ("reciprocal", -1e-4, -256.0),
+    ("reciprocal", 1e5, 2.0 ** -12), ("reciprocal", -2.0 ** 15, -(2.0 ** -12)),
+    ("sqrt", 0.0, 0.0), ("sqrt", -4.0, 0.0), ("sqrt", -2.0 ** 15, 0.0), ("sqrt", 2.0 ** 15, 128.0),
+    ("sqrt", 2.0 ** -9, 2.0 ** -5), ("sqrt", 2.0 ** -14, 2.0 ** -10),
+    ("rsqrt", 0.0, 16.0), ("rsqrt", -3.0, 16.0), ("rsqrt", 1e-4, 16.0), ("rsqrt", 2.0 ** 15, 2.0 ** -7),
+    ("logistic", 1e4, 1.0), ("logistic", -1e4, 0.0), ("logistic", 2.0 ** 15, 1.0), ("logistic", 9.0, 1.0),
+    ("tanh", 1e4, 1.0), ("tanh", -1e4, -1.0), ("tanh", -2.0 ** 15, -1.0),
+])
+def test_saturation_outside_range(name, x, expected):
+    fn = A.APPROXIMATIONS[name]
+    _, _, err, kind = A.ERROR_BOUNDS[name]
+    tol = err * abs(expected) if kind == "rel" else err
+    assert abs(float(fn(np.float32(x))) - expected) <= tol + 1e-7
+    yf = float(fixed_point(fn, encoded([x]))[0])
+    assert abs(yf - expected) <= tol + A.FIXED_POINT_ATOL
+
+
+def test_sqrt_below_range_is_the_chord():
+    x = np.geomspace(1e-6, 2.0 ** -8, 1001).astype(np.float32)
+    y = np.asarray(_JIT["sqrt"](x))
+    np.testing.assert_allclose(y, 16 * x.astype(np.float64), rtol=1e-5, atol=1e-7)
+    assert np.abs(y - np.sqrt(x.astype(np.float64))).max() <= 2.0 ** -6
+
+
+def test_sigmoid_and_tanh_symmetry():
+    x = np.concatenate([[0.0, -0.0, 1e-6], np.linspace(-20, 20, 4001)]).astype(np.float32)
+    s, t = np.asarray(_JIT["logistic"](x)), np.asarray(_JIT["tanh"](x))
+    assert s[0] == 0.5 and t[0] == 0.0 and s[1] == 0.5
+    np.testing.assert_allclose(s + np.asarray(_JIT["logistic"](-x)), 1.0, atol=1e-6)
+    np.testing.assert_allclose(t, -np.asarray(_JIT["tanh"](-x)), atol=1e-6)
+    assert np.all(np.diff(s[3:]) >= -1e-6)     # monotone up to rounding
+    for fn, zero in ((A.sigmoid, 0.5), (A.tanh, 0.0)):
+        assert fixed_point(fn, np.zeros(3))[0] == zero
+
+
+def test_sigmoid_and_tanh_on_all_of_r_in_fixed_point():
+    x = encoded(np.concatenate([np.linspace(-40, 40, 80_001), [-1e6, 1e6]]))
+    _check("logistic", x, fixed_point(A.sigmoid, x), fixed_point=True)
+    _check("tanh", x, fixed_point(A.tanh, x), fixed_point=True)
+
+
+def test_ranges_are_adjustable():
+    x = np.geomspace(0.5, 60.0, 2001).astype(np.float32)
+    narrow = jax.jit(lambda v: A.reciprocal(v, lo=0.5, hi=64.0))
+    assert mpc_cost(narrow, jnp.ones(3, jnp.float32))["comparisons"] == 1 + 5   # sign + 4^-1 .. 4^3
+    _check("reciprocal", x, narrow(x))
+    assert abs(float(narrow(np.float32(1000.0))) - 1 / 64) < 1e-6
+    _check("log", x, jax.jit(lambda v: A.log(v, lo=0.25, hi=64.0))(x))
+    np.testing.assert_allclose(A.div(np.float32(3.0), np.float32(-4.0)), -0.75, rtol=2e-5)
+    with pytest.raises(ValueError):
+        A.log(x, lo=0.0)
+    with pytest.raises(ValueError):            # 4^-j / 16 would fall below 2^-18
+        jax.make_jaxpr(lambda v: A.reciprocal(v, hi=4.0 ** 9))(x)
+    with pytest.raises(ValueError):
+        jax.make_jaxpr(A.softmax)(jax.ShapeDtypeStruct((1, 70_000), jnp.float32))
+
+
+def test_shapes_and_dtypes():
+    x = jnp.full((2, 3, 4), 0.75, jnp.float32)
+    for name in A.APPROXIMATIONS:
+        y = _JIT[name](x)
+        assert y.shape == x.shape and y.dtype == jnp.float32, name
+    for name in ("exp", "logistic"):
+        y = A.APPROXIMATIONS[name](0.75)                                # Python scalar, eager
+        assert y.shape == () and y.dtype == jnp.float32, name
+        assert np.isclose(float(y), REFERENCE[name](0.75), rtol=1e-3), name
+
+
+# ----------------------------------------------------------------- softmax
+
+def _softmax64(x, axis):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _log_softmax64(x, axis, z_dtype=np.float64):
+    """(z_dtype: float32 rounds x - max(x) as the float32 computation does)"""
+    x = np.asarray(x)
+    z = (x - x.max(axis=axis, keepdims=True)).astype(z_dtype).astype(np.float64)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+@pytest.mark.parametrize("shape,axis,scale", [
+    ((64, 10), 0, 3.0), ((4, 3, 7), 1, 20.0), ((32, 2), -1, 1e4), ((5,), 0, 0.0),
+    ((16, 4096), -1, 2.0),
+])
+def test_softmax_matches_reference(shape, axis, scale):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * scale).astype(np.float32)
+    ref = _softmax64(x, axis)
+    y = np.asarray(jax.jit(lambda v: A.softmax(v, axis=axis))(x), np.float64)
+    assert np.abs(y - ref).max() <= A.SOFTMAX_ERROR
+    assert np.abs(y - np.asarray(jax.nn.softmax(x, axis=axis))).max() <= A.SOFTMAX_ERROR + 1e-6
+    n = shape[axis]
+    assert np.abs(y.sum(axis=axis) - 1).max() <= max(n * 1e-5, A.SOFTMAX_ERROR)
+    xe = encoded(x)
+    yf = fixed_point(lambda v: A.softmax(v, axis=axis), xe)
+    ref = _softmax64(xe, axis)
+    assert np.abs(yf - ref).max() <= A.SOFTMAX_ERROR
+    assert np.abs(yf.sum(axis=axis) - 1).max() <= max(n * 2e-5, 4 * A.SOFTMAX_ERROR)
+    lsm = np.asarray(jax.jit(lambda v: A.log_softmax(v, axis=axis))(x), np.float64)
+    assert np.abs(lsm - _log_softmax64(x, axis, np.float32)).max() <= A.LOG_SOFTMAX_ERROR
+    lsf = fixed_point(lambda v: A.log_softmax(v, axis=axis), xe)
+    assert np.abs(lsf - _log_softmax64(xe, axis)).max() <= A.LOG_SOFTMAX_ERROR
+
+
+_SOFTMAX = jax.jit(A.softmax)
+
+
+@settings(max_examples=20, deadline=None)
+@given(hnp.arrays(np.float32, (4, 6), elements=st.floats(-50, 50, width=32)))
+def test_softmax_random(x):
+    y = np.asarray(_SOFTMAX(x), np.float64)
+    assert np.abs(y - _softmax64(x, -1)).max() <= A.SOFTMAX_ERROR
+    assert np.abs(y.sum(-1) - 1).max() <= 6 * 1e-5

@@ -151,6 +151,21 @@ void mixc_he_sample_wide(const uint64_t *rnd, unsigned bits, const uint64_t *mod
  * out holds (cnt * bits + 7) / 8 bytes */
 void mixc_he_pack(const uint64_t *in, size_t cnt, unsigned bits, uint8_t *out);
 void mixc_he_unpack(const uint8_t *in, size_t cnt, unsigned bits, uint64_t *out);
+/* ---- fused protocol finish kernels (csrc/fused.c), elementwise, mod 2^64 ----
+ * first is 0 or 1; out may alias an input exactly (elementwise rule above).
+ * beaver: out = c + e*b + f*a (+ e*f if first)
+ * and:    out = c ^ (e & b) ^ (f & a) (^ (e & f) if first)
+ * truncpr (1 <= bits <= 62): c_low = (c << 1) >> (bits + 1), c_msb = c >> 63,
+ *   t = msb - 2*c_msb*msb (+ c_msb if first),
+ *   out = (t << (63 - bits)) - low (+ c_low - 2^(62 - bits) if first) */
+void mixc_beaver_finish(const uint64_t *c, const uint64_t *e, const uint64_t *f,
+                        const uint64_t *a, const uint64_t *b, uint64_t *out,
+                        size_t n, int first);
+void mixc_and_finish(const uint64_t *c, const uint64_t *e, const uint64_t *f,
+                     const uint64_t *a, const uint64_t *b, uint64_t *out,
+                     size_t n, int first);
+void mixc_truncpr_finish(const uint64_t *c, const uint64_t *msb, const uint64_t *low,
+                         uint64_t *out, size_t n, unsigned bits, int first);
 /* CDEF-END */
 
 #endif /* MIXC_KERNELS_H */

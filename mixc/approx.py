@@ -106,7 +106,7 @@ Fixed-point notes (f = 18; mixc's TruncPr needs every product below 2^26 in
 magnitude before truncation, and adds up to one unit, 2^-18, unbiased):
 
 - Inputs are clamped or range-reduced *before* any product that could grow,
-  so every input with |x| <= 2^26 (in particular [-2^15, 2^15]) keeps every
+  so every input with |x| < 2^25 (in particular [-2^15, 2^15]) keeps every
   product below 2^26 (the tests check it on [-2^15, 2^15]); no wrap-around,
   and no NaN/inf in float32.
 - exp: x/8 is rounded to 2^-18 and the 3 squarings multiply that error by 8:
@@ -232,8 +232,16 @@ def _poly(t, coeffs):
         pw[j] = pw[j // 2] * pw[j - j // 2]
 
     def block(lo, hi):
-        terms = [c[j] * pw[j - lo] for j in range(lo + 1, hi + 1) if c[j]]
-        acc = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(t)
+        idx = [j for j in range(lo + 1, hi + 1) if c[j]]
+        if len(idx) > 1:
+            # One product with the public coefficient vector: a single truncation for
+            # the block instead of one per term.
+            powers = jnp.stack([pw[j - lo] for j in idx], axis=-1)
+            acc = powers @ jnp.asarray([c[j] for j in idx], jnp.float32)
+        elif idx:
+            acc = c[idx[0]] * pw[idx[0] - lo]
+        else:
+            acc = jnp.zeros_like(t)
         return acc + c[lo] if c[lo] else acc
 
     blocks = [(s, min(s + k - 1, n)) for s in range(0, n + 1, k)]
@@ -488,11 +496,18 @@ def div(a, b, *, lo=None, hi=None):
     |a| < 2^22. Outside the range of |b|, as reciprocal: a * (+-256) or
     a * (+-2^-12).
     """
-    a, b = _f32(a), _f32(b)
+    q, g = reciprocal_parts(b, lo=lo, hi=hi)
+    return (_f32(a) * q) * g
+
+
+def reciprocal_parts(b, *, lo=None, hi=None):
+    """(q, g) with 1/b = q * g, q in [1, 16] and g = sign(b) * 4^-j / 16 public-valued:
+    ``div``'s two factors, so a divisor broadcast over many numerators is reduced once."""
+    b = _f32(b)
     L, H = _log4_range(lo, hi, _RECIP_RANGE, max_h=8)
     s = _sign(b)
     f, q = _recip_parts(s * b, L, H)
-    return (a * q) * _mul(s, f)
+    return q, _mul(s, f)
 
 
 # ---------------------------------------------------------------- sqrt / rsqrt

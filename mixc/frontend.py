@@ -123,7 +123,7 @@ class _Trace:
     def emit(self, op, operands, types, attrs, loc):
         node = self.module.add(op, operands, types, attrs, loc)
         self.producer.update((r, node) for r in node.results)
-        on_mpc = node.results and self.module.devices[node.results[0].type.place].kind == "MPC"
+        on_mpc = node.results and self.module.devices[node.results[0].type.place].kind in ("MPC", "HE")
         if on_mpc and op != "to" and all(v in self.public for v in operands):
             self.public.update(node.results)
         return node
@@ -164,7 +164,7 @@ class DeviceFunction:
         try:
             if self.device.kind in ("PYU", "TEE"):  # a TEE runs plaintext JAX, like a PYU
                 outs, out_tree = _trace_pyu(trace, self, flat_fn, avals, operands, frame)
-            elif self.device.kind == "MPC":
+            elif self.device.kind in ("MPC", "HE"):  # HE: op by op too, linear ops only
                 outs, out_tree = _trace_mpc(trace, self, flat_fn, avals, operands, frame)
             else:
                 raise TraceError(f"{_where(frame)}: {self.device.kind} devices are not "
@@ -267,6 +267,11 @@ def _translate(trace, jaxpr, env, dev, frame, pinned=False):
             outs = _translate(trace, inner, inner_env, dev, eframe, pinned)
         else:
             rule = PRIMITIVES.get(name)
+            if dev.kind == "HE" and name not in HE_PRIMITIVES:
+                raise TraceError(f"{_where(eframe)}: '{name}' is not a linear op: HE device "
+                                 f"{dev.name!r} evaluates only linear functions of its "
+                                 f"ciphertexts ({', '.join(sorted(HE_PRIMITIVES))}); compute "
+                                 "it on an MPC device or at the key owner")
             if rule is None:
                 raise TraceError(f"{_where(eframe)}: jnp op '{name}' is not supported on MPC "
                                  f"device {dev.name!r} yet (supported: "
@@ -364,6 +369,18 @@ def _dot_attrs(p):
     return {"contract": (_ints(lc), _ints(rc)), "batch": (_ints(lb), _ints(rb))}
 
 
+def _conv_attrs(p):
+    if p["feature_group_count"] != 1 or p["batch_group_count"] != 1:
+        raise NotImplementedError("grouped convolutions (feature_group_count or "
+                                  "batch_group_count > 1)")
+    dn = p["dimension_numbers"]
+    return {"window_strides": _ints(p["window_strides"]),
+            "padding": tuple(_ints(q) for q in p["padding"]),
+            "lhs_dilation": _ints(p["lhs_dilation"]), "rhs_dilation": _ints(p["rhs_dilation"]),
+            "dimension_numbers": (_ints(dn.lhs_spec), _ints(dn.rhs_spec), _ints(dn.out_spec)),
+            "feature_group_count": 1, "batch_group_count": 1}
+
+
 def _reshape_attrs(p):
     if p.get("dimensions") is not None:
         raise NotImplementedError("reshape with a dimensions permutation")
@@ -377,11 +394,16 @@ def _slice_attrs(p):
 
 
 def _macro(build):
-    """An op written as a JAX function of ops mixc runs natively, traced and inlined."""
+    """An op written as a JAX function of ops mixc runs natively, traced and inlined.
+    Traces are cached per (params, operand types): a training loop reuses them."""
+    traced = {}
+
     def rule(trace, eqn, ins, dev, loc):
-        fn = build(eqn.params)
         avals = [jax.ShapeDtypeStruct(v.type.shape, _NP[v.type.dtype]) for v in ins]
-        closed = jax.make_jaxpr(fn)(*avals)
+        key = (repr(sorted(eqn.params.items())), tuple((a.shape, a.dtype) for a in avals))
+        if key not in traced:
+            traced[key] = jax.make_jaxpr(build(eqn.params))(*avals)
+        closed = traced[key]
         env = dict(zip(closed.jaxpr.invars, ins))
         for var, c in zip(closed.jaxpr.constvars, closed.consts):
             env[var] = _constant(trace, np.asarray(c), dev, loc)
@@ -402,16 +424,27 @@ def _div(trace, eqn, ins, dev, loc):
     row by its broadcast sum: one reciprocal per row, not per element)."""
     if ins[1] in trace.public or np.issubdtype(eqn.outvars[0].aval.dtype, np.integer):
         return _elementwise("div")(trace, eqn, ins, dev, loc)
-    from . import approx
     divisor = ins[1]
     made_by = trace.producer.get(divisor)
     if made_by is not None and made_by.op == "broadcast_in_dim":
         (small,) = made_by.operands
-        (recip,) = _macro(lambda p: approx.reciprocal)(trace, eqn, [small], dev, loc)
-        recip = trace.emit("broadcast_in_dim", [recip], [divisor.type], dict(made_by.attrs),
-                           loc).result
-        return _elementwise("mul")(trace, eqn, [ins[0], recip], dev, loc)
-    return _macro(lambda p: approx.div)(trace, eqn, ins, dev, loc)
+        parts = _RECIPROCAL_PARTS(trace, eqn, [small], dev, loc)
+        q, g = (trace.emit("broadcast_in_dim", [v], [divisor.type], dict(made_by.attrs),
+                           loc).result for v in parts)
+        (scaled,) = _elementwise("mul")(trace, eqn, [ins[0], q], dev, loc)
+        return _elementwise("mul")(trace, eqn, [scaled, g], dev, loc)
+    return _SECRET_DIV(trace, eqn, ins, dev, loc)
+
+
+def _approx_attr(name):
+    def build(params):
+        from . import approx
+        return getattr(approx, name)
+    return build
+
+
+_RECIPROCAL_PARTS = _macro(_approx_attr("reciprocal_parts"))
+_SECRET_DIV = _macro(_approx_attr("div"))
 
 
 def _identity_bound(fn, identity):
@@ -487,6 +520,18 @@ def _arg_tree(pick_hi):
     return _macro(build)
 
 
+def _stack(trace, eqn, ins, dev, loc):
+    """jnp.stack: each operand gets the new unit axis, then one concatenate."""
+    axis = int(eqn.params["axis"])
+    expanded = []
+    for v in ins:
+        shape = v.type.shape[:axis] + (1,) + v.type.shape[axis:]
+        expanded.append(trace.emit("reshape", [v], [v.type.with_(shape=shape)],
+                                   {"new_sizes": shape}, loc).result)
+    t = [_aval_type(v.aval, dev) for v in eqn.outvars]
+    return trace.emit("concatenate", expanded, t, {"dimension": axis}, loc).results
+
+
 def _select_n(trace, eqn, ins, dev, loc):
     if len(ins) != 3 or ins[0].type.dtype != "bool":
         raise TraceError(f"{loc}: select_n on MPC takes a bool predicate and two cases")
@@ -520,6 +565,7 @@ PRIMITIVES = {
     "neg": _simple("neg"), "div": _elementwise("div"),
     "add_any": _elementwise("add"), "iota": _iota,
     "dot_general": _simple("dot_general", _dot_attrs),
+    "conv_general_dilated": _simple("conv_general_dilated", _conv_attrs),
     "reduce_sum": _simple("reduce_sum", lambda p: {"axes": _ints(p["axes"])}),
     "broadcast_in_dim": _simple("broadcast_in_dim", lambda p: {
         "shape": _ints(p["shape"]), "broadcast_dimensions": _ints(p["broadcast_dimensions"])}),
@@ -534,7 +580,7 @@ PRIMITIVES = {
     "copy": _alias, "copy_p": _alias, "stop_gradient": _alias,
     "lt": _elementwise("lt"), "eq": _elementwise("eq"),
     "and": _elementwise("and"), "or": _elementwise("or"), "xor": _elementwise("xor"),
-    "not": _simple("not"), "select_n": _select_n,
+    "not": _simple("not"), "select_n": _select_n, "stack": _stack,
     "shift_left": _shift("shl"), "shift_right_logical": _shift("lshr"),
     "shift_right_arithmetic": _shift("ashr"),
     "reduce_max": _reduce_tree(jnp.maximum), "reduce_min": _reduce_tree(jnp.minimum),
@@ -545,6 +591,13 @@ PRIMITIVES.update({name: _macro(build) for name, build in _MACROS.items()})
 PRIMITIVES.update({name: _approximation(name)
                    for name in ("exp", "log", "logistic", "tanh", "sqrt", "rsqrt")})
 PRIMITIVES["div"] = _div
+
+# What an HE device evaluates: functions linear in its ciphertexts (a product needs one
+# plaintext side; the protocol refuses a product of two ciphertexts by name and line).
+HE_PRIMITIVES = frozenset((
+    "add", "sub", "neg", "mul", "div", "add_any", "iota", "dot_general", "conv_general_dilated",
+    "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate",
+    "pad", "convert_element_type", "copy", "copy_p", "stop_gradient"))
 PRIMITIVES["max"] = _identity_bound(PRIMITIVES["max"], -np.inf)
 PRIMITIVES["min"] = _identity_bound(PRIMITIVES["min"], np.inf)
 

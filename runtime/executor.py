@@ -124,6 +124,9 @@ class PartyExecutor:
             return [args[0].view(np.int64).astype(NUMPY_DTYPES[a["dtype"]])]
         if op == "call":
             return self._call(a, args)
+        if op.startswith("he."):  # RLWE key generation, encryption and evaluation
+            from . import he_ops
+            return he_ops.run(op, a, args)
         if op == "bits_pack":
             return [kernels.bits_pack(np.ascontiguousarray(args[0]).reshape(-1))]
         if op == "bits_unpack":

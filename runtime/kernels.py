@@ -537,3 +537,87 @@ class Prg:
         words = self.random_u64(((n + 63) // 64,))
         bits = np.unpackbits(words.astype("<u8", copy=False).view(np.uint8), bitorder="little")[:n]
         return bits.astype(_U64).reshape(shape)
+
+
+# --------------------------------------------------------------------------
+# fused protocol "finish" kernels (csrc/fused.c)
+#
+# One pass over memory each, instead of the chain of numpy temporaries a
+# protocol would otherwise build.  Every operand is a uint64 array and all
+# operands share one shape (any shape, including 0-d and empty); the result
+# has that shape.  first (0/1 or bool) marks the party that adds the public
+# terms.  out= follows the elementwise rule: it may be one of the operands.
+# --------------------------------------------------------------------------
+
+__all__ += ["beaver_finish", "and_finish", "truncpr_finish"]
+
+
+def _check_first(first, fn: str) -> int:
+    if isinstance(first, (bool, np.bool_)):
+        return int(first)
+    if isinstance(first, Integral) and int(first) in (0, 1):
+        return int(first)
+    raise ValueError(f"{fn}: first must be 0, 1 or a bool, got {first!r}")
+
+
+def _same_shape_u64(fn: str, **arrays) -> list:
+    res = []
+    shape = None
+    for name, x in arrays.items():
+        arr = _u64_in(x, fn, name)
+        if shape is None:
+            shape, first_name = arr.shape, name
+        elif arr.shape != shape:
+            raise ValueError(
+                f"{fn}: shape mismatch: {first_name} has shape {shape}, {name} has {arr.shape}")
+        res.append(arr)
+    return res
+
+
+def beaver_finish(c, e, f, a, b, first, out=None) -> np.ndarray:
+    """Beaver multiplication, last local step: c + e*b + f*a (+ e*f if first), mod 2^64.
+
+    With a triple share (a, b, c) and opened masks e = x - a, f = y - b, the
+    parties' outputs sum to x*y; exactly one party passes first=1.
+    """
+    fn = "beaver_finish"
+    fst = _check_first(first, fn)
+    ops = _same_shape_u64(fn, c=c, e=e, f=f, a=a, b=b)
+    res = _out(out, ops[0].shape, _U64, fn, ops)
+    if res.size:
+        lib.mixc_beaver_finish(*[_p64(x) for x in ops], _p64(res), res.size, fst)
+    return res
+
+
+def and_finish(c, e, f, a, b, first, out=None) -> np.ndarray:
+    """Boolean Beaver (AND) last step: c ^ (e & b) ^ (f & a) (^ (e & f) if first).
+
+    Bitwise over packed uint64 words (64 independent AND gates per word).
+    """
+    fn = "and_finish"
+    fst = _check_first(first, fn)
+    ops = _same_shape_u64(fn, c=c, e=e, f=f, a=a, b=b)
+    res = _out(out, ops[0].shape, _U64, fn, ops)
+    if res.size:
+        lib.mixc_and_finish(*[_p64(x) for x in ops], _p64(res), res.size, fst)
+    return res
+
+
+def truncpr_finish(c, msb, low, bits, first, out=None) -> np.ndarray:
+    """Probabilistic truncation by bits (1..62), last local step, mod 2^64:
+
+        c_low = (c << 1) >> (bits + 1);  c_msb = c >> 63
+        t = msb - 2*c_msb*msb (+ c_msb if first)
+        y = (t << (63 - bits)) - low (+ c_low - 2^(62 - bits) if first)
+
+    c is the opened (public) value; msb and low are this party's shares.
+    """
+    fn = "truncpr_finish"
+    if not _is_scalar_int(bits) or not 1 <= int(bits) <= 62:
+        raise ValueError(f"{fn}: bits must be an int in [1, 62], got {bits!r}")
+    fst = _check_first(first, fn)
+    ops = _same_shape_u64(fn, c=c, msb=msb, low=low)
+    res = _out(out, ops[0].shape, _U64, fn, ops)
+    if res.size:
+        lib.mixc_truncpr_finish(*[_p64(x) for x in ops], _p64(res), res.size, int(bits), fst)
+    return res

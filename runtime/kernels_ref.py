@@ -250,3 +250,45 @@ def bits_pack(bits):
 
 def bits_unpack(words, n):
     return stream_bits(words)[:n].astype(np.uint64)
+
+
+# ---- fused protocol finish kernels (straight transcriptions of the formulas) ----
+
+def _first01(first):
+    if int(first) not in (0, 1):
+        raise ValueError("first must be 0 or 1")
+    return int(first)
+
+
+def beaver_finish(c, e, f, a, b, first):
+    c, e, f, a, b = (_u64(x) for x in (c, e, f, a, b))
+    with np.errstate(over="ignore"):
+        z = c + e * b + f * a
+        if _first01(first):
+            z = z + e * f
+    return np.asarray(z, dtype=np.uint64)
+
+
+def and_finish(c, e, f, a, b, first):
+    c, e, f, a, b = (_u64(x) for x in (c, e, f, a, b))
+    z = c ^ (e & b) ^ (f & a)
+    if _first01(first):
+        z = z ^ (e & f)
+    return np.asarray(z, dtype=np.uint64)
+
+
+def truncpr_finish(c, msb, low, bits, first):
+    if not 1 <= int(bits) <= 62:
+        raise ValueError("bits must be in [1, 62]")
+    c, msb, low = (_u64(x) for x in (c, msb, low))
+    one, two = np.uint64(1), np.uint64(2)
+    with np.errstate(over="ignore"):
+        c_low = (c << one) >> np.uint64(bits + 1)
+        c_msb = c >> np.uint64(63)
+        t = msb - two * c_msb * msb
+        if _first01(first):
+            t = t + c_msb
+        y = (t << np.uint64(63 - bits)) - low
+        if _first01(first):
+            y = y + (c_low - np.uint64(1 << (62 - bits)))
+    return np.asarray(y, dtype=np.uint64)

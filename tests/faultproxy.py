@@ -98,10 +98,25 @@ def _hold():
         time.sleep(3600)
 
 
+_resetting = threading.Event()
+
+
 def _reset(*socks):
+    """RST both ways: linger 0, wake the other pump's blocked recv (SHUT_RD sends
+    nothing), close; the kernel resets each once the last reference is gone."""
+    _resetting.set()
     for s in socks:
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+    for s in socks:
+        try:
             s.close()
         except OSError:
             pass
@@ -220,10 +235,11 @@ def pump_plain(src, dst):
         except OSError:
             data = b""
         if not data:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            if not _resetting.is_set():
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
             return
         _send(dst, data)
 

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 # What a value is at its place. Plain: a party's own plaintext. Public: the
 # same plaintext known to every party of an MPC device. Arith/bool: secret
-# shares. HE/masked are reserved for the HE device and the masking protocol.
-KINDS = ("plain", "public", "arith", "bool", "he", "masked")
+# shares. He: a ciphertext under an HE device's key owner's key (held by the
+# evaluator). Masked: a value plus a mask the holder does not know. Private: a
+# plaintext that one party of an MPC or HE device holds alone (the others hold
+# nothing): the server's weights kept unshared for the masking protocol.
+KINDS = ("plain", "public", "arith", "bool", "he", "masked", "private")
 DTYPES = ("f32", "f64", "i32", "i64", "u8", "u32", "u64", "bool")
 
 

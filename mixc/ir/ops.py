@@ -403,3 +403,255 @@ def _bits_unzip(ts, a):
     (n,) = ts[0][1]
     half = -(-n // 2)
     return [("u64", (half,)), ("u64", (half,))]
+
+
+# ------------------------------------------------------ fused protocol steps (lowered)
+# One op each for the local arithmetic that ends a Beaver product, an AND gate and a
+# truncation: one pass over memory instead of ten, and one readable line in the IR.
+
+def _fused(ts, a):
+    if any(d != "u64" for d, _ in ts):
+        raise VerifyError("fused protocol steps take u64 ring values")
+    return _same(ts, a)
+
+
+def _kernel(name):
+    def impl(a, *xs):
+        from ..runtime import kernels
+        return getattr(kernels, name)(*[np.asarray(x, order="C") for x in xs],
+                                      *[a[k] for k in ("bits", "first") if k in a])
+    return impl
+
+
+op("beaver_finish", operands=5, attrs=("first",), impl=_kernel("beaver_finish"),
+   doc="z = c + e*b + f*a (+ e*f at the first party): the end of a Beaver product")(_fused)
+op("and_finish", operands=5, attrs=("first",), impl=_kernel("and_finish"),
+   doc="z = c ^ (e&b) ^ (f&a) (^ e&f at the first party): the end of an AND gate")(_fused)
+op("truncpr_finish", operands=3, attrs=("bits", "first"), impl=_kernel("truncpr_finish"),
+   doc="TruncPr's local step from the opened c = x + 2^62 + r and shares of msb(r), low(r)")(_fused)
+
+
+# ------------------------------------------------------ convolution
+
+def _conv_canon(a):
+    (lhs, rhs, out) = (tuple(int(i) for i in s) for s in a["dimension_numbers"])
+    return lhs, rhs, out
+
+
+def conv_output_spatial(in_spatial, window, a):
+    """Output spatial sizes of a convolution (lax.conv_general_dilated semantics)."""
+    out = []
+    for i, (n, k) in enumerate(zip(in_spatial, window)):
+        lo, hi = a["padding"][i]
+        dilated = (n - 1) * a["lhs_dilation"][i] + 1 if n else 0
+        padded = dilated + lo + hi
+        span = (k - 1) * a["rhs_dilation"][i] + 1
+        out.append(max(0, (padded - span) // a["window_strides"][i] + 1))
+    return tuple(out)
+
+
+def conv_patches(x, a, window):
+    """im2col: x in the lhs layout -> (K, N) with K = (C, window...) and
+    N = (B, out spatial...) in row-major order, so conv = kernel(O, K) . patches."""
+    lhs, _, _ = _conv_canon(a)
+    x = np.transpose(x, lhs)  # (B, C, spatial...)
+    nd = x.ndim - 2
+    # lhs dilation: spread the input out with zeros; then pad (negative pads crop)
+    if any(d != 1 for d in a["lhs_dilation"]):
+        shape = x.shape[:2] + tuple((n - 1) * d + 1 if n else 0
+                                    for n, d in zip(x.shape[2:], a["lhs_dilation"]))
+        spread = np.zeros(shape, dtype=x.dtype)
+        spread[(slice(None), slice(None)) + tuple(slice(None, None, d)
+                                                 for d in a["lhs_dilation"])] = x
+        x = spread
+    pads = [(0, 0), (0, 0)] + [(max(lo, 0), max(hi, 0)) for lo, hi in a["padding"]]
+    x = np.pad(x, pads)
+    crop = (slice(None), slice(None)) + tuple(
+        slice(-min(lo, 0), x.shape[2 + i] + min(hi, 0)) for i, (lo, hi) in enumerate(a["padding"]))
+    x = x[crop]
+    out_sp = []
+    for i in range(nd):
+        span = (window[i] - 1) * a["rhs_dilation"][i] + 1
+        out_sp.append(max(0, (x.shape[2 + i] - span) // a["window_strides"][i] + 1))
+    cols = []
+    for offs in np.ndindex(*window):
+        sl = tuple(slice(o * a["rhs_dilation"][i],
+                         o * a["rhs_dilation"][i] + (out_sp[i] - 1) * a["window_strides"][i] + 1,
+                         a["window_strides"][i]) for i, o in enumerate(offs))
+        cols.append(x[(slice(None), slice(None)) + sl])  # (B, C, out...)
+    b, c = x.shape[:2]
+    k = int(np.prod(window, dtype=np.int64))
+    stacked = np.stack(cols, axis=2) if cols else np.zeros((b, c, 0) + tuple(out_sp), x.dtype)
+    # (B, C, k, out...) -> (C, k, B, out...) -> (C*k, B*prod(out))
+    perm = (1, 2, 0) + tuple(range(3, 3 + nd))
+    return np.ascontiguousarray(np.transpose(stacked, perm)).reshape(c * k, -1), tuple(out_sp)
+
+
+def conv_kernel_matrix(w, a):
+    """The kernel in the rhs layout -> (O, I*window) matching conv_patches' K order."""
+    _, rhs, _ = _conv_canon(a)
+    w = np.transpose(w, rhs)
+    return np.ascontiguousarray(w).reshape(w.shape[0], -1)
+
+
+def conv_output_perm(a, nd):
+    """Permutation taking the canonical result (O, B, out...) to the out layout."""
+    _, _, out = _conv_canon(a)
+    perm = [0] * (nd + 2)
+    perm[out[0]] = 1
+    perm[out[1]] = 0
+    for i in range(nd):
+        perm[out[2 + i]] = 2 + i
+    return tuple(perm)
+
+
+def _conv_impl(a, x, w):
+    if a["feature_group_count"] != 1 or a["batch_group_count"] != 1:
+        raise NotImplementedError("grouped convolution")
+    _, rhs, _ = _conv_canon(a)
+    window = tuple(w.shape[i] for i in rhs[2:])
+    patches, out_sp = conv_patches(x, a, window)
+    km = conv_kernel_matrix(w, a)
+    if x.dtype == np.uint64:
+        from ..runtime import kernels
+        z = kernels.ring_matmul(np.ascontiguousarray(km), np.ascontiguousarray(patches))
+    else:
+        z = (km.astype(np.float64) @ patches.astype(np.float64)).astype(x.dtype)
+    b = np.transpose(x, _conv_canon(a)[0]).shape[0]
+    z = z.reshape((km.shape[0], b) + out_sp)
+    return np.transpose(z, conv_output_perm(a, len(out_sp)))
+
+
+CONV_ATTRS = ("window_strides", "padding", "lhs_dilation", "rhs_dilation", "dimension_numbers",
+              "feature_group_count", "batch_group_count")
+
+
+@op("conv_general_dilated", operands=2, attrs=CONV_ATTRS, impl=_conv_impl,
+    doc="lax.conv_general_dilated; dimension_numbers = (lhs, rhs, out) specs "
+        "((batch, feature, spatial...) of lhs, (out, in, spatial...) of rhs, (batch, feature, "
+        "spatial...) of the result); no feature or batch groups")
+def _conv_general_dilated(ts, a):
+    (xd, xs), (wd, ws) = ts
+    if xd != wd:
+        raise VerifyError(f"conv_general_dilated operands have dtypes {xd} and {wd}")
+    if a["feature_group_count"] != 1 or a["batch_group_count"] != 1:
+        raise VerifyError("conv_general_dilated: grouped convolutions are not supported")
+    lhs, rhs, out = _conv_canon(a)
+    if xs[lhs[1]] != ws[rhs[1]]:
+        raise VerifyError(f"conv_general_dilated: {xs[lhs[1]]} input features, kernel takes "
+                          f"{ws[rhs[1]]}")
+    nd = len(xs) - 2
+    out_sp = conv_output_spatial([xs[i] for i in lhs[2:]], [ws[i] for i in rhs[2:]], a)
+    canon = (xs[lhs[0]], ws[rhs[0]]) + out_sp  # (B, O, out...)
+    shape = [0] * (nd + 2)
+    for i, dim in enumerate(out):
+        shape[dim] = canon[i]
+    return [(xd, tuple(shape))]
+
+
+@op("conv_patches", attrs=CONV_ATTRS + ("window",),
+    impl=lambda a, x: conv_patches(x, a, tuple(a["window"]))[0],
+    doc="im2col of a convolution's input: (C*window, B*out spatial), so that "
+        "conv = kernel matrix (O, C*window) . patches")
+def _conv_patches_type(ts, a):
+    d, s = ts[0]
+    lhs, _, _ = _conv_canon(a)
+    out_sp = conv_output_spatial([s[i] for i in lhs[2:]], a["window"], a)
+    k = s[lhs[1]] * int(np.prod(a["window"], dtype=np.int64))
+    return [(d, (k, s[lhs[0]] * int(np.prod(out_sp, dtype=np.int64))))]
+
+
+@op("take", attrs=("indices", "shape"),
+    impl=lambda a, x: np.asarray(x).reshape(-1)[np.asarray(a["indices"], dtype=np.int64)]
+    .reshape(a["shape"]),
+    doc="gather from the flattened operand: result.flat[i] = operand.flat[indices[i]]")
+def _take(ts, a):
+    if int(np.prod(a["shape"], dtype=np.int64)) != np.asarray(a["indices"]).size:
+        raise VerifyError("take: indices do not fill the shape")
+    return [(ts[0][0], tuple(a["shape"]))]
+
+
+# ------------------------------------------------------ private values (MPC)
+
+@op("share", doc="a private MPC value (plaintext at its one owner) to arithmetic shares")
+def _share(ts, a):
+    return [ts[0]]
+
+
+# ------------------------------------------------------ HE (lowered; runtime.he_ops)
+# Ciphertexts are u8 byte arrays of serialised ciphertexts; an element's place is a flat
+# position (ciphertext * n + coefficient). Byte sizes follow from the attributes.
+
+def _he():
+    from ..runtime import he_ops
+    return he_ops
+
+
+def _ct_bytes(count, kind="full"):
+    h = _he()
+    return int(count) * (h.SEEDED if kind == "seeded" else h.FULL)
+
+
+@op("he.keygen", operands=0, results=2,
+    doc="key owner: a fresh RLWE key pair (secret key, public key) as bytes")
+def _he_keygen(ts, a):
+    return [("u8", (_he().SK_BYTES,)), ("u8", (_he().PK_BYTES,))]
+
+
+@op("he.encrypt", operands=2, attrs=("positions", "count"),
+    doc="key owner: encrypt ring values (secret key, seeded) into `count` ciphertexts, "
+        "element i at flat position positions[i]")
+def _he_encrypt(ts, a):
+    if np.asarray(a["positions"]).size != int(np.prod(ts[1][1], dtype=np.int64)):
+        raise VerifyError("he.encrypt: one position per value")
+    return [("u8", (_ct_bytes(a["count"], "seeded"),))]
+
+
+def _he_pairs(ts, a):
+    return [("u8", (_ct_bytes(len(a["pairs"])),))]
+
+
+op("he.add", operands=2, attrs=("pairs",),
+   doc="ciphertext i of the first plus ciphertext j of the second, for (i, j) in pairs")(_he_pairs)
+op("he.sub", operands=2, attrs=("pairs",),
+   doc="ciphertext i of the first minus ciphertext j of the second, for (i, j) in pairs")(_he_pairs)
+
+
+def _he_same(ts, a):
+    return [("u8", (_ct_bytes(a["count"]),))]
+
+
+op("he.neg", attrs=("count",), doc="negate every ciphertext")(_he_same)
+op("he.add_plain", operands=2, attrs=("positions", "count"),
+   doc="add plaintext ring values at flat positions")(_he_same)
+op("he.mul_scalar", operands=2, attrs=("count", "bound"),
+   doc="multiply every ciphertext by a ring scalar (noise bound: max(bound, |scalar|))")(_he_same)
+
+
+@op("he.matmul", operands=2, attrs=("plan",),
+    doc="W (M x K ring plaintext) . X (encrypted in the plan's input packing): "
+        "plan = (M, K, N, mw, kw, nw), coefficient encoding (runtime.he.MatmulPlan)")
+def _he_matmul(ts, a):
+    return [("u8", (_ct_bytes(_he().matmul_plan(a["plan"]).n_outputs),))]
+
+
+@op("he.mul_elementwise", operands=2, attrs=("size",),
+    doc="x (encrypted in the elementwise packing) times ring plaintext y, elementwise")
+def _he_mul_elementwise(ts, a):
+    d = _he().elementwise_d()
+    return [("u8", (_ct_bytes(-(-int(a["size"]) // d)),))]
+
+
+@op("he.extract", operands=None, attrs=("positions", "count"),
+    doc="evaluator: sanitise (re-randomise, flood the noise, switch modulus) and keep only "
+        "the values at positions, plus the optional mask: (pk, ct[, mask])")
+def _he_extract(ts, a):
+    if len(ts) not in (2, 3):
+        raise VerifyError("he.extract takes (pk, ct) or (pk, ct, mask)")
+    return [("u8", (sum(_he().extract_sizes(a["positions"], a["count"])),))]
+
+
+@op("he.decrypt", operands=2, attrs=("positions", "count"),
+    doc="key owner: decrypt extracted ciphertexts to the ring values at positions")
+def _he_decrypt(ts, a):
+    return [("u64", (np.asarray(a["positions"]).size,))]

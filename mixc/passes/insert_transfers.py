@@ -60,7 +60,13 @@ def run(module):
                 if src_dev.kind not in ("PYU", "TEE") or dst_dev.kind == src_dev.kind == "TEE":
                     raise TraceError(f"{where}: moving values between {src_dev.kind} devices "
                                      f"({src} to {dest}) is not supported yet")
-                kind = "arith" if dst_dev.kind == "MPC" else "plain"
+                if dst_dev.kind == "HE" and (len(src_dev.parties) != 1
+                                             or src_dev.parties[0] not in dst_dev.parties):
+                    raise TraceError(f"{where}: plaintext of {src} ({', '.join(src_dev.parties)}) "
+                                     f"is used on HE device {dest}; only its parties' "
+                                     f"({', '.join(dst_dev.parties)}) data can enter it")
+                # into HE a party's plaintext stays its own until an op mixes it (protocols.he)
+                kind = {"MPC": "arith", "HE": "private"}.get(dst_dev.kind, "plain")
                 t = v.type.with_(place=dest, kind=kind)
                 moved[key] = out.add("to", [v], [t], {}, node.loc).result
             operands.append(moved[key])

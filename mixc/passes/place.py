@@ -3,12 +3,14 @@
 Invariant established: every result type's ``place`` names a device of the
 module and its ``kind`` is one that device can hold: ``plain`` on a PYU or a TEE;
 ``public`` (known to every party, e.g. constants and what is computed only
-from constants) or ``arith`` (secret-shared) on an MPC device.
+from constants) or ``arith`` (secret-shared) on an MPC device; ``private``
+(one party's own plaintext), ``public`` or ``he`` (a ciphertext) on an HE
+device (``protocols.he.place_kind``).
 """
 from ..errors import TraceError
 
 
-def _kind(node, device, kinds):
+def _kind(node, device, kinds, module=None):
     if device.kind in ("PYU", "TEE"):  # a TEE party runs in the clear, like a PYU
         return "plain"
     if device.kind == "MPC":
@@ -17,6 +19,9 @@ def _kind(node, device, kinds):
         if all(kinds.get(v) == "public" for v in node.operands):
             return "public"
         return "arith"
+    if device.kind == "HE":  # private to one party, public, or a ciphertext (protocols.he)
+        from ..protocols.he import place_kind
+        return place_kind(node, device, kinds, module)
     raise TraceError(f"{node.loc or node.op}: {device.kind} devices are not supported yet")
 
 
@@ -28,6 +33,6 @@ def run(module):
             if device is None:
                 raise TraceError(f"{node.loc or node.op}: value %{r.id} is on unknown device "
                                  f"{r.type.place!r}")
-            r.type = r.type.with_(kind=_kind(node, device, kinds))
+            r.type = r.type.with_(kind=_kind(node, device, kinds, module))
             kinds[r] = r.type.kind
     return module

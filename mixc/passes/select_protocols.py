@@ -15,15 +15,24 @@ module's network profile (``module.network``: lan or wan). With two kinds
 and conversion costs on edges this is a binary labelling problem with
 submodular pairwise terms, so a minimum s-t cut (networkx) finds the exact
 minimum of the total estimated time.
+
+Private values (kind ``private``: plaintext one MPC party holds alone, see
+``protocols.private``) are decided first, by ``assign_private``: a party's
+input stays private when a reader is strictly cheaper with it that way (the
+masking protocol reads the server's weights unshared). Private values are
+not labelled by the cut; a rule that wants shares of one gets a ``share``
+conversion (private -> arith, free: PRG words from the pairwise key; then
+a2b when it wants boolean shares), its cost added to the rule's.
 """
 import networkx as nx
 
 from ..errors import MixcError
 from ..ir.core import Node
 from ..protocols import NETWORKS, CostReport, rules_for
+from ..protocols.private import assign_private
 
 SECRET_KINDS = ("arith", "bool")
-CONVERSION = {("arith", "bool"): "a2b", ("bool", "arith"): "b2a"}
+CONVERSION = {("arith", "bool"): "a2b", ("bool", "arith"): "b2a", ("private", "arith"): "share"}
 INFINITE = 1e12
 
 
@@ -54,29 +63,44 @@ class _Selector:
                      for v in node.operands)
 
     def options(self, node):
-        """Rules that can run ``node``, each with the operand kinds it wants."""
+        """Rules that can run ``node``, each with the operand kinds it wants (and the
+        estimated seconds, including shares made of private operands)."""
         device = _device(self.module, node)
         out = []
         for rule in rules_for(node.op):
             if rule.device != device.kind:
                 continue
             kinds = self.wanted_kinds(rule, node)
-            saved = [v.type for v in node.operands]
-            try:
-                for v, k in zip(node.operands, kinds):
-                    v.type = v.type.with_(kind=k)
-                ok = rule.accepts(kinds, node, self.module)
-            finally:
-                for v, t in zip(node.operands, saved):
-                    v.type = t
-            if ok:
-                out.append((rule, kinds, self.seconds(rule, node, kinds)))
+            variants = [(kinds, 0.0)]
+            if rule.wants and "private" in kinds:  # the rule may take shares of them instead
+                shared = tuple(rule.wants if k == "private" else k for k in kinds)
+                extra = sum(self.conversion(v, "private", rule.wants)[1]
+                            for v, k in zip(node.operands, kinds) if k == "private")
+                variants.append((shared, extra))
+            for kinds, extra in variants:
+                if self._accepts(rule, node, kinds):
+                    out.append((rule, kinds, self.seconds(rule, node, kinds) + extra))
+                    break
         return out
+
+    def _accepts(self, rule, node, kinds):
+        saved = [v.type for v in node.operands]
+        try:
+            for v, k in zip(node.operands, kinds):
+                v.type = v.type.with_(kind=k)
+            return rule.accepts(kinds, node, self.module)
+        finally:
+            for v, t in zip(node.operands, saved):
+                v.type = t
 
     def conversion(self, value, src, dst):
         """(rule, seconds) of converting ``value`` from share kind src to dst."""
         if src == dst:
             return None, 0.0
+        if src == "private" and dst != "arith":  # share, then convert the shares
+            first, t1 = self.conversion(value, "private", "arith")
+            _, t2 = self.conversion(value, "arith", dst)
+            return first, t1 + t2
         op = CONVERSION[(src, dst)]
         probe = Node(op, (value,), (value,))
         best = None
@@ -96,6 +120,7 @@ def run(module):
         for r in node.results:
             if module.devices[r.type.place].kind == "MPC" and r.type.kind != "public":
                 sel.secret.add(r)
+    sel.secret.difference_update(assign_private(module, sel))
     choices = {node: sel.options(node) for node in module.nodes}
     for node, opts in choices.items():
         if not opts:
@@ -111,6 +136,17 @@ def run(module):
         operands = []
         for v, want in zip(node.operands, kinds):
             have = labels.get(v, v.type.kind)
+            if have == "private" and want != "private":  # share it (cached per value)
+                if (v, "arith") not in converted:
+                    conv_rule, _ = sel.conversion(v, "private", "arith")
+                    conv = out.add(conv_rule.op, [v], [v.type.with_(kind="arith")],
+                                   {"protocol": conv_rule.protocol}, node.loc)
+                    report.rows.append((conv.result.id, conv.op, conv_rule.protocol,
+                                        conv_rule.cost(conv, module), node.loc))
+                    converted[(v, "arith")] = conv.result
+                v, have = converted[(v, "arith")], "arith"
+                labels[v] = have
+                sel.secret.add(v)
             if v in sel.secret and have != want:
                 key = (v, want)
                 if key not in converted:
@@ -138,6 +174,8 @@ def _pick(sel, node, options, labels):
     """The cheapest rule for the node given its result's and operands' chosen kinds."""
     best = None
     want_result = labels.get(node.results[0]) if node.results else None
+    if want_result is None and node.results and node.results[0].type.kind == "private":
+        want_result = "private"
     for rule, kinds, seconds in options:
         if want_result is not None and rule.result_kind != want_result:
             continue

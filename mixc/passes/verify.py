@@ -5,8 +5,9 @@ result dtypes/shapes agree with its declaration's type rule. Global IR
 (values on devices): every kind suits its device; once transfers are in
 (``module.stage`` past ``place``), every op reads only values on its own
 device, except ``to``/``reveal``, so a secret reaches a PYU only through
-``reveal`` and one PYU's plaintext reaches another only through ``to``; a chosen protocol's rule exists and
-produced the result kinds. Lowered IR (values at parties): every op reads
+``reveal`` and one PYU's plaintext reaches another only through ``to``; a
+chosen protocol's rule exists, runs on the node's device kind, accepts its
+operands' kinds and produced the result kinds. Lowered IR (values at parties): every op reads
 only its own party's values; plaintext crosses to another party only as an
 explicit ``to``, a revealed/public value, or to/from a TEE's party;
 ``send``/``recv`` pair up.
@@ -18,7 +19,8 @@ The leak checks, each with a hand-written leaking program in
   PYU's plaintext read on another without an explicit ``to``; a ``to`` that
   turns a secret into plaintext (into a PYU or a TEE) instead of ``reveal``;
   a ``reveal`` of a PYU's plaintext (that is a ``to``) or onto a device that
-  is not a PYU or TEE;
+  is not a PYU or TEE; a secret relabelled public by a protocol that does not
+  take secrets;
 - lowered: plaintext sent under a label that is not a disclosure; a
   disclosure label whose endpoints do not fit it (explicit ``to`` between
   PYU owners, ``public value`` only for public values, plaintext to a TEE
@@ -27,18 +29,22 @@ The leak checks, each with a hand-written leaking program in
   that mixes in no randomness; and a share of private data (what depends on
   an input or a PYU computation) sent, other than as a reveal, to a party in
   no MPC device, or to one that holds every PRG key masking it (so it could
-  unmask it). Endpoint checks use the module's devices: a
-  per-party program lists the devices of the party and of its peers.
+  unmask it). Endpoint checks use the module's devices: a per-party program
+  lists the devices of the party and of its peers. The PRG-key check is a
+  conservative approximation (any key the receiver lacks counts as a mask);
+  in a single party's program a received share's masks are unknown, so it
+  is checked fully only on the whole lowered program.
 """
 from ..errors import VerifyError
 from ..ir.ops import infer
 from ..protocols import rule
 
-DEVICE_KINDS = {"PYU": {"plain"}, "MPC": {"public", "arith", "bool"}, "HE": {"he"},
-                "TEE": {"plain"}}
+DEVICE_KINDS = {"PYU": {"plain"}, "MPC": {"public", "arith", "bool", "private"},
+                "HE": {"he", "private", "public"}, "TEE": {"plain"}}
 EXPLICIT_TO, PUBLIC_VALUE = "plaintext (explicit to)", "public value"
 TO_TEE, FROM_TEE = "plaintext to trusted TEE", "plaintext revealed by TEE"
-PLAINTEXT_DISCLOSURES = (EXPLICIT_TO, PUBLIC_VALUE, TO_TEE, FROM_TEE)
+HE_PUBLIC_KEY = "HE public key"  # only a key straight from he.keygen (checked below)
+PLAINTEXT_DISCLOSURES = (EXPLICIT_TO, PUBLIC_VALUE, TO_TEE, FROM_TEE, HE_PUBLIC_KEY)
 SECRET_KINDS = ("arith", "bool", "masked", "he")
 SHARE_KINDS = ("arith", "bool", "masked")  # masked by PRG words, which the checks below track
 
@@ -174,6 +180,7 @@ class _Flow:
 
     def __init__(self):
         self.private, self.seeds = {}, {}
+        self.made_by = {}  # value -> the op that made it
 
     def op(self, node, party):
         ins = node.operands
@@ -190,6 +197,7 @@ class _Flow:
             seeds = frozenset() if private else frozenset({f"?{node.attrs['from']}"})
         for r in node.results:
             self.private[r], self.seeds[r] = private, seeds
+            self.made_by[r] = node.op
 
     def masked(self, v):
         return bool(self.seeds.get(v)) or v.type.kind in SECRET_KINDS
@@ -248,6 +256,10 @@ def _verify_lowered(module):
                 _fail(node, f"{party}'s plaintext %{v.id} would reach {dst} "
                             f"(sent as {what!r}) without reveal")
             _check_endpoints(node, v, party, dst, what, roles)
+            if what == HE_PUBLIC_KEY and (flow.private.get(v) or v.type.dtype != "u8"
+                                          or flow.made_by.get(v, "he.keygen") != "he.keygen"):
+                _fail(node, f"{party} sends %{v.id} as an HE public key, but it is not one "
+                            "made by he.keygen")
             _check_unmaskable(node, v, party, dst, what, flow, roles)
             if node.op == "send":
                 sends[(party, dst, node.attrs["tag"])] = node

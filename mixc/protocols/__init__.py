@@ -6,7 +6,7 @@ lowering pass read only these tables, so adding a protocol never edits a
 dispatcher: import its module in ``PROTOCOL_MODULES`` and it takes part.
 
 A rule says, for one (protocol, op):
-- ``device``: the device kind it runs on ("PYU", "MPC");
+- ``device``: the device kind it runs on ("PYU", "MPC", "TEE", ...);
 - ``accepts(kinds, node, module)``: whether it handles operands of those kinds;
 - ``result_kind``: the kind of value it produces;
 - ``wants``: the kind its secret operands must be in ("arith", "bool"); the
@@ -64,7 +64,8 @@ class Rule:
 
 RULES: dict = {}  # op -> [Rule]
 PROTOCOL_MODULES = ("mixc.protocols.plaintext", "mixc.protocols.arith2pc",
-                    "mixc.protocols.bool2pc", "mixc.protocols.tee")
+                    "mixc.protocols.bool2pc", "mixc.protocols.tee",
+                    "mixc.protocols.private", "mixc.protocols.he", "mixc.protocols.masking")
 _loaded = False
 
 

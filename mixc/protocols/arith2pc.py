@@ -162,8 +162,9 @@ def _lower_convert(ctx, node):
 
 # ------------------------------------------------------------ products
 
-def _beaver(ctx, device, x, y, product):
-    """Shares of product(x, y) for secret x, y: one round, masked operands opened."""
+def _beaver(ctx, device, x, y, product, elementwise=False):
+    """Shares of product(x, y) for secret x, y: one round, masked operands opened.
+    ``elementwise``: the product is ``mul`` of equal shapes, finished by one fused op."""
     p0, p1 = parties(device)
     t = triple(ctx, device, x[p0].type.shape, y[p0].type.shape, product)
     e, f = open_values(ctx, device,
@@ -174,6 +175,10 @@ def _beaver(ctx, device, x, y, product):
     out = {}
     for p in (p0, p1):
         a, b, c = t[p]
+        if elementwise:
+            out[p] = ctx.emit(p, "beaver_finish", [c, e[p], f[p], a, b], "arith",
+                              {"first": p == p0})
+            continue
         # z = c + e*b + a*f (+ e*f at P0); P0 folds e*f into e*(b + f).
         rhs = ctx.emit(p, "add", [b, f[p]], "masked") if p == p0 else b
         z = ctx.emit(p, "add", [c, product(p, e[p], rhs, "arith")], "arith")
@@ -206,23 +211,8 @@ def _truncate(ctx, device, x, bits):
             xs = ctx.emit(p, "add", [xs, u64(ctx, p, 1 << TRUNC_OFFSET)], "arith")
         masked[p] = ctx.emit(p, "add", [xs, mine[p][0]], "masked")
     (c,) = open_values(ctx, device, (masked, "masked value (x + r) for truncation"))
-    out = {}
-    for p in (p0, p1):
-        r_i, msb_i, low_i = mine[p]
-        c_low = ctx.emit(p, "lshr", [ctx.emit(p, "shl", [c[p]], "masked", {"bits": 1})],
-                         "masked", {"bits": bits + 1})
-        c_msb = ctx.emit(p, "lshr", [c[p]], "masked", {"bits": 63})
-        # wrap bit b = c_msb xor msb(r) = c_msb + msb - 2 c_msb msb (c_msb public)
-        cross = ctx.emit(p, "shl", [ctx.emit(p, "mul", [c_msb, msb_i], "arith")], "arith", {"bits": 1})
-        b = ctx.emit(p, "sub", [msb_i, cross], "arith")
-        if p == p0:
-            b = ctx.emit(p, "add", [b, c_msb], "arith")
-        y = ctx.emit(p, "sub", [ctx.emit(p, "shl", [b], "arith", {"bits": 63 - bits}), low_i], "arith")
-        if p == p0:
-            y = ctx.emit(p, "add", [y, c_low], "arith")
-            y = ctx.emit(p, "sub", [y, u64(ctx, p, 1 << (TRUNC_OFFSET - bits))], "arith")
-        out[p] = y
-    return out
+    return {p: ctx.emit(p, "truncpr_finish", [c[p], mine[p][1], mine[p][2]], "arith",
+                        {"bits": bits, "first": p == p0}) for p in (p0, p1)}
 
 
 def _product_fn(ctx, node):
@@ -240,7 +230,8 @@ def _lower_product(ctx, node):
     f = frac_bits(device, node.result.type.dtype)
     product = _product_fn(ctx, node)
     if a.type.kind == "arith" and b.type.kind == "arith":
-        z = _beaver(ctx, device, ctx.parts[a], ctx.parts[b], product)
+        z = _beaver(ctx, device, ctx.parts[a], ctx.parts[b], product,
+                    elementwise=node.op == "mul" and a.type.shape == b.type.shape)
     else:
         z = {}
         for p in (p0, p1):
@@ -307,10 +298,25 @@ def _lower_select(ctx, node):
     """select_n(p, f, t) = f + p * (t - f) with p a 0/1 share: one Beaver product, no truncation."""
     device = _device(ctx, node.result)
     p0, p1 = parties(device)
+    _, false_case, true_case = node.operands
+    if false_case.type.kind == "public" and true_case.type.kind == "public":
+        # p * (t - f) with t - f public: a local product of the 0/1 share, no Beaver.
+        frac = frac_bits(device, node.result.type.dtype)
+        pred = shares_of(ctx, node.operands[0], device)
+        out = {}
+        for p in (p0, p1):
+            diff = ctx.emit(p, "sub", [ctx.parts[true_case][p], ctx.parts[false_case][p]], "public")
+            scaled = ctx.emit(p, "mul", [_broadcast_to(ctx, p, pred[p], diff.type.shape),
+                                         _encoded_public(ctx, p, diff, frac)], "arith")
+            out[p] = (ctx.emit(p, "add", [scaled, _encoded_public(ctx, p, ctx.parts[false_case][p],
+                                                                   frac)], "arith")
+                      if p == p0 else scaled)
+        ctx.parts[node.result] = out
+        return
     pred, f, t = (shares_of(ctx, v, device) for v in node.operands)
     diff = {p: ctx.emit(p, "sub", [t[p], f[p]], "arith") for p in (p0, p1)}
     pred = {p: _broadcast_to(ctx, p, pred[p], diff[p].type.shape) for p in (p0, p1)}
-    z = _beaver(ctx, device, pred, diff, _ring_product(ctx, node))
+    z = _beaver(ctx, device, pred, diff, _ring_product(ctx, node), elementwise=True)
     ctx.parts[node.result] = {p: ctx.emit(p, "add", [f[p], z[p]], "arith") for p in (p0, p1)}
 
 
@@ -332,7 +338,7 @@ def _lower_logic(ctx, node):
                                   p1: ctx.emit(p1, "neg", [x[p1]], "arith")}
         return
     x, y = xs
-    both = _beaver(ctx, device, x, y, _ring_product(ctx, node))
+    both = _beaver(ctx, device, x, y, _ring_product(ctx, node), elementwise=True)
     out = {}
     for p in (p0, p1):
         if node.op == "and":
@@ -347,6 +353,12 @@ def _lower_logic(ctx, node):
 def _beaver_cost(node, module):
     n = node.result.type.size
     return Cost(RING_BYTES * 5 * n, 1)
+
+
+def _select_cost(node, module):
+    if all(v.type.kind == "public" for v in node.operands[1:]):
+        return Cost()
+    return _beaver_cost(node, module)
 
 
 def _logic_cost(node, module):
@@ -391,10 +403,11 @@ for _op in ("add", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "t
 _rule("pad", _secret_first, _free, _lower_linear, "local on shares; P0 pads with the value")
 _rule("convert_element_type", _exact_convert, _free, _lower_convert,
       "int/bool to fixed point or int: a local shift")
-for _op in ("mul", "dot_general"):
+for _op in ("mul", "dot_general", "conv_general_dilated"):  # conv: Beaver conv triples
     _rule(_op, _secret_any, _product_cost, _lower_product,
           "Beaver product from dealer triples, then TruncPr for fixed point")
 _rule("div", _secret_first, _div_cost, _lower_div, "times the public reciprocal, then TruncPr")
-_rule("select_n", _secret_any, _beaver_cost, _lower_select, "f + p * (t - f): one Beaver product")
+_rule("select_n", _secret_any, _select_cost, _lower_select,
+      "f + p * (t - f): one Beaver product (local when both cases are public)")
 for _op in ("and", "or", "xor", "not"):
     _rule(_op, _bool_dtype, _logic_cost, _lower_logic, "on 0/1 shares: Beaver products")

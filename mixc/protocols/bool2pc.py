@@ -68,14 +68,9 @@ def and_gates(ctx, device, pairs):
     out = []
     for i, t in enumerate(triples):
         e, f = opened[2 * i], opened[2 * i + 1]
-        z = {}
-        for p in (p0, p1):
-            a, b, c = t[p]
-            # z = c ^ (e & b) ^ (f & a) (^ e & f at P0); P0 folds it as e & (b ^ f)
-            rhs = ctx.emit(p, "xor", [b, f[p]], "masked") if p == p0 else b
-            acc = ctx.emit(p, "xor", [c, ctx.emit(p, "and", [e[p], rhs], "bool")], "bool")
-            z[p] = ctx.emit(p, "xor", [acc, ctx.emit(p, "and", [f[p], a], "bool")], "bool")
-        out.append(z)
+        # z = c ^ (e & b) ^ (f & a) (^ e & f at P0)
+        out.append({p: ctx.emit(p, "and_finish", [t[p][2], e[p], f[p], t[p][0], t[p][1]], "bool",
+                                {"first": p == p0}) for p in (p0, p1)})
     return out
 
 
@@ -261,14 +256,14 @@ def bool_shares_of(ctx, value, device, shape=None):
     if value.type.kind == "bool":
         return ctx.parts[value]
     p0, p1 = parties(device)
+    plain = ctx.parts[value][p0]
+    if shape is not None and tuple(value.type.shape) != tuple(shape):
+        plain = ctx.emit(p0, "broadcast_in_dim", [plain], "public",
+                         {"shape": tuple(shape), "broadcast_dimensions": ()})
     if _packed(value.type.dtype):
-        plain = ctx.parts[value][p0]
-        if shape is not None and tuple(value.type.shape) != tuple(shape):
-            plain = ctx.emit(p0, "broadcast_in_dim", [plain], "public",
-                             {"shape": tuple(shape), "broadcast_dimensions": ()})
         mine = ctx.emit(p0, "bits_pack", [plain], "public")
     else:
-        mine = ctx.emit(p0, "encode", [ctx.parts[value][p0]], "public",
+        mine = ctx.emit(p0, "encode", [plain], "public",
                         {"frac_bits": frac_bits(device, value.type.dtype)})
     return {p0: mine, p1: _zero_like(ctx, p1, mine)}
 

@@ -86,6 +86,7 @@ register(PROTOCOL, "reveal", device="PYU", accepts=_all_public, result_kind="pla
          cost=_free, lower=_lower_reveal_public)
 
 MPC_PUBLIC_OPS = ("constant", "add", "sub", "mul", "div", "neg", "max", "min", "dot_general",
+                  "conv_general_dilated",
                   "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze", "slice",
                   "concatenate", "pad", "convert_element_type", "integer_pow", "lt", "eq",
                   "and", "or", "xor", "not", "select_n", "shl", "lshr", "ashr")

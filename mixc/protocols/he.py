@@ -1,0 +1,702 @@
+"""HE device: linear functions of the key owner's data, evaluated by the other party.
+
+An HE device (``type: HE``, ``domain: [a, b]``, ``key_owner: a``) runs its
+functions on ciphertexts under the key owner's RLWE key (``runtime.he``:
+n = 8192, log q = 218, t = 2^64, coefficient encoding, 128-bit security);
+the other party, the *evaluator*, holds the ciphertexts and its own
+plaintext. Kinds on the device:
+
+- ``private``: a party's own plaintext that entered the device (``to``, or
+  an implicit use); what is computed from one party's values alone stays
+  with it, in the clear, for free (``he_local`` in ``private.py``);
+- ``public``: constants and what follows from them (``he_public``);
+- ``he``: anything that mixes the key owner's data with the evaluator's:
+  ciphertexts under the owner's key, held by the evaluator.
+
+Keys: the key owner runs ``he.keygen`` once per (owner, evaluator) pair at
+the start of its program and sends the public key (``HE public key``).
+
+Element layout. A ciphertext value is a list of ciphertexts; element i sits
+at a flat position (ciphertext * n + coefficient). The compiler tracks every
+element's position, so reshape, transpose, slice, squeeze and broadcast of a
+ciphertext value cost nothing (they relabel positions), and the IR types
+show exact byte sizes.
+
+Linear ops (``he`` protocol; x: the operand carrying the owner's data, y:
+the evaluator's plaintext or a public value):
+
+- add/sub/neg: ciphertext + ciphertext when their elements line up (same
+  coefficient, one ciphertext pairing), + the evaluator's plaintext or the
+  owner's data (encrypted at the same positions), negation;
+- mul/div by a scalar (public or the evaluator's): every ciphertext times a
+  constant polynomial; mul by a plaintext vector: the elementwise packing
+  (floor(sqrt(n)) = 90 products per ciphertext);
+- dot_general and conv_general_dilated with a plaintext matrix/kernel
+  (either operand): the matrix-product packing (``MatmulPlan``, Cheetah-style
+  coefficient encoding; convolution as kernel-matrix times im2col patches);
+- reduce_sum, pad, concatenate, and any of the above where the elements do
+  not line up or a ciphertext must be multiplied again: a *refresh*. The
+  evaluator masks the ciphertext with fresh uniform s, sanitises it
+  (``mask_and_extract``: re-randomised, noise flooded) and sends it; the key
+  owner decrypts v + s; now v = (v + s) + (-s) is additively shared between
+  them, each applies the (linear) op to its part, the owner encrypts its
+  result in the packing the op needs and the evaluator adds its part in.
+  One round trip; the owner learns only v + s, the evaluator only ciphertexts.
+
+A product of two values that both carry the owner's data is not linear:
+compile error naming the op and line (as is every non-linear jnp op, refused
+by the frontend).
+
+Fixed point: values are encoded with the device's ``fraction_bits`` f; a
+product by a plaintext adds f fraction bits (there is no truncation on
+ciphertexts), and a value is decoded with the bits it carries. A chain of
+products may carry at most 3f bits (and at most 56): at f = 18, values
+below 2^9 in magnitude after three products.
+
+``reveal(x, owner's PYU)``: the evaluator sanitises and sends the values'
+coefficients; the owner decrypts. ``reveal(x, evaluator's PYU)``: the same
+with a mask s; the owner returns v + s and the evaluator subtracts s.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MixcError
+from ..ir.ops import OPS, conv_output_perm, conv_output_spatial
+from . import Cost, register
+from .private import HE_PROTOCOL, owner_of
+
+PROTOCOL = "he"
+PUBLIC_PROTOCOL = "he_public"
+HE_PUBLIC_KEY = "HE public key"
+MAX_PRODUCTS = 3
+
+STRUCTURAL = ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice")
+AFFINE = ("add", "sub", "neg", "reduce_sum", "concatenate", "pad", "convert_element_type") \
+    + STRUCTURAL
+PRODUCTS = ("mul", "div", "dot_general", "conv_general_dilated")
+
+
+def _he():
+    from ..runtime import he_ops
+    return he_ops
+
+
+# ------------------------------------------------------------ placement (used by place)
+
+def place_kind(node, device, kinds, module):
+    """The kind of ``node``'s results on HE device ``device`` (``passes.place``)."""
+    if node.op == "to":
+        src = module.devices[node.operands[0].type.place]
+        if len(src.parties) != 1 or src.parties[0] not in device.parties:
+            raise MixcError(f"{node.loc or node.op}: values enter HE device {device.name} only "
+                            f"from its parties' own devices ({', '.join(device.parties)}), "
+                            f"not from {src.name}")
+        return "private"
+    ks = [kinds.get(v) for v in node.operands]
+    if all(k == "public" for k in ks):
+        return "public"
+    if "he" in ks:
+        return "he"
+    owners = {owner_of(v, module) for v, k in zip(node.operands, ks) if k == "private"}
+    return "private" if len(owners) == 1 else "he"
+
+
+# ------------------------------------------------------------ layouts of products
+
+def _ident(perm):
+    return tuple(perm) == tuple(range(len(perm)))
+
+
+class Product:
+    """How a bilinear op becomes W (M x K, plaintext) . X (K x N, encrypted).
+
+    ``xi`` is the operand carrying the encrypted side. Each ``*_steps`` is a list of
+    (op, attrs) applied to a value: to the x operand -> X, to the other -> W, to the
+    (M, N) result -> the op's result (``out``) and back (``inv``)."""
+
+    def __init__(self, node, xi):
+        self.node, self.xi = node, xi
+        x, w = node.operands[xi], node.operands[1 - xi]
+        out_shape = tuple(node.result.type.shape)
+        if node.op == "dot_general":
+            (lc, rc), (lb, rb) = node.attrs["contract"], node.attrs["batch"]
+            if lb or rb:
+                raise MixcError(f"{node.loc or node.op}: batched dot_general with one side "
+                                "encrypted is not supported (unbatch it, or use MPC)")
+            cx, cw = (lc, rc) if xi == 0 else (rc, lc)
+            fx = [i for i in range(len(x.type.shape)) if i not in cx]
+            fw = [i for i in range(len(w.type.shape)) if i not in cw]
+            self.K = int(np.prod([x.type.shape[i] for i in cx], dtype=np.int64))
+            self.N = int(np.prod([x.type.shape[i] for i in fx], dtype=np.int64))
+            self.M = int(np.prod([w.type.shape[i] for i in fw], dtype=np.int64))
+            self.x_steps = _transpose(tuple(cx) + tuple(fx)) + [("reshape", (self.K, self.N))]
+            self.w_steps = _transpose(tuple(fw) + tuple(cw)) + [("reshape", (self.M, self.K))]
+            if xi == 0:  # result = (x free, w free) = Z^T
+                self.out_steps = [("transpose", (1, 0)), ("reshape", out_shape)]
+                self.inv_steps = [("reshape", (self.N, self.M)), ("transpose", (1, 0))]
+            else:
+                self.out_steps = [("reshape", out_shape)]
+                self.inv_steps = [("reshape", (self.M, self.N))]
+            return
+        a = {k: v for k, v in node.attrs.items() if k not in ("protocol", "explicit")}
+        lhs, rhs, _ = a["dimension_numbers"]
+        img, ker = node.operands
+        window = tuple(ker.type.shape[i] for i in rhs[2:])
+        sp = conv_output_spatial([img.type.shape[i] for i in lhs[2:]], window, a)
+        O = ker.type.shape[rhs[0]]
+        B = img.type.shape[lhs[0]]
+        K = ker.type.shape[rhs[1]] * int(np.prod(window, dtype=np.int64))
+        Np = B * int(np.prod(sp, dtype=np.int64))
+        perm = conv_output_perm(a, len(sp))
+        inv = tuple(int(i) for i in np.argsort(perm))
+        patches = [("conv_patches", dict(a, window=window))]
+        kmat = _transpose(tuple(rhs)) + [("reshape", (O, K))]
+        to_out = [("reshape", (O, B) + sp)] + _transpose(perm)
+        from_out = _transpose(inv) + [("reshape", (O, Np))]
+        if xi == 0:  # the image is encrypted: Z (O, Np) = kernel . patches
+            self.M, self.K, self.N = O, K, Np
+            self.x_steps, self.w_steps = patches, kmat
+            self.out_steps, self.inv_steps = to_out, from_out
+        else:  # the kernel is encrypted: Z^T (Np, O) = patches^T . kernel^T
+            self.M, self.K, self.N = Np, K, O
+            self.x_steps = kmat + [("transpose", (1, 0))]
+            self.w_steps = patches + [("transpose", (1, 0))]
+            self.out_steps = [("transpose", (1, 0))] + to_out
+            self.inv_steps = from_out + [("transpose", (1, 0))]
+
+    def plan(self):
+        return _he().plan_matmul(self.M, self.K, self.N)
+
+
+def _transpose(perm):
+    return [] if _ident(perm) else [("transpose", tuple(int(i) for i in perm))]
+
+
+_STEP_ATTR = {"transpose": "permutation", "reshape": "new_sizes"}
+
+
+def _step_attrs(op, arg):
+    return dict(arg) if isinstance(arg, dict) else {_STEP_ATTR[op]: tuple(arg)}
+
+
+def apply_local(ctx, party, value, steps, kind):
+    for op, arg in steps:
+        attrs = _step_attrs(op, arg)
+        if op == "reshape" and tuple(value.type.shape) == tuple(arg):
+            continue
+        value = ctx.emit(party, op, [value], kind, attrs)
+    return value
+
+
+def apply_numpy(array, steps):
+    for op, arg in steps:
+        array = np.asarray(OPS[op].impl(_step_attrs(op, arg), array))
+    return array
+
+
+def product_cost(node, xi):
+    """Bytes of one HE matrix product: Enc(X) to the evaluator, sanitised result back."""
+    enc, out = _he().plan_cost(Product(node, xi).plan())
+    return enc, out
+
+
+# ------------------------------------------------------------ keys
+
+def he_keys(ctx, owner, evaluator):
+    """(secret key at owner, public key at evaluator): one key pair per (owner, evaluator),
+    generated at the start of the owner's program; the public key is sent once."""
+    keys = ctx.__dict__.setdefault("_he_keys", {})
+    if (owner, evaluator) not in keys:
+        from ..ir.core import TensorType
+        h = _he()
+        ctx.add_party(owner)
+        at = ctx.__dict__.setdefault("_he_front", 0)
+        node = ctx.out.add("he.keygen", (), [TensorType("u8", (h.SK_BYTES,), owner, "plain"),
+                                             TensorType("u8", (h.PK_BYTES,), owner, "public")],
+                           {}, None, at=at)
+        sk, pk = node.results
+        tags = ctx._tags
+        tags[(owner, evaluator)] = tag = tags.get((owner, evaluator), 0) + 1
+        sent = ctx.out.add("xfer", [pk], [pk.type.with_(place=evaluator)],
+                           {"tag": tag, "what": HE_PUBLIC_KEY}, None, at=at + 1).result
+        ctx.__dict__["_he_front"] = at + 2
+        keys[(owner, evaluator)] = (sk, sent)
+    return keys[(owner, evaluator)]
+
+
+# ------------------------------------------------------------ HE values during lowering
+
+class Ct:
+    """A ciphertext value: bytes at the evaluator, element positions, fraction bits."""
+
+    def __init__(self, value, pos, count, frac, products):
+        self.value, self.pos, self.count = value, np.asarray(pos, dtype=np.int64), int(count)
+        self.frac, self.products = int(frac), int(products)
+
+    def relabel(self, pos):
+        return Ct(self.value, pos, self.count, self.frac, self.products)
+
+
+def _state(ctx):
+    return ctx.__dict__.setdefault("_he_values", {})
+
+
+class _Lowering:
+    def __init__(self, ctx, node):
+        self.ctx, self.node = ctx, node
+        dev = ctx.source.devices[node.results[0].type.place] if node.results else None
+        if node.op == "reveal":
+            dev = ctx.source.devices[node.operands[0].type.place]
+        self.device = dev
+        self.owner, self.ev = dev.key_owner, dev.evaluator
+        if self.ev is None:
+            raise MixcError(f"HE device {dev.name} needs two parties and a key owner")
+        self.f = dev.fraction_bits
+        self.sk, self.pk = he_keys(ctx, self.owner, self.ev)
+
+    # -- classification
+    def role(self, v):
+        if v.type.kind == "he":
+            return "H"
+        if v.type.kind == "public":
+            return "P"
+        (party,) = self.ctx.parts[v]
+        return "O" if party == self.owner else "E"
+
+    def natural_frac(self, v):
+        if v.type.dtype == "f32":
+            return self.f
+        if v.type.dtype == "i32":
+            return 0
+        raise MixcError(f"{self.node.loc or self.node.op}: {v.type.dtype} values on HE device "
+                        f"{self.device.name}")
+
+    def frac_of(self, v):
+        return _state(self.ctx)[v].frac if self.role(v) == "H" else self.natural_frac(v)
+
+    # -- local helpers
+    def emit(self, party, op, operands, kind, attrs=None):
+        return self.ctx.emit(party, op, operands, kind, attrs)
+
+    def encode(self, party, v, frac, kind="plain"):
+        raw = self.ctx.parts[v][party]
+        return self.emit(party, "encode", [raw], kind, {"frac_bits": int(frac)})
+
+    def shift(self, party, value, bits):
+        return self.emit(party, "shl", [value], value.type.kind, {"bits": int(bits)}) if bits else value
+
+    def zeros(self, party, shape):
+        zero = self.ctx.const(party, np.uint64(0))
+        return self.emit(party, "broadcast_in_dim", [zero], "plain",
+                         {"shape": tuple(shape), "broadcast_dimensions": ()})
+
+    def encrypt(self, value, pos, count, what):
+        """The owner encrypts its ring ``value`` at flat positions and sends it."""
+        ct = self.emit(self.owner, "he.encrypt", [self.sk, value], "he",
+                       {"positions": np.asarray(pos, dtype=np.int64).reshape(-1).astype(np.int32),
+                        "count": int(count)})
+        return self.ctx.xfer(ct, self.ev, what, "he")
+
+    def encrypt_dense(self, value, frac, products=0):
+        size = int(np.prod(value.type.shape, dtype=np.int64))
+        count = max(1, -(-size // _he().N))
+        pos = np.arange(size, dtype=np.int64).reshape(value.type.shape)
+        ct = self.encrypt(value, pos, count, "HE ciphertext (key owner's data)")
+        return Ct(ct, pos, count, frac, products)
+
+    def scale_ct(self, c, bits):
+        """c times 2^bits (to line up fraction bits)."""
+        if not bits:
+            return c
+        k = self.ctx.const(self.ev, np.uint64(1 << bits))
+        v = self.emit(self.ev, "he.mul_scalar", [c.value, k], "he",
+                      {"count": c.count, "bound": 0.0})
+        return Ct(v, c.pos, c.count, c.frac + bits, c.products)
+
+    # -- refresh: a ciphertext value into additive parts (owner, evaluator)
+    def refresh(self, v, frac=None):
+        c = _state(self.ctx)[v]
+        uniq, inverse = np.unique(c.pos.reshape(-1), return_inverse=True)
+        shape = tuple(v.type.shape)
+        seed = self.ev
+        s = self.ctx.random(self.ev, seed, (uniq.size,), self.ctx.stream(seed), "plain")
+        attrs = {"positions": uniq.astype(np.int32), "count": c.count}
+        ext = self.emit(self.ev, "he.extract", [self.pk, c.value, s], "he", attrs)
+        got = self.ctx.xfer(ext, self.owner, "HE ciphertext (sanitised, masked: v + s)", "he")
+        w = self.emit(self.owner, "he.decrypt", [self.sk, got], "arith", attrs)
+        take = {"indices": inverse.astype(np.int32), "shape": shape}
+        u = self.emit(self.owner, "take", [w], "arith", take)
+        t = self.emit(self.ev, "neg", [self.emit(self.ev, "take", [s], "arith", take)], "arith")
+        bits = 0 if frac is None else frac - c.frac
+        return self.shift(self.owner, u, bits), self.shift(self.ev, t, bits), c.products
+
+    def parts(self, v, frac):
+        """(owner part, evaluator part, products so far) of v as ring values at ``frac``."""
+        r = self.role(v)
+        if r == "H":
+            return self.refresh(v, frac)
+        if r == "O":
+            return self.encode(self.owner, v, frac), None, 0
+        return None, self.encode(self.ev, v, frac), 0
+
+    def finish(self, c):
+        if c.frac > min(MAX_PRODUCTS * self.f, 56) or c.products > MAX_PRODUCTS:
+            raise MixcError(f"{self.node.loc or self.node.op}: {self.node.op} on HE device "
+                            f"{self.device.name} would carry {c.frac} fraction bits "
+                            f"({c.products} products by plaintexts); at most {MAX_PRODUCTS} "
+                            "fit the 64-bit ring: reveal it or continue on MPC")
+        _state(self.ctx)[self.node.result] = c
+        self.ctx.parts[self.node.result] = {self.ev: c.value}
+
+    # -- the ops
+    def run(self):
+        op = self.node.op
+        if op == "reveal":
+            return self.reveal()
+        roles = [self.role(v) for v in self.node.operands]
+        if op in PRODUCTS:
+            return self.product(roles)
+        if op in STRUCTURAL and roles == ["H"]:
+            return self.relabel()
+        if op == "convert_element_type" and roles == ["H"]:
+            return self.convert()
+        if op == "neg" and roles == ["H"]:
+            c = _state(self.ctx)[self.node.operands[0]]
+            v = self.emit(self.ev, "he.neg", [c.value], "he", {"count": c.count})
+            return self.finish(Ct(v, c.pos, c.count, c.frac, c.products))
+        if op in ("add", "sub") and "H" in roles and self.add_fast(roles):
+            return None
+        if op == "concatenate" and set(roles) == {"H"}:
+            return self.concat()
+        return self.affine(roles)
+
+    def relabel(self):
+        (x,) = self.node.operands
+        c = _state(self.ctx)[x]
+        attrs = {k: v for k, v in self.node.attrs.items() if k not in ("protocol", "explicit")}
+        return self.finish(c.relabel(OPS[self.node.op].impl(attrs, c.pos)))
+
+    def convert(self):
+        (x,) = self.node.operands
+        src, dst = x.type.dtype, self.node.result.type.dtype
+        if not (src == "i32" and dst == "f32"):
+            raise MixcError(f"{self.node.loc}: convert_element_type {src} -> {dst} of a "
+                            f"ciphertext is not linear")
+        c = _state(self.ctx)[x]  # an integer carries 0 fraction bits: same ring value
+        return self.finish(c.relabel(c.pos))
+
+    def add_fast(self, roles):
+        """add/sub with a ciphertext whose elements line up; False: use the general path."""
+        a, b = self.node.operands
+        st = _state(self.ctx)
+        sub = self.node.op == "sub"
+        if roles == ["H", "H"]:
+            ca, cb = st[a], st[b]
+            pairs = _pairing(ca.pos, cb.pos)
+            if pairs is None:
+                return False
+            frac = max(ca.frac, cb.frac)
+            ca, cb = self.scale_ct(ca, frac - ca.frac), self.scale_ct(cb, frac - cb.frac)
+            index = {p: i for i, p in enumerate(pairs)}
+            pos = np.vectorize(lambda pa, pb: index[(pa // _he().N, pb // _he().N)] * _he().N
+                               + pa % _he().N, otypes=[np.int64])(ca.pos, cb.pos)
+            v = self.emit(self.ev, "he.sub" if sub else "he.add", [ca.value, cb.value], "he",
+                          {"pairs": tuple(pairs)})
+            return self.finish(Ct(v, pos, len(pairs), frac, max(ca.products, cb.products))) or True
+        hi = roles.index("H")
+        h, other = self.node.operands[hi], self.node.operands[1 - hi]
+        c = st[h]
+        flat = c.pos.reshape(-1)
+        if np.unique(flat).size != flat.size or tuple(other.type.shape) not in \
+                ((), tuple(h.type.shape)):
+            return False
+        role = roles[1 - hi]
+        if role == "O":
+            enc = self.encode(self.owner, other, c.frac)
+            if tuple(other.type.shape) != tuple(h.type.shape):
+                enc = self.emit(self.owner, "broadcast_in_dim", [enc], "plain",
+                                {"shape": tuple(h.type.shape), "broadcast_dimensions": ()})
+            ct = self.encrypt(enc, c.pos, c.count, "HE ciphertext (key owner's data)")
+            operands = [c.value, ct] if hi == 0 else [ct, c.value]
+            v = self.emit(self.ev, "he.sub" if sub else "he.add", operands, "he",
+                          {"pairs": tuple((i, i) for i in range(c.count))})
+            return self.finish(Ct(v, c.pos, c.count, c.frac, c.products)) or True
+        y = self.encode(self.ev, other, c.frac)
+        if tuple(other.type.shape) != tuple(h.type.shape):
+            y = self.emit(self.ev, "broadcast_in_dim", [y], "plain",
+                          {"shape": tuple(h.type.shape), "broadcast_dimensions": ()})
+        base = c.value
+        if sub and hi == 0:
+            y = self.emit(self.ev, "neg", [y], "plain")
+        elif sub:
+            base = self.emit(self.ev, "he.neg", [base], "he", {"count": c.count})
+        v = self.emit(self.ev, "he.add_plain", [base, y], "he",
+                      {"positions": flat.astype(np.int32), "count": c.count})
+        return self.finish(Ct(v, c.pos, c.count, c.frac, c.products)) or True
+
+    def concat(self):
+        st = _state(self.ctx)
+        cs = [st[v] for v in self.node.operands]
+        frac = max(c.frac for c in cs)
+        cs = [self.scale_ct(c, frac - c.frac) for c in cs]
+        offset, pos = 0, []
+        for c in cs:
+            pos.append(c.pos + offset * _he().N)
+            offset += c.count
+        v = self.emit(self.ev, "concatenate", [c.value for c in cs], "he", {"dimension": 0})
+        full = np.concatenate(pos, axis=self.node.attrs["dimension"])
+        return self.finish(Ct(v, full, offset, frac, max(c.products for c in cs)))
+
+    def affine(self, roles):
+        """The general path: each party applies the op to its parts; the owner encrypts."""
+        node = self.node
+        frac = max(self.frac_of(v) for v, r in zip(node.operands, roles) if r in ("H", "O"))
+        owner_parts, ev_parts, products = [], [], 0
+        for v, r in zip(node.operands, roles):
+            if r == "P" and node.op == "pad" and v is node.operands[1]:
+                owner_parts.append(None)
+                ev_parts.append(self.encode(self.ev, v, frac))
+                continue
+            o, e, k = self.parts(v, frac)
+            owner_parts.append(o)
+            ev_parts.append(e)
+            products = max(products, k)
+        attrs = {k: v for k, v in node.attrs.items() if k not in ("protocol", "explicit")}
+        o = self._side(self.owner, node.op, owner_parts, attrs)
+        e = self._side(self.ev, node.op, ev_parts, attrs)
+        c = self.encrypt_dense(o, frac, products)
+        if e is not None:
+            v = self.emit(self.ev, "he.add_plain", [c.value, e], "he",
+                          {"positions": c.pos.reshape(-1).astype(np.int32), "count": c.count})
+            c = Ct(v, c.pos, c.count, frac, products)
+        return self.finish(c)
+
+    def _side(self, party, op, parts, attrs):
+        if all(p is None for p in parts):
+            return None
+        operands = [p if p is not None else self.zeros(party, v.type.shape)
+                    for p, v in zip(parts, self.node.operands)]
+        return self.emit(party, op, operands, "plain", attrs)
+
+    def product(self, roles):
+        node = self.node
+        enc_side = [i for i, r in enumerate(roles) if r in ("H", "O")]
+        if len(enc_side) != 1:
+            raise MixcError(f"{node.loc or node.op}: {node.op} of two values that both carry "
+                            f"the key owner's data on HE device {self.device.name} is not "
+                            "linear (one side must be the evaluator's plaintext or public)")
+        xi = enc_side[0]
+        x, y = node.operands[xi], node.operands[1 - xi]
+        if node.op == "div" and xi != 0:
+            raise MixcError(f"{node.loc}: division by a value carrying the key owner's data on "
+                            f"HE device {self.device.name} is not linear")
+        if node.op in ("mul", "div"):
+            return self.elementwise(x, y)
+        prod = Product(node, xi)
+        plan = prod.plan()
+        h = _he()
+        yf = self.natural_frac(y)
+        xf = self.frac_of(x)
+        o, t, k = self.parts(x, xf)
+        xm = apply_local(self.ctx, self.owner, o, prod.x_steps, "plain")
+        ct = self.encrypt(xm, h.matmul_input_positions(plan), h.matmul_plan(plan).n_inputs,
+                          "HE ciphertext (key owner's data, matrix packing)")
+        wm = apply_local(self.ctx, self.ev, self.encode(self.ev, y, yf), prod.w_steps, "plain")
+        v = self.emit(self.ev, "he.matmul", [ct, wm], "he", {"plan": tuple(plan)})
+        pos = apply_numpy(h.matmul_output_positions(plan), prod.out_steps)
+        c = Ct(v, pos, h.matmul_plan(plan).n_outputs, xf + yf, k + 1)
+        if t is not None:  # the evaluator's part times its plaintext, added in
+            attrs = {a: b for a, b in node.attrs.items() if a not in ("protocol", "explicit")}
+            ye = self.encode(self.ev, y, yf)
+            local = self.emit(self.ev, node.op, [t, ye] if xi == 0 else [ye, t], "plain", attrs)
+            c.value = self.emit(self.ev, "he.add_plain", [c.value, local], "he",
+                                {"positions": pos.reshape(-1).astype(np.int32), "count": c.count})
+        return self.finish(c)
+
+    def elementwise(self, x, y):
+        node = self.node
+        shape = tuple(node.result.type.shape)
+        xf = self.frac_of(x)
+        yf = self.natural_frac(y)
+        if node.op == "div":  # times the reciprocal, computed where y is
+            parties = [self.ev]
+            recip = {}
+            for p in parties:
+                one = self.ctx.const(p, np.float32(1.0))
+                recip[p] = self.emit(p, "div", [one, self.ctx.parts[y][p]], "plain")
+            ye = self.emit(self.ev, "encode", [recip[self.ev]], "plain", {"frac_bits": self.f})
+            yf = self.f
+        else:
+            ye = self.encode(self.ev, y, yf)
+        bound = float(2 ** 63) if self.role(y) == "E" else 0.0
+        if tuple(y.type.shape) == () and self.role(x) == "H":
+            c = _state(self.ctx)[x]
+            v = self.emit(self.ev, "he.mul_scalar", [c.value, ye], "he",
+                          {"count": c.count, "bound": bound})
+            return self.finish(Ct(v, c.pos, c.count, xf + yf, c.products + 1))
+        o, t, k = self.parts(x, xf)
+        if tuple(x.type.shape) != shape:
+            o = self.emit(self.owner, "broadcast_in_dim", [o], o.type.kind,
+                          {"shape": shape, "broadcast_dimensions": ()})
+            if t is not None:
+                t = self.emit(self.ev, "broadcast_in_dim", [t], t.type.kind,
+                              {"shape": shape, "broadcast_dimensions": ()})
+        size = int(np.prod(shape, dtype=np.int64))
+        h = _he()
+        if tuple(y.type.shape) == ():  # scalar times an owner value: encrypt densely
+            c = self.encrypt_dense(o, xf, k)
+            v = self.emit(self.ev, "he.mul_scalar", [c.value, ye], "he",
+                          {"count": c.count, "bound": bound})
+            c = Ct(v, c.pos, c.count, xf + yf, k + 1)
+            yb = ye
+        else:
+            flat_o = self.emit(self.owner, "reshape", [o], o.type.kind, {"new_sizes": (size,)})
+            count = -(-size // h.elementwise_d())
+            ct = self.encrypt(flat_o, h.elementwise_input_positions(size), count,
+                              "HE ciphertext (key owner's data, elementwise packing)")
+            yflat = self.emit(self.ev, "reshape", [ye], "plain", {"new_sizes": (size,)})
+            v = self.emit(self.ev, "he.mul_elementwise", [ct, yflat], "he", {"size": size})
+            pos = h.elementwise_output_positions(size).reshape(shape)
+            c = Ct(v, pos, count, xf + yf, k + 1)
+            yb = ye
+        if t is not None:
+            local = self.emit(self.ev, "mul", [t, yb], "plain")
+            c.value = self.emit(self.ev, "he.add_plain", [c.value, local], "he",
+                                {"positions": c.pos.reshape(-1).astype(np.int32),
+                                 "count": c.count})
+        return self.finish(c)
+
+    def reveal(self):
+        (x,) = self.node.operands
+        (dst,) = self.ctx.source.devices[self.node.result.type.place].parties
+        c = _state(self.ctx)[x]
+        uniq, inverse = np.unique(c.pos.reshape(-1), return_inverse=True)
+        attrs = {"positions": uniq.astype(np.int32), "count": c.count}
+        take = {"indices": inverse.astype(np.int32), "shape": tuple(x.type.shape)}
+        decode = {"frac_bits": c.frac, "dtype": x.type.dtype}
+        if dst == self.owner:
+            ext = self.emit(self.ev, "he.extract", [self.pk, c.value], "he", attrs)
+            got = self.ctx.xfer(ext, self.owner, "HE ciphertext (sanitised result)", "he")
+            w = self.emit(self.owner, "he.decrypt", [self.sk, got], "plain", attrs)
+        elif dst == self.ev:
+            seed = self.ev
+            s = self.ctx.random(self.ev, seed, (uniq.size,), self.ctx.stream(seed), "plain")
+            ext = self.emit(self.ev, "he.extract", [self.pk, c.value, s], "he", attrs)
+            got = self.ctx.xfer(ext, self.owner, "HE ciphertext (sanitised, masked: v + s)", "he")
+            m = self.emit(self.owner, "he.decrypt", [self.sk, got], "masked", attrs)
+            back = self.ctx.xfer(m, self.ev, "masked value (v + s)", "masked")
+            w = self.emit(self.ev, "sub", [back, s], "plain")
+        else:
+            raise MixcError(f"{self.node.loc}: reveal from HE device {self.device.name} goes to "
+                            f"the key owner or the evaluator, not {dst}")
+        vals = self.emit(dst, "take", [w], "plain", take)
+        self.ctx.parts[self.node.result] = {dst: self.emit(dst, "decode", [vals], "plain", decode)}
+
+
+def _pairing(pa, pb):
+    """Ciphertext pairs (i, j) if a + b lines up elementwise, else None."""
+    n = _he().N
+    pa, pb = pa.reshape(-1), pb.reshape(-1)
+    if pa.shape != pb.shape or np.any(pa % n != pb % n):
+        return None
+    pairs = sorted(set(zip((pa // n).tolist(), (pb // n).tolist())))
+    firsts = [i for i, _ in pairs]
+    seconds = [j for _, j in pairs]
+    if len(set(firsts)) != len(firsts) or len(set(seconds)) != len(seconds):
+        return None
+    return pairs
+
+
+def _lower(ctx, node):
+    _Lowering(ctx, node).run()
+
+
+# ------------------------------------------------------------ costs
+
+def _cts(size):
+    return max(1, -(-int(size) // _he().N))
+
+
+def _enc_bytes(size):
+    return _cts(size) * _he().SEEDED
+
+
+def _ext_bytes(size):
+    h = _he()
+    n, size = h.N, int(size)
+    full, rest = divmod(size, n)
+    return full * h.extracted_bytes(n) + (h.extracted_bytes(rest) if rest else 0)
+
+
+def _cost(node, module):
+    kinds = [v.type.kind for v in node.operands]
+    if node.op in PRODUCTS and node.op not in ("mul", "div"):
+        xi = next(i for i, v in enumerate(node.operands) if _carries_owner(v, module))
+        enc, _out = product_cost(node, xi)
+        refresh = (_ext_bytes(node.operands[xi].type.size) if kinds[xi] == "he" else 0)
+        return Cost(enc + refresh, 1 + (1 if refresh else 0))
+    if node.op in STRUCTURAL + ("neg", "convert_element_type") and kinds == ["he"]:
+        return Cost()
+    size = node.result.type.size
+    owner_data = [v for v in node.operands if v.type.kind == "private"
+                  and _carries_owner(v, module)]
+    cts = [v for v in node.operands if v.type.kind == "he"]
+    if node.op in ("add", "sub", "mul", "div") and cts and not owner_data:
+        return Cost()  # lines up (else a refresh, not known before lowering)
+    refresh = sum(_ext_bytes(v.type.size) for v in cts) if node.op not in ("add", "sub") else 0
+    return Cost(_enc_bytes(size) + refresh, 1 + (1 if refresh else 0))
+
+
+def _carries_owner(v, module):
+    if v.type.kind == "he":
+        return True
+    if v.type.kind != "private":
+        return False
+    dev = module.devices[v.type.place]
+    return owner_of(v, module) == dev.key_owner
+
+
+def _reveal_cost(node, module):
+    (x,) = node.operands
+    dev = module.devices[x.type.place]
+    (dst,) = module.devices[node.result.type.place].parties
+    back = x.type.size * 8 if dst != dev.key_owner else 0
+    return Cost(_ext_bytes(x.type.size) + back, 1 if not back else 2)
+
+
+def _mixed(kinds, node, module):
+    if "he" not in kinds and "private" not in kinds:
+        return False
+    dev = module.devices[node.results[0].type.place]
+    if dev.kind != "HE":
+        return False
+    owners = {owner_of(v, module) for v, k in zip(node.operands, kinds) if k == "private"}
+    return "he" in kinds or len(owners) > 1
+
+
+def _from_he(kinds, node, module):
+    (x,) = node.operands
+    return kinds == ("he",) and module.devices[x.type.place].kind == "HE"
+
+
+def _all_public(kinds, node, module):
+    return all(k == "public" for k in kinds)
+
+
+def _lower_public(ctx, node):
+    from .plaintext import _lower_local
+    _lower_local(ctx, node)
+
+
+for _op in AFFINE + PRODUCTS:
+    register(PROTOCOL, _op, device="HE", accepts=_mixed, result_kind="he", cost=_cost,
+             lower=_lower, doc="a linear op on ciphertexts under the key owner's key")
+register(PROTOCOL, "reveal", device="PYU", accepts=_from_he, result_kind="plain",
+         cost=_reveal_cost, lower=_lower,
+         doc="sanitised ciphertexts to the key owner, who decrypts (masked, to the evaluator)")
+for _op in ("constant",) + AFFINE + PRODUCTS:
+    register(PUBLIC_PROTOCOL, _op, device="HE", accepts=_all_public, result_kind="public",
+             cost=lambda n, m: Cost(), lower=_lower_public,
+             doc="public values on an HE device: computed by both parties")
+__all__ = ["PROTOCOL", "HE_PROTOCOL", "place_kind", "Product", "he_keys"]

@@ -1,0 +1,152 @@
+"""The seed patent's masked two-party inference for linear layers (protocol ``masking``).
+
+A dense layer (``dot_general``) or a convolution (``conv_general_dilated``)
+whose weights W are *private* to one party of a 2-party MPC device (the
+server S: they were never shared, see ``private.py``) and whose input x is
+private to the other party (the client C) or secret-shared between them:
+
+offline (independent of x; the key pair is made once, at C's program start,
+and S gets the public key):
+
+1. C draws a uniform r (C's own PRG key) shaped like x and sends Enc(r),
+   encrypted under its RLWE key in the matrix-product packing
+   (``runtime.he.MatmulPlan``; a convolution is its kernel matrix times the
+   im2col patches of r);
+2. S draws a uniform s shaped like the result, computes Enc(W.r - s)
+   homomorphically, sanitises it (``mask_and_extract``: re-randomised,
+   noise flooded to 2^-40 statistical distance, only the result
+   coefficients kept) and sends it back;
+3. C decrypts: it holds W.r - s.
+
+online: C sends x - r (its share of x minus r when x is shared; S adds its
+own share), and S computes W.(x - r) + s locally.
+
+Now W.x = (W.r - s) + (W.(x - r) + s): C's and S's values are arithmetic
+shares of the product, exactly like ``arith2pc`` shares, so the following
+layers (bias add, relu, ...) continue on them. The patent's bias b is added
+by S into its share (``private_add``: free), the same as folding it into
+W.r + b - s. Fixed point: x and W carry f fraction bits each, so the shares
+are truncated by ``arith2pc``'s TruncPr (error at most 2^-f).
+
+What each side sees: S sees Enc(r) (IND-CPA under C's key) and x - r
+(uniform, r is C's alone); C sees a sanitised Enc(W.r - s) (W.r - s is
+uniform, s is S's alone). Neither learns the other's input or weights.
+
+Cost (declared, per use): bytes = Enc(r) ciphertexts + sanitised result
+ciphertexts + x - r (8 bytes per element) + truncation; rounds = 1 (x - r)
++ truncation. The offline messages depend on no input, and the lowered
+program sends them before anything that waits for an input, so they
+overlap; they are counted as bytes, not rounds (as the dealer's corrections
+of Beaver triples are). The public key (223 kB, once per session) is not
+counted.
+"""
+from __future__ import annotations
+
+from ..passes.lower import seed_name
+from . import Cost, register
+from .arith2pc import RING_BYTES, _trunc_cost, _truncate
+from .common import frac_bits, parties
+from .he import Product, apply_local, he_keys
+from .private import owner_of
+
+PROTOCOL = "masking"
+
+
+def _roles(kinds, node, module):
+    """(index of the input x, index of the weights W) or None."""
+    dev = module.devices[node.result.type.place]
+    if dev.kind != "MPC" or len(dev.parties) != 2 or node.result.type.dtype not in ("f32", "i32"):
+        return None
+    if node.op == "dot_general" and (node.attrs["batch"][0] or node.attrs["batch"][1]):
+        return None
+    for wi in (1, 0):
+        xi = 1 - wi
+        if kinds[wi] != "private":
+            continue
+        server = owner_of(node.operands[wi], module)
+        if server not in dev.parties:
+            continue
+        if kinds[xi] == "arith":
+            return xi, wi
+        if kinds[xi] == "private" and owner_of(node.operands[xi], module) not in (server, None):
+            return xi, wi
+    return None
+
+
+def _accepts(kinds, node, module):
+    return _roles(kinds, node, module) is not None
+
+
+def _cost(node, module):
+    xi, wi = _roles(tuple(v.type.kind for v in node.operands), node, module)
+    from .he import product_cost
+    enc, out = product_cost(node, xi)
+    f = frac_bits(module.devices[node.result.type.place], node.result.type.dtype)
+    online = Cost(RING_BYTES * node.operands[xi].type.size, 1)
+    return Cost(enc + out) + online + (_trunc_cost(node.result.type.size) if f else Cost())
+
+
+def _lower(ctx, node):
+    kinds = tuple(v.type.kind for v in node.operands)
+    device = ctx.device_of(node.result)
+    p0, p1 = parties(device)
+    x_i, w_i = _roles(kinds, node, ctx.source)
+    x, w = node.operands[x_i], node.operands[w_i]
+    server = _owner(ctx, w)
+    client = p1 if server == p0 else p0
+    f = frac_bits(device, node.result.type.dtype)
+    prod = Product(node, x_i)
+    plan = prod.plan()
+    from ..runtime import he_ops as h
+    sk, pk = he_keys(ctx, client, server)
+
+    # offline: C -> S: Enc(r); S -> C: Enc(W.r - s), sanitised
+    r = ctx.random(client, seed_name(client), x.type.shape, ctx.stream(seed_name(client)), "plain")
+    rm = apply_local(ctx, client, r, prod.x_steps, "plain")
+    enc_r = ctx.emit(client, "he.encrypt", [sk, rm], "he",
+                     {"positions": h.matmul_input_positions(plan).reshape(-1).astype("int32"),
+                      "count": h.matmul_plan(plan).n_inputs})
+    enc_r = ctx.xfer(enc_r, server, "HE ciphertext: Enc(r) (masking, offline)", "he")
+    w_enc = ctx.emit(server, "encode", [ctx.parts[w][server]], "plain", {"frac_bits": f})
+    wm = apply_local(ctx, server, w_enc, prod.w_steps, "plain")
+    raw = ctx.emit(server, "he.matmul", [enc_r, wm], "he", {"plan": tuple(plan)})
+    out_shape = tuple(node.result.type.shape)
+    s = ctx.random(server, seed_name(server), out_shape, ctx.stream(seed_name(server)), "plain")
+    neg_s = ctx.emit(server, "neg", [apply_local(ctx, server, s, prod.inv_steps, "plain")], "plain")
+    attrs = {"positions": h.matmul_output_positions(plan).reshape(-1).astype("int32"),
+             "count": h.matmul_plan(plan).n_outputs}
+    ext = ctx.emit(server, "he.extract", [pk, raw, neg_s], "he", attrs)
+    ext = ctx.xfer(ext, client, "HE ciphertext: Enc(W.r - s) (masking, offline)", "he")
+    u = ctx.emit(client, "he.decrypt", [sk, ext], "arith", attrs)
+    u = ctx.emit(client, "reshape", [u], "arith", {"new_sizes": (prod.M, prod.N)})
+    share_c = apply_local(ctx, client, u, prod.out_steps, "arith")
+
+    # online: C -> S: x - r; S: W.(x - r) + s
+    if x.type.kind == "private":
+        xc = ctx.emit(client, "encode", [ctx.parts[x][client]], "plain", {"frac_bits": f})
+    else:
+        xc = ctx.parts[x][client]
+    masked = ctx.emit(client, "sub", [xc, r], "masked")
+    got = ctx.xfer(masked, server, "masked input (x - r)", "masked")
+    if x.type.kind == "arith":
+        got = ctx.emit(server, "add", [got, ctx.parts[x][server]], "masked")
+    attrs = {k: v for k, v in node.attrs.items() if k not in ("protocol", "explicit")}
+    operands = [got, w_enc] if x_i == 0 else [w_enc, got]
+    z = ctx.emit(server, node.op, operands, "arith", attrs)
+    share_s = ctx.emit(server, "add", [z, s], "arith")
+    shares = {client: share_c, server: share_s}
+    ctx.parts[node.result] = _truncate(ctx, device, shares, f) if f else shares
+
+
+def _owner(ctx, value):
+    if value.type.kind != "private":
+        return None
+    (party,) = ctx.parts[value]
+    return party
+
+
+for _op in ("dot_general", "conv_general_dilated"):
+    register(PROTOCOL, _op, device="MPC", accepts=_accepts, result_kind="arith", cost=_cost,
+             lower=_lower, wants="arith",
+             doc="the seed patent: offline Enc(r) -> Enc(W.r - s) by HE, online x - r; "
+                 "W private to one party, x private to or shared with the other")

@@ -29,14 +29,23 @@ from .passes.lower import DEALER
 
 FORMS = {"plain": "plaintext", "public": "plaintext (public: follows from constants)",
          "arith": "an additive share", "bool": "a boolean share",
-         "he": "a ciphertext", "masked": "a masked value"}
+         "he": "a ciphertext", "masked": "a masked value",
+         "private": "plaintext (its owner's alone; the other parties hold nothing)"}
 SHORT_FORMS = {"plain": "plaintext", "public": "public plaintext", "arith": "additive share",
-               "bool": "boolean share", "he": "ciphertext", "masked": "masked value"}
+               "bool": "boolean share", "he": "ciphertext", "masked": "masked value",
+               "private": "private plaintext"}
 
 
 def _seen_by(module, value):
     device = module.devices[value.type.place]
     form = FORMS[value.type.kind]
+    if value.type.kind == "private":
+        from .protocols.private import owner_of
+        owner = owner_of(value, module)
+        if owner is not None:
+            return (owner,), form
+    if value.type.kind == "he" and device.kind == "HE" and device.evaluator:
+        return (device.evaluator,), form + f" under {device.key_owner}'s key"
     if device.kind == "TEE":
         form += " (inside the simulated TEE)"
     return device.parties, form
@@ -106,16 +115,42 @@ def _messages(final):
 
 
 def _dp_lines(selected):
-    """The DP budget, if the program uses a mechanism (``module.dp_budget`` or ``dp`` attrs)."""
-    budget = getattr(selected, "dp_budget", None)
-    uses = [n for n in selected.nodes if "mechanism" in n.attrs or n.op.startswith("dp_")]
-    if budget:
-        return [f"- differential privacy: total budget {budget}"]
+    """The program's (epsilon, delta) under basic sequential composition, and each mechanism."""
+    uses = [n for n in selected.nodes if n.op == "dp_noise"]
+    if not uses:
+        return ["- differential privacy: no DP mechanism used (outputs are exact; no (epsilon, "
+                "delta) guarantee is claimed)"]
+    epsilon = sum(n.attrs["epsilon"] for n in uses)
+    delta = sum(n.attrs["delta"] for n in uses)
+    lines = [f"- differential privacy: total budget epsilon = {epsilon:g}, delta = {delta:g} "
+             f"(basic composition of {len(uses)} mechanism(s); noise from ChaCha20 keyed by "
+             "os.urandom)"]
+    for n in uses:
+        where = "each party adds its own, in its share" if \
+            selected.devices[n.result.type.place].kind == "MPC" else "its party adds it"
+        lines.append(f"  - {n.attrs['mechanism']} scale {n.attrs['scale']:.4g} "
+                     f"(sensitivity {n.attrs['sensitivity']:g}, epsilon {n.attrs['epsilon']:g}, "
+                     f"delta {n.attrs['delta']:g}) on {n.result.type.place} at {n.loc}: {where}")
+    return lines
+
+
+def _he_lines(selected):
+    """Trust lines for HE devices and the masking protocol (protocols.he, .masking)."""
+    from .protocols.he import PARAMS_TEXT
+    out = []
+    for d in selected.devices.values():
+        if d.kind == "HE":
+            out.append(f"- HE device {d.name}: {d.key_owner} holds the secret key; "
+                       f"{d.evaluator} sees only ciphertexts ({PARAMS_TEXT}) and the key owner "
+                       "only sanitised results or values masked by the evaluator's randomness")
+    uses = [n for n in selected.nodes if n.attrs.get("protocol") == "masking"]
     if uses:
-        return [f"- differential privacy: {len(uses)} mechanism(s) at "
-                f"{', '.join(sorted({n.loc or n.op for n in uses}))}"]
-    return ["- differential privacy: no DP mechanism used (outputs are exact; no (epsilon, delta) "
-            "guarantee is claimed)"]
+        where = ", ".join(sorted({n.loc or n.op for n in uses}))
+        out.append(f"- masking protocol (the seed patent) on {len(uses)} linear layer(s) at "
+                   f"{where}: the weights stay at their owner; the other party sends only x - r "
+                   "(r its own uniform mask) and gets W.r - s under its own HE key, sanitised "
+                   f"(s the weights owner's mask); HE: {PARAMS_TEXT}")
+    return out
 
 
 def audit_text(name, snapshots, final) -> str:
@@ -159,6 +194,7 @@ def audit_text(name, snapshots, final) -> str:
                          f"{_at(n.loc)}".replace("  ", " "))
         if not given and not computed:
             lines.append("    (nothing)")
+    lines += _he_lines(selected)
     lines.append("- semi-honest parties: each follows its program")
     lines += _dp_lines(selected)
 

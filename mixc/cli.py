@@ -236,7 +236,7 @@ def _parser():
                                    "each party, KEYDIR/<party>.crt and <party>.key, for "
                                    "mixc run --tls KEYDIR.")
     k.add_argument("dir", metavar="KEYDIR")
-    who = k.add_mutually_exclusive_group(required=True)
+    who = k.add_mutually_exclusive_group()
     who.add_argument("--parties", metavar="a,b,...", help="the parties to make certificates for")
     who.add_argument("--bundle", metavar="DIR", help="make certificates for this bundle's parties")
     k.add_argument("--days", type=_positive_int, default=365, metavar="N",
@@ -523,6 +523,11 @@ def cmd_audit(args):
 
 def cmd_keygen(args):
     from .tls import keygen
+    if args.bundle is None and args.parties is None:
+        if (Path(args.dir) / "manifest.json").is_file():
+            raise _Usage(f"{args.dir} is a bundle, which every host gets: keep keys out of it "
+                         f"(mixc keygen KEYDIR --bundle {args.dir})")
+        raise _Usage("say whose keys to make: --parties a,b,... or --bundle DIR")
     if args.bundle is not None:
         parties = list(_load_manifest(args.bundle)["parties"])
     else:

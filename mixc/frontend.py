@@ -15,6 +15,7 @@ later by ``passes.insert_transfers``.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import threading
@@ -124,7 +125,8 @@ class _Trace:
         node = self.module.add(op, operands, types, attrs, loc)
         self.producer.update((r, node) for r in node.results)
         on_mpc = node.results and self.module.devices[node.results[0].type.place].kind in ("MPC", "HE")
-        if on_mpc and op != "to" and all(v in self.public for v in operands):
+        from_constants = op == "constant" or (operands and all(v in self.public for v in operands))
+        if on_mpc and op != "to" and from_constants:
             self.public.update(node.results)
         return node
 
@@ -162,13 +164,26 @@ class DeviceFunction:
         avals = [jax.ShapeDtypeStruct(leaves[i].shape, leaves[i].dtype) for i in dynamic]
         operands = [leaves[i].value for i in dynamic]
         try:
-            if self.device.kind in ("PYU", "TEE"):  # a TEE runs plaintext JAX, like a PYU
-                outs, out_tree = _trace_pyu(trace, self, flat_fn, avals, operands, frame)
-            elif self.device.kind in ("MPC", "HE"):  # HE: op by op too, linear ops only
-                outs, out_tree = _trace_mpc(trace, self, flat_fn, avals, operands, frame)
-            else:
-                raise TraceError(f"{_where(frame)}: {self.device.kind} devices are not "
-                                 f"supported yet (device {self.device.name})")
+            # First trace: mixc.dp calls only announce their noise. If there are any, the
+            # noise becomes dp_noise ops and extra inputs of a second trace.
+            noise = _Noise()
+            mark = len(trace.module.nodes)
+            outs, out_tree = self._trace(trace, noise, flat_fn, avals, operands, frame)
+            if noise.requests:
+                del trace.module.nodes[mark:]  # the noiseless first trace
+                values = [trace.emit("dp_noise", [], [TensorType(dtype_name(aval.dtype),
+                                                                 tuple(aval.shape),
+                                                                 self.device.name)],
+                                     dict(spec, shape=tuple(aval.shape)), _loc(where)).result
+                          for aval, spec, where in noise.requests]
+                noise.bind()
+
+                def noisy_fn(*dyn):
+                    with noise.feeding(dyn[len(dynamic):]):
+                        return flat_fn(*dyn[:len(dynamic)])
+                noise_avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a, _, _ in noise.requests]
+                outs, out_tree = self._trace(trace, noise, noisy_fn, avals + noise_avals,
+                                             operands + values, frame)
         except TraceError:
             raise
         except NotImplementedError as e:
@@ -179,6 +194,54 @@ class DeviceFunction:
                              f"failed: {type(e).__name__}: {msg}") from e
         wrapped = [DeviceValue(v, self.device, f"{self.name} result") for v in outs]
         return jax.tree_util.tree_unflatten(out_tree, wrapped)
+
+    def _trace(self, trace, noise, fn, avals, operands, frame):
+        _state.noise = noise
+        try:
+            if self.device.kind in ("PYU", "TEE"):  # a TEE runs plaintext JAX, like a PYU
+                return _trace_pyu(trace, self, fn, avals, operands, frame)
+            if self.device.kind in ("MPC", "HE"):  # HE: op by op too, linear ops only
+                return _trace_mpc(trace, self, fn, avals, operands, frame)
+            raise TraceError(f"{_where(frame)}: {self.device.kind} devices are not "
+                             f"supported yet (device {self.device.name})")
+        finally:
+            _state.noise = None
+
+
+class _Noise:
+    """The mixc.dp calls of one device function: announced in a first trace, then fed as
+    extra inputs (made by dp_noise ops) in a second."""
+
+    def __init__(self):
+        self.requests = []  # (aval, spec, author frame)
+        self._feed = None
+
+    def bind(self):
+        self._feed = []
+
+    @contextlib.contextmanager
+    def feeding(self, values):
+        self._feed = list(values)
+        try:
+            yield
+        finally:
+            self._feed = []
+
+    def next(self, x, spec):
+        if self._feed is None:
+            aval = jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x, jnp.float32))
+            self.requests.append((aval, spec, _author_frame()))
+            return jnp.zeros(aval.shape, aval.dtype)
+        return self._feed.pop(0)
+
+
+def noise_for(x, spec):
+    """The noise term a mixc.dp mechanism adds to ``x`` (see mixc/dp.py)."""
+    noise = getattr(_state, "noise", None)
+    if noise is None:
+        raise TraceError(f"{_where()}: mixc.dp mechanisms work inside a device function "
+                         "of a @mixc.program")
+    return noise.next(x, spec)
 
 
 def _is_static(x):

@@ -43,6 +43,7 @@ class PartyExecutor:
         self.progress = progress
         self.inputs = self._check_inputs(inputs)
         self.keys = {}
+        self._noise_prg = None
         self._calls = {}
 
     def _check_inputs(self, inputs):
@@ -103,6 +104,8 @@ class PartyExecutor:
         op, a = node.op, node.attrs
         if op == "input":
             return [self.inputs[a["name"]]]
+        if op == "dp_noise":
+            return [self._dp_noise(a)]
         if op == "random":
             prg = kernels.Prg(self.keys[a["seed"]], a["stream"])
             return [prg.random_u64(tuple(a["shape"]))]
@@ -136,6 +139,21 @@ class PartyExecutor:
             return list(kernels.bits_unzip(np.ascontiguousarray(args[0])))
         out = OPS[op].impl(a, *args)
         return [np.asarray(out)]
+
+    def _dp_noise(self, attrs):
+        """Laplace (inverse CDF) or Gaussian (Box-Muller) noise from ChaCha20 uniforms."""
+        shape = tuple(attrs["shape"])
+        n = int(np.prod(shape, dtype=np.int64))
+        if self._noise_prg is None:
+            self._noise_prg = kernels.Prg(os.urandom(32), 0)
+        words = self._noise_prg.random_u64((2, n))
+        u = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53  # in (0, 1)
+        if attrs["mechanism"] == "laplace":
+            centred = u[0] - 0.5
+            noise = -attrs["scale"] * np.sign(centred) * np.log1p(-2 * np.abs(centred))
+        else:
+            noise = attrs["scale"] * np.sqrt(-2 * np.log(u[0])) * np.cos(2 * np.pi * u[1])
+        return noise.reshape(shape).astype(np.float32)
 
     def _call(self, attrs, args):
         import jax

@@ -16,8 +16,8 @@ the handshake (hello + verdict), then frames -- and, at frame ``--at``
 ``reset``     both connections are reset (RST, via SO_LINGER 0);
 ``garble``    the frame's header is corrupted (byte ``--offset``, default 0:
               the magic, XOR 0xFF) and forwarded;
-``truncate``  the header and half the payload are forwarded, then both
-              connections are closed (FIN);
+``truncate``  the header and half the payload are forwarded, then the
+              stream to the server ends (FIN); the way back stays open;
 ``duplicate`` the frame is forwarded twice (a replayed message);
 ``stall``     nothing more is forwarded in either direction; connections
               stay open (a frozen network path);
@@ -158,9 +158,10 @@ def _inject(opts, src, dst, frame, payload_len, what, record):
         _send(dst, bytes(b), record)
         return False
     if opts.fault == "truncate":
+        # the stream to the server ends mid-frame (FIN); the way back stays open
         _send(dst, frame, record)
         _copy(src, dst, payload_len // 2, record)
-        _close(src, dst)
+        dst.shutdown(socket.SHUT_WR)
         return True
     return False
 

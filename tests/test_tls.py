@@ -89,6 +89,9 @@ def test_keygen(tmp_path, capsys, work):
     # errors: one line
     (tmp_path / "lonely").mkdir()
     (tmp_path / "lonely" / "ca.crt").write_text("x")
+    res = run_main(capsys, "keygen", d / "small")      # a bundle is no place for keys
+    assert res.returncode == 2 and "keep keys out of it" in res.stderr, res.stderr
+    assert not (d / "small" / "ca.key").exists()
     for args, needle in [
         (["keygen", tmp_path / "lonely", "--parties", "a"], "ca.key"),
         (["keygen", tmp_path / "k2", "--parties", "a,a"], "twice"),

@@ -655,3 +655,10 @@ def _he_extract(ts, a):
     doc="key owner: decrypt extracted ciphertexts to the ring values at positions")
 def _he_decrypt(ts, a):
     return [("u64", (np.asarray(a["positions"]).size,))]
+
+
+@op("dp_noise", operands=0,
+    attrs=("mechanism", "scale", "sensitivity", "epsilon", "delta", "shape"),
+    doc="differential-privacy noise of the given mechanism and scale (see mixc/dp.py)")
+def _dp_noise(ts, a):
+    return [("f32", tuple(a["shape"]))]

@@ -10,15 +10,21 @@ device (``protocols.he.place_kind``).
 from ..errors import TraceError
 
 
+def _from_constants(node, kinds):
+    """Constants, and ops whose operands all are: public. (dp_noise has no operands but
+    is a secret draw.)"""
+    if node.op == "constant":
+        return True
+    return bool(node.operands) and all(kinds.get(v) == "public" for v in node.operands)
+
+
 def _kind(node, device, kinds, module=None):
     if device.kind in ("PYU", "TEE"):  # a TEE party runs in the clear, like a PYU
         return "plain"
     if device.kind == "MPC":
         if node.op == "to":
             return "arith"
-        if all(kinds.get(v) == "public" for v in node.operands):
-            return "public"
-        return "arith"
+        return "public" if _from_constants(node, kinds) else "arith"
     if device.kind == "HE":  # private to one party, public, or a ciphertext (protocols.he)
         from ..protocols.he import place_kind
         return place_kind(node, device, kinds, module)

@@ -365,6 +365,16 @@ def _logic_cost(node, module):
     return Cost() if node.op == "not" else _beaver_cost(node, module)
 
 
+def _lower_dp_noise(ctx, node):
+    """Each party draws the full noise into its own share: neither knows the sum."""
+    device = _device(ctx, node.result)
+    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
+    ctx.parts[node.result] = {
+        p: ctx.emit(p, "encode", [ctx.emit(p, "dp_noise", [], "arith", attrs)], "arith",
+                    {"frac_bits": frac_bits(device, node.result.type.dtype)})
+        for p in parties(device)}
+
+
 # ------------------------------------------------------------ registration
 
 def _secret_any(kinds, node, module):
@@ -407,6 +417,8 @@ for _op in ("mul", "dot_general", "conv_general_dilated"):  # conv: Beaver conv 
     _rule(_op, _secret_any, _product_cost, _lower_product,
           "Beaver product from dealer triples, then TruncPr for fixed point")
 _rule("div", _secret_first, _div_cost, _lower_div, "times the public reciprocal, then TruncPr")
+_rule("dp_noise", lambda k, n, m: k == () and two_party(n, m), _free, _lower_dp_noise,
+      "each party adds independent noise of the full scale to its share")
 _rule("select_n", _secret_any, _select_cost, _lower_select,
       "f + p * (t - f): one Beaver product (local when both cases are public)")
 for _op in ("and", "or", "xor", "not"):

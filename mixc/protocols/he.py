@@ -86,20 +86,32 @@ def _he():
 
 def place_kind(node, device, kinds, module):
     """The kind of ``node``'s results on HE device ``device`` (``passes.place``)."""
+    owners = module.__dict__.setdefault("_he_place_owners", {})
     if node.op == "to":
         src = module.devices[node.operands[0].type.place]
         if len(src.parties) != 1 or src.parties[0] not in device.parties:
             raise MixcError(f"{node.loc or node.op}: values enter HE device {device.name} only "
                             f"from its parties' own devices ({', '.join(device.parties)}), "
                             f"not from {src.name}")
+        owners.update((r, src.parties[0]) for r in node.results)
         return "private"
-    ks = [kinds.get(v) for v in node.operands]
-    if all(k == "public" for k in ks):
+    holders = set()
+    for v in node.operands:
+        k = kinds.get(v)
+        if k == "public":
+            continue
+        if k == "he":
+            return "he"
+        if v.type.place != device.name:  # a party's plaintext, moved in as private later
+            holders.update(module.devices[v.type.place].parties)
+        else:
+            holders.add(owners.get(v))
+    if not holders:
         return "public"
-    if "he" in ks:
-        return "he"
-    owners = {owner_of(v, module) for v, k in zip(node.operands, ks) if k == "private"}
-    return "private" if len(owners) == 1 else "he"
+    if len(holders) == 1 and None not in holders:
+        owners.update((r, next(iter(holders))) for r in node.results)
+        return "private"
+    return "he"
 
 
 # ------------------------------------------------------------ layouts of products
@@ -585,7 +597,7 @@ class _Lowering:
             ext = self.emit(self.ev, "he.extract", [self.pk, c.value, s], "he", attrs)
             got = self.ctx.xfer(ext, self.owner, "HE ciphertext (sanitised, masked: v + s)", "he")
             m = self.emit(self.owner, "he.decrypt", [self.sk, got], "masked", attrs)
-            back = self.ctx.xfer(m, self.ev, "masked value (v + s)", "masked")
+            back = self.ctx.xfer(m, self.ev, "masked value v + s (reveal)", "masked")
             w = self.emit(self.ev, "sub", [back, s], "plain")
         else:
             raise MixcError(f"{self.node.loc}: reveal from HE device {self.device.name} goes to "
@@ -700,3 +712,6 @@ for _op in ("constant",) + AFFINE + PRODUCTS:
              cost=lambda n, m: Cost(), lower=_lower_public,
              doc="public values on an HE device: computed by both parties")
 __all__ = ["PROTOCOL", "HE_PROTOCOL", "place_kind", "Product", "he_keys"]
+
+PARAMS_TEXT = ("RLWE n = 8192, log2 q = 218, t = 2^64, 128-bit security; results noise-flooded "
+               "to 2^-40 statistical distance")

@@ -117,9 +117,7 @@ def _lower(ctx, node):
              "count": h.matmul_plan(plan).n_outputs}
     ext = ctx.emit(server, "he.extract", [pk, raw, neg_s], "he", attrs)
     ext = ctx.xfer(ext, client, "HE ciphertext: Enc(W.r - s) (masking, offline)", "he")
-    u = ctx.emit(client, "he.decrypt", [sk, ext], "arith", attrs)
-    u = ctx.emit(client, "reshape", [u], "arith", {"new_sizes": (prod.M, prod.N)})
-    share_c = apply_local(ctx, client, u, prod.out_steps, "arith")
+    dec_attrs = attrs
 
     # online: C -> S: x - r; S: W.(x - r) + s
     if x.type.kind == "private":
@@ -134,6 +132,10 @@ def _lower(ctx, node):
     operands = [got, w_enc] if x_i == 0 else [w_enc, got]
     z = ctx.emit(server, node.op, operands, "arith", attrs)
     share_s = ctx.emit(server, "add", [z, s], "arith")
+    # C decrypts last, so that it sends x - r before it waits for Enc(W.r - s)
+    u = ctx.emit(client, "he.decrypt", [sk, ext], "arith", dec_attrs)
+    u = ctx.emit(client, "reshape", [u], "arith", {"new_sizes": (prod.M, prod.N)})
+    share_c = apply_local(ctx, client, u, prod.out_steps, "arith")
     shares = {client: share_c, server: share_s}
     ctx.parts[node.result] = _truncate(ctx, device, shares, f) if f else shares
 

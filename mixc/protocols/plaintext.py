@@ -74,7 +74,7 @@ def _all_public(kinds, node, module):
     return all(k == "public" for k in kinds)
 
 
-for _op in ("input", "call"):
+for _op in ("input", "call", "dp_noise"):
     register(PROTOCOL, _op, device="PYU", accepts=_all_plain, result_kind="plain",
              cost=_free, lower=_lower_local)
 register(PROTOCOL, "output", device="PYU", accepts=_all_plain, result_kind="plain",

@@ -25,8 +25,10 @@ Rules here:
 Which MPC values stay private is decided by ``assign_private`` (called by
 ``select_protocols`` before the share-kind min-cut): a value that could stay
 private stays private only if some reader is strictly cheaper with it
-private (e.g. a dense layer's weights: masking instead of Beaver), or it
-feeds another value that stays private. Everything else is shared at its
+private with a protocol that needs the plaintext (e.g. a dense layer's
+weights: masking instead of Beaver), or it feeds another value that stays
+private. (Computing one party's data in the clear, or revealing it to
+itself, does not count: the author put the function on MPC.) Everything else is shared at its
 ``to`` exactly as before, so programs that gain nothing see no change.
 """
 from . import Cost, register, rules_for
@@ -276,7 +278,10 @@ def _useful(v, readers, cands, useful, sel):
         for rule, kinds, seconds in sel.options(n):
             as_private = any(op is v and k == "private" for op, k in zip(n.operands, kinds))
             if as_private:
-                if rule.result_kind != "private":
+                # only a protocol that needs the plaintext (masking) makes keeping it worth
+                # it: computing a party's own data in the clear, or revealing it to itself,
+                # would take the author's MPC function off MPC altogether
+                if rule.protocol not in (PROTOCOL, ADD_PROTOCOL, HE_PROTOCOL):
                     private_best = seconds if private_best is None else min(private_best, seconds)
             else:
                 shared_best = seconds if shared_best is None else min(shared_best, seconds)

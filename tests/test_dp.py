@@ -1,0 +1,73 @@
+"""Differential privacy: the noise has the calibrated distribution and the audit the budget."""
+import math
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mixc
+import mixc.bundle
+from mixc import device, reveal
+
+CLUSTER = mixc.init_device(Path(__file__).resolve().parents[1] / "examples" / "two_party.devices")
+N = 40000
+
+
+@mixc.program
+def noisy(x: mixc.Input(CLUSTER.p1, (N,)), y: mixc.Input(CLUSTER.p2, (N,))):
+    on_pyu = device(CLUSTER.p1)(lambda x: mixc.dp.laplace(x, sensitivity=1.0, epsilon=0.5))(x)
+    on_mpc = device(CLUSTER.mpc)(
+        lambda x, y: mixc.dp.gaussian(x + y, sensitivity=0.1, epsilon=0.5, delta=1e-5))(x, y)
+    return {"laplace": on_pyu, "gaussian": reveal(on_mpc, CLUSTER.p1)}
+
+
+@pytest.fixture(scope="module")
+def samples():
+    bundle = mixc.bundle.build(noisy, verify_between=True)
+    zeros = np.zeros(N, np.float32)
+    return bundle, mixc.bundle.simulate(bundle, {"x": zeros, "y": zeros + 1})
+
+
+def test_laplace_distribution(samples):
+    _, out = samples
+    noise = out["laplace"].astype(np.float64)
+    b = 1.0 / 0.5
+    # variance 2 b^2 (within 5%: the sample variance's std is ~ 2.2% at N = 40000)
+    assert abs(noise.var() / (2 * b * b) - 1) < 0.05
+    assert abs(noise.mean()) < 0.05
+    # Laplace, not Gaussian: P(|X| > b ln 20) = 1/20
+    assert abs(np.mean(np.abs(noise) > b * math.log(20)) - 0.05) < 0.006
+
+
+def test_gaussian_distribution_under_mpc(samples):
+    _, out = samples
+    noise = out["gaussian"].astype(np.float64) - 1.0
+    sigma = 0.1 * math.sqrt(2 * math.log(1.25 / 1e-5)) / 0.5
+    # each of the two parties adds N(0, sigma^2) into its share
+    assert abs(noise.var() / (2 * sigma * sigma) - 1) < 0.05
+    assert abs(np.mean(np.abs(noise) < math.sqrt(2) * sigma) - 0.6827) < 0.01
+
+
+def test_fresh_noise_every_run():
+    bundle = mixc.bundle.build(noisy)
+    zeros = np.zeros(N, np.float32)
+    a = mixc.bundle.simulate(bundle, {"x": zeros, "y": zeros})
+    b = mixc.bundle.simulate(bundle, {"x": zeros, "y": zeros})
+    assert not np.array_equal(a["laplace"], b["laplace"])
+
+
+def test_audit_reports_the_budget(samples):
+    bundle, _ = samples
+    audit = bundle.audit()
+    assert "epsilon = 1, delta = 1e-05" in audit
+    assert "laplace scale 2" in audit and "gaussian" in audit
+
+
+def test_bad_parameters_and_placement():
+    with pytest.raises(ValueError, match="epsilon"):
+        mixc.dp.laplace(jnp.zeros(3), 1.0, 0.0)
+    with pytest.raises(ValueError, match="epsilon < 1"):
+        mixc.dp.gaussian(jnp.zeros(3), 1.0, 2.0, 1e-5)
+    with pytest.raises(mixc.errors.TraceError, match="inside a device function"):
+        mixc.dp.laplace(jnp.zeros(3), 1.0, 1.0)

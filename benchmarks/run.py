@@ -1,6 +1,6 @@
 """mixc's side of the side-by-side benchmark with SPU (see benchmarks/README.md).
 
-    python benchmarks/run.py [NAME ...] [--reps 3] [--network lan]
+    python benchmarks/run.py [NAME ...] [--reps 3] [--network lan] [--offline dealer|he]
 
 Runs the workloads of ``shared/peer/spu_peer.py`` with the same names, sizes
 and seeds (``np.random.default_rng(0)``, data drawn in the order of that
@@ -21,6 +21,18 @@ prints one JSON line per workload:
   strictly in order, as the executor does;
 - ``build_s``: time of ``prog.build()`` (trace + passes + partition);
 - ``ops``: per party, how many nodes of each op its program has.
+
+``--offline he`` runs the same workloads on ``examples/two_party_he.devices``
+(the MPC device makes its own correlations: HE matrix triples, OT triples,
+no dealer; ``system`` "mixc-he") in two phases: every party first runs the
+part of its program that depends on no input (key generation, OT sessions,
+triples, truncation bits: ``runtime.phases``), the parties wait for each
+other, then run the rest. Extra fields: ``offline_s``/``online_s`` (medians of
+the two phases; ``wall_s`` is the median of their sum), ``offline_bytes``/
+``online_bytes`` (all parties, one run), ``inline_wall_s`` (the warm-up run,
+unphased: correlations made where they are used), ``dealer_free`` (no dealer
+party in the bundle) and ``protocols`` (the protocol chosen for each product
+and comparison).
 
 A workload that mixc cannot build yet prints
 ``{"name", "system", "skipped": "<error>"}``; one that builds but fails to
@@ -45,6 +57,8 @@ import mixc.bundle
 SYSTEM = "mixc-dealer"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = os.path.join(ROOT, "examples", "two_party.devices")
+HE_SYSTEM = "mixc-he"
+HE_DEVICES = os.path.join(ROOT, "examples", "two_party_he.devices")
 
 
 # ------------------------------------------------------------- the functions
@@ -276,6 +290,67 @@ def _message(e):
 
 # ------------------------------------------------------------------- runs
 
+def _protocols(bundle):
+    """op -> sorted protocols chosen for it, for the ops that cost something."""
+    out = {}
+    graph = getattr(bundle, "graph_module", None)
+    for n in getattr(graph, "nodes", ()):
+        if n.op in ("dot_general", "conv_general_dilated", "mul", "lt", "eq", "select_n", "max",
+                    "a2b", "b2a") and "protocol" in n.attrs:
+            out.setdefault(n.op, set()).add(n.attrs["protocol"])
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def run_one_phased(name, cluster, data, reps, network):
+    """``--offline he``: offline part, barrier, online part (runtime.phases)."""
+    from mixc.runtime.phases import simulate_phased
+    rec = {"name": name, "system": HE_SYSTEM}
+    args = data[name]
+    try:
+        prog, fn, input_names = WORKLOADS[name](cluster, args)
+        t = time.perf_counter()
+        bundle = prog.build(network=network)
+        build_s = time.perf_counter() - t
+    except Exception as e:  # noqa: BLE001 - a workload mixc cannot build yet
+        rec["skipped"] = _message(e)
+        return rec
+    inputs = dict(zip(input_names, args))
+    rec["dealer_free"] = "dealer" not in bundle.parties
+    try:
+        t = time.perf_counter()
+        mixc.bundle.simulate(bundle, inputs)  # warm-up, unphased
+        rec["inline_wall_s"] = round(time.perf_counter() - t, 4)
+        runs = []
+        for _ in range(reps):
+            out, report = simulate_phased(bundle, inputs)
+            runs.append(report)
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        rec["wall_s"] = round(med([r["offline_s"] + r["online_s"] for r in runs]), 4)
+        rec["offline_s"] = round(med([r["offline_s"] for r in runs]), 4)
+        rec["online_s"] = round(med([r["online_s"] for r in runs]), 4)
+        rec.update(score(name, fn, args, out))
+        last = runs[-1]
+        rec["offline_bytes"] = sum(last["offline_bytes"].values())
+        rec["online_bytes"] = sum(last["online_bytes"].values())
+        rec["bytes_sent"] = {p: last["offline_bytes"][p] + last["online_bytes"][p]
+                             for p in last["offline_bytes"]}
+        rec["bytes_total"] = sum(rec["bytes_sent"].values())
+    except Exception as e:  # noqa: BLE001 - report it, go on with the others
+        rec["error"] = _message(e)
+        if os.environ.get("MIXC_BENCH_TRACEBACK"):
+            traceback.print_exc()
+    try:
+        rec["rounds"] = rounds(bundle.programs)
+    except Exception as e:  # noqa: BLE001 - keep the measurements
+        rec["rounds"] = None
+        rec["rounds_error"] = _message(e)
+    rec["build_s"] = round(build_s, 4)
+    rec["network"] = network
+    rec["protocols"] = _protocols(bundle)
+    rec["parties"] = list(bundle.parties)
+    return rec
+
+
 def run_one(name, cluster, data, reps, network):
     rec = {"name": name, "system": SYSTEM}
     args = data[name]
@@ -326,19 +401,25 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3, help="timed warm runs (median is reported)")
     ap.add_argument("--network", default="lan", choices=sorted(NETWORKS),
                     help="network profile protocol selection optimizes for")
+    ap.add_argument("--offline", default="dealer", choices=("dealer", "he"),
+                    help="where the MPC device's correlations come from: a dealer "
+                         "(examples/two_party.devices) or the two parties themselves, by HE "
+                         "and OT (examples/two_party_he.devices; offline and online timed "
+                         "apart)")
     a = ap.parse_args(argv)
     unknown = [n for n in a.names if n not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     if a.reps < 1:
         ap.error("--reps must be at least 1")
-    cluster = mixc.init_device(DEVICES)
+    he = a.offline == "he"
+    cluster = mixc.init_device(HE_DEVICES if he else DEVICES)
     data = make_data(0)
     for name in a.names or list(WORKLOADS):
         try:
-            rec = run_one(name, cluster, data, a.reps, a.network)
+            rec = (run_one_phased if he else run_one)(name, cluster, data, a.reps, a.network)
         except Exception as e:  # noqa: BLE001 - never let one workload end the run
-            rec = {"name": name, "system": SYSTEM, "error": _message(e)}
+            rec = {"name": name, "system": HE_SYSTEM if he else SYSTEM, "error": _message(e)}
         print(json.dumps(rec), flush=True)
     return 0
 

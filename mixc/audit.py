@@ -172,6 +172,8 @@ def audit_text(name, snapshots, final) -> str:
                      f"{', '.join(served) or 'the MPC devices'}; {sees} and sees no input, share "
                      "or output, but must not collude with any MPC party (with one it could "
                      "unmask the other's shares)")
+    from .protocols.dealerfree import audit_lines as _dealer_free_lines
+    lines += _dealer_free_lines(selected, final)
     for d in selected.devices.values():
         if d.kind == "MPC":
             lines.append(f"- MPC device {d.name}: secure while {' and '.join(d.parties)} do not "

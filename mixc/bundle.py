@@ -163,13 +163,21 @@ def program_hash(texts) -> str:
     return h.hexdigest()
 
 
-def build(program, passes=None, verify_between=False, network="lan") -> Bundle:
+def build(program, passes=None, verify_between=False, network="lan", prefer=None) -> Bundle:
     from .audit import audit_text, dot_graph
-    from .protocols import NETWORKS
+    from .protocols import NETWORKS, RULES, load
     if network not in NETWORKS:
         raise MixcError(f"unknown network profile {network!r} (known: {', '.join(NETWORKS)})")
+    prefer = tuple(getattr(program, "prefer", ()) if prefer is None else prefer)
+    load()
+    known = sorted({r.protocol for rules in RULES.values() for r in rules})
+    unknown = [p for p in prefer if p not in known]
+    if unknown:
+        raise MixcError(f"unknown protocol(s) {', '.join(unknown)} to prefer (known: "
+                        f"{', '.join(known)})")
     module = program.trace()
     module.network = network
+    module.prefer = prefer
     stages, snapshots = {}, {}
 
     def keep(name, m):

@@ -184,6 +184,9 @@ def _parser():
                    help="run only these passes of the pipeline (default: all)")
     b.add_argument("--cost-report", action="store_true",
                    help="print the cost model's bytes and rounds per protocol op")
+    b.add_argument("--prefer", metavar="P,Q,...",
+                   help="protocols to choose wherever they apply (e.g. masking); default: "
+                        "the program's own @mixc.program(prefer=...)")
     b.set_defaults(func=cmd_build, subparser=b)
 
     r = sub.add_parser("run", parents=[common], help="run a bundle: one party, or all locally",
@@ -309,7 +312,9 @@ def cmd_build(args):
         prog = found[0][1]
 
     try:
-        bundle = build(prog, passes=passes)
+        prefer = (None if args.prefer is None
+                  else [p.strip() for p in args.prefer.split(",") if p.strip()])
+        bundle = build(prog, passes=passes, prefer=prefer)
     except MixcError as e:
         from .errors import TraceError
         located = _author_error(e, path, args.file) if isinstance(e, TraceError) else None

@@ -776,14 +776,22 @@ class Program:
                                  f"secret on {dv.device.name}; return reveal(value, party_device)")
             trace.emit("output", [dv.value], [], {"name": str(name)}, None)
 
-    def build(self, passes=None, network="lan", verify_between=False):
+    def build(self, passes=None, network="lan", verify_between=False, prefer=None):
+        """``prefer``: protocols chosen wherever they apply (default: the program's own)."""
         from .bundle import build
-        return build(self, passes=passes, network=network, verify_between=verify_between)
+        return build(self, passes=passes, network=network, verify_between=verify_between,
+                     prefer=prefer)
 
     def simulate(self, **inputs):
         from .bundle import simulate
         return simulate(self.build(), inputs)
 
 
-def program(fn) -> Program:
-    return Program(fn)
+def program(fn=None, *, prefer=()):
+    """``@mixc.program`` or ``@mixc.program(prefer=("masking",))``: ``prefer`` names
+    protocols the selection pass picks wherever they apply (see passes.select_protocols)."""
+    def make(f):
+        p = Program(f)
+        p.prefer = tuple(prefer)
+        return p
+    return make if fn is None else make(fn)

@@ -193,7 +193,7 @@ GONE = ("peer aborted", "without goodbye", "connection reset", "broken pipe")
     ("garble", ("malformed frame: bad magic",), GONE),
     ("truncate", ("malformed frame: truncated payload",), GONE),
     ("duplicate", ("duplicate message tag",), GONE),
-])
+], ids=["reset", "garble", "truncate", "duplicate"])
 def test_network_fault(work, fault, bob_says, alice_says):
     d = work
     holder = {}

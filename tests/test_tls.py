@@ -12,14 +12,12 @@
 """
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

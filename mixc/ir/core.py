@@ -92,6 +92,7 @@ class Module:
     next_id: int = 0
     network: str = "lan"  # the build's network profile for the cost model; not printed
     stage: str = ""       # the last pass run on it ("" when parsed or built by hand)
+    prefer: tuple = ()    # protocols the author asked for wherever they apply; not printed
 
     def new_value(self, type: TensorType) -> Value:
         v = Value(self.next_id, type)
@@ -111,7 +112,7 @@ class Module:
     def fresh(self) -> "Module":
         """An empty module with the same header, for passes that rebuild the node list."""
         return Module(self.name, dict(self.devices), tuple(self.parties), [], self.next_id,
-                      self.network, self.stage)
+                      self.network, self.stage, tuple(self.prefer))
 
     def emit(self, op, operands=(), result_types=(), attrs=None, loc=None) -> Node:
         return self.add(op, operands, result_types, attrs, loc)

@@ -662,3 +662,72 @@ def _he_decrypt(ts, a):
     doc="differential-privacy noise of the given mechanism and scale (see mixc/dp.py)")
 def _dp_noise(ts, a):
     return [("f32", tuple(a["shape"]))]
+
+
+# ------------------------------------------------------ dealer-free correlations (lowered)
+# ``offline: he`` MPC devices (mixc/protocols/dealerfree.py): the two parties make their
+# own correlations. Each ot.* op runs a two-party subprotocol with ``peer`` over the link
+# (runtime.ot_ops, runtime.ot.OTSession): both parties run the matching op, in the same
+# order (``seq``), and its messages use the session's tags [tag_base, tag_base + 2^20).
+
+@op("ot.session", operands=0, attrs=("peer", "base_sender", "tag_base"),
+    doc="open the OT-extension session with peer: 2 x 128 base OTs (Chou-Orlandi), one "
+        "party base_sender=true; the result is the session's token")
+def _ot_session(ts, a):
+    return [("u8", (1,))]
+
+
+def _ot_elementwise(ts, a):
+    (sd, _ss), (xd, xs) = ts
+    if sd != "u8" or xd != "u64":
+        raise VerifyError("ot ops take (session token, u64 values)")
+    if a["role"] not in ("send", "recv"):
+        raise VerifyError("ot ops: role is 'send' or 'recv'")
+    return [("u64", xs)]
+
+
+_OT_ATTRS = ("peer", "role", "seq", "what")
+op("ot.ole", operands=2, attrs=_OT_ATTRS,
+   doc="my additive share of x_mine * x_peer mod 2^64, elementwise (Gilboa OLE over IKNP "
+       "COT; role send: the COT sender)")(_ot_elementwise)
+op("ot.bit_ole", operands=2, attrs=_OT_ATTRS,
+   doc="my additive share of b_mine * b_peer mod 2^64 for 0/1 words (one COT per bit)")(
+    _ot_elementwise)
+op("ot.and", operands=2, attrs=_OT_ATTRS,
+   doc="my XOR share of x_mine & x_peer, bitwise on u64 words (one COT per bit)")(
+    _ot_elementwise)
+
+
+def _ot_triple(ts, a):
+    ((sd, _ss),) = ts
+    if sd != "u8":
+        raise VerifyError("ot triple ops take the session token")
+    return [("u64", tuple(a["shape"]))] * 3
+
+
+op("ot.arith_triple", operands=1, attrs=("peer", "seq", "what", "shape"), results=3,
+   doc="my (a, b, c) of random Beaver triples over Z_2^64, (a0+a1)(b0+b1) = c0+c1 "
+       "elementwise (a Gilboa OLE each way)")(_ot_triple)
+op("ot.and_triple", operands=1, attrs=("peer", "seq", "what", "shape"), results=3,
+   doc="my (a, b, c) of random AND triples on u64 words, (a0^a1)&(b0^b1) = c0^c1 "
+       "(one random OT per bit each way)")(_ot_triple)
+
+
+def _trunc_wrap_finish(a, u, e, g, r, t):
+    """Dealer-free truncation's local step (mixc.protocols.dealerfree.truncate)."""
+    one, two = np.uint64(1), np.uint64(2)
+    f = int(a["bits"])
+    s = (one - two * e) * (one - two * g)
+    if a["first"]:
+        w = e * g + g * (one - two * e) * r + s * t
+        base = np.right_shift(u, np.uint64(f)) - np.uint64(1 << (62 - f))
+    else:
+        w = e * (one - two * g) * r + s * t
+        base = np.uint64(0) - np.right_shift(u, np.uint64(f))
+    return base + np.left_shift(w, np.uint64(64 - f))
+
+
+op("trunc_wrap_finish", operands=5, attrs=("bits", "first"), impl=_trunc_wrap_finish,
+   doc="dealer-free truncation: from u (x0 + 2^62 at the first party, -x1 at the other), "
+       "the opened masked bits e, g, my random bits r and my share t of the random bits' "
+       "product: my share of floor(x / 2^bits) (+ 1 at most)")(_fused)

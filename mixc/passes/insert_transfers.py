@@ -57,7 +57,11 @@ def run(module):
                 if dst_dev.kind == "TEE" and src_dev.kind == "MPC":
                     raise TraceError(f"{where}: a secret value from {src} is used on TEE {dest}; "
                                      f"reveal(value, {dest}) first")
-                if src_dev.kind not in ("PYU", "TEE") or dst_dev.kind == src_dev.kind == "TEE":
+                he_to_mpc = (src_dev.kind == "HE" and dst_dev.kind == "MPC"
+                             and set(src_dev.parties) == set(dst_dev.parties))
+                if he_to_mpc:  # ciphertexts become shares (protocols.he)
+                    pass
+                elif src_dev.kind not in ("PYU", "TEE") or dst_dev.kind == src_dev.kind == "TEE":
                     raise TraceError(f"{where}: moving values between {src_dev.kind} devices "
                                      f"({src} to {dest}) is not supported yet")
                 if dst_dev.kind == "HE" and (len(src_dev.parties) != 1

@@ -23,6 +23,11 @@ masking protocol reads the server's weights unshared). Private values are
 not labelled by the cut; a rule that wants shares of one gets a ``share``
 conversion (private -> arith, free: PRG words from the pairwise key; then
 a2b when it wants boolean shares), its cost added to the rule's.
+
+An author may prefer protocols (``@mixc.program(prefer=("masking",))``,
+``mixc build --prefer masking``): a preferred protocol's estimated time counts
+as zero, so it is chosen wherever it applies; the cost report still shows
+its declared bytes and rounds.
 """
 import networkx as nx
 
@@ -45,10 +50,14 @@ class _Selector:
     def __init__(self, module):
         self.module = module
         self.profile = NETWORKS[module.network]
+        self.prefer = frozenset(getattr(module, "prefer", ()) or ())
         self.secret = set()  # MPC values whose share kind is to be chosen
 
     def seconds(self, rule, node, kinds):
-        """Estimated time of ``rule`` on ``node`` if its operands had ``kinds``."""
+        """Estimated time of ``rule`` on ``node`` if its operands had ``kinds`` (zero for
+        a protocol the author prefers: ``module.prefer``, e.g. ``("masking",)``)."""
+        if rule.protocol in self.prefer:
+            return 0.0
         saved = [v.type for v in node.operands]
         try:
             for v, k in zip(node.operands, kinds):
@@ -72,7 +81,9 @@ class _Selector:
                 continue
             kinds = self.wanted_kinds(rule, node)
             variants = [(kinds, 0.0)]
-            if rule.wants and "private" in kinds:  # the rule may take shares of them instead
+            if rule.wants and "private" in kinds and any(  # shares of them instead (on MPC)
+                    k == "private" and self.module.devices[v.type.place].kind == "MPC"
+                    for v, k in zip(node.operands, kinds)):
                 shared = tuple(rule.wants if k == "private" else k for k in kinds)
                 extra = sum(self.conversion(v, "private", rule.wants)[1]
                             for v, k in zip(node.operands, kinds) if k == "private")
@@ -105,7 +116,8 @@ class _Selector:
         probe = Node(op, (value,), (value,))
         best = None
         for rule in rules_for(op):
-            if rule.result_kind != dst:
+            # a rule that does not run here (e.g. a dealer rule on an offline: he device)
+            if rule.result_kind != dst or not self._accepts(rule, probe, (src,)):
                 continue
             t = self.seconds(rule, probe, (src,))
             if best is None or t < best[1]:

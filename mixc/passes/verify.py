@@ -44,7 +44,9 @@ DEVICE_KINDS = {"PYU": {"plain"}, "MPC": {"public", "arith", "bool", "private"},
 EXPLICIT_TO, PUBLIC_VALUE = "plaintext (explicit to)", "public value"
 TO_TEE, FROM_TEE = "plaintext to trusted TEE", "plaintext revealed by TEE"
 HE_PUBLIC_KEY = "HE public key"  # only a key straight from he.keygen (checked below)
-PLAINTEXT_DISCLOSURES = (EXPLICIT_TO, PUBLIC_VALUE, TO_TEE, FROM_TEE, HE_PUBLIC_KEY)
+PRIVATE_REVEAL = "plaintext (reveal)"  # a party's own (private) value revealed by its owner
+PLAINTEXT_DISCLOSURES = (EXPLICIT_TO, PUBLIC_VALUE, TO_TEE, FROM_TEE, HE_PUBLIC_KEY,
+                         PRIVATE_REVEAL)
 SECRET_KINDS = ("arith", "bool", "masked", "he")
 SHARE_KINDS = ("arith", "bool", "masked")  # masked by PRG words, which the checks below track
 
@@ -190,6 +192,10 @@ class _Flow:
             private = True
         elif node.op == "random":
             seeds = frozenset({node.attrs["seed"]})
+        elif node.op.startswith("ot."):
+            # OT correlations: drawn from this party's private randomness (like its own
+            # PRG key), so they mask what they are mixed into from the peer
+            seeds = seeds | {party}
         elif node.op == "recv":
             # a peer's value: plaintext from a peer is private; a share is masked by keys
             # this program cannot see

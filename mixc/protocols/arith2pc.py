@@ -13,6 +13,9 @@ parties P0 and P1. Floats are fixed point: round(x * 2^f), f the device's
   with PRG seeds: the dealer shares a key with each party, so P0's triple
   and P1's a1, b1 come from PRG streams and the dealer sends P1 only the
   correction c1 = a*b - c0.
+- On an ``offline: he`` device the same lowering runs as protocol
+  ``arith2pc.he`` with no dealer: triples from OT (elementwise) and HE
+  (matrix products), truncation from an OT bit product (``dealerfree``).
 - Truncation after a fixed-point product is the dealer-assisted TruncPr of
   Escudero et al. (CRYPTO 2020): with r from the dealer, open c = x + 2^62 + r
   and fix the wrap of the top bit with the dealer's shares of msb(r). For
@@ -27,6 +30,7 @@ from . import Cost, register
 from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u64
 
 PROTOCOL = "arith2pc"
+PROTOCOL_HE = "arith2pc.he"  # the same on ``offline: he`` devices: no dealer (dealerfree.py)
 RING_BYTES = 8
 TRUNC_OFFSET = 62  # x + 2^62 is non-negative for |x| < 2^62
 
@@ -187,7 +191,11 @@ def _beaver(ctx, device, x, y, product, elementwise=False):
 
 
 def _truncate(ctx, device, x, bits):
-    """Shares of x / 2^bits (TruncPr with dealer-made r, msb(r) and r's truncated low bits)."""
+    """Shares of x / 2^bits (TruncPr with dealer-made r, msb(r) and r's truncated low bits;
+    on an ``offline: he`` device the dealer-free truncation of ``dealerfree.truncate``)."""
+    if device.offline == "he":
+        from .dealerfree import truncate
+        return truncate(ctx, device, x, bits)
     p0, p1 = parties(device)
     shape = x[p0].type.shape
     dealt = Dealt(ctx, device, ("r", "msb", "low"))
@@ -220,6 +228,7 @@ def _product_fn(ctx, node):
 
     def product(party, a, b, kind):
         return ctx.emit(party, node.op, [a, b], kind, attrs)
+    product.op, product.attrs = node.op, attrs  # what the triple must be (dealerfree.triple)
     return product
 
 
@@ -286,11 +295,57 @@ def _free(node, module):
     return Cost()
 
 
+# dealer-free (``offline: he``): triples from OT (elementwise) or HE (matrix products),
+# truncation by a bit product from OT plus one round of masked bits (see dealerfree)
+
+def _opening(*sizes):
+    """Each party opens each masked operand to the other: one round."""
+    return Cost(RING_BYTES * 2 * sum(sizes), 1)
+
+
+def _product_cost_he(node, module):
+    from .dealerfree import elementwise_triple_cost, matmul_triple_cost, truncation_cost
+    a, b = node.operands
+    f = frac_bits(module.devices[node.result.type.place], node.result.type.dtype)
+    out = node.result.type.size
+    cost = Cost()
+    if a.type.kind == "arith" and b.type.kind == "arith":
+        if node.op == "mul":
+            cost = elementwise_triple_cost(out)
+        else:
+            attrs = {k: v for k, v in node.attrs.items() if k not in ("protocol", "explicit")}
+            cost = matmul_triple_cost(node.op, attrs, a.type.shape, b.type.shape)
+        cost = cost + _opening(a.type.size, b.type.size)
+    return cost + (truncation_cost(out) if f else Cost())
+
+
+def _div_cost_he(node, module):
+    from .dealerfree import truncation_cost
+    return truncation_cost(node.result.type.size)
+
+
+def _beaver_cost_he(node, module):
+    from .dealerfree import elementwise_triple_cost
+    n = node.result.type.size
+    return elementwise_triple_cost(n) + _opening(n, n)
+
+
+def _select_cost_he(node, module):
+    if all(v.type.kind == "public" for v in node.operands[1:]):
+        return Cost()
+    return _beaver_cost_he(node, module)
+
+
+def _logic_cost_he(node, module):
+    return Cost() if node.op == "not" else _beaver_cost_he(node, module)
+
+
 # ------------------------------------------------------------ select and logic on 0/1 shares
 
 def _ring_product(ctx, node):
     def product(party, a, b, kind):
         return ctx.emit(party, "mul", [a, b], kind)
+    product.op, product.attrs = "mul", {}
     return product
 
 
@@ -401,6 +456,15 @@ def _rule(op, accepts, cost, lower, doc):
              lower=lower, wants="arith", doc=doc)
 
 
+def _rules(op, accepts, cost, cost_he, lower, doc, doc_he):
+    """An op that consumes correlations: ``arith2pc`` on dealer devices, ``arith2pc.he``
+    (same lowering, correlations made by the two parties) on ``offline: he`` devices."""
+    from .dealerfree import only
+    _rule(op, only("dealer", accepts), cost, lower, doc)
+    register(PROTOCOL_HE, op, device="MPC", accepts=only("he", accepts), result_kind="arith",
+             cost=cost_he, lower=lower, wants="arith", doc=doc_he)
+
+
 register(PROTOCOL, "to", device="MPC", accepts=lambda k, n, m: k == ("plain",) and two_party(n, m),
          result_kind="arith", cost=_share_cost, lower=_lower_share,
          doc="share a party's plaintext: PRG mask from the pairwise key")
@@ -414,12 +478,18 @@ _rule("pad", _secret_first, _free, _lower_linear, "local on shares; P0 pads with
 _rule("convert_element_type", _exact_convert, _free, _lower_convert,
       "int/bool to fixed point or int: a local shift")
 for _op in ("mul", "dot_general", "conv_general_dilated"):  # conv: Beaver conv triples
-    _rule(_op, _secret_any, _product_cost, _lower_product,
-          "Beaver product from dealer triples, then TruncPr for fixed point")
-_rule("div", _secret_first, _div_cost, _lower_div, "times the public reciprocal, then TruncPr")
+    _rules(_op, _secret_any, _product_cost, _product_cost_he, _lower_product,
+           "Beaver product from dealer triples, then TruncPr for fixed point",
+           "Beaver product, triples by OT-based OLE (elementwise) or HE under each party's "
+           "key (matrix products); truncation by an OT bit product")
+_rules("div", _secret_first, _div_cost, _div_cost_he, _lower_div,
+       "times the public reciprocal, then TruncPr",
+       "times the public reciprocal, then dealer-free truncation")
 _rule("dp_noise", lambda k, n, m: k == () and two_party(n, m), _free, _lower_dp_noise,
       "each party adds independent noise of the full scale to its share")
-_rule("select_n", _secret_any, _select_cost, _lower_select,
-      "f + p * (t - f): one Beaver product (local when both cases are public)")
+_rules("select_n", _secret_any, _select_cost, _select_cost_he, _lower_select,
+       "f + p * (t - f): one Beaver product (local when both cases are public)",
+       "f + p * (t - f): one Beaver product, triple by OT (local when both cases are public)")
 for _op in ("and", "or", "xor", "not"):
-    _rule(_op, _bool_dtype, _logic_cost, _lower_logic, "on 0/1 shares: Beaver products")
+    _rules(_op, _bool_dtype, _logic_cost, _logic_cost_he, _lower_logic,
+           "on 0/1 shares: Beaver products", "on 0/1 shares: Beaver products, triples by OT")

@@ -21,6 +21,10 @@ XOR, NOT and shifts are local; AND uses a dealer-made AND triple
   random r with XOR shares and additive shares of each of r's bits; open
   c = x XOR r, then x = sum_i 2^i (c_i + r_i - 2 c_i r_i). Full words use
   the same with 64 bits; A2B of full words is a Kogge-Stone adder.
+- On an ``offline: he`` device the same lowerings run as protocol
+  ``bool2pc.ot``: AND triples and B2A pairs are made by the two parties by
+  OT (``dealerfree``); the radix-4 variant needs dealt subset products and
+  runs on dealer devices only.
 """
 import itertools
 
@@ -32,6 +36,7 @@ from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u
 
 PROTOCOL = "bool2pc"
 PROTOCOL_RADIX4 = "bool2pc.radix4"
+PROTOCOL_OT = "bool2pc.ot"  # the same on ``offline: he`` devices: no dealer (dealerfree.py)
 WORD = 8
 LOW63 = (1 << 63) - 1
 
@@ -56,6 +61,7 @@ def and_gates(ctx, device, pairs):
 
     def product(party, a, b, kind):
         return ctx.emit(party, "and", [a, b], kind)
+    product.op, product.attrs = "and", {}
     triples = [triple(ctx, device, x[p0].type.shape, y[p0].type.shape, product, ring="bool")
                for x, y in pairs]
     openings = []
@@ -220,10 +226,25 @@ def _and_cost(words):
     return WORD * words * 5
 
 
+def _lt_words(n):
+    return n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
+
+
 def _lt_cost(node, module):
-    n = node.operands[0].type.size
-    words = n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
-    return Cost(_and_cost(words), 7)
+    return Cost(_and_cost(_lt_words(node.operands[0].type.size)), 7)
+
+
+# dealer-free (``offline: he``, protocol ``bool2pc.ot``): AND triples by OT, one offline
+# round per AND layer (see dealerfree)
+
+def _and_cost_ot(words, layers):
+    from .dealerfree import elementwise_triple_cost
+    return elementwise_triple_cost(words, "bool") + Cost(WORD * words * 4, layers) \
+        + Cost(0, layers - 1)
+
+
+def _lt_cost_ot(node, module):
+    return _and_cost_ot(_lt_words(node.operands[0].type.size), 7)
 
 
 # per 4-to-1 level: 7 inputs opened by both parties, and the dealt subset products
@@ -240,9 +261,16 @@ def _lt_radix4_cost(node, module):
     return Cost(words, 4)
 
 
+def _eq_words(n):
+    return sum(-(-n // 2 ** k) for k in range(1, 7))
+
+
 def _eq_cost(node, module):
-    n = node.operands[0].type.size
-    return Cost(_and_cost(sum(-(-n // 2 ** k) for k in range(1, 7))), 6)
+    return Cost(_and_cost(_eq_words(node.operands[0].type.size)), 6)
+
+
+def _eq_cost_ot(node, module):
+    return _and_cost_ot(_eq_words(node.operands[0].type.size), 6)
 
 
 # ------------------------------------------------------------ logic on bool shares
@@ -296,6 +324,13 @@ def _logic_cost(node, module):
         t = node.result.type
         words = _words(t.size) if _packed(t.dtype) else t.size
         return Cost(_and_cost(words), 1)
+    return Cost()
+
+
+def _logic_cost_ot(node, module):
+    if node.op in ("and", "or"):
+        t = node.result.type
+        return _and_cost_ot(_words(t.size) if _packed(t.dtype) else t.size, 1)
     return Cost()
 
 
@@ -376,18 +411,10 @@ def _lower_b2a(ctx, node):
     width = 1 if packed else 64
     words = (_words(n),) if packed else (n,)
     bit_shape = (n,) if packed else (n, 64)
-    dealt = Dealt(ctx, device, ("rb", "ra"))
-    # dealer: r = rb0 ^ rb1, additive shares of each of r's bits; P1 gets a correction
-    r = ctx.emit(DEALER, "xor", [dealt.draw(DEALER, p0, "rb", words),
-                                 dealt.draw(DEALER, p1, "rb", words)], "plain")
-    r_bits = ctx.emit(DEALER, "bits_unpack", [r], "plain", {"shape": bit_shape})
-    ra1 = ctx.emit(DEALER, "sub", [r_bits, dealt.draw(DEALER, p0, "ra", bit_shape)], "arith")
-    ra = {p0: dealt.draw(p0, p0, "ra", bit_shape),
-          p1: ctx.xfer(ra1, p1, "bit-conversion pair correction", "arith")}
+    rb, ra = _b2a_pair(ctx, device, words, bit_shape)
     # full words are masked one per element: flatten them to the dealt words' shape
     shares = ctx.parts[x] if packed else _flat(ctx, ctx.parts[x])
-    masked = {p: ctx.emit(p, "xor", [shares[p], dealt.draw(p, p, "rb", words)], "masked")
-              for p in (p0, p1)}
+    masked = {p: ctx.emit(p, "xor", [shares[p], rb[p]], "masked") for p in (p0, p1)}
     (c,) = open_values(ctx, device, (masked, "masked bits (x ^ r)"), ring="bool")
     out = {}
     for p in (p0, p1):
@@ -408,6 +435,24 @@ def _lower_b2a(ctx, node):
     ctx.parts[node.result] = out
 
 
+def _b2a_pair(ctx, device, words, bit_shape):
+    """Random r: ({p: XOR share of r's words}, {p: additive shares of r's bits}).
+    From the dealer (P1 gets a correction), or by bit-OLE on ``offline: he`` devices."""
+    if device.offline == "he":
+        from .dealerfree import b2a_pair
+        return b2a_pair(ctx, device, words, bit_shape)
+    p0, p1 = parties(device)
+    dealt = Dealt(ctx, device, ("rb", "ra"))
+    # dealer: r = rb0 ^ rb1, additive shares of each of r's bits; P1 gets a correction
+    r = ctx.emit(DEALER, "xor", [dealt.draw(DEALER, p0, "rb", words),
+                                 dealt.draw(DEALER, p1, "rb", words)], "plain")
+    r_bits = ctx.emit(DEALER, "bits_unpack", [r], "plain", {"shape": bit_shape})
+    ra1 = ctx.emit(DEALER, "sub", [r_bits, dealt.draw(DEALER, p0, "ra", bit_shape)], "arith")
+    ra = {p0: dealt.draw(p0, p0, "ra", bit_shape),
+          p1: ctx.xfer(ra1, p1, "bit-conversion pair correction", "arith")}
+    return {p: dealt.draw(p, p, "rb", words) for p in (p0, p1)}, ra
+
+
 def _a2b_cost(node, module):
     t = node.operands[0].type
     if _packed(t.dtype):
@@ -420,6 +465,21 @@ def _b2a_cost(node, module):
     if _packed(t.dtype):
         return Cost(WORD * (t.size + 2 * _words(t.size)), 1)
     return Cost(WORD * (64 * t.size + 2 * t.size), 1)
+
+
+def _a2b_cost_ot(node, module):
+    t = node.operands[0].type
+    if _packed(t.dtype):
+        return Cost()
+    return _and_cost_ot(t.size * 11, 7)
+
+
+def _b2a_cost_ot(node, module):
+    from .dealerfree import b2a_pair_cost
+    t = node.operands[0].type
+    if _packed(t.dtype):
+        return b2a_pair_cost(t.size) + Cost(WORD * 2 * _words(t.size), 1)
+    return b2a_pair_cost(64 * t.size) + Cost(WORD * 2 * t.size, 1)
 
 
 def _lower_reveal(ctx, node):
@@ -455,19 +515,39 @@ def _bool_operands(kinds, node, module):
         and two_party(node, module)
 
 
-register(PROTOCOL, "lt", device="MPC", accepts=_arith_operands, result_kind="bool",
-         cost=_lt_cost, lower=_compare_with(msb_bits), wants="arith",
-         doc="msb of the difference: radix-2 carry tree, 7 rounds")
-register(PROTOCOL_RADIX4, "lt", device="MPC", accepts=_arith_operands, result_kind="bool",
-         cost=_lt_radix4_cost, lower=_compare_with(msb_bits_radix4), wants="arith",
+def _rules(op, accepts, result_kind, cost, cost_ot, lower, wants, doc, doc_ot):
+    """An op that consumes correlations: ``bool2pc`` on dealer devices, ``bool2pc.ot``
+    (same lowering, AND triples and B2A pairs by OT between the two parties) on
+    ``offline: he`` devices."""
+    from .dealerfree import only
+    register(PROTOCOL, op, device="MPC", accepts=only("dealer", accepts),
+             result_kind=result_kind, cost=cost, lower=lower, wants=wants, doc=doc)
+    register(PROTOCOL_OT, op, device="MPC", accepts=only("he", accepts),
+             result_kind=result_kind, cost=cost_ot, lower=lower, wants=wants, doc=doc_ot)
+
+
+def _dealer_only(accepts):
+    from .dealerfree import only
+    return only("dealer", accepts)
+
+
+_rules("lt", _arith_operands, "bool", _lt_cost, _lt_cost_ot, _compare_with(msb_bits), "arith",
+       "msb of the difference: radix-2 carry tree, 7 rounds",
+       "msb of the difference: radix-2 carry tree, 7 rounds; AND triples by OT")
+# radix-4 multi-ANDs need dealt subset products: dealer devices only
+register(PROTOCOL_RADIX4, "lt", device="MPC", accepts=_dealer_only(_arith_operands),
+         result_kind="bool", cost=_lt_radix4_cost, lower=_compare_with(msb_bits_radix4),
+         wants="arith",
          doc="msb of the difference: radix-4 carry tree of one-round multi-ANDs, 4 rounds")
-register(PROTOCOL, "eq", device="MPC", accepts=_arith_operands, result_kind="bool",
-         cost=_eq_cost, lower=_compare_with(zero_bits), wants="arith",
-         doc="zero test of the difference: AND tree, 6 rounds")
-for _op in ("and", "or", "xor", "not"):
+_rules("eq", _arith_operands, "bool", _eq_cost, _eq_cost_ot, _compare_with(zero_bits), "arith",
+       "zero test of the difference: AND tree, 6 rounds",
+       "zero test of the difference: AND tree, 6 rounds; AND triples by OT")
+for _op in ("and", "or"):
+    _rules(_op, _bool_operands, "bool", _logic_cost, _logic_cost_ot, _lower_logic, "bool",
+           "AND from dealer AND triples", "AND from AND triples by OT")
+for _op in ("xor", "not"):
     register(PROTOCOL, _op, device="MPC", accepts=_bool_operands, result_kind="bool",
-             cost=_logic_cost, lower=_lower_logic, wants="bool",
-             doc="XOR and NOT local; AND from dealer AND triples")
+             cost=_logic_cost, lower=_lower_logic, wants="bool", doc="local on XOR shares")
 def _int_words(kinds, node, module):
     return _bool_operands(kinds, node, module) and node.result.type.dtype == "i32"
 
@@ -483,9 +563,11 @@ register(PROTOCOL, "reveal", device="PYU",
          accepts=lambda k, n, m: k == ("bool",) and two_party(n, m), result_kind="plain",
          cost=_reveal_cost, lower=_lower_reveal, wants="bool",
          doc="open to one party: the others send it their boolean shares")
-register(PROTOCOL, "a2b", device="MPC", accepts=lambda k, n, m: k == ("arith",) and two_party(n, m),
-         result_kind="bool", cost=_a2b_cost, lower=_lower_a2b, wants="arith",
-         doc="bits: local (low bit of the shares); words: Kogge-Stone adder")
-register(PROTOCOL, "b2a", device="MPC", accepts=lambda k, n, m: k == ("bool",) and two_party(n, m),
-         result_kind="arith", cost=_b2a_cost, lower=_lower_b2a, wants="bool",
-         doc="dealer pair: open x ^ r, recombine with shares of r's bits")
+_rules("a2b", lambda k, n, m: k == ("arith",) and two_party(n, m), "bool", _a2b_cost,
+       _a2b_cost_ot, _lower_a2b, "arith",
+       "bits: local (low bit of the shares); words: Kogge-Stone adder",
+       "bits: local (low bit of the shares); words: Kogge-Stone adder, AND triples by OT")
+_rules("b2a", lambda k, n, m: k == ("bool",) and two_party(n, m), "arith", _b2a_cost,
+       _b2a_cost_ot, _lower_b2a, "bool",
+       "dealer pair: open x ^ r, recombine with shares of r's bits",
+       "pair by bit-OLE (OT): open x ^ r, recombine with shares of r's bits")

@@ -1,7 +1,8 @@
 """Lowering helpers shared by the 2-party protocols (arith2pc, bool2pc).
 
 Both protocols hold a secret as one share per party of the MPC device and
-get correlated randomness from a dealer: the dealer shares a PRG key with
+get correlated randomness from a dealer (or, on an ``offline: he`` device,
+from the two parties themselves: ``dealerfree``): the dealer shares a PRG key with
 each party, so every party's part of a triple is drawn from a PRG stream,
 and the dealer sends P1 only the correction that makes the triple hold.
 Arithmetic shares combine with + (mod 2^64); boolean shares with XOR.
@@ -61,7 +62,15 @@ class Dealt:
 
 
 def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
-    """Shares {party: (a, b, c)} with c = product(a, b) over the ring; the dealer sends c1 only."""
+    """Shares {party: (a, b, c)} with c = product(a, b) over the ring; the dealer sends c1 only.
+
+    On an ``offline: he`` device the two parties make the triple themselves
+    (``dealerfree.triple``: OT for elementwise and AND triples, HE for matrix
+    products; ``product.op``/``product.attrs`` name the product when it is not
+    ``mul``/``and``)."""
+    if device.offline == "he":
+        from .dealerfree import triple as dealer_free_triple
+        return dealer_free_triple(ctx, device, shape_a, shape_b, product, ring)
     p0, p1 = parties(device)
     dealt = Dealt(ctx, device, ("a", "b", "c"))
     combine, correct = COMBINE[ring], CORRECT[ring]

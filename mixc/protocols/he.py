@@ -49,9 +49,10 @@ by the frontend).
 
 Fixed point: values are encoded with the device's ``fraction_bits`` f; a
 product by a plaintext adds f fraction bits (there is no truncation on
-ciphertexts), and a value is decoded with the bits it carries. A chain of
-products may carry at most 3f bits (and at most 56): at f = 18, values
-below 2^9 in magnitude after three products.
+ciphertexts), and a value is decoded with the bits it carries. A value may
+carry at most 56 fraction bits: at f = 18 an input and two products by
+plaintexts in a chain (54 bits; values below 2^9 in magnitude), else a
+compile error. Moving a value into MPC shares truncates it back to f.
 
 ``reveal(x, owner's PYU)``: the evaluator sanitises and sends the values'
 coefficients; the owner decrypts. ``reveal(x, evaluator's PYU)``: the same
@@ -69,7 +70,7 @@ from .private import HE_PROTOCOL, owner_of
 PROTOCOL = "he"
 PUBLIC_PROTOCOL = "he_public"
 HE_PUBLIC_KEY = "HE public key"
-MAX_PRODUCTS = 3
+MAX_FRAC_BITS = 56
 
 STRUCTURAL = ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice")
 AFFINE = ("add", "sub", "neg", "reduce_sum", "concatenate", "pad", "convert_element_type") \
@@ -260,6 +261,8 @@ class _Lowering:
         dev = ctx.source.devices[node.results[0].type.place] if node.results else None
         if node.op == "reveal":
             dev = ctx.source.devices[node.operands[0].type.place]
+        if node.op == "to":
+            dev = ctx.source.devices[node.operands[0].type.place]
         self.device = dev
         self.owner, self.ev = dev.key_owner, dev.evaluator
         if self.ev is None:
@@ -283,6 +286,25 @@ class _Lowering:
             return 0
         raise MixcError(f"{self.node.loc or self.node.op}: {v.type.dtype} values on HE device "
                         f"{self.device.name}")
+
+    def integer_constant(self, v):
+        """The value of a public constant with integer entries (|v| < 2^31), else None."""
+        if self.role(v) != "P":
+            return None
+        producers = self.ctx.__dict__.get("_he_producers")
+        if producers is None:
+            producers = {r: n for n in self.ctx.source.nodes for r in n.results}
+            self.ctx.__dict__["_he_producers"] = producers
+        n = producers.get(v)
+        if n is not None and n.op == "broadcast_in_dim":
+            n = producers.get(n.operands[0])
+        if n is None or n.op != "constant":
+            return None
+        value = np.asarray(n.attrs["value"], dtype=np.float64)
+        if value.shape != () or not np.all(value == np.round(value)) or np.any(
+                np.abs(value) >= 2 ** 31):
+            return None
+        return value
 
     def frac_of(self, v):
         return _state(self.ctx)[v].frac if self.role(v) == "H" else self.natural_frac(v)
@@ -353,11 +375,12 @@ class _Lowering:
         return None, self.encode(self.ev, v, frac), 0
 
     def finish(self, c):
-        if c.frac > min(MAX_PRODUCTS * self.f, 56) or c.products > MAX_PRODUCTS:
+        if c.frac > MAX_FRAC_BITS:
             raise MixcError(f"{self.node.loc or self.node.op}: {self.node.op} on HE device "
                             f"{self.device.name} would carry {c.frac} fraction bits "
-                            f"({c.products} products by plaintexts); at most {MAX_PRODUCTS} "
-                            "fit the 64-bit ring: reveal it or continue on MPC")
+                            f"({c.products} products by plaintexts in a chain); at most "
+                            f"{MAX_FRAC_BITS} fit the 64-bit ring (ciphertexts are not "
+                            "truncated): reveal it or continue on MPC")
         _state(self.ctx)[self.node.result] = c
         self.ctx.parts[self.node.result] = {self.ev: c.value}
 
@@ -531,7 +554,11 @@ class _Lowering:
         shape = tuple(node.result.type.shape)
         xf = self.frac_of(x)
         yf = self.natural_frac(y)
-        if node.op == "div":  # times the reciprocal, computed where y is
+        whole = self.integer_constant(y) if node.op == "mul" else None
+        if whole is not None:  # an integer constant: no fraction bits added
+            ye = self.ctx.const(self.ev, np.asarray(whole).astype(np.int64).view(np.uint64))
+            yf = 0
+        elif node.op == "div":  # times the reciprocal, computed where y is
             parties = [self.ev]
             recip = {}
             for p in parties:
@@ -563,11 +590,11 @@ class _Lowering:
             c = Ct(v, c.pos, c.count, xf + yf, k + 1)
             yb = ye
         else:
-            flat_o = self.emit(self.owner, "reshape", [o], o.type.kind, {"new_sizes": (size,)})
+            flat_o = apply_local(self.ctx, self.owner, o, [("reshape", (size,))], o.type.kind)
             count = -(-size // h.elementwise_d())
             ct = self.encrypt(flat_o, h.elementwise_input_positions(size), count,
                               "HE ciphertext (key owner's data, elementwise packing)")
-            yflat = self.emit(self.ev, "reshape", [ye], "plain", {"new_sizes": (size,)})
+            yflat = apply_local(self.ctx, self.ev, ye, [("reshape", (size,))], "plain")
             v = self.emit(self.ev, "he.mul_elementwise", [ct, yflat], "he", {"size": size})
             pos = h.elementwise_output_positions(size).reshape(shape)
             c = Ct(v, pos, count, xf + yf, k + 1)
@@ -622,6 +649,26 @@ def _pairing(pa, pb):
 
 def _lower(ctx, node):
     _Lowering(ctx, node).run()
+
+
+def _lower_to_mpc(ctx, node):
+    """An HE device's value into shares of an MPC device on the same two parties: the
+    evaluator masks the ciphertexts with s, the owner decrypts v + s; (v + s, -s) are
+    arithmetic shares; extra fraction bits (after products) are truncated (TruncPr)."""
+    (x,) = node.operands
+    if x.type.kind == "private":
+        from .private import _lower_share
+        return _lower_share(ctx, node)
+    low = _Lowering(ctx, node)
+    mpc = ctx.device_of(node.result)
+    u, t, _ = low.refresh(x)
+    shares = {low.owner: u, low.ev: t}
+    from .common import frac_bits
+    extra = _state(ctx)[x].frac - frac_bits(mpc, x.type.dtype)
+    if extra:
+        from .arith2pc import _truncate
+        shares = _truncate(ctx, mpc, shares, extra)
+    ctx.parts[node.result] = shares
 
 
 # ------------------------------------------------------------ costs
@@ -704,6 +751,23 @@ def _lower_public(ctx, node):
 for _op in AFFINE + PRODUCTS:
     register(PROTOCOL, _op, device="HE", accepts=_mixed, result_kind="he", cost=_cost,
              lower=_lower, doc="a linear op on ciphertexts under the key owner's key")
+def _into_mpc(kinds, node, module):
+    (x,) = node.operands
+    src, dst = module.devices[x.type.place], module.devices[node.result.type.place]
+    return (src.kind == "HE" and kinds in (("he",), ("private",))
+            and set(src.parties) == set(dst.parties) and len(dst.parties) == 2)
+
+
+def _into_mpc_cost(node, module):
+    (x,) = node.operands
+    if x.type.kind == "private":
+        return Cost()
+    return Cost(_ext_bytes(x.type.size) + 8 * 4 * x.type.size, 2)
+
+
+register(PROTOCOL, "to", device="MPC", accepts=_into_mpc, result_kind="arith",
+         cost=_into_mpc_cost, lower=_lower_to_mpc,
+         doc="HE values into MPC shares: the key owner decrypts v + s, the evaluator keeps -s")
 register(PROTOCOL, "reveal", device="PYU", accepts=_from_he, result_kind="plain",
          cost=_reveal_cost, lower=_lower,
          doc="sanitised ciphertexts to the key owner, who decrypts (masked, to the evaluator)")

@@ -20,7 +20,8 @@ Rules here:
 - ``share``: the conversion private -> arith (the owner masks it with PRG
   words from the pairwise key; no bytes cross), inserted by the selector
   where a rule wants shares;
-- ``reveal`` of a private value to its owner's PYU: nothing moves.
+- ``reveal`` of a private value to its owner's PYU: nothing moves; to another
+  party's (``private_reveal``): the owner sends the plaintext.
 
 Which MPC values stay private is decided by ``assign_private`` (called by
 ``select_protocols`` before the share-kind min-cut): a value that could stay
@@ -37,6 +38,7 @@ from .plaintext import MPC_PUBLIC_OPS
 PROTOCOL = "private"          # MPC: kept at its owner, computed there in the clear
 ADD_PROTOCOL = "private_add"  # MPC: share + owner's plaintext
 HE_PROTOCOL = "he_local"      # HE device: one party's own plaintext
+REVEAL_PROTOCOL = "private_reveal"  # a private value revealed to another party
 LOCAL_OPS = tuple(MPC_PUBLIC_OPS) + ("conv_general_dilated",)
 
 
@@ -178,6 +180,29 @@ def _reveal_to_owner(kinds, node, module):
     return owner_of(node.operands[0], module) == dst
 
 
+def _reveal_to_other(kinds, node, module):
+    if kinds != ("private",):
+        return False
+    (dst,) = module.devices[node.result.type.place].parties
+    owner = owner_of(node.operands[0], module)
+    return owner is not None and owner != dst
+
+
+def _lower_reveal_sent(ctx, node):
+    (x,) = node.operands
+    (dst,) = ctx.device_of(node.result).parties
+    owner = _owner_in_parts(ctx, x)
+    ctx.parts[node.result] = {dst: ctx.xfer(ctx.parts[x][owner], dst, "plaintext (reveal)",
+                                            "plain")}
+
+
+def _reveal_cost(node, module):
+    from ..ir.ops import NUMPY_DTYPES
+    import numpy as np
+    t = node.operands[0].type
+    return Cost(t.size * np.dtype(NUMPY_DTYPES[t.dtype]).itemsize, 1)
+
+
 def _share_cost(node, module):
     return Cost()  # PRG words from the pairwise key: nothing crosses
 
@@ -196,6 +221,9 @@ register(PROTOCOL, "share", device="MPC", accepts=lambda k, n, m: k == ("private
          doc="private to arithmetic shares: the owner masks with pairwise PRG words")
 register(PROTOCOL, "reveal", device="PYU", accepts=_reveal_to_owner, result_kind="plain",
          cost=_free, lower=_lower_reveal, doc="a private value to its owner: nothing moves")
+register(REVEAL_PROTOCOL, "reveal", device="PYU", accepts=_reveal_to_other, result_kind="plain",
+         cost=_reveal_cost, lower=_lower_reveal_sent,
+         doc="a private value to another party: its owner sends the plaintext (a reveal)")
 
 register(HE_PROTOCOL, "to", device="HE", accepts=_to_own_device, result_kind="private",
          cost=_free, lower=_lower_keep,
@@ -281,7 +309,7 @@ def _useful(v, readers, cands, useful, sel):
                 # only a protocol that needs the plaintext (masking) makes keeping it worth
                 # it: computing a party's own data in the clear, or revealing it to itself,
                 # would take the author's MPC function off MPC altogether
-                if rule.protocol not in (PROTOCOL, ADD_PROTOCOL, HE_PROTOCOL):
+                if rule.protocol not in (PROTOCOL, ADD_PROTOCOL, HE_PROTOCOL, REVEAL_PROTOCOL):
                     private_best = seconds if private_best is None else min(private_best, seconds)
             else:
                 shared_best = seconds if shared_best is None else min(shared_best, seconds)

@@ -1,0 +1,443 @@
+"""Dealer-free correlated randomness for the 2-party protocols (``offline: he``).
+
+On an MPC device with ``offline: he`` the two parties P0 and P1 make every
+correlation themselves; no third party appears in the bundle. ``arith2pc``
+and ``bool2pc`` lower exactly as with a dealer (Beaver openings, AND gates,
+B2A openings), and only the *source* of the correlations changes:
+``common.triple``, ``arith2pc._truncate`` and ``bool2pc``'s B2A pair call
+this module when the device is dealer-free.
+
+Every correlation is explicit in the per-party programs:
+
+- **matrix-product triples** (``dot_general``, ``conv_general_dilated``;
+  Cheetah-style coefficient-encoded HE, ``runtime.he``): each party draws
+  its triple shares a_p, b_p from its own PRG key and makes an RLWE key pair
+  at program start (``he.keygen``; the public key goes to the peer as
+  ``HE public key``). For each cross term, the party holding the encrypted
+  side E sends ``Enc_E(X_E)`` (``he.encrypt``, its share of one operand in
+  the matrix-product packing), the other party V computes
+  ``Enc_E(W_V . X_E - s_V)`` (``he.matmul``, then ``he.extract``: masked by
+  its uniform s_V, re-randomised, noise flooded, modulus switched, only the
+  result coefficients kept) and sends it back; E decrypts (``he.decrypt``).
+  Both directions run at once (each party evaluates one cross term), so
+  c_p = a_p . b_p + (its decrypted cross term) + s_p. The encrypted operand
+  (a or b) is the one whose packing plan is cheaper.
+- **elementwise arithmetic triples** (``mul``, ``select_n``, 0/1 logic):
+  a_p, b_p from each party's own PRG; the cross terms a0*b1 and a1*b0 by
+  OT-based OLE (``ot.ole``: Gilboa multiplication over IKNP correlated OT,
+  ``runtime.ot``).
+- **AND triples** (``bool2pc`` AND gates: comparisons, adders, zero tests):
+  the same with ``ot.and`` (XOR shares of x0 & y1 bitwise, by OT).
+- **truncation** after fixed-point products (``truncate``): no random
+  pair is opened. With u0 = x0 + 2^62 at P0 and v1 = -x1 at P1 (so
+  u0 - v1 = x + 2^62 =: x' in [0, 2^63) whenever |x| < 2^62),
+
+      (u0 >> f) - (v1 >> f) + w * 2^(64-f) - 2^(62-f)  =  floor(x / 2^f) + c,
+
+  c in {0, 1}, where w = [u0 < v1] is the borrow of the 64-bit subtraction;
+  because x' < 2^63, w = NOT msb(u0) AND msb(v1): a product of a bit P0
+  knows and a bit P1 knows. Offline, P0 draws random bits alpha, P1 random
+  bits beta, and a bit-OLE (``ot.bit_ole``) gives additive shares t0 + t1 =
+  alpha * beta. Online (one round, one bit each way per element) P0 sends
+  e = a XOR alpha and P1 sends g = b XOR beta; then with s = (1-2e)(1-2g),
+  P0 takes w0 = e g + g (1-2e) alpha + s t0 and P1 takes
+  w1 = e (1-2g) beta + s t1 (w0 + w1 = a b = w). **Error**: the result is
+  floor(x/2^f) or floor(x/2^f) + 1, so |result - x/2^f| < 2^-f (one unit in
+  the last place), never a wrap-around, for |x| < 2^62 (|value| < 2^26
+  before truncation at f = 18) -- the same bound as the dealer's TruncPr.
+  (This is Cheetah's truncation with a known most significant bit,
+  Huang et al., USENIX Security 2022, with the one AND precomputed.)
+- **B2A pairs** (boolean -> arithmetic): random r with XOR shares r0 (P0's
+  PRG) and r1 (P1's PRG); additive shares of each bit r0_i XOR r1_i =
+  r0_i + r1_i - 2 r0_i r1_i from one bit-OLE per bit.
+
+The OT ops run a two-party subprotocol over the link between the two
+parties (``runtime.ot_ops``); they share one OT session per pair of
+parties (``ot.session``, at program start: the base OTs), whose messages
+use the tags ``tag_base + k`` (``tag_base`` = 2^48 + session * 2^40, far
+above the tags of ordinary messages). Each call is numbered (``seq``) in
+the order both parties run it.
+
+Costs (declared, for the selector and ``--cost-report``; offline and online
+bytes together, offline rounds included): IKNP correlated OT costs the
+receiver kappa = 128 bits per OT plus the sender's corrections; an OLE of
+64-bit words is 64 COTs (Gilboa), a bit-OLE one COT with a 64-bit
+correction, an AND bit one COT with a 1-bit correction. HE matrix triples
+cost the plan's input ciphertexts and sanitised outputs, both directions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MixcError
+from ..ir.core import Node, TensorType, Value
+from ..ir.ops import infer
+from ..passes.lower import seed_name
+from . import Cost
+from .common import parties, u64
+
+OT_TAG_BASE = 1 << 48
+OT_SESSION_STRIDE = 1 << 40
+RING_BYTES = 8
+
+# ------------------------------------------------------------ declared unit costs
+# (runtime.ot: IKNP with kappa = 128; the receiver sends 16 bytes per OT)
+KAPPA_BYTES = 16
+OLE_BYTES = 64 * KAPPA_BYTES + 33 * 8  # one 64-bit Gilboa OLE: 64 COTs, 33 correction words
+BIT_OLE_BYTES = KAPPA_BYTES + 8        # one bit-OLE: one COT, a 64-bit correction
+AND_TRIPLE_WORD_BYTES = 2 * 64 * KAPPA_BYTES  # 64 AND triples: a random OT per bit each way
+AND_WORD_BYTES = 64 * KAPPA_BYTES + 8  # 64 chosen-input ANDs: 64 COTs, 1-bit corrections
+OT_ROUNDS = 2                          # receiver's matrix, sender's corrections
+HE_ROUNDS = 2                          # Enc(X) one way, the sanitised product back
+
+# Labels of what the correlations are for (``what`` on ot ops, message labels).
+ARITH_TRIPLE = "arithmetic triple (OLE)"
+AND_TRIPLE = "AND triple"
+TRUNC_PAIR = "truncation bits"
+B2A_PAIR = "bit-conversion pair"
+MATMUL_TRIPLE = "matmul triple"
+
+
+def dealer_free(device) -> bool:
+    return getattr(device, "offline", None) == "he"
+
+
+def offline_of(node, module):
+    """``offline`` of the MPC device a node runs on (or reads from); None if none."""
+    for v in list(node.results) + list(node.operands):
+        d = module.devices.get(v.type.place)
+        if d is not None and d.kind == "MPC":
+            return d.offline
+    return None
+
+
+def only(mode, accepts):
+    """``accepts`` restricted to MPC devices whose correlations come from ``mode``."""
+    def check(kinds, node, module):
+        return offline_of(node, module) == mode and accepts(kinds, node, module)
+    return check
+
+
+# ------------------------------------------------------------ OT sessions and ops
+
+def ot_session(ctx, device):
+    """Each party's OT-session token for the device's two parties: made once, at the
+    start of both programs (``ot.session`` runs the base OTs)."""
+    p0, p1 = parties(device)
+    sessions = ctx.__dict__.setdefault("_ot_sessions", {})
+    key = (p0, p1)
+    if key not in sessions:
+        at = ctx.__dict__.setdefault("_he_front", 0)  # shared with he_keys: front inserts
+        base = OT_TAG_BASE + len(sessions) * OT_SESSION_STRIDE
+        toks = {}
+        for i, (me, peer) in enumerate(((p0, p1), (p1, p0))):
+            node = ctx.out.add("ot.session", (), [TensorType("u8", (1,), me, "public")],
+                               {"peer": peer, "base_sender": me == p0, "tag_base": base},
+                               None, at=at + i)
+            toks[me] = node.result
+        ctx.__dict__["_he_front"] = at + 2
+        sessions[key] = {"tokens": toks, "seq": 0}
+    return sessions[key]
+
+
+def _ot_pair(ctx, device, op, x0, x1, kind, what):
+    """Run ``op`` between P0 (input x0, the sender's role) and P1 (input x1): each
+    party's share of the elementwise product of x0 and x1 (additive for ``ot.ole`` and
+    ``ot.bit_ole``, XOR for ``ot.and``)."""
+    p0, p1 = parties(device)
+    s = ot_session(ctx, device)
+    s["seq"] += 1
+    common = {"seq": s["seq"], "what": what}
+    return {p0: ctx.emit(p0, op, [s["tokens"][p0], x0], kind,
+                         dict(common, peer=p1, role="send")),
+            p1: ctx.emit(p1, op, [s["tokens"][p1], x1], kind,
+                         dict(common, peer=p0, role="recv"))}
+
+
+def _own_random(ctx, party, shape, kind="arith"):
+    seed = seed_name(party)
+    return ctx.random(party, seed, tuple(shape), ctx.stream(seed), kind)
+
+
+def _broadcast(ctx, party, value, shape):
+    if tuple(value.type.shape) == tuple(shape):
+        return value
+    return ctx.emit(party, "broadcast_in_dim", [value], value.type.kind,
+                    {"shape": tuple(shape), "broadcast_dimensions": ()})
+
+
+# ------------------------------------------------------------ triples
+
+def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
+    """Shares {party: (a, b, c)} with c = product(a, b), made by the two parties alone."""
+    op = getattr(product, "op", "and" if ring == "bool" else "mul")
+    if op in ("dot_general", "conv_general_dilated"):
+        return _matmul_triple(ctx, device, shape_a, shape_b, product)
+    if op not in ("mul", "and"):
+        raise NotImplementedError(f"dealer-free triples for {op}")
+    return _elementwise_triple(ctx, device, shape_a, shape_b, product, ring)
+
+
+def _elementwise_triple(ctx, device, shape_a, shape_b, product, ring):
+    p0, p1 = parties(device)
+    kind = "bool" if ring == "bool" else "arith"
+    if tuple(shape_a) == tuple(shape_b):
+        # random triples straight from the OT session (both directions in one call)
+        op, what = ("ot.and_triple", AND_TRIPLE) if ring == "bool" else \
+            ("ot.arith_triple", ARITH_TRIPLE)
+        s = ot_session(ctx, device)
+        s["seq"] += 1
+        out = {}
+        for me, peer in ((p0, p1), (p1, p0)):
+            t = TensorType("u64", tuple(shape_a), me, kind)
+            out[me] = tuple(ctx.emit_many(me, op, [s["tokens"][me]], [t, t, t],
+                                          {"peer": peer, "seq": s["seq"], "what": what,
+                                           "shape": tuple(shape_a)}))
+        return out
+    # a broadcast product (scalar times tensor): the parties' own a, b; cross terms by OLE
+    a = {p: _own_random(ctx, p, shape_a, kind) for p in (p0, p1)}
+    b = {p: _own_random(ctx, p, shape_b, kind) for p in (p0, p1)}
+    local = {p: product(p, a[p], b[p], kind) for p in (p0, p1)}
+    shape = tuple(local[p0].type.shape)
+    op, what = ("ot.and", AND_TRIPLE) if ring == "bool" else ("ot.ole", ARITH_TRIPLE)
+    x01 = _ot_pair(ctx, device, op, _broadcast(ctx, p0, a[p0], shape),
+                   _broadcast(ctx, p1, b[p1], shape), kind, what)
+    x10 = _ot_pair(ctx, device, op, _broadcast(ctx, p0, b[p0], shape),
+                   _broadcast(ctx, p1, a[p1], shape), kind, what)
+    combine = "xor" if ring == "bool" else "add"
+    out = {}
+    for p in (p0, p1):
+        c = ctx.emit(p, combine, [local[p], x01[p]], kind)
+        out[p] = (a[p], b[p], ctx.emit(p, combine, [c, x10[p]], kind))
+    return out
+
+
+def _probe(op, attrs, shape_a, shape_b):
+    """A stand-in node with the product's operand and result shapes (for he.Product)."""
+    ta = TensorType("u64", tuple(shape_a), "?", "arith")
+    tb = TensorType("u64", tuple(shape_b), "?", "arith")
+    ((_, shape_c),) = infer(op, [ta, tb], attrs)
+    return Node(op, (Value(-1, ta), Value(-2, tb)),
+                (Value(-3, TensorType("u64", tuple(shape_c), "?", "arith")),), dict(attrs))
+
+
+def matmul_orientation(op, attrs, shape_a, shape_b):
+    """(index of the operand to encrypt, its he.Product): the cheaper packing plan."""
+    try:
+        key = (op, tuple(sorted(attrs.items())), tuple(shape_a), tuple(shape_b))
+        hash(key)
+    except TypeError:
+        return _orientation(op, attrs, shape_a, shape_b)
+    if key not in _ORIENTATIONS:
+        _ORIENTATIONS[key] = _orientation(op, attrs, shape_a, shape_b)
+    return _ORIENTATIONS[key]
+
+
+_ORIENTATIONS = {}
+
+
+def _orientation(op, attrs, shape_a, shape_b):
+    from ..runtime import he as rhe
+    from .he import Product
+    node = _probe(op, attrs, shape_a, shape_b)
+    best = None
+    for xi in (1, 0):
+        try:
+            prod = Product(node, xi)
+        except MixcError as e:
+            raise NotImplementedError(f"dealer-free {op} triples ({e})") from None
+        plan = rhe.plan_matmul(prod.M, prod.K, prod.N)
+        secs, nbytes = plan.cost()
+        score = secs + nbytes / rhe.DEFAULT_BANDWIDTH
+        if best is None or score < best[0]:
+            best = (score, xi, prod)
+    return best[1], best[2]
+
+
+def _matmul_triple(ctx, device, shape_a, shape_b, product):
+    from ..runtime import he_ops as h
+    from .he import apply_local, he_keys
+    p0, p1 = parties(device)
+    attrs = dict(getattr(product, "attrs", {}))
+    xi, prod = matmul_orientation(product.op, attrs, shape_a, shape_b)
+    plan = prod.plan()
+    p = h.matmul_plan(plan)
+    in_attrs = {"positions": h.matmul_input_positions(plan).reshape(-1).astype(np.int32),
+                "count": p.n_inputs}
+    out_attrs = {"positions": h.matmul_output_positions(plan).reshape(-1).astype(np.int32),
+                 "count": p.n_outputs}
+    a = {q: _own_random(ctx, q, shape_a) for q in (p0, p1)}
+    b = {q: _own_random(ctx, q, shape_b) for q in (p0, p1)}
+    enc_side = a if xi == 0 else b
+    plain_side = b if xi == 0 else a
+    names = ("a", "b") if xi == 0 else ("b", "a")
+    out_shape = tuple(_probe(product.op, attrs, shape_a, shape_b).result.type.shape)
+    # 1. each party encrypts its share of the encrypted operand, under its own key
+    sent = {}
+    for enc, ev in ((p0, p1), (p1, p0)):
+        sk, _pk = he_keys(ctx, enc, ev)
+        x = apply_local(ctx, enc, enc_side[enc], prod.x_steps, "arith")
+        ct = ctx.emit(enc, "he.encrypt", [sk, x], "he", in_attrs)
+        sent[enc] = ctx.xfer(ct, ev, f"HE ciphertext: Enc({names[0]}{enc}) under {enc}'s key "
+                                     f"({MATMUL_TRIPLE}, offline)", "he")
+    # 2. each evaluates the cross term on the other's ciphertext, masks it, sends it back
+    back, masks = {}, {}
+    for enc, ev in ((p0, p1), (p1, p0)):
+        _sk, pk = he_keys(ctx, enc, ev)
+        w = apply_local(ctx, ev, plain_side[ev], prod.w_steps, "arith")
+        raw = ctx.emit(ev, "he.matmul", [sent[enc], w], "he", {"plan": tuple(plan)})
+        s = _own_random(ctx, ev, out_shape)
+        neg_s = ctx.emit(ev, "neg", [apply_local(ctx, ev, s, prod.inv_steps, "arith")], "arith")
+        ext = ctx.emit(ev, "he.extract", [pk, raw, neg_s], "he", out_attrs)
+        back[enc] = ctx.xfer(ext, enc, f"HE ciphertext: Enc({names[1]}{ev} . {names[0]}{enc} - s) "
+                                       f"sanitised ({MATMUL_TRIPLE}, offline)", "he")
+        masks[ev] = s
+    # 3. each decrypts its cross share; c_p = a_p . b_p + decrypted + own mask
+    out = {}
+    for enc, ev in ((p0, p1), (p1, p0)):
+        sk, _pk = he_keys(ctx, enc, ev)
+        u = ctx.emit(enc, "he.decrypt", [sk, back[enc]], "arith", out_attrs)
+        u = ctx.emit(enc, "reshape", [u], "arith", {"new_sizes": (prod.M, prod.N)})
+        cross = apply_local(ctx, enc, u, prod.out_steps, "arith")
+        c = product(enc, a[enc], b[enc], "arith")
+        c = ctx.emit(enc, "add", [c, cross], "arith")
+        out[enc] = (a[enc], b[enc], ctx.emit(enc, "add", [c, masks[enc]], "arith"))
+    return out
+
+
+# ------------------------------------------------------------ truncation
+
+def truncate(ctx, device, x, bits):
+    """Shares of x / 2^bits without a dealer (see the module docstring for the proof)."""
+    p0, p1 = parties(device)
+    shape = tuple(x[p0].type.shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    words = (-(-n // 64),)
+    flat = {p: ctx.emit(p, "reshape", [x[p]], "arith", {"new_sizes": (n,)}) for p in (p0, p1)}
+    # offline: random bits alpha (P0), beta (P1); shares of alpha * beta by bit-OLE
+    packed = {p: _own_random(ctx, p, words) for p in (p0, p1)}
+    rbits = {p: ctx.emit(p, "bits_unpack", [packed[p]], "arith", {"shape": (n,)})
+             for p in (p0, p1)}
+    t = _ot_pair(ctx, device, "ot.bit_ole", rbits[p0], rbits[p1], "arith", TRUNC_PAIR)
+    # online: u0 = x0 + 2^62 at P0, v1 = -x1 at P1; the borrow bit's factors, masked
+    u = {p0: ctx.emit(p0, "add", [flat[p0], u64(ctx, p0, 1 << 62)], "arith"),
+         p1: ctx.emit(p1, "neg", [flat[p1]], "arith")}
+    top = {p: ctx.emit(p, "lshr", [u[p]], "arith", {"bits": 63}) for p in (p0, p1)}
+    top[p0] = ctx.emit(p0, "xor", [top[p0], u64(ctx, p0, 1)], "arith")  # NOT msb(u0)
+    masked = {p: ctx.emit(p, "xor", [ctx.emit(p, "bits_pack", [top[p]], "arith"), packed[p]],
+                          "masked") for p in (p0, p1)}
+    got = {p1: ctx.xfer(masked[p0], p1, "masked bit (NOT msb(x0 + 2^62) ^ alpha) for "
+                                        "truncation", "masked"),
+           p0: ctx.xfer(masked[p1], p0, "masked bit (msb(-x1) ^ beta) for truncation",
+                        "masked")}
+    out = {}
+    for p in (p0, p1):
+        e_packed = masked[p0] if p == p0 else got[p]
+        g_packed = got[p] if p == p0 else masked[p1]
+        e = ctx.emit(p, "bits_unpack", [e_packed], "masked", {"shape": (n,)})
+        g = ctx.emit(p, "bits_unpack", [g_packed], "masked", {"shape": (n,)})
+        y = ctx.emit(p, "trunc_wrap_finish", [u[p], e, g, rbits[p], t[p]], "arith",
+                     {"bits": bits, "first": p == p0})
+        out[p] = ctx.emit(p, "reshape", [y], "arith", {"new_sizes": shape})
+    return out
+
+
+# ------------------------------------------------------------ B2A pairs
+
+def b2a_pair(ctx, device, words, bit_shape):
+    """({p: XOR share of random words r}, {p: additive shares of r's bits}) from bit-OLE."""
+    p0, p1 = parties(device)
+    rb = {p: _own_random(ctx, p, words, "bool") for p in (p0, p1)}
+    n = int(np.prod(bit_shape, dtype=np.int64))
+    bits = {p: ctx.emit(p, "bits_unpack", [rb[p]], "arith", {"shape": (n,)}) for p in (p0, p1)}
+    t = _ot_pair(ctx, device, "ot.bit_ole", bits[p0], bits[p1], "arith", B2A_PAIR)
+    ra = {}
+    for p in (p0, p1):
+        twice = ctx.emit(p, "shl", [t[p]], "arith", {"bits": 1})
+        ra[p] = ctx.emit(p, "reshape", [ctx.emit(p, "sub", [bits[p], twice], "arith")], "arith",
+                         {"new_sizes": tuple(bit_shape)})
+    return rb, ra
+
+
+# ------------------------------------------------------------ declared costs
+
+def elementwise_triple_cost(n, ring="arith"):
+    """Bytes of n elementwise triples (arith: a 64-bit OLE each way; bool: n words)."""
+    if ring == "bool":
+        return Cost(n * AND_TRIPLE_WORD_BYTES, 1)
+    return Cost(2 * n * OLE_BYTES, OT_ROUNDS)
+
+
+def truncation_cost(n):
+    # offline: n bit-OLEs; online: one masked bit each way per element
+    return Cost(n * BIT_OLE_BYTES + 2 * 8 * -(-n // 64), OT_ROUNDS + 1)
+
+
+def b2a_pair_cost(bits):
+    return Cost(bits * BIT_OLE_BYTES, OT_ROUNDS)
+
+
+def matmul_triple_cost(op, attrs, shape_a, shape_b):
+    """Both directions' Enc(X) and sanitised results of the cheaper orientation."""
+    from ..runtime import he_ops as h
+    try:
+        _xi, prod = matmul_orientation(op, attrs, shape_a, shape_b)
+    except NotImplementedError:
+        return Cost(10 ** 15, HE_ROUNDS)  # not available: never the cheaper choice
+    enc, out = h.plan_cost(prod.plan())
+    return Cost(2 * (enc + out), HE_ROUNDS)
+
+
+# ------------------------------------------------------------ audit
+
+def audit_lines(selected, final):
+    """Trust lines: where each dealer-free MPC device's correlations come from."""
+    devices = [d for d in selected.devices.values() if d.kind == "MPC" and dealer_free(d)]
+    if not devices:
+        return []
+    ot_use = {}  # (what, pair) -> elements (words for AND triples)
+    for n in final.nodes:
+        if not n.op.startswith("ot.") or n.op == "ot.session":
+            continue
+        me, peer = n.results[0].type.place, n.attrs["peer"]
+        if me > peer:  # count each two-party call once
+            continue
+        size = int(n.results[0].type.size)
+        if n.op in ("ot.ole", "ot.and") and n.attrs["what"] in (ARITH_TRIPLE, AND_TRIPLE):
+            size //= 2  # a broadcast triple takes two OLE calls
+        key = (n.attrs["what"], (me, peer))
+        ot_use[key] = ot_use.get(key, 0) + size
+    keyed = set()  # parties whose key encrypts matmul-triple shares
+    for n in final.nodes:
+        if n.op in ("send", "xfer") and MATMUL_TRIPLE in n.attrs.get("what", "") \
+                and n.attrs["what"].startswith("HE ciphertext: Enc(") and " under " in n.attrs["what"]:
+            keyed.add(n.operands[0].type.place)
+    out = []
+    for d in devices:
+        a, b = d.parties
+        src = []
+        arith = ot_use.get((ARITH_TRIPLE, tuple(sorted((a, b)))), 0)
+        if arith:
+            src.append(f"arithmetic triples: OT-based OLE between {a} and {b} "
+                       f"({arith} elements)")
+        if keyed & {a, b}:
+            keys = " and ".join(f"{p}'s key ({q} evaluates)" for p, q in ((a, b), (b, a))
+                                if p in keyed)
+            src.append(f"matmul triples: HE under each party's key -- {keys}; results masked "
+                       "and sanitised before they return")
+        ands = ot_use.get((AND_TRIPLE, tuple(sorted((a, b)))), 0)
+        if ands:
+            src.append(f"AND triples: OT (IKNP extension of Chou-Orlandi base OTs) between "
+                       f"{a} and {b} ({ands} words of 64)")
+        tr = ot_use.get((TRUNC_PAIR, tuple(sorted((a, b)))), 0)
+        if tr:
+            src.append(f"truncation: bit products by OT between {a} and {b} ({tr} elements), "
+                       "then one round of masked bits")
+        b2a = ot_use.get((B2A_PAIR, tuple(sorted((a, b)))), 0)
+        if b2a:
+            src.append(f"bit-conversion pairs: bit-OLE by OT between {a} and {b} ({b2a} bits)")
+        if not src:
+            src.append("none needed by this program")
+        out.append(f"- correlated randomness for MPC device {d.name} (offline: he) is made by "
+                   f"{a} and {b} themselves; no dealer: " + "; ".join(src))
+    return out

@@ -1,0 +1,641 @@
+"""Dealer-free correlations from oblivious transfer (semi-honest, 2 parties).
+
+:class:`OTSession` is one party's end of a two-party OT subprotocol over a
+:class:`~mixc.runtime.links.Link`. Both parties make the same calls in the
+same order (``ole_send`` on one side pairs with ``ole_recv`` on the other,
+``and_triples`` with ``and_triples``); every call is batched and takes O(1)
+rounds whatever its size.
+
+Protocols
+---------
+**Base OT.** 128 Chou-Orlandi "simplest OT"s per direction (CO15), over the
+prime-order subgroup of edwards25519 with libsodium's group operations (via
+PyNaCl: ``crypto_scalarmult_ed25519_base_noclamp``,
+``crypto_scalarmult_ed25519_noclamp``, ``crypto_core_ed25519_add/sub``). The
+base sender draws y and sends S = yG; the base receiver with choice c sends
+R = cS + xG; the keys are k0 = H(yR), k1 = H(y(R - S)), and the receiver
+gets k_c = H(xS). H is BLAKE2b-128 over (tag base, instance, index, S, R,
+point), so every base OT of every session hashes a distinct input. Points
+received are checked to be canonical, of the main subgroup and not of small
+order (``crypto_core_ed25519_is_valid_point``). The two directions run at the
+same time (2 rounds, ~4.2 KB each way, once per session).
+
+**IKNP extension** (Ishai-Kilian-Nissim-Petrank 2003), security parameter
+kappa = 128, one IKNP instance per direction. The extension *receiver* is the
+base-OT *sender*: it expands column j as t_j = G(k0_j), sends
+u_j = t_j ^ G(k1_j) ^ r (r = its choice bits), and keeps the rows t_i. The
+extension *sender*, base receiver with random s in {0,1}^128, computes
+q_j = G(k_{s_j}) ^ s_j u_j, i.e. rows q_i = t_i ^ r_i s. G is ChaCha20
+(``csrc/prg.c``) keyed by k || k (the 128-bit base-OT key twice), one
+keystream per column, consumed contiguously over the session (never reused).
+The 128 x n bit transpose and everything per OT run in C (``csrc/ot.c``).
+
+* random OT: m0_i = H(q_i), m1_i = H(q_i ^ s) (128 bits), the receiver gets
+  m_{r_i} = H(t_i). One message (u), receiver to sender.
+* correlated OT over Z_2^64: the sender gets x_i = H(q_i)_lo and sends
+  d_i = x_i + Delta_i - H(q_i ^ s)_lo; the receiver outputs
+  H(t_i)_lo + r_i d_i = x_i + r_i Delta_i. Delta per OT or one per call.
+  Two messages (u, then d).
+
+H is the circular-correlation-robust hash of Guo et al. (GKWY20):
+H(x) = AES_k(sigma(x)) ^ sigma(x), sigma(hi || lo) = (hi ^ lo) || hi, AES-128
+under a fixed public key (the first 128 bits of the fraction of pi), secure
+in the ideal-permutation model; on AES-NI/VAES (``csrc/ot.c``).
+
+**OLE (Gilboa).** ``ole_send`` (holds a) is the COT *sender* with Delta = a;
+``ole_recv`` (holds b) is the COT *receiver* and chooses with the 64 bits of
+b, one COT per bit: COT k gives the sender x_k and the receiver
+x_k + b_k a (mod 2^(64-k)), so shares -sum 2^k x_k and sum 2^k (x_k + b_k a)
+add to a*b mod 2^64. Correction k only needs 64 - k bits (2080 bits per
+product, padded to 33 words).
+
+**AND.** One COT over GF(2) per bit: ``and_recv`` (holds y) chooses with y's
+bits, ``and_send`` (holds x) correlates with x's bits; the sender keeps m0,
+the receiver m0 ^ (x & y). ``bit_ole_*``: one COT over Z_2^64 per bit, Delta_i
+= a_i, giving arithmetic shares of a_i b_i.
+
+**Triples.** ``and_triples``: one random OT per bit in each direction (the
+two run at once, one message each way, no corrections): as sender,
+a = m0 ^ m1 and u = m0; as receiver with random choice b, v = m_b; then
+c = (a & b) ^ u ^ v. ``arith_triples``: random a, b; c = a b plus a Gilboa
+OLE in each direction (a with the peer's b and vice versa), both at once.
+
+Rounds: ``stats["rounds"]`` counts message flights on the critical path
+(messages in both directions at the same time count once): base OTs 2, random
+OT and ``and_triples`` 1, everything with corrections 2. Large calls are cut
+into batches of ``BATCH_WORDS`` columns words (8 MB of u per message) that are
+pipelined, so memory stays bounded and the round count does not grow.
+
+Tags: the session uses tags in ``[tag_base, tag_base + 2**20)``, the same
+sequence on both sides (each call reserves two per batch).
+
+Security: semi-honest, 128-bit computational security (kappa = 128, ed25519
+at ~126-bit, AES-128 / ChaCha20 with 128-bit keys). ``prg`` must be this
+party's *private* randomness (the base-OT scalars, s, random choices and
+triple shares are drawn from it). Not secure against a malicious peer (no
+consistency check on u, i.e. no KOS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+
+from mixc.errors import MixcError, PeerError
+from mixc.runtime.kernels import MASK64, Prg, bits_pack, bits_unpack
+
+try:
+    from nacl import bindings as _sodium
+except ImportError as exc:  # pragma: no cover - pynacl is a dependency
+    raise ImportError("mixc.runtime.ot needs PyNaCl (pip install pynacl)") from exc
+
+from mixc._ckernels import ffi, lib
+
+__all__ = ["OTSession", "TAG_SPAN", "BATCH_WORDS", "base_ot_send", "base_ot_recv",
+           "transpose128", "ot_hash"]
+
+KAPPA = 128
+TAG_SPAN = 1 << 20
+BATCH_WORDS = 1 << 13        # column words per message: 2^19 OTs, u = 8 MB
+_CHUNK = 128                 # csrc/ot.c's chunk (CW): BATCH_WORDS is a multiple of it
+GILBOA_WORDS = int(lib.mixc_gilboa_words())
+_U64 = np.dtype(np.uint64)
+_U8 = np.dtype(np.uint8)
+
+
+def _p64(a):
+    return ffi.from_buffer("uint64_t[]", a)
+
+
+def _p8(a):
+    return ffi.from_buffer("uint8_t[]", a)
+
+
+# --------------------------------------------------------------------------
+# C kernel wrappers (also used by the tests)
+
+def transpose128(cols, portable=False) -> np.ndarray:
+    """128 x (64 n) bit matrix (uint64 (128, n), row j = packed bits) -> rows
+    (uint64 (64 n, 2)): row i bit j (lo word = bits 0..63) = column j bit i."""
+    cols = np.ascontiguousarray(cols)
+    if cols.dtype != _U64 or cols.ndim != 2 or cols.shape[0] != KAPPA:
+        raise ValueError(f"transpose128: cols must be uint64 of shape (128, n), got "
+                         f"{cols.dtype} {cols.shape}")
+    n = cols.shape[1]
+    out = np.empty((64 * n, 2), dtype=_U64)
+    if n:
+        lib.mixc_ot_transpose128(_p64(cols), n, n, _p64(out), 1 if portable else 0)
+    return out
+
+
+def ot_hash(rows, delta=None, out_words=2, portable=False) -> np.ndarray:
+    """The correlation-robust hash H(rows[i] ^ delta) of 128-bit rows (uint64 (n, 2)).
+    out_words=2: (n, 2) outputs; 1: the low words, shape (n,)."""
+    rows = np.ascontiguousarray(rows)
+    if rows.dtype != _U64 or rows.ndim != 2 or rows.shape[1] != 2:
+        raise ValueError(f"ot_hash: rows must be uint64 of shape (n, 2), got {rows.dtype} {rows.shape}")
+    if out_words not in (1, 2):
+        raise ValueError(f"ot_hash: out_words must be 1 or 2, got {out_words!r}")
+    n = rows.shape[0]
+    out = np.empty((n, 2) if out_words == 2 else (n,), dtype=_U64)
+    d = ffi.NULL
+    if delta is not None:
+        delta = np.ascontiguousarray(delta, dtype=_U64).reshape(2)
+        d = _p64(delta)
+    if n:
+        lib.mixc_ot_hash(_p64(rows), n, d, _p64(out), out_words, 1 if portable else 0)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Chou-Orlandi base OT over edwards25519
+
+_POINT = 32
+
+
+def _scalar(prg: Prg) -> bytes:
+    """A uniform scalar mod the group order l (512 random bits reduced), never 0."""
+    while True:
+        s = _sodium.crypto_core_ed25519_scalar_reduce(prg.random_u64(8).tobytes())
+        if any(s):
+            return s
+
+
+def _co_key(domain: bytes, j: int, S: bytes, R: bytes, P: bytes) -> bytes:
+    h = hashlib.blake2b(digest_size=16, person=b"mixc-co15-ot")
+    h.update(domain)
+    h.update(struct.pack("<I", j))
+    h.update(S)
+    h.update(R)
+    h.update(P)
+    return h.digest()
+
+
+def _check_point(p: bytes, what: str, peer) -> None:
+    if len(p) != _POINT or not _sodium.crypto_core_ed25519_is_valid_point(p):
+        raise PeerError(peer, f"base OT: {what} is not a valid edwards25519 point", op="ot.base")
+
+
+def base_ot_send(prg: Prg):
+    """Base-OT sender, step 1: -> (state, S) with S the 32-byte point to send."""
+    y = _scalar(prg)
+    S = _sodium.crypto_scalarmult_ed25519_base_noclamp(y)
+    return (y, S), S
+
+
+def base_ot_send_keys(state, Rs, domain: bytes, peer=None):
+    """Base-OT sender, step 2: the receiver's points R_j -> (k0, k1) lists of 16-byte keys."""
+    y, S = state
+    k0, k1 = [], []
+    for j, R in enumerate(Rs):
+        _check_point(R, f"R[{j}]", peer)
+        k0.append(_co_key(domain, j, S, R, _sodium.crypto_scalarmult_ed25519_noclamp(y, R)))
+        RS = _sodium.crypto_core_ed25519_sub(R, S)
+        k1.append(_co_key(domain, j, S, R, _sodium.crypto_scalarmult_ed25519_noclamp(y, RS)))
+    return k0, k1
+
+
+def base_ot_recv(prg: Prg, S: bytes, choices, domain: bytes, peer=None):
+    """Base-OT receiver: the sender's S and choice bits -> (list of R_j to send, keys k_{c_j})."""
+    _check_point(S, "S", peer)
+    Rs, keys = [], []
+    for j, c in enumerate(choices):
+        x = _scalar(prg)
+        X = _sodium.crypto_scalarmult_ed25519_base_noclamp(x)
+        XS = _sodium.crypto_core_ed25519_add(X, S)
+        R = XS if c else X
+        Rs.append(R)
+        keys.append(_co_key(domain, j, S, R, _sodium.crypto_scalarmult_ed25519_noclamp(x, S)))
+    return Rs, keys
+
+
+def _chacha_keys(keys16) -> np.ndarray:
+    """128 16-byte keys -> 128 x 32 ChaCha20 keys (k || k) as one uint8 array."""
+    return np.frombuffer(b"".join(k + k for k in keys16), dtype=_U8).copy()
+
+
+# --------------------------------------------------------------------------
+# input validation
+
+def _u64(x, fn, name) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype != _U64:
+        raise ValueError(f"{fn}: {name} must have dtype uint64, got {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+def _bits01(x, fn, name) -> np.ndarray:
+    arr = _u64(x, fn, name)
+    if arr.size and int(arr.max()) > 1:
+        raise ValueError(f"{fn}: {name} must hold only 0 and 1")
+    return arr
+
+
+def _count(n, fn) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 0:
+        raise ValueError(f"{fn}: n must be a non-negative int, got {n!r}")
+    return int(n)
+
+
+def _pad_words(words: np.ndarray, n_words: int) -> np.ndarray:
+    if words.size == n_words:
+        return words
+    out = np.zeros(n_words, dtype=_U64)
+    out[:words.size] = words
+    return out
+
+
+# --------------------------------------------------------------------------
+# the session
+
+class OTSession:
+    """One party's end of a 2-party OT-extension session with ``peer`` over ``link``.
+
+    ``i_am_sender_of_base`` must be True at exactly one of the two parties: it
+    names the IKNP instances (instance 0 is the one whose extension sender
+    passed True) and is checked against the peer's at setup. Base OTs run in
+    both directions on first use. ``prg``: this party's private randomness.
+    Tags ``[tag_base, tag_base + 2**20)`` to and from ``peer`` are the
+    session's. Not thread-safe.
+    """
+
+    def __init__(self, link, peer: str, i_am_sender_of_base: bool, prg: Prg, tag_base: int):
+        if not isinstance(prg, Prg):
+            raise ValueError(f"OTSession: prg must be a mixc.runtime.kernels.Prg, got {type(prg).__name__}")
+        if (isinstance(tag_base, bool) or not isinstance(tag_base, (int, np.integer))
+                or not 0 <= int(tag_base) <= (1 << 64) - TAG_SPAN):
+            raise ValueError(f"OTSession: tag_base must be an int in [0, 2^64 - 2^20], got {tag_base!r}")
+        self.link, self.peer, self.prg = link, peer, prg
+        self.party = 0 if i_am_sender_of_base else 1
+        self.tag_base = int(tag_base)
+        self._next = 0
+        self._ready = False
+        self._ws = np.empty(int(lib.mixc_iknp_ws_words()), dtype=_U64)
+        # my extension-sender instance (id = self.party) and receiver instance (1 - party)
+        self._s = self._ks = None
+        self._k0 = self._k1 = None
+        self._spos = self._rpos = 0          # keystream words used per column
+        self._bytes_sent = self._bytes_recv = self._msgs = self._rounds = 0
+        self._ots_sent = self._ots_recv = 0
+
+    # -- bookkeeping ---------------------------------------------------------
+
+    @property
+    def stats(self) -> dict:
+        """Bytes, messages and rounds this session used so far (base OTs included)."""
+        return {
+            "bytes_sent": self._bytes_sent,
+            "bytes_received": self._bytes_recv,
+            "messages_sent": self._msgs,
+            "rounds": self._rounds,
+            "base_ots": 2 * KAPPA if self._ready else 0,
+            "ots_as_sender": self._ots_sent,
+            "ots_as_receiver": self._ots_recv,
+            "tags_used": self._next,
+        }
+
+    def _tags(self, k: int) -> int:
+        if self._next + k > TAG_SPAN:
+            raise MixcError(f"OTSession with {self.peer!r}: tag space of 2^20 tags exhausted "
+                            f"({self._next} used, {k} more needed); start a new session")
+        t = self.tag_base + self._next
+        self._next += k
+        return t
+
+    def _send(self, tag, arr, op):
+        self._bytes_sent += arr.nbytes
+        self._msgs += 1
+        self.link.send(self.peer, tag, arr, op=op)
+
+    def _recv(self, tag, op, shape, dtype=_U64):
+        got = self.link.recv(self.peer, tag, op=op)
+        if not isinstance(got, np.ndarray) or got.dtype != dtype or got.shape != tuple(shape):
+            what = (f"{got.dtype} {got.shape}" if isinstance(got, np.ndarray)
+                    else type(got).__name__)
+            raise PeerError(self.peer, f"message tag {tag}: expected {np.dtype(dtype)} "
+                                       f"{tuple(shape)}, got {what} (do both parties make the "
+                                       "same OT calls with the same sizes?)", op=op)
+        self._bytes_recv += got.nbytes
+        return got
+
+    # -- base OTs ------------------------------------------------------------
+
+    def _domain(self, instance: int) -> bytes:
+        return struct.pack("<QB", self.tag_base, instance)
+
+    def _setup(self):
+        if self._ready:
+            return
+        op = "ot.base"
+        t0 = self._tags(2)
+        me, other = self.party, 1 - self.party
+        # instance 'other': I am the extension receiver = base-OT sender
+        state, S = base_ot_send(self.prg)
+        self._send(t0, np.frombuffer(bytes([me]) + S, dtype=_U8).copy(), op)
+        peer_msg = self._recv(t0, op, (1 + _POINT,), _U8).tobytes()
+        if peer_msg[0] != other:
+            raise PeerError(self.peer, "both parties passed i_am_sender_of_base="
+                                       f"{bool(me == 0)}; exactly one must pass True", op=op)
+        # instance 'me': I am the extension sender = base-OT receiver with choices s
+        s = self.prg.random_u64(2)
+        choices = bits_unpack(s, KAPPA)
+        Rs, keys = base_ot_recv(self.prg, peer_msg[1:], choices.tolist(), self._domain(me), self.peer)
+        self._send(t0 + 1, np.frombuffer(b"".join(Rs), dtype=_U8).reshape(KAPPA, _POINT).copy(), op)
+        Rp = self._recv(t0 + 1, op, (KAPPA, _POINT), _U8)
+        k0, k1 = base_ot_send_keys(state, [bytes(r) for r in Rp], self._domain(other), self.peer)
+        self._s, self._ks = s, _chacha_keys(keys)
+        self._k0, self._k1 = _chacha_keys(k0), _chacha_keys(k1)
+        self._rounds += 2
+        self._ready = True
+
+    # -- IKNP core -----------------------------------------------------------
+
+    def _ext_recv(self, choice_words):
+        """Extension receiver, one batch: -> (u to send (128, nw), rows t (64 nw, 2))."""
+        nw = choice_words.size
+        u = np.empty((KAPPA, nw), dtype=_U64)
+        t = np.empty((64 * nw, 2), dtype=_U64)
+        lib.mixc_iknp_recv_ext(_p8(self._k0), _p8(self._k1), 1 - self.party, self._rpos,
+                               _p64(choice_words), nw, _p64(u), _p64(t),
+                               _p64(self._ws), self._ws.size)
+        self._rpos += nw
+        self._ots_recv += 64 * nw
+        return u, t
+
+    def _ext_send(self, u):
+        """Extension sender, one batch: the receiver's u -> rows q (64 nw, 2)."""
+        nw = u.shape[1]
+        q = np.empty((64 * nw, 2), dtype=_U64)
+        lib.mixc_iknp_send_ext(_p8(self._ks), _p64(self._s), self.party, self._spos,
+                               _p64(u), nw, _p64(q), _p64(self._ws), self._ws.size)
+        self._spos += nw
+        self._ots_sent += 64 * nw
+        return q
+
+    def _run(self, op, n_words, *, send=None, reply=None, choice=None, local=None, fix=None):
+        """One OT-extension call of n_words column words (64 OTs each), in batches.
+
+        As extension sender (``send`` given): send(q, lo, hi) -> correction array
+        to send back (shape reply(lo, hi)) or None. As extension receiver
+        (``choice``: packed choice words, n_words): local(t, lo, hi) -> state;
+        then, if the sender replies, fix(d, lo, hi, state). Both roles may run in
+        one call (both directions at once). Returns the list of local states.
+        """
+        self._setup()
+        # start every call on a ChaCha20 lane-group boundary of the column keystreams
+        # (128 words = 16 blocks; the C kernels expand 128-word chunks): unaligned
+        # starts would cost a second keystream group per chunk. Skipped keystream
+        # is never used, and both parties round the same way.
+        self._rpos = -(-self._rpos // _CHUNK) * _CHUNK
+        self._spos = -(-self._spos // _CHUNK) * _CHUNK
+        batches = [(lo, min(lo + BATCH_WORDS, n_words)) for lo in range(0, n_words, BATCH_WORDS)]
+        t0 = self._tags(2 * len(batches))
+        states = []
+        if choice is not None:
+            for b, (lo, hi) in enumerate(batches):
+                u, t = self._ext_recv(np.ascontiguousarray(choice[lo:hi]))
+                self._send(t0 + 2 * b, u, op)
+                states.append(local(t, lo, hi))
+        if send is not None:
+            for b, (lo, hi) in enumerate(batches):
+                u = self._recv(t0 + 2 * b, op, (KAPPA, hi - lo))
+                d = send(self._ext_send(u), lo, hi)
+                if d is not None:
+                    self._send(t0 + 2 * b + 1, d, op)
+        if choice is not None and fix is not None:
+            for b, (lo, hi) in enumerate(batches):
+                fix(self._recv(t0 + 2 * b + 1, op, reply(lo, hi)), lo, hi, states[b])
+        if n_words:
+            self._rounds += 2 if (fix is not None or (send is not None and reply is not None)) else 1
+        return states
+
+    # -- random and correlated OT -------------------------------------------
+
+    def rot_send(self, n: int):
+        """n random OTs as sender -> (m0, m1), uint64 (n, 2) each (128-bit messages)."""
+        fn = "rot_send"
+        n = _count(n, fn)
+        nw = (n + 63) // 64
+        m0 = np.empty((64 * nw, 2), dtype=_U64)
+        m1 = np.empty((64 * nw, 2), dtype=_U64)
+
+        def send(q, lo, hi):
+            s = slice(64 * lo, 64 * hi)
+            lib.mixc_ot_hash(_p64(q), q.shape[0], ffi.NULL, _p64(m0[s]), 2, 0)
+            lib.mixc_ot_hash(_p64(q), q.shape[0], _p64(self._s), _p64(m1[s]), 2, 0)
+
+        self._run("ot.rot_send", nw, send=send)
+        return m0[:n], m1[:n]
+
+    def rot_recv(self, choices=None, n: int | None = None):
+        """Random OTs as receiver with the given 0/1 choices (uint64), or n random
+        ones (choices=None) -> (choices, m_c) with m_c uint64 (n, 2)."""
+        fn = "rot_recv"
+        if choices is None:
+            n = _count(n, fn)
+            words = self.prg.random_u64((n + 63) // 64)
+            if n % 64:
+                words[-1] &= np.uint64((1 << (n % 64)) - 1)
+            choices = bits_unpack(words, n)
+        else:
+            choices = _bits01(choices, fn, "choices").reshape(-1)
+            n = choices.size
+            words = bits_pack(choices)
+        nw = (n + 63) // 64
+        out = np.empty((64 * nw, 2), dtype=_U64)
+
+        def local(t, lo, hi):
+            lib.mixc_ot_hash(_p64(t), t.shape[0], ffi.NULL, _p64(out[64 * lo:64 * hi]), 2, 0)
+
+        self._run("ot.rot_recv", nw, choice=words, local=local)
+        return choices, out[:n]
+
+    def cot_send(self, delta, n: int | None = None) -> np.ndarray:
+        """Correlated OTs over Z_2^64 as sender with correlation delta (an int for
+        all n OTs, or a uint64 array, one per OT) -> x (uint64 (n,)); the
+        receiver with choice c_i gets x_i + c_i delta_i mod 2^64."""
+        fn = "cot_send"
+        if isinstance(delta, (int, np.integer)) and not isinstance(delta, bool):
+            n = _count(n, fn)
+            dl = np.array([int(delta) & MASK64], dtype=_U64)
+            per_ot = 0
+        else:
+            dl = _u64(delta, fn, "delta").reshape(-1)
+            if n is not None and _count(n, fn) != dl.size:
+                raise ValueError(f"{fn}: n={n} but delta has {dl.size} elements")
+            n = dl.size
+            per_ot = 1
+        nw = (n + 63) // 64
+        if per_ot:
+            dl = _pad_words(dl, 64 * nw)
+        x = np.empty(64 * nw, dtype=_U64)
+
+        def send(q, lo, hi):
+            d = np.empty(64 * (hi - lo), dtype=_U64)
+            dp = _p64(dl[64 * lo:]) if per_ot else _p64(dl)
+            lib.mixc_cot_send(_p64(q), q.shape[0], _p64(self._s), dp, per_ot,
+                              _p64(x[64 * lo:64 * hi]), _p64(d))
+            return d
+
+        self._run("ot.cot_send", nw, send=send, reply=lambda lo, hi: (64 * (hi - lo),))
+        return x[:n]
+
+    def cot_recv(self, choices) -> np.ndarray:
+        """Correlated OTs over Z_2^64 as receiver with 0/1 choices (uint64) -> y
+        (uint64, choices' shape) with y_i = x_i + c_i delta_i."""
+        fn = "cot_recv"
+        c = _bits01(choices, fn, "choices")
+        n = c.size
+        words = bits_pack(c)
+        nw = words.size
+        y = np.empty(64 * nw, dtype=_U64)
+
+        def local(t, lo, hi):
+            h = np.empty(t.shape[0], dtype=_U64)
+            lib.mixc_ot_hash(_p64(t), t.shape[0], ffi.NULL, _p64(h), 1, 0)
+            return h
+
+        def fix(d, lo, hi, h):
+            lib.mixc_cot_recv_fix(_p64(h), _p64(words[lo:hi]), _p64(d), h.size,
+                                  _p64(y[64 * lo:64 * hi]))
+
+        self._run("ot.cot_recv", nw, choice=words, local=local, fix=fix,
+                  reply=lambda lo, hi: (64 * (hi - lo),))
+        return y[:n].reshape(c.shape)
+
+    # -- OLE (Gilboa) --------------------------------------------------------
+
+    def _ole_send_parts(self, a):
+        share = np.empty(a.size, dtype=_U64)
+
+        def send(q, lo, hi):
+            d = np.empty((hi - lo, GILBOA_WORDS), dtype=_U64)
+            lib.mixc_gilboa_send(_p64(q), hi - lo, _p64(self._s), _p64(a[lo:hi]),
+                                 _p64(share[lo:hi]), _p64(d))
+            return d
+
+        return share, send
+
+    def _ole_recv_parts(self, b):
+        share = np.empty(b.size, dtype=_U64)
+
+        def local(t, lo, hi):
+            lib.mixc_gilboa_recv_hash(_p64(t), hi - lo, _p64(share[lo:hi]))
+
+        def fix(d, lo, hi, _state):
+            lib.mixc_gilboa_recv_fix(_p64(b[lo:hi]), _p64(d), hi - lo, _p64(share[lo:hi]))
+
+        return share, local, fix
+
+    @staticmethod
+    def _ole_reply(lo, hi):
+        return (hi - lo, GILBOA_WORDS)
+
+    def ole_send(self, a) -> np.ndarray:
+        """I hold a (uint64, any shape), the peer b (``ole_recv``): my additive
+        share of a*b mod 2^64 (64 COTs per product, I am the COT sender)."""
+        a = _u64(a, "ole_send", "a")
+        flat = a.reshape(-1)
+        share, send = self._ole_send_parts(flat)
+        self._run("ot.ole_send", flat.size, send=send, reply=self._ole_reply)
+        return share.reshape(a.shape)
+
+    def ole_recv(self, b) -> np.ndarray:
+        """The peer holds a (``ole_send``), I hold b: my share of a*b mod 2^64
+        (I am the COT receiver and choose with the bits of b)."""
+        b = _u64(b, "ole_recv", "b")
+        flat = b.reshape(-1)
+        share, local, fix = self._ole_recv_parts(flat)
+        self._run("ot.ole_recv", flat.size, choice=flat, local=local, fix=fix,
+                  reply=self._ole_reply)
+        return share.reshape(b.shape)
+
+    # -- AND (COT over GF(2)) ------------------------------------------------
+
+    def and_send(self, x) -> np.ndarray:
+        """I hold x, the peer y (``and_recv``), uint64 words: my XOR share of x & y
+        (all 64 bits of each word; one COT per bit, I am the sender)."""
+        x = _u64(x, "and_send", "x")
+        flat = x.reshape(-1)
+        share = np.empty(flat.size, dtype=_U64)
+
+        def send(q, lo, hi):
+            d = np.empty(hi - lo, dtype=_U64)
+            lib.mixc_bitcot_send(_p64(q), hi - lo, _p64(self._s), _p64(flat[lo:hi]),
+                                 _p64(share[lo:hi]), _p64(d))
+            return d
+
+        self._run("ot.and_send", flat.size, send=send, reply=lambda lo, hi: (hi - lo,))
+        return share.reshape(x.shape)
+
+    def and_recv(self, y) -> np.ndarray:
+        """The peer holds x (``and_send``), I hold y: my XOR share of x & y."""
+        y = _u64(y, "and_recv", "y")
+        flat = y.reshape(-1)
+        share = np.empty(flat.size, dtype=_U64)
+
+        def local(t, lo, hi):
+            lib.mixc_ot_hash_bits(_p64(t), hi - lo, ffi.NULL, _p64(share[lo:hi]))
+
+        def fix(d, lo, hi, _state):
+            share[lo:hi] ^= flat[lo:hi] & d
+
+        self._run("ot.and_recv", flat.size, choice=flat, local=local, fix=fix,
+                  reply=lambda lo, hi: (hi - lo,))
+        return share.reshape(y.shape)
+
+    # -- bit OLE -------------------------------------------------------------
+
+    def bit_ole_send(self, a) -> np.ndarray:
+        """I hold bits a (uint64 0/1), the peer bits b: my share of a*b mod 2^64
+        (one COT per bit, delta_i = a_i)."""
+        a = _bits01(a, "bit_ole_send", "a")
+        x = self.cot_send(a.reshape(-1))
+        return (np.uint64(0) - x).reshape(a.shape)
+
+    def bit_ole_recv(self, b) -> np.ndarray:
+        """The peer holds bits a, I hold bits b: my share of a*b mod 2^64."""
+        b = _bits01(b, "bit_ole_recv", "b")
+        return self.cot_recv(b)
+
+    # -- triples -------------------------------------------------------------
+
+    def and_triples(self, n_words: int):
+        """n_words words of random boolean triples: this party's (a, b, c), uint64
+        (n_words,), with (a0 ^ a1) & (b0 ^ b1) = c0 ^ c1 bitwise. Both parties
+        call it; one random OT per bit each way, one round."""
+        fn = "and_triples"
+        n = _count(n_words, fn)
+        b = self.prg.random_u64(n)
+        m0 = np.empty(n, dtype=_U64)
+        m1 = np.empty(n, dtype=_U64)
+        v = np.empty(n, dtype=_U64)
+
+        def send(q, lo, hi):
+            lib.mixc_ot_hash_bits(_p64(q), hi - lo, ffi.NULL, _p64(m0[lo:hi]))
+            lib.mixc_ot_hash_bits(_p64(q), hi - lo, _p64(self._s), _p64(m1[lo:hi]))
+
+        def local(t, lo, hi):
+            lib.mixc_ot_hash_bits(_p64(t), hi - lo, ffi.NULL, _p64(v[lo:hi]))
+
+        self._run("ot.and_triples", n, send=send, choice=b, local=local)
+        a = m0 ^ m1
+        c = (a & b) ^ m0 ^ v
+        return a, b, c
+
+    def arith_triples(self, n: int):
+        """n random Beaver triples over Z_2^64: this party's (a, b, c), uint64 (n,),
+        with (a0 + a1)(b0 + b1) = c0 + c1. Both parties call it; a Gilboa OLE
+        in each direction at once, 2 rounds."""
+        fn = "arith_triples"
+        n = _count(n, fn)
+        a = self.prg.random_u64(n)
+        b = self.prg.random_u64(n)
+        s_share, send = self._ole_send_parts(a)
+        r_share, local, fix = self._ole_recv_parts(b)
+        self._run("ot.arith_triples", n, send=send, reply=self._ole_reply,
+                  choice=b, local=local, fix=fix)
+        c = a * b + s_share + r_share
+        return a, b, c

@@ -129,6 +129,7 @@ enum { AES_SW = 0, AES_NI = 1, AES_VAES = 2 };
 static int aes_level(void)
 {
 #ifdef OT_X86
+    __builtin_cpu_init(); /* idempotent; safe however the library was loaded */
     if (__builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("aes"))
         return AES_VAES;
@@ -141,6 +142,7 @@ static int aes_level(void)
 static int have_gfni_transpose(void)
 {
 #ifdef OT_X86
+    __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni");
 #else

@@ -1,7 +1,8 @@
 """Secure inference with the seed patent's masking protocol: client input, server weights.
 
-The client (alice, p1) holds an input; the server (bob, p2) holds a model. Two
-programs, both on the 2-party MPC device of ``two_party.devices``:
+The client (alice) holds an input; the server (bob) holds a model. Two
+programs, both on the dealer-free 2-party MPC device of ``client_server.devices``
+(``offline: he``: the bundle has exactly the two parties):
 
 - ``mlp``: a 784-128-10 MLP (relu), returning the logits and the argmax label;
 - ``cnn``: a 1x8x8 image, a 3x3 convolution with 4 channels, relu, a dense
@@ -11,12 +12,13 @@ The server's weights never leave it: each dense/conv layer runs the masking
 protocol (``mixc/protocols/masking.py``): offline the client sends Enc(r)
 under its own RLWE key and gets back W.r - s, online it sends only x - r and
 the server computes W.(x - r) + s; the two are additive shares of W.x, which
-the server's bias add, relu and argmax continue on (relu and argmax run on
-shares with the dealer's correlated randomness, as ``offline: dealer`` says).
-``prefer=("masking",)`` asks for the protocol wherever it applies; without it
-the selection pass picks by declared cost (masking for the first MLP layer
-at batch 1, where it moves fewer bytes than Beaver; Beaver with the dealer's
-triples for the small layers).
+the server's bias add, relu and argmax continue on (with correlations made by
+the two parties themselves: OT and HE, ``mixc/protocols/dealerfree.py``).
+The selection pass picks the masking protocol by declared cost on every
+layer: Beaver would need HE-made matrix triples in both directions plus the
+opening of W - b. (With a dealer, ``two_party.devices``, Beaver is cheaper
+for small layers; ``@mixc.program(prefer=("masking",))`` or ``mixc build
+--prefer masking`` then asks for masking wherever it applies.)
 
     python examples/secure_inference.py              # simulate both, compare to plain JAX
     mixc build examples/secure_inference.py --program mlp -o build/mlp
@@ -35,8 +37,8 @@ import mixc
 from mixc import device, reveal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-cluster = mixc.init_device(os.path.join(HERE, "two_party.devices"))
-client, server, mpc = cluster.p1, cluster.p2, cluster.mpc
+cluster = mixc.init_device(os.path.join(HERE, "client_server.devices"))
+client, server, mpc = cluster.client, cluster.server, cluster.mpc
 
 IN, HIDDEN, OUT = 784, 128, 10
 IMAGE, CHANNELS, KERNEL = (1, 1, 8, 8), 4, 3
@@ -56,7 +58,7 @@ def cnn_model(x, k, kb, w, b):
     return logits, jnp.argmax(logits, axis=-1)
 
 
-@mixc.program(prefer=("masking",))
+@mixc.program
 def mlp(x: mixc.Input(client, (1, IN)),
         w1: mixc.Input(server, (IN, HIDDEN)), b1: mixc.Input(server, (HIDDEN,)),
         w2: mixc.Input(server, (HIDDEN, OUT)), b2: mixc.Input(server, (OUT,))):
@@ -64,7 +66,7 @@ def mlp(x: mixc.Input(client, (1, IN)),
     return {"logits": reveal(logits, client), "label": reveal(label, client)}
 
 
-@mixc.program(prefer=("masking",))
+@mixc.program
 def cnn(x: mixc.Input(client, IMAGE),
         k: mixc.Input(server, (CHANNELS, IMAGE[1], KERNEL, KERNEL)),
         kb: mixc.Input(server, (CHANNELS,)),

@@ -18,7 +18,9 @@ gets k_c = H(xS). H is BLAKE2b-128 over (tag base, instance, index, S, R,
 point), so every base OT of every session hashes a distinct input. Points
 received are checked to be canonical, of the main subgroup and not of small
 order (``crypto_core_ed25519_is_valid_point``). The two directions run at the
-same time (2 rounds, ~4.2 KB each way, once per session).
+same time (2 rounds, ~4.2 KB each way, once per session). (CO15 is known not
+to be UC-secure against active adversaries as first claimed; hashing S and R
+into the key follows the later fixes, and semi-honest security is unaffected.)
 
 **IKNP extension** (Ishai-Kilian-Nissim-Petrank 2003), security parameter
 kappa = 128, one IKNP instance per direction. The extension *receiver* is the
@@ -63,8 +65,11 @@ OLE in each direction (a with the peer's b and vice versa), both at once.
 Rounds: ``stats["rounds"]`` counts message flights on the critical path
 (messages in both directions at the same time count once): base OTs 2, random
 OT and ``and_triples`` 1, everything with corrections 2. Large calls are cut
-into batches of ``BATCH_WORDS`` columns words (8 MB of u per message) that are
-pipelined, so memory stays bounded and the round count does not grow.
+into batches of ``BATCH_WORDS`` column words (2^19 OTs, 8 MB of u per message)
+that are pipelined (``_run``: the u of batch k goes out before the peer's u of
+batch k - 2 is awaited), so no message waits for the answer to itself, memory
+stays bounded (a few batches in flight) and the round count does not grow.
+Each call starts its column keystreams on a 128-word boundary.
 
 Tags: the session uses tags in ``[tag_base, tag_base + 2**20)``, the same
 sequence on both sides (each call reserves two per batch).
@@ -99,6 +104,7 @@ __all__ = ["OTSession", "TAG_SPAN", "BATCH_WORDS", "base_ot_send", "base_ot_recv
 KAPPA = 128
 TAG_SPAN = 1 << 20
 BATCH_WORDS = 1 << 13        # column words per message: 2^19 OTs, u = 8 MB
+_LAG = 2                     # batches the receiver side runs ahead (see _run)
 _CHUNK = 128                 # csrc/ot.c's chunk (CW): BATCH_WORDS is a multiple of it
 GILBOA_WORDS = int(lib.mixc_gilboa_words())
 _U64 = np.dtype(np.uint64)
@@ -258,7 +264,7 @@ class OTSession:
     passed True) and is checked against the peer's at setup. Base OTs run in
     both directions on first use. ``prg``: this party's private randomness.
     Tags ``[tag_base, tag_base + 2**20)`` to and from ``peer`` are the
-    session's. Not thread-safe.
+    session's; both parties pass the same ``tag_base``. Not thread-safe.
     """
 
     def __init__(self, link, peer: str, i_am_sender_of_base: bool, prg: Prg, tag_base: int):
@@ -325,6 +331,11 @@ class OTSession:
     def _domain(self, instance: int) -> bytes:
         return struct.pack("<QB", self.tag_base, instance)
 
+    def setup(self) -> None:
+        """Run the base OTs now (both directions, 2 rounds); otherwise they run on
+        first use. Idempotent; both parties call it at the same point."""
+        self._setup()
+
     def _setup(self):
         if self._ready:
             return
@@ -381,7 +392,7 @@ class OTSession:
         to send back (shape reply(lo, hi)) or None. As extension receiver
         (``choice``: packed choice words, n_words): local(t, lo, hi) -> state;
         then, if the sender replies, fix(d, lo, hi, state). Both roles may run in
-        one call (both directions at once). Returns the list of local states.
+        one call (both directions at once).
         """
         self._setup()
         # start every call on a ChaCha20 lane-group boundary of the column keystreams
@@ -391,25 +402,34 @@ class OTSession:
         self._rpos = -(-self._rpos // _CHUNK) * _CHUNK
         self._spos = -(-self._spos // _CHUNK) * _CHUNK
         batches = [(lo, min(lo + BATCH_WORDS, n_words)) for lo in range(0, n_words, BATCH_WORDS)]
-        t0 = self._tags(2 * len(batches))
-        states = []
-        if choice is not None:
-            for b, (lo, hi) in enumerate(batches):
+        nb = len(batches)
+        t0 = self._tags(2 * nb)
+        states = {}
+        # Pipelined schedule, the same at both parties: at step k send u of batch
+        # k, answer the peer's u of batch k - LAG, finish batch k - 2 LAG with the
+        # peer's corrections. No message waits for a reply to itself, so the call
+        # is 1 flight (2 with corrections) however many batches; at most ~LAG
+        # batches per direction are in flight, which bounds memory.
+        lag = _LAG
+        for k in range(nb + 2 * lag):
+            if choice is not None and k < nb:
+                lo, hi = batches[k]
                 u, t = self._ext_recv(np.ascontiguousarray(choice[lo:hi]))
-                self._send(t0 + 2 * b, u, op)
-                states.append(local(t, lo, hi))
-        if send is not None:
-            for b, (lo, hi) in enumerate(batches):
+                self._send(t0 + 2 * k, u, op)
+                states[k] = local(t, lo, hi)
+            b = k - lag
+            if send is not None and 0 <= b < nb:
+                lo, hi = batches[b]
                 u = self._recv(t0 + 2 * b, op, (KAPPA, hi - lo))
                 d = send(self._ext_send(u), lo, hi)
                 if d is not None:
                     self._send(t0 + 2 * b + 1, d, op)
-        if choice is not None and fix is not None:
-            for b, (lo, hi) in enumerate(batches):
-                fix(self._recv(t0 + 2 * b + 1, op, reply(lo, hi)), lo, hi, states[b])
+            b = k - 2 * lag
+            if choice is not None and fix is not None and 0 <= b < nb:
+                lo, hi = batches[b]
+                fix(self._recv(t0 + 2 * b + 1, op, reply(lo, hi)), lo, hi, states.pop(b))
         if n_words:
             self._rounds += 2 if (fix is not None or (send is not None and reply is not None)) else 1
-        return states
 
     # -- random and correlated OT -------------------------------------------
 

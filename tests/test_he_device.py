@@ -208,3 +208,31 @@ def test_third_party_data_cannot_enter_the_he_device():
                         {"x": mixc.Input(c.p3, (3,))})
     with pytest.raises(TraceError, match="only its parties"):
         prog.build()
+
+
+def test_ir_of_he_and_masking_programs_round_trips():
+    """parse(print(m)) == m for every stage and party of an HE program (ciphertext types,
+    he.* ops, position arrays) and of a masking program (private values)."""
+    from mixc.ir.parser import parse_module
+    from mixc.ir.printer import print_module
+    from mixc.passes import partition, run_pipeline
+
+    def f(x, w):
+        y = x @ w
+        return jnp.sum(y) + y[0, 0]
+    he_prog = _traced(f, [(P1, (2, 3)), (P2, (3, 2))])
+    mpc_prog = make_program(lambda x, w: reveal(device(MPC)(lambda a, b: a @ b)(x, w), P1),
+                            {"x": mixc.Input(P1, (1, 300)), "w": mixc.Input(P2, (300, 64))})
+    mpc_prog.prefer = ("masking",)
+    def check(name, m):
+        text = print_module(m)
+        assert parse_module(text) == m, name
+        texts.append(text)
+    for prog in (he_prog, mpc_prog):
+        texts = []
+        m = prog.trace()
+        m.prefer = getattr(prog, "prefer", ())
+        final = run_pipeline(m, keep=check)
+        for party, pm in partition.split(final).items():
+            check(party, pm)
+    assert 'protocol="masking"' in texts[2]

@@ -143,7 +143,8 @@ def test_audit_and_messages_name_the_protocol():
 
 
 def test_cost_report_and_cli_run_local(tmp_path):
-    """The example builds with --cost-report naming masking, and runs as party processes."""
+    """The dealer-free example builds with --cost-report naming masking (chosen by cost),
+    has exactly the two parties, and runs as party processes."""
     def mixc_cmd(*args):
         done = subprocess.run([sys.executable, "-m", "mixc", *map(str, args)],
                               capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -153,6 +154,9 @@ def test_cost_report_and_cli_run_local(tmp_path):
     report = mixc_cmd("build", example, "--program", "cnn", "-o", tmp_path / "cnn",
                       "--cost-report")
     assert "conv_general_dilated  masking" in report and "dot_general           masking" in report
+    import json
+    assert json.loads((tmp_path / "cnn" / "manifest.json").read_text())["parties"] == \
+        ["alice", "bob"]
     subprocess.run([sys.executable, str(example), "--save-inputs", tmp_path / "in", "cnn"],
                    check=True, timeout=120)
     inputs = [f"--input={p.stem}={p}" for p in sorted((tmp_path / "in").glob("*.npy"))]
@@ -171,7 +175,7 @@ def test_cost_report_and_cli_run_local(tmp_path):
         np.asarray(label).tolist()
 
 
-def test_example_programs_simulate():
+def test_example_programs_simulate_dealer_free():
     sys.path.insert(0, str(REPO / "examples"))
     try:
         import secure_inference as ex
@@ -179,3 +183,8 @@ def test_example_programs_simulate():
         sys.path.pop(0)
     for name in ex.MODELS:
         assert ex.check(name) < 2e-3
+        bundle = ex.MODELS[name][0].build()
+        assert bundle.parties == ("alice", "bob")
+        linear = [r[2] for r in bundle.cost_report.rows
+                  if r[1] in ("dot_general", "conv_general_dilated")]
+        assert linear == ["masking", "masking"]

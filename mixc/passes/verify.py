@@ -25,7 +25,9 @@ The leak checks, each with a hand-written leaking program in
   disclosure label whose endpoints do not fit it (explicit ``to`` between
   PYU owners, ``public value`` only for public values, plaintext to a TEE
   only to a TEE's party and from one only by it, a reveal's shares only to
-  a PYU's or TEE's owner); plaintext relabelled as a share by a local op
+  a PYU's or TEE's owner, ``plaintext (reveal)`` of a private value only
+  to one, ``HE public key`` only for a value straight from ``he.keygen``
+  that depends on no private data); plaintext relabelled as a share by a local op
   that mixes in no randomness; and a share of private data (what depends on
   an input or a PYU computation) sent, other than as a reveal, to a party in
   no MPC device, or to one that holds every PRG key masking it (so it could

@@ -76,6 +76,9 @@ from ..passes.lower import seed_name
 from . import Cost
 from .common import parties, u64
 
+# The protocol names of the dealer-free rules (same lowerings as arith2pc/bool2pc).
+PROTOCOLS = ("arith2pc.he", "bool2pc.ot")
+
 OT_TAG_BASE = 1 << 48
 OT_SESSION_STRIDE = 1 << 40
 RING_BYTES = 8

@@ -238,6 +238,17 @@ def he_keys(ctx, owner, evaluator):
     return keys[(owner, evaluator)]
 
 
+def hoist(ctx, start):
+    """Move the nodes emitted since index ``start`` to the front of the program (after the
+    key generation): work that depends on no input (e.g. the masking protocol's Enc(r))
+    then runs, and is sent, before anything waits."""
+    moved = ctx.out.nodes[start:]
+    del ctx.out.nodes[start:]
+    at = ctx.__dict__.setdefault("_he_front", 0)
+    ctx.out.nodes[at:at] = moved
+    ctx.__dict__["_he_front"] = at + len(moved)
+
+
 # ------------------------------------------------------------ HE values during lowering
 
 class Ct:
@@ -554,7 +565,9 @@ class _Lowering:
         shape = tuple(node.result.type.shape)
         xf = self.frac_of(x)
         yf = self.natural_frac(y)
-        whole = self.integer_constant(y) if node.op == "mul" else None
+        whole = (self.integer_constant(y) if node.op == "mul" and tuple(x.type.shape) == shape
+                 else None)
+        scalar = tuple(y.type.shape) == () or whole is not None  # one value for all elements
         if whole is not None:  # an integer constant: no fraction bits added
             ye = self.ctx.const(self.ev, np.asarray(whole).astype(np.int64).view(np.uint64))
             yf = 0
@@ -569,7 +582,7 @@ class _Lowering:
         else:
             ye = self.encode(self.ev, y, yf)
         bound = float(2 ** 63) if self.role(y) == "E" else 0.0
-        if tuple(y.type.shape) == () and self.role(x) == "H":
+        if scalar and self.role(x) == "H":
             c = _state(self.ctx)[x]
             v = self.emit(self.ev, "he.mul_scalar", [c.value, ye], "he",
                           {"count": c.count, "bound": bound})
@@ -583,7 +596,7 @@ class _Lowering:
                               {"shape": shape, "broadcast_dimensions": ()})
         size = int(np.prod(shape, dtype=np.int64))
         h = _he()
-        if tuple(y.type.shape) == ():  # scalar times an owner value: encrypt densely
+        if scalar:  # scalar times an owner value: encrypt densely
             c = self.encrypt_dense(o, xf, k)
             v = self.emit(self.ev, "he.mul_scalar", [c.value, ye], "he",
                           {"count": c.count, "bound": bound})

@@ -46,7 +46,7 @@ from ..passes.lower import seed_name
 from . import Cost, register
 from .arith2pc import RING_BYTES, _trunc_cost, _truncate
 from .common import frac_bits, parties
-from .he import Product, apply_local, he_keys
+from .he import Product, apply_local, he_keys, hoist
 from .private import owner_of
 
 PROTOCOL = "masking"
@@ -100,13 +100,16 @@ def _lower(ctx, node):
     from ..runtime import he_ops as h
     sk, pk = he_keys(ctx, client, server)
 
-    # offline: C -> S: Enc(r); S -> C: Enc(W.r - s), sanitised
+    # offline: C -> S: Enc(r) (at the start of C's program: it depends on nothing);
+    # S -> C: Enc(W.r - s), sanitised
+    start = len(ctx.out.nodes)
     r = ctx.random(client, seed_name(client), x.type.shape, ctx.stream(seed_name(client)), "plain")
     rm = apply_local(ctx, client, r, prod.x_steps, "plain")
     enc_r = ctx.emit(client, "he.encrypt", [sk, rm], "he",
                      {"positions": h.matmul_input_positions(plan).reshape(-1).astype("int32"),
                       "count": h.matmul_plan(plan).n_inputs})
     enc_r = ctx.xfer(enc_r, server, "HE ciphertext: Enc(r) (masking, offline)", "he")
+    hoist(ctx, start)
     w_enc = ctx.emit(server, "encode", [ctx.parts[w][server]], "plain", {"frac_bits": f})
     wm = apply_local(ctx, server, w_enc, prod.w_steps, "plain")
     raw = ctx.emit(server, "he.matmul", [enc_r, wm], "he", {"plan": tuple(plan)})

@@ -100,8 +100,8 @@ def _flat(ctx, shares):
 
 # ------------------------------------------------------------ comparisons
 
-def msb_bits(ctx, device, d):
-    """Packed boolean shares of msb(d) for arithmetic shares d (any shape, flattened)."""
+def _carry_inputs(ctx, device, d):
+    """Flattened d, and the (generate, propagate) words of x + y for the carry into bit 63."""
     p0, p1 = parties(device)
     d = _flat(ctx, d)
     low = {p: ctx.emit(p, "and", [d[p], u64(ctx, p, LOW63)], "plain") for p in (p0, p1)}
@@ -110,6 +110,19 @@ def msb_bits(ctx, device, d):
     (g,) = and_gates(ctx, device, [({p0: low[p0], p1: zeros[p1]}, {p0: zeros[p0], p1: low[p1]})])
     # Position 63 is the identity of the combine (G=0, P=1), so 64 positions reduce evenly.
     prop = {p0: ctx.emit(p0, "or", [low[p0], u64(ctx, p0, 1 << 63)], "bool"), p1: low[p1]}
+    return d, g, prop
+
+
+def _with_top_bits(ctx, d, carry):
+    """msb = x_63 ^ y_63 ^ carry into bit 63, packed."""
+    top = {p: ctx.emit(p, "bits_pack", [ctx.emit(p, "lshr", [s], "plain", {"bits": 63})], "bool")
+           for p, s in d.items()}
+    return _xor(ctx, top, carry)
+
+
+def msb_bits(ctx, device, d):
+    """Packed boolean shares of msb(d) for arithmetic shares d (any shape, flattened)."""
+    d, g, prop = _carry_inputs(ctx, device, d)
     for level in range(6):
         g_even, g_odd = _unzip(ctx, g)
         p_even, p_odd = _unzip(ctx, prop)
@@ -119,9 +132,7 @@ def msb_bits(ctx, device, d):
         g = _xor(ctx, g_odd, products[0])
         if not last:
             prop = products[1]
-    top = {p: ctx.emit(p, "bits_pack", [ctx.emit(p, "lshr", [d[p]], "plain", {"bits": 63})], "bool")
-           for p in (p0, p1)}
-    return _xor(ctx, top, g)
+    return _with_top_bits(ctx, d, g)
 
 
 def multi_and(ctx, device, inputs, products):
@@ -174,12 +185,7 @@ def multi_and(ctx, device, inputs, products):
 def msb_bits_radix4(ctx, device, d):
     """msb(d) like ``msb_bits``, but each level combines four positions with one-round
     multi-input ANDs: 3 levels instead of 6, more dealt words."""
-    p0, p1 = parties(device)
-    d = _flat(ctx, d)
-    low = {p: ctx.emit(p, "and", [d[p], u64(ctx, p, LOW63)], "plain") for p in (p0, p1)}
-    zeros = {p: ctx.emit(p, "xor", [low[p], low[p]], "bool") for p in (p0, p1)}
-    (g,) = and_gates(ctx, device, [({p0: low[p0], p1: zeros[p1]}, {p0: zeros[p0], p1: low[p1]})])
-    prop = {p0: ctx.emit(p0, "or", [low[p0], u64(ctx, p0, 1 << 63)], "bool"), p1: low[p1]}
+    d, g, prop = _carry_inputs(ctx, device, d)
     for level in range(3):
         (g0, g2), (g1, g3) = (_unzip(ctx, half) for half in _unzip(ctx, g))
         (p0_, p2_), (p1_, p3_) = (_unzip(ctx, half) for half in _unzip(ctx, prop))
@@ -193,9 +199,7 @@ def msb_bits_radix4(ctx, device, d):
             g = _xor(ctx, g, term)
         if not last:
             prop = terms[3]
-    top = {p: ctx.emit(p, "bits_pack", [ctx.emit(p, "lshr", [d[p]], "plain", {"bits": 63})], "bool")
-           for p in (p0, p1)}
-    return _xor(ctx, top, g)
+    return _with_top_bits(ctx, d, g)
 
 
 def zero_bits(ctx, device, d):

@@ -29,7 +29,8 @@ part of its program that depends on no input (key generation, OT sessions,
 triples, truncation bits: ``runtime.phases``), the parties wait for each
 other, then run the rest. Extra fields: ``offline_s``/``online_s`` (medians of
 the two phases; ``wall_s`` is the median of their sum), ``offline_bytes``/
-``online_bytes`` (all parties, one run), ``inline_wall_s`` (the warm-up run,
+``online_bytes`` (all parties, one run; for mlp_infer_64 the server's weights
+count as known before the query: ``static_inputs``), ``inline_wall_s`` (the warm-up run,
 unphased: correlations made where they are used), ``dealer_free`` (no dealer
 party in the bundle) and ``protocols`` (the protocol chosen for each product
 and comparison).
@@ -301,15 +302,23 @@ def _protocols(bundle):
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def run_one_phased(name, cluster, data, reps, network):
+# Inputs known before the query (the server's model): with --offline he, what depends
+# only on them is timed as offline (the seed patent's offline phase uses the weights).
+STATIC_INPUTS = {"mlp_infer_64": ("w1", "b1", "w2", "b2")}
+
+
+def run_one_phased(name, cluster, data, reps, network, prefer=()):
     """``--offline he``: offline part, barrier, online part (runtime.phases)."""
     from mixc.runtime.phases import simulate_phased
     rec = {"name": name, "system": HE_SYSTEM}
+    if prefer:
+        rec["prefer"] = list(prefer)
     args = data[name]
+    static = STATIC_INPUTS.get(name, ())
     try:
         prog, fn, input_names = WORKLOADS[name](cluster, args)
         t = time.perf_counter()
-        bundle = prog.build(network=network)
+        bundle = prog.build(network=network, prefer=tuple(prefer) or None)
         build_s = time.perf_counter() - t
     except Exception as e:  # noqa: BLE001 - a workload mixc cannot build yet
         rec["skipped"] = _message(e)
@@ -322,7 +331,7 @@ def run_one_phased(name, cluster, data, reps, network):
         rec["inline_wall_s"] = round(time.perf_counter() - t, 4)
         runs = []
         for _ in range(reps):
-            out, report = simulate_phased(bundle, inputs)
+            out, report = simulate_phased(bundle, inputs, static=static)
             runs.append(report)
         med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
         rec["wall_s"] = round(med([r["offline_s"] + r["online_s"] for r in runs]), 4)
@@ -348,6 +357,7 @@ def run_one_phased(name, cluster, data, reps, network):
     rec["network"] = network
     rec["protocols"] = _protocols(bundle)
     rec["parties"] = list(bundle.parties)
+    rec["static_inputs"] = list(static)
     return rec
 
 
@@ -406,6 +416,10 @@ def main(argv=None):
                          "(examples/two_party.devices) or the two parties themselves, by HE "
                          "and OT (examples/two_party_he.devices; offline and online timed "
                          "apart)")
+    ap.add_argument("--prefer", action="append", default=[], metavar="PROTOCOL",
+                    help="with --offline he: a protocol to choose wherever it applies (e.g. "
+                         "arith2pc.he: products by HE-made Beaver triples instead of the "
+                         "masking protocol); repeatable")
     a = ap.parse_args(argv)
     unknown = [n for n in a.names if n not in WORKLOADS]
     if unknown:
@@ -417,7 +431,8 @@ def main(argv=None):
     data = make_data(0)
     for name in a.names or list(WORKLOADS):
         try:
-            rec = (run_one_phased if he else run_one)(name, cluster, data, a.reps, a.network)
+            rec = (run_one_phased(name, cluster, data, a.reps, a.network, a.prefer) if he
+                   else run_one(name, cluster, data, a.reps, a.network))
         except Exception as e:  # noqa: BLE001 - never let one workload end the run
             rec = {"name": name, "system": HE_SYSTEM if he else SYSTEM, "error": _message(e)}
         print(json.dumps(rec), flush=True)

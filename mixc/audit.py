@@ -243,6 +243,8 @@ def audit_text(name, snapshots, final) -> str:
             where = f" (from {', '.join(locs[:3])}{', ...' if len(locs) > 3 else ''})" if locs else ""
             lines.append(f"- {s} -> {r}: {count} x {what!r} as {SHORT_FORMS[kind]}, "
                          f"{elems} elements{where}")
+        from .protocols.dealerfree import ot_message_lines
+        lines += ot_message_lines(final)
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,9 @@
 """Offline and online parts of a bundle's party programs.
 
 A node is *online* when it depends on an input: it is an ``input`` (or a
-plaintext ``call``), reads an online value, is a ``recv`` of a value its
+plaintext ``call``) -- except inputs named *static*, known before the query
+(a server's model weights: what the seed patent's offline phase may use) --,
+reads an online value, is a ``recv`` of a value its
 sender computed online, or is one half of a two-party OT call (``ot.*``,
 matched by peer and ``seq``) whose other half is online. Everything else --
 key generation, PRG draws, OT sessions, triples, HE-made matrix triples,
@@ -19,8 +21,10 @@ separately with ``PartyExecutor.run(checkpoint=...)``.
 from __future__ import annotations
 
 
-def online_nodes(programs):
-    """{party: set of indices of online nodes} (a fixpoint across the parties)."""
+def online_nodes(programs, static=()):
+    """{party: set of indices of online nodes} (a fixpoint across the parties).
+    ``static``: names of inputs known before the query (e.g. a server's model weights):
+    what depends only on them counts as offline."""
     online = {p: set() for p in programs}
     sends = {}  # (from, to, tag) -> (party, index)
     ot_calls = {}  # (party, peer, seq) -> index
@@ -36,7 +40,8 @@ def online_nodes(programs):
         for p, m in programs.items():
             hot = set()  # online values of this party
             for i, n in enumerate(m.nodes):
-                on = i in online[p] or n.op in ("input", "call") \
+                on = i in online[p] or n.op == "call" \
+                    or (n.op == "input" and n.attrs["name"] not in static) \
                     or any(v in hot for v in n.operands)
                 if not on and n.op == "recv":
                     src = sends.get((n.attrs["from"], p, n.attrs["tag"]))
@@ -52,10 +57,11 @@ def online_nodes(programs):
     return online
 
 
-def offline_first(programs):
+def offline_first(programs, static=()):
     """({party: program with its offline nodes first}, {party: index of its first online
-    node}). The programs are copies; values keep their identity."""
-    online = online_nodes(programs)
+    node}). The programs are copies; values keep their identity. ``static``: see
+    ``online_nodes``."""
+    online = online_nodes(programs, static)
     out, split = {}, {}
     for p, m in programs.items():
         first = [n for i, n in enumerate(m.nodes) if i not in online[p]]
@@ -67,7 +73,7 @@ def offline_first(programs):
     return out, split
 
 
-def simulate_phased(bundle, inputs, timeout=300.0):
+def simulate_phased(bundle, inputs, timeout=300.0, static=()):
     """Run a bundle like ``mixc.bundle.simulate`` (one thread per party, in-process links),
     offline part first: every party runs its offline nodes, all wait for each other, then
     run their online nodes. -> (outputs, report) with report = {"offline_s", "online_s",
@@ -82,7 +88,7 @@ def simulate_phased(bundle, inputs, timeout=300.0):
     from .executor import PartyExecutor
     from .links import InProcessHub
 
-    programs, split = offline_first(bundle.programs)
+    programs, split = offline_first(bundle.programs, static)
     per_party = inputs_by_party(bundle.manifest, inputs)
     parties = list(bundle.parties)
     hub = InProcessHub(parties, timeout=timeout)

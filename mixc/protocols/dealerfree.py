@@ -126,16 +126,16 @@ def only(mode, accepts):
 def ot_session(ctx, device):
     """Each party's OT-session token for the device's two parties: made once, at the
     start of both programs (``ot.session`` runs the base OTs)."""
-    p0, p1 = parties(device)
     sessions = ctx.__dict__.setdefault("_ot_sessions", {})
-    key = (p0, p1)
+    key = tuple(sorted(parties(device)))  # one session per pair of parties, whatever device
     if key not in sessions:
         at = ctx.__dict__.setdefault("_he_front", 0)  # shared with he_keys: front inserts
         base = OT_TAG_BASE + len(sessions) * OT_SESSION_STRIDE
         toks = {}
-        for i, (me, peer) in enumerate(((p0, p1), (p1, p0))):
+        first, second = key
+        for i, (me, peer) in enumerate(((first, second), (second, first))):
             node = ctx.out.add("ot.session", (), [TensorType("u8", (1,), me, "public")],
-                               {"peer": peer, "base_sender": me == p0, "tag_base": base},
+                               {"peer": peer, "base_sender": me == first, "tag_base": base},
                                None, at=at + i)
             toks[me] = node.result
         ctx.__dict__["_he_front"] = at + 2
@@ -281,7 +281,7 @@ def _matmul_triple(ctx, device, shape_a, shape_b, product):
         sk, _pk = he_keys(ctx, enc, ev)
         x = apply_local(ctx, enc, enc_side[enc], prod.x_steps, "arith")
         ct = ctx.emit(enc, "he.encrypt", [sk, x], "he", in_attrs)
-        sent[enc] = ctx.xfer(ct, ev, f"HE ciphertext: Enc({names[0]}{enc}) under {enc}'s key "
+        sent[enc] = ctx.xfer(ct, ev, f"HE ciphertext: Enc({enc}'s {names[0]}) under {enc}'s key "
                                      f"({MATMUL_TRIPLE}, offline)", "he")
     # 2. each evaluates the cross term on the other's ciphertext, masks it, sends it back
     back, masks = {}, {}
@@ -292,8 +292,9 @@ def _matmul_triple(ctx, device, shape_a, shape_b, product):
         s = _own_random(ctx, ev, out_shape)
         neg_s = ctx.emit(ev, "neg", [apply_local(ctx, ev, s, prod.inv_steps, "arith")], "arith")
         ext = ctx.emit(ev, "he.extract", [pk, raw, neg_s], "he", out_attrs)
-        back[enc] = ctx.xfer(ext, enc, f"HE ciphertext: Enc({names[1]}{ev} . {names[0]}{enc} - s) "
-                                       f"sanitised ({MATMUL_TRIPLE}, offline)", "he")
+        back[enc] = ctx.xfer(ext, enc, f"HE ciphertext: Enc({ev}'s {names[1]} x {enc}'s "
+                                       f"{names[0]} - s), sanitised ({MATMUL_TRIPLE}, offline)",
+                             "he")
         masks[ev] = s
     # 3. each decrypts its cross share; c_p = a_p . b_p + decrypted + own mask
     out = {}
@@ -443,4 +444,25 @@ def audit_lines(selected, final):
             src.append("none needed by this program")
         out.append(f"- correlated randomness for MPC device {d.name} (offline: he) is made by "
                    f"{a} and {b} themselves; no dealer: " + "; ".join(src))
+    return out
+
+
+def ot_message_lines(final):
+    """Audit lines for the traffic inside ot.* ops (not ``send``/``recv`` nodes)."""
+    calls = {}
+    for n in final.nodes:
+        if not n.op.startswith("ot."):
+            continue
+        me, peer = n.results[0].type.place, n.attrs["peer"]
+        if me > peer:
+            continue
+        entry = calls.setdefault((me, peer), {})
+        what = "base OTs (session setup)" if n.op == "ot.session" else n.attrs["what"]
+        entry[what] = entry.get(what, 0) + 1
+    out = []
+    for (a, b), whats in sorted(calls.items()):
+        listed = ", ".join(f"{k} x{v}" for k, v in sorted(whats.items()))
+        out.append(f"- {a} <-> {b}: OT subprotocol messages inside ot.* ops ({listed}): "
+                   "Chou-Orlandi points, IKNP matrices (pseudorandom under the base OTs) and "
+                   "corrections masked by hashes the receiver cannot invert")
     return out

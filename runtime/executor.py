@@ -137,6 +137,9 @@ class PartyExecutor:
         if op.startswith("he."):  # RLWE key generation, encryption and evaluation
             from . import he_ops
             return he_ops.run(op, a, args)
+        if op.startswith("he_mm."):  # HE matrix products by packing plan (matrix triples)
+            from . import he_mm_ops
+            return he_mm_ops.run(op, a, args)
         if op.startswith("ot."):  # two-party OT subprotocols: dealer-free correlations
             from . import ot_ops
             return ot_ops.run(self, op, a, args)

@@ -141,6 +141,8 @@ def test_cnn_matches_jax(he_cluster):
 
 
 def test_ops_mul_matmul_lt_relu_where(he_cluster):
+    """Also a batched matrix product (one HE triple per batch element), a shared scalar
+    times a tensor (OLE cross terms) and sigmoid (its approximation's products)."""
     rng = np.random.default_rng(3)
     a = rng.standard_normal((6, 5)).astype(np.float32) * 3
     b = rng.standard_normal((6, 5)).astype(np.float32) * 3
@@ -149,7 +151,9 @@ def test_ops_mul_matmul_lt_relu_where(he_cluster):
 
     def fn(a, b, m):
         s = a + b  # shared (not private) operands: Beaver products on shares
-        return (a * b, s @ m, a < b, jnp.maximum(s, 0), jnp.where(a < b, a, s), s * 2.5)
+        return (a * b, s @ m, a < b, jnp.maximum(s, 0), jnp.where(a < b, a, s), s * 2.5,
+                jnp.einsum("bi,bij->bj", s[:2], (s[:2, :, None] * m[None, :, :2])),  # batched
+                jnp.sum(a) * s * 0.1, jax.nn.sigmoid(s))  # a shared scalar times a tensor
 
     specs = {"a": mixc.Input(he_cluster.p1, a.shape), "b": mixc.Input(he_cluster.p2, b.shape),
              "m": mixc.Input(he_cluster.p2, m.shape)}
@@ -213,7 +217,7 @@ def test_offline_part_holds_every_correlation(mlp_bundle):
     programs, split = offline_first(bundle.programs)
     for p, m in programs.items():
         online = m.nodes[split[p]:]
-        assert not [n.op for n in online if n.op.startswith(("ot.", "he."))], p
+        assert not [n.op for n in online if n.op.startswith(("ot.", "he.", "he_mm."))], p
     out, report = simulate_phased(bundle, data)
     np.testing.assert_allclose(out, np.asarray(mlp(**data)), atol=TOL)
     assert report["offline_s"] > 0 and report["online_s"] > 0

@@ -731,3 +731,38 @@ op("trunc_wrap_finish", operands=5, attrs=("bits", "first"), impl=_trunc_wrap_fi
    doc="dealer-free truncation: from u (x0 + 2^62 at the first party, -x1 at the other), "
        "the opened masked bits e, g, my random bits r and my share t of the random bits' "
        "product: my share of floor(x / 2^bits) (+ 1 at most)")(_fused)
+
+
+# HE matrix products by packing plan (runtime.he_mm_ops): the dealer-free matrix triples.
+# plan = (M, K, N, mw, kw, nw) of runtime.he.MatmulPlan; bytes follow from the plan.
+
+def _he_mm():
+    from ..runtime import he_mm_ops
+    return he_mm_ops
+
+
+@op("he_mm.encrypt", operands=2, attrs=("plan",),
+    doc="key owner: encrypt X (K x N ring values) in the plan's input packing (seeded "
+        "ciphertexts, secret key)")
+def _he_mm_encrypt(ts, a):
+    M, K, N = (int(v) for v in a["plan"][:3])
+    if tuple(ts[1][1]) != (K, N):
+        raise VerifyError(f"he_mm.encrypt: X must be {(K, N)}, got {ts[1][1]}")
+    return [("u8", (_he_mm().input_bytes(a["plan"]),))]
+
+
+@op("he_mm.eval", operands=4, attrs=("plan",),
+    doc="evaluator: (pk, Enc(X), W (M x K), mask (M x N)) -> W . X + mask, every output "
+        "sanitised (re-randomised, noise flooded, modulus switched, result coefficients only)")
+def _he_mm_eval(ts, a):
+    M, K, N = (int(v) for v in a["plan"][:3])
+    if tuple(ts[2][1]) != (M, K) or tuple(ts[3][1]) != (M, N):
+        raise VerifyError(f"he_mm.eval: W must be {(M, K)} and the mask {(M, N)}")
+    return [("u8", (sum(_he_mm().output_sizes(a["plan"])),))]
+
+
+@op("he_mm.decrypt", operands=2, attrs=("plan",),
+    doc="key owner: decrypt he_mm.eval's sanitised outputs to the M x N ring values")
+def _he_mm_decrypt(ts, a):
+    M, K, N = (int(v) for v in a["plan"][:3])
+    return [("u64", (M, N))]

@@ -14,20 +14,25 @@ Every correlation is explicit in the per-party programs:
   its triple shares a_p, b_p from its own PRG key and makes an RLWE key pair
   at program start (``he.keygen``; the public key goes to the peer as
   ``HE public key``). For each cross term, the party holding the encrypted
-  side E sends ``Enc_E(X_E)`` (``he.encrypt``, its share of one operand in
+  side E sends ``Enc_E(X_E)`` (``he_mm.encrypt``, its share of one operand in
   the matrix-product packing), the other party V computes
-  ``Enc_E(W_V . X_E - s_V)`` (``he.matmul``, then ``he.extract``: masked by
-  its uniform s_V, re-randomised, noise flooded, modulus switched, only the
-  result coefficients kept) and sends it back; E decrypts (``he.decrypt``).
+  ``Enc_E(W_V . X_E - s_V)`` (``he_mm.eval``: the product masked by its
+  uniform s_V, each output re-randomised, noise flooded, modulus switched,
+  only the result coefficients kept) and sends it back; E decrypts
+  (``he_mm.decrypt``).
   Both directions run at once (each party evaluates one cross term), so
   c_p = a_p . b_p + (its decrypted cross term) + s_p. The encrypted operand
-  (a or b) is the one whose packing plan is cheaper.
+  (a or b) is the one whose packing plan is cheaper. A batched
+  ``dot_general`` takes one such triple per batch element.
 - **elementwise arithmetic triples** (``mul``, ``select_n``, 0/1 logic):
-  a_p, b_p from each party's own PRG; the cross terms a0*b1 and a1*b0 by
-  OT-based OLE (``ot.ole``: Gilboa multiplication over IKNP correlated OT,
-  ``runtime.ot``).
+  ``ot.arith_triple``, random triples from the OT session: random a_p, b_p
+  and a Gilboa OLE (64 correlated OTs per product, IKNP, ``runtime.ot``)
+  each way at once for a0*b1 and a1*b0. A broadcast product (a shared
+  scalar times a tensor) draws a_p, b_p from each party's own PRG key and
+  gets the cross terms by ``ot.ole``.
 - **AND triples** (``bool2pc`` AND gates: comparisons, adders, zero tests):
-  the same with ``ot.and`` (XOR shares of x0 & y1 bitwise, by OT).
+  ``ot.and_triple``, one random OT per bit each way, one message each way
+  (``ot.and`` for the broadcast case).
 - **truncation** after fixed-point products (``truncate``): no random
   pair is opened. With u0 = x0 + 2^62 at P0 and v1 = -x1 at P1 (so
   u0 - v1 = x + 2^62 =: x' in [0, 2^63) whenever |x| < 2^62),
@@ -54,9 +59,12 @@ Every correlation is explicit in the per-party programs:
 The OT ops run a two-party subprotocol over the link between the two
 parties (``runtime.ot_ops``); they share one OT session per pair of
 parties (``ot.session``, at program start: the base OTs), whose messages
-use the tags ``tag_base + k`` (``tag_base`` = 2^48 + session * 2^40, far
-above the tags of ordinary messages). Each call is numbered (``seq``) in
-the order both parties run it.
+use the tags ``[tag_base, tag_base + 2^20)`` (``tag_base`` = 2^48 +
+session * 2^40, far above the tags of ordinary messages; each call takes
+the next ones). Each call is numbered (``seq``) in the order both parties
+run it. Everything above except truncation's masked bits depends on no
+input, so it is moved to the start of both programs (``he.hoist``): each
+party's program opens with its offline part, in the same order at both.
 
 Costs (declared, for the selector and ``--cost-report``; offline and online
 bytes together, offline rounds included): IKNP correlated OT costs the
@@ -66,6 +74,8 @@ correction, an AND bit one COT with a 1-bit correction. HE matrix triples
 cost the plan's input ciphertexts and sanitised outputs, both directions.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -172,16 +182,39 @@ def _broadcast(ctx, party, value, shape):
 # ------------------------------------------------------------ triples
 
 def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
-    """Shares {party: (a, b, c)} with c = product(a, b), made by the two parties alone."""
+    """Shares {party: (a, b, c)} with c = product(a, b), made by the two parties alone.
+    The triple depends on no input: its ops move to the start of both programs
+    (``he.hoist``), so every party makes its correlations before it reads an input."""
     op = getattr(product, "op", "and" if ring == "bool" else "mul")
     if op in ("dot_general", "conv_general_dilated"):
-        return _matmul_triple(ctx, device, shape_a, shape_b, product)
-    if op not in ("mul", "and"):
+        make = _batched_matmul_triple if op == "dot_general" and any(product.attrs["batch"]) \
+            else _matmul_triple
+        _he_keys_both(ctx, device)
+    elif op in ("mul", "and"):
+        make = functools.partial(_elementwise_triple, ring=ring)
+        ot_session(ctx, device)
+    else:
         raise NotImplementedError(f"dealer-free triples for {op}")
-    return _elementwise_triple(ctx, device, shape_a, shape_b, product, ring)
+    return _offline(ctx, make, ctx, device, shape_a, shape_b, product)
 
 
-def _elementwise_triple(ctx, device, shape_a, shape_b, product, ring):
+def _offline(ctx, fn, *args):
+    """fn(*args), its nodes moved to the program's start (after keys and sessions, which
+    the caller made first: they are inserted at the start themselves)."""
+    from .he import hoist
+    start = len(ctx.out.nodes)
+    out = fn(*args)
+    hoist(ctx, start)
+    return out
+
+
+def _he_keys_both(ctx, device):
+    from .he import he_keys
+    p0, p1 = parties(device)
+    return he_keys(ctx, p0, p1), he_keys(ctx, p1, p0)
+
+
+def _elementwise_triple(ctx, device, shape_a, shape_b, product, ring="arith"):
     p0, p1 = parties(device)
     kind = "bool" if ring == "bool" else "arith"
     if tuple(shape_a) == tuple(shape_b):
@@ -258,17 +291,11 @@ def _orientation(op, attrs, shape_a, shape_b):
 
 
 def _matmul_triple(ctx, device, shape_a, shape_b, product):
-    from ..runtime import he_ops as h
-    from .he import apply_local, he_keys
+    from .he import apply_local, he_keys  # keys: made by the caller (triple)
     p0, p1 = parties(device)
     attrs = dict(getattr(product, "attrs", {}))
     xi, prod = matmul_orientation(product.op, attrs, shape_a, shape_b)
-    plan = prod.plan()
-    p = h.matmul_plan(plan)
-    in_attrs = {"positions": h.matmul_input_positions(plan).reshape(-1).astype(np.int32),
-                "count": p.n_inputs}
-    out_attrs = {"positions": h.matmul_output_positions(plan).reshape(-1).astype(np.int32),
-                 "count": p.n_outputs}
+    plan = {"plan": tuple(int(v) for v in prod.plan())}
     a = {q: _own_random(ctx, q, shape_a) for q in (p0, p1)}
     b = {q: _own_random(ctx, q, shape_b) for q in (p0, p1)}
     enc_side = a if xi == 0 else b
@@ -280,18 +307,17 @@ def _matmul_triple(ctx, device, shape_a, shape_b, product):
     for enc, ev in ((p0, p1), (p1, p0)):
         sk, _pk = he_keys(ctx, enc, ev)
         x = apply_local(ctx, enc, enc_side[enc], prod.x_steps, "arith")
-        ct = ctx.emit(enc, "he.encrypt", [sk, x], "he", in_attrs)
+        ct = ctx.emit(enc, "he_mm.encrypt", [sk, x], "he", plan)
         sent[enc] = ctx.xfer(ct, ev, f"HE ciphertext: Enc({enc}'s {names[0]}) under {enc}'s key "
                                      f"({MATMUL_TRIPLE}, offline)", "he")
-    # 2. each evaluates the cross term on the other's ciphertext, masks it, sends it back
+    # 2. each evaluates the cross term on the other's ciphertexts, masked by -s, sanitised
     back, masks = {}, {}
     for enc, ev in ((p0, p1), (p1, p0)):
         _sk, pk = he_keys(ctx, enc, ev)
         w = apply_local(ctx, ev, plain_side[ev], prod.w_steps, "arith")
-        raw = ctx.emit(ev, "he.matmul", [sent[enc], w], "he", {"plan": tuple(plan)})
         s = _own_random(ctx, ev, out_shape)
         neg_s = ctx.emit(ev, "neg", [apply_local(ctx, ev, s, prod.inv_steps, "arith")], "arith")
-        ext = ctx.emit(ev, "he.extract", [pk, raw, neg_s], "he", out_attrs)
+        ext = ctx.emit(ev, "he_mm.eval", [pk, sent[enc], w, neg_s], "he", plan)
         back[enc] = ctx.xfer(ext, enc, f"HE ciphertext: Enc({ev}'s {names[1]} x {enc}'s "
                                        f"{names[0]} - s), sanitised ({MATMUL_TRIPLE}, offline)",
                              "he")
@@ -300,13 +326,50 @@ def _matmul_triple(ctx, device, shape_a, shape_b, product):
     out = {}
     for enc, ev in ((p0, p1), (p1, p0)):
         sk, _pk = he_keys(ctx, enc, ev)
-        u = ctx.emit(enc, "he.decrypt", [sk, back[enc]], "arith", out_attrs)
-        u = ctx.emit(enc, "reshape", [u], "arith", {"new_sizes": (prod.M, prod.N)})
+        u = ctx.emit(enc, "he_mm.decrypt", [sk, back[enc]], "arith", plan)
         cross = apply_local(ctx, enc, u, prod.out_steps, "arith")
         c = product(enc, a[enc], b[enc], "arith")
         c = ctx.emit(enc, "add", [c, cross], "arith")
         out[enc] = (a[enc], b[enc], ctx.emit(enc, "add", [c, masks[enc]], "arith"))
     return out
+
+
+def _unbatched(attrs, shape_a, shape_b):
+    """A batched dot_general as (batch shape, permutations moving the batch dims first,
+    per-element operand shapes, the per-element dot_general's attrs)."""
+    (lc, rc), (lb, rb) = attrs["contract"], attrs["batch"]
+    fa = [i for i in range(len(shape_a)) if i not in lb]
+    fb = [j for j in range(len(shape_b)) if j not in rb]
+    inner = {"contract": (tuple(fa.index(i) for i in lc), tuple(fb.index(j) for j in rc)),
+             "batch": ((), ())}
+    return (tuple(shape_a[i] for i in lb), (tuple(lb) + tuple(fa), tuple(rb) + tuple(fb)),
+            (tuple(shape_a[i] for i in fa), tuple(shape_b[j] for j in fb)), inner)
+
+
+def _batched_matmul_triple(ctx, device, shape_a, shape_b, product):
+    """A batched dot_general: one HE matrix triple per batch element, stacked."""
+    p0, p1 = parties(device)
+    bshape, perms, (sa, sb), inner = _unbatched(product.attrs, shape_a, shape_b)
+    count = int(np.prod(bshape, dtype=np.int64))
+
+    def inner_product(party, x, y, kind):
+        return ctx.emit(party, "dot_general", [x, y], kind, inner)
+    inner_product.op, inner_product.attrs = "dot_general", inner
+    parts = [_matmul_triple(ctx, device, sa, sb, inner_product) for _ in range(count)]
+
+    def stack(p, k, perm):
+        pieces = [ctx.emit(p, "reshape", [t[p][k]], "arith",
+                           {"new_sizes": (1,) + tuple(t[p][k].type.shape)}) for t in parts]
+        v = pieces[0] if count == 1 else ctx.emit(p, "concatenate", pieces, "arith",
+                                                  {"dimension": 0})
+        v = ctx.emit(p, "reshape", [v], "arith",
+                     {"new_sizes": bshape + tuple(parts[0][p][k].type.shape)})
+        if perm is None or tuple(perm) == tuple(range(len(perm))):
+            return v
+        return ctx.emit(p, "transpose", [v], "arith",
+                        {"permutation": tuple(int(i) for i in np.argsort(perm))})
+    return {p: (stack(p, 0, perms[0]), stack(p, 1, perms[1]), stack(p, 2, None))
+            for p in (p0, p1)}
 
 
 # ------------------------------------------------------------ truncation
@@ -317,12 +380,17 @@ def truncate(ctx, device, x, bits):
     shape = tuple(x[p0].type.shape)
     n = int(np.prod(shape, dtype=np.int64))
     words = (-(-n // 64),)
+
+    def offline():
+        # random bits alpha (P0), beta (P1); shares of alpha * beta by bit-OLE
+        packed = {p: _own_random(ctx, p, words) for p in (p0, p1)}
+        rbits = {p: ctx.emit(p, "bits_unpack", [packed[p]], "arith", {"shape": (n,)})
+                 for p in (p0, p1)}
+        return packed, rbits, _ot_pair(ctx, device, "ot.bit_ole", rbits[p0], rbits[p1],
+                                       "arith", TRUNC_PAIR)
+    ot_session(ctx, device)
+    packed, rbits, t = _offline(ctx, offline)
     flat = {p: ctx.emit(p, "reshape", [x[p]], "arith", {"new_sizes": (n,)}) for p in (p0, p1)}
-    # offline: random bits alpha (P0), beta (P1); shares of alpha * beta by bit-OLE
-    packed = {p: _own_random(ctx, p, words) for p in (p0, p1)}
-    rbits = {p: ctx.emit(p, "bits_unpack", [packed[p]], "arith", {"shape": (n,)})
-             for p in (p0, p1)}
-    t = _ot_pair(ctx, device, "ot.bit_ole", rbits[p0], rbits[p1], "arith", TRUNC_PAIR)
     # online: u0 = x0 + 2^62 at P0, v1 = -x1 at P1; the borrow bit's factors, masked
     u = {p0: ctx.emit(p0, "add", [flat[p0], u64(ctx, p0, 1 << 62)], "arith"),
          p1: ctx.emit(p1, "neg", [flat[p1]], "arith")}
@@ -350,6 +418,11 @@ def truncate(ctx, device, x, bits):
 
 def b2a_pair(ctx, device, words, bit_shape):
     """({p: XOR share of random words r}, {p: additive shares of r's bits}) from bit-OLE."""
+    ot_session(ctx, device)
+    return _offline(ctx, _b2a_pair, ctx, device, words, bit_shape)
+
+
+def _b2a_pair(ctx, device, words, bit_shape):
     p0, p1 = parties(device)
     rb = {p: _own_random(ctx, p, words, "bool") for p in (p0, p1)}
     n = int(np.prod(bit_shape, dtype=np.int64))
@@ -383,13 +456,17 @@ def b2a_pair_cost(bits):
 
 def matmul_triple_cost(op, attrs, shape_a, shape_b):
     """Both directions' Enc(X) and sanitised results of the cheaper orientation."""
-    from ..runtime import he_ops as h
+    from ..runtime import he_mm_ops as h
+    if op == "dot_general" and any(attrs["batch"]):
+        bshape, _perms, (sa, sb), inner = _unbatched(attrs, shape_a, shape_b)
+        one = matmul_triple_cost(op, inner, sa, sb)
+        return Cost(one.bytes * int(np.prod(bshape, dtype=np.int64)), one.rounds)
     try:
         _xi, prod = matmul_orientation(op, attrs, shape_a, shape_b)
     except NotImplementedError:
         return Cost(10 ** 15, HE_ROUNDS)  # not available: never the cheaper choice
-    enc, out = h.plan_cost(prod.plan())
-    return Cost(2 * (enc + out), HE_ROUNDS)
+    plan = tuple(prod.plan())
+    return Cost(2 * (h.input_bytes(plan) + sum(h.output_sizes(plan))), HE_ROUNDS)
 
 
 # ------------------------------------------------------------ audit

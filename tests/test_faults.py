@@ -52,7 +52,7 @@ def medium(a: mixc.Input(p1, (64, 64)), b: mixc.Input(p2, (64, 64))):
 
 @mixc.program
 def long(a: mixc.Input(p1, (256, 256)), b: mixc.Input(p2, (256, 256))):
-    return {{"r1": reveal(device(mpc)(lambda a, b: chain(a, b, 16))(a, b), p1)}}
+    return {{"r1": reveal(device(mpc)(lambda a, b: chain(a, b, 120))(a, b), p1)}}
 '''
 
 

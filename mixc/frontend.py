@@ -772,7 +772,10 @@ class Program:
                                  f"returned by reveal() or computed on a PYU, got {v!r}")
             dv = leaves[0]
             if dv.device.kind != "PYU":
-                raise TraceError(f"{self._where()}: output {name!r} ({dv!r}) is an unrevealed "
+                made_by = trace.producer.get(dv.value)
+                made_at = f", computed at {made_by.loc}" if made_by is not None and made_by.loc \
+                    else ""
+                raise TraceError(f"{self._where()}: output {name!r} ({dv!r}{made_at}) is an unrevealed "
                                  f"secret on {dv.device.name}; return reveal(value, party_device)")
             trace.emit("output", [dv.value], [], {"name": str(name)}, None)
 

@@ -248,24 +248,22 @@ def _parser():
     return parser
 
 
-def _positive_int(text):
+def _positive(text, convert, kind, must_be):
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+        raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+    if not 0 < value < float("inf"):  # the comparison also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be {must_be}, not {text!r}")
     return value
+
+
+def _positive_int(text):
+    return _positive(text, int, "a whole number", "positive")
 
 
 def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
+    return _positive(text, float, "a number", "a positive number of seconds")
 
 
 # ----------------------------------------------------------------------- build

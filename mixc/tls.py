@@ -76,11 +76,13 @@ def check_party_names(parties):
     return parties
 
 
-def _write_private(path, data):
-    """Write ``data`` to ``path`` with mode 0600, atomically."""
+def _write_atomic(path, data, mode):
+    """Write ``data`` to ``path`` with ``mode``: the mode is set before any byte
+    is written, so a key is never readable by others, and the file appears
+    whole or not at all."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -92,19 +94,11 @@ def _write_private(path, data):
         raise
 
 
-def _write_public(path, data):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _write_pem_pair(serialization, crt_path, cert, key_path, private):
+    pem = serialization.Encoding.PEM
+    _write_atomic(key_path, private.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()), 0o600)
+    _write_atomic(crt_path, cert.public_bytes(pem), 0o644)
 
 
 def _now():
@@ -153,10 +147,7 @@ def keygen(directory, parties, days=365):
                        crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
                    .add_extension(ski, critical=False)
                    .sign(ca_private, hashes.SHA256()))
-        _write_private(ca_key, ca_private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        _write_public(ca_crt, ca_cert.public_bytes(serialization.Encoding.PEM))
+        _write_pem_pair(serialization, ca_crt, ca_cert, ca_key, ca_private)
         written += [ca_crt, ca_key]
     not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_private.public_key())
@@ -181,10 +172,7 @@ def keygen(directory, parties, days=365):
                                critical=False)
                 .add_extension(aki, critical=False)
                 .sign(ca_private, hashes.SHA256()))
-        _write_private(key, private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        _write_public(crt, cert.public_bytes(serialization.Encoding.PEM))
+        _write_pem_pair(serialization, crt, cert, key, private)
         written += [crt, key]
     return written
 

@@ -695,10 +695,7 @@ class PublicKey:
 
     @classmethod
     def from_bytes(cls, data: bytes, params: HEParams = DEFAULT) -> "PublicKey":
-        obj = from_bytes(data, params)
-        if not isinstance(obj, PublicKey):
-            raise HEError("expected a public key")
-        return obj
+        return _from_bytes_as(data, params, PublicKey, "a public key")
 
     @property
     def nbytes(self) -> int:
@@ -771,17 +768,17 @@ class Ciphertext:
                           self.length, self.seed)
 
     def to_ntt(self) -> "Ciphertext":
-        if self.ntt:
-            return self
-        c = _ctx(self.params)
-        return Ciphertext(self.params, c.ntt(self.data.copy(), self.level), True, self.noise,
-                          self.key_id, self.length)
+        return self._in_domain(True)
 
     def to_coeff(self) -> "Ciphertext":
-        if not self.ntt:
+        return self._in_domain(False)
+
+    def _in_domain(self, ntt: bool) -> "Ciphertext":
+        if self.ntt == ntt:
             return self
         c = _ctx(self.params)
-        return Ciphertext(self.params, c.intt(self.data.copy(), self.level), False, self.noise,
+        transform = c.ntt if ntt else c.intt
+        return Ciphertext(self.params, transform(self.data.copy(), self.level), ntt, self.noise,
                           self.key_id, self.length)
 
     @property
@@ -800,10 +797,7 @@ class Ciphertext:
 
     @classmethod
     def from_bytes(cls, data: bytes, params: HEParams = DEFAULT) -> "Ciphertext":
-        obj = from_bytes(data, params)
-        if not isinstance(obj, Ciphertext):
-            raise HEError("expected a ciphertext")
-        return obj
+        return _from_bytes_as(data, params, Ciphertext, "a ciphertext")
 
     @property
     def nbytes(self) -> int:
@@ -837,10 +831,7 @@ class ExtractedCiphertext:
 
     @classmethod
     def from_bytes(cls, data: bytes, params: HEParams = DEFAULT) -> "ExtractedCiphertext":
-        obj = from_bytes(data, params)
-        if not isinstance(obj, ExtractedCiphertext):
-            raise HEError("expected an extracted ciphertext")
-        return obj
+        return _from_bytes_as(data, params, ExtractedCiphertext, "an extracted ciphertext")
 
     @property
     def nbytes(self) -> int:
@@ -866,6 +857,13 @@ def ciphertext_bytes(params: HEParams = DEFAULT, kind: str = "seeded", *, level=
     if kind == "full":
         return _HDR.size + 2 * body
     raise ValueError(f"ciphertext_bytes: unknown kind {kind!r}")
+
+
+def _from_bytes_as(data, params, kind, what):
+    obj = from_bytes(data, params)
+    if not isinstance(obj, kind):
+        raise HEError(f"expected {what}")
+    return obj
 
 
 def from_bytes(data, params: HEParams = DEFAULT):
@@ -1069,26 +1067,24 @@ def _same(a: Ciphertext, b: Ciphertext, op):
         raise HEError(f"{op}: ciphertexts at different levels ({a.level} vs {b.level})")
 
 
-def add(a: Ciphertext, b: Ciphertext) -> Ciphertext:
-    """Enc(x) + Enc(y) = Enc(x + y mod 2^64)."""
-    _same(a, b, "add")
+def _add_or_sub(a: Ciphertext, b: Ciphertext, op: str, residue_op) -> Ciphertext:
+    _same(a, b, op)
     c = _ctx(a.params)
     b = b.to_ntt() if a.ntt else b.to_coeff()
     noise = a.noise + b.noise
-    _check_budget(noise, c, a.level, "add")
-    return Ciphertext(a.params, c.add(a.data, b.data, l=a.level), a.ntt, noise, a.key_id,
-                      max(a.length, b.length))
+    _check_budget(noise, c, a.level, op)
+    return Ciphertext(a.params, residue_op(c, a.data, b.data, l=a.level), a.ntt, noise,
+                      a.key_id, max(a.length, b.length))
+
+
+def add(a: Ciphertext, b: Ciphertext) -> Ciphertext:
+    """Enc(x) + Enc(y) = Enc(x + y mod 2^64)."""
+    return _add_or_sub(a, b, "add", _Ctx.add)
 
 
 def sub(a: Ciphertext, b: Ciphertext) -> Ciphertext:
     """Enc(x) - Enc(y) = Enc(x - y mod 2^64)."""
-    _same(a, b, "sub")
-    c = _ctx(a.params)
-    b = b.to_ntt() if a.ntt else b.to_coeff()
-    noise = a.noise + b.noise
-    _check_budget(noise, c, a.level, "sub")
-    return Ciphertext(a.params, c.sub(a.data, b.data, l=a.level), a.ntt, noise, a.key_id,
-                      max(a.length, b.length))
+    return _add_or_sub(a, b, "sub", _Ctx.sub)
 
 
 def neg(a: Ciphertext) -> Ciphertext:
@@ -1536,15 +1532,19 @@ def decrypt_output(sk: SecretKey, plan, outs) -> np.ndarray:
     return plan.assemble(vals)
 
 
+def _evaluate_maybe_masked(op, plan, y, cts, mask, pk, prg):
+    if pk is None:
+        if mask is not None:
+            raise ValueError(f"{op}: a mask needs pk and prg (use evaluate_masked)")
+        return evaluate(plan, y, cts)
+    return evaluate_masked(plan, y, cts, mask, pk, prg)
+
+
 def matmul(plan: MatmulPlan, W, cts, mask=None, pk=None, prg=None) -> list:
     """W . X for the encrypted X of ``encrypt_input``: raw ciphertexts, or
     sanitised ExtractedCiphertexts decrypting to W . X + mask when pk and prg
     are given."""
-    if pk is None:
-        if mask is not None:
-            raise ValueError("matmul: a mask needs pk and prg (use evaluate_masked)")
-        return evaluate(plan, W, cts)
-    return evaluate_masked(plan, W, cts, mask, pk, prg)
+    return _evaluate_maybe_masked("matmul", plan, W, cts, mask, pk, prg)
 
 
 matvec = matmul
@@ -1552,8 +1552,4 @@ matvec = matmul
 
 def elementwise(plan: ElementwisePlan, y, cts, mask=None, pk=None, prg=None) -> list:
     """x * y elementwise (mod 2^64) for the encrypted x of ``encrypt_input``."""
-    if pk is None:
-        if mask is not None:
-            raise ValueError("elementwise: a mask needs pk and prg (use evaluate_masked)")
-        return evaluate(plan, y, cts)
-    return evaluate_masked(plan, y, cts, mask, pk, prg)
+    return _evaluate_maybe_masked("elementwise", plan, y, cts, mask, pk, prg)

@@ -141,6 +141,14 @@ def _binary(a, b, out, fn: str, c_vec, c_scalar, scalar_map):
     return res
 
 
+def _unary(a, out, fn: str, c_fn, *c_args, name: str = "a"):
+    a = _u64_in(a, fn, name)
+    res = _out(out, a.shape, _U64, fn, (a,))
+    if a.size:
+        c_fn(_p64(a), _p64(res), a.size, *c_args)
+    return res
+
+
 def ring_add(a, b, out=None) -> np.ndarray:
     """a + b mod 2^64.  b may be an int scalar (taken mod 2^64)."""
     return _binary(a, b, out, "ring_add", lib.mixc_ring_add, lib.mixc_ring_add_scalar,
@@ -161,11 +169,7 @@ def ring_mul(a, b, out=None) -> np.ndarray:
 
 def ring_neg(a, out=None) -> np.ndarray:
     """-a mod 2^64."""
-    a = _u64_in(a, "ring_neg", "a")
-    res = _out(out, a.shape, _U64, "ring_neg", (a,))
-    if a.size:
-        lib.mixc_ring_neg(_p64(a), _p64(res), a.size)
-    return res
+    return _unary(a, out, "ring_neg", lib.mixc_ring_neg)
 
 
 # --------------------------------------------------------------------------
@@ -189,20 +193,12 @@ def ring_and(a, b, out=None) -> np.ndarray:
 
 def ring_not(a, out=None) -> np.ndarray:
     """Elementwise bitwise complement ~a (= a ^ (2^64 - 1))."""
-    a = _u64_in(a, "ring_not", "a")
-    res = _out(out, a.shape, _U64, "ring_not", (a,))
-    if a.size:
-        lib.mixc_ring_not(_p64(a), _p64(res), a.size)
-    return res
+    return _unary(a, out, "ring_not", lib.mixc_ring_not)
 
 
 def popcount(a, out=None) -> np.ndarray:
     """Number of set bits of each uint64 word, as uint64 (same shape as a)."""
-    a = _u64_in(a, "popcount", "a")
-    res = _out(out, a.shape, _U64, "popcount", (a,))
-    if a.size:
-        lib.mixc_popcount(_p64(a), _p64(res), a.size)
-    return res
+    return _unary(a, out, "popcount", lib.mixc_popcount)
 
 
 def _words_in(x, fn: str, name: str) -> np.ndarray:
@@ -429,22 +425,14 @@ def arshift(u, bits: int, out=None) -> np.ndarray:
     """Arithmetic right shift of the int64 view by bits (0..63), as uint64."""
     fn = "arshift"
     s = _check_bits(bits, fn, "bits", 63)
-    u = _u64_in(u, fn, "u")
-    res = _out(out, u.shape, _U64, fn, (u,))
-    if u.size:
-        lib.mixc_arshift(_p64(u), _p64(res), u.size, s)
-    return res
+    return _unary(u, out, fn, lib.mixc_arshift, s, name="u")
 
 
 def lrshift(u, bits: int, out=None) -> np.ndarray:
     """Logical right shift of uint64 values by bits (0..63)."""
     fn = "lrshift"
     s = _check_bits(bits, fn, "bits", 63)
-    u = _u64_in(u, fn, "u")
-    res = _out(out, u.shape, _U64, fn, (u,))
-    if u.size:
-        lib.mixc_lrshift(_p64(u), _p64(res), u.size, s)
-    return res
+    return _unary(u, out, fn, lib.mixc_lrshift, s, name="u")
 
 
 # --------------------------------------------------------------------------
@@ -574,6 +562,14 @@ def _same_shape_u64(fn: str, **arrays) -> list:
     return res
 
 
+def _fused(fn: str, c_fn, out, c_args, **operands) -> np.ndarray:
+    ops = _same_shape_u64(fn, **operands)
+    res = _out(out, ops[0].shape, _U64, fn, ops)
+    if res.size:
+        c_fn(*[_p64(x) for x in ops], _p64(res), res.size, *c_args)
+    return res
+
+
 def beaver_finish(c, e, f, a, b, first, out=None) -> np.ndarray:
     """Beaver multiplication, last local step: c + e*b + f*a (+ e*f if first), mod 2^64.
 
@@ -582,11 +578,7 @@ def beaver_finish(c, e, f, a, b, first, out=None) -> np.ndarray:
     """
     fn = "beaver_finish"
     fst = _check_first(first, fn)
-    ops = _same_shape_u64(fn, c=c, e=e, f=f, a=a, b=b)
-    res = _out(out, ops[0].shape, _U64, fn, ops)
-    if res.size:
-        lib.mixc_beaver_finish(*[_p64(x) for x in ops], _p64(res), res.size, fst)
-    return res
+    return _fused(fn, lib.mixc_beaver_finish, out, (fst,), c=c, e=e, f=f, a=a, b=b)
 
 
 def and_finish(c, e, f, a, b, first, out=None) -> np.ndarray:
@@ -596,11 +588,7 @@ def and_finish(c, e, f, a, b, first, out=None) -> np.ndarray:
     """
     fn = "and_finish"
     fst = _check_first(first, fn)
-    ops = _same_shape_u64(fn, c=c, e=e, f=f, a=a, b=b)
-    res = _out(out, ops[0].shape, _U64, fn, ops)
-    if res.size:
-        lib.mixc_and_finish(*[_p64(x) for x in ops], _p64(res), res.size, fst)
-    return res
+    return _fused(fn, lib.mixc_and_finish, out, (fst,), c=c, e=e, f=f, a=a, b=b)
 
 
 def truncpr_finish(c, msb, low, bits, first, out=None) -> np.ndarray:
@@ -616,8 +604,4 @@ def truncpr_finish(c, msb, low, bits, first, out=None) -> np.ndarray:
     if not _is_scalar_int(bits) or not 1 <= int(bits) <= 62:
         raise ValueError(f"{fn}: bits must be an int in [1, 62], got {bits!r}")
     fst = _check_first(first, fn)
-    ops = _same_shape_u64(fn, c=c, msb=msb, low=low)
-    res = _out(out, ops[0].shape, _U64, fn, ops)
-    if res.size:
-        lib.mixc_truncpr_finish(*[_p64(x) for x in ops], _p64(res), res.size, int(bits), fst)
-    return res
+    return _fused(fn, lib.mixc_truncpr_finish, out, (int(bits), fst), c=c, msb=msb, low=low)

@@ -1317,14 +1317,20 @@ class TcpLink(Link):
 
     # -- closing -------------------------------------------------------------
 
+    def _mark_closed(self):
+        """False if close or abort already ran: they are idempotent."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._closed = True
+            self._cond.notify_all()
+        return True
+
     def close(self):
         """Flush queued sends (bounded by timeout), say goodbye, close. Idempotent."""
         with self._close_lock:
-            with self._cond:
-                if self._closed:
-                    return
-                self._closed = True
-                self._cond.notify_all()
+            if not self._mark_closed():
+                return
             deadline = time.monotonic() + self.timeout
             for c in self._conns.values():
                 with c.cv:
@@ -1373,11 +1379,8 @@ class TcpLink(Link):
     def abort(self, reason):
         """Tell every live peer this party failed (``reason``) and close at once. Idempotent."""
         with self._close_lock:
-            with self._cond:
-                if self._closed:
-                    return
-                self._closed = True
-                self._cond.notify_all()
+            if not self._mark_closed():
+                return
             self._closing = True
             frame = _abort_frame(reason)
             writers = []

@@ -207,12 +207,16 @@ def _share_cost(node, module):
     return Cost()  # PRG words from the pairwise key: nothing crosses
 
 
-register(PROTOCOL, "to", device="MPC", accepts=_to_own_device, result_kind="private",
-         cost=_free, lower=_lower_keep,
-         doc="a party's plaintext into an MPC device it is part of, kept at the party")
-for _op in LOCAL_OPS:
-    register(PROTOCOL, _op, device="MPC", accepts=_one_owner, result_kind="private",
-             cost=_free, lower=_lower_local, doc="the owner computes on its own plaintext")
+def _register_kept(protocol, device):
+    register(protocol, "to", device=device, accepts=_to_own_device, result_kind="private",
+             cost=_free, lower=_lower_keep,
+             doc=f"a party's plaintext into an {device} device it is part of, kept at the party")
+    for op in LOCAL_OPS:
+        register(protocol, op, device=device, accepts=_one_owner, result_kind="private",
+                 cost=_free, lower=_lower_local, doc="the owner computes on its own plaintext")
+
+
+_register_kept(PROTOCOL, "MPC")
 for _op in ("add", "sub"):
     register(ADD_PROTOCOL, _op, device="MPC", accepts=_share_add, result_kind="arith",
              cost=_free, lower=_lower_add, doc="the owner adds its plaintext into its share")
@@ -225,12 +229,7 @@ register(REVEAL_PROTOCOL, "reveal", device="PYU", accepts=_reveal_to_other, resu
          cost=_reveal_cost, lower=_lower_reveal_sent,
          doc="a private value to another party: its owner sends the plaintext (a reveal)")
 
-register(HE_PROTOCOL, "to", device="HE", accepts=_to_own_device, result_kind="private",
-         cost=_free, lower=_lower_keep,
-         doc="a party's plaintext into an HE device it is part of, kept at the party")
-for _op in LOCAL_OPS:
-    register(HE_PROTOCOL, _op, device="HE", accepts=_one_owner, result_kind="private",
-             cost=_free, lower=_lower_local, doc="the owner computes on its own plaintext")
+_register_kept(HE_PROTOCOL, "HE")
 
 
 # ------------------------------------------------------------ which MPC values stay private

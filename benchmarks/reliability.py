@@ -5,7 +5,7 @@
 Builds two programs of ``tests/test_faults.py`` (``medium``: 64x64, a few
 multiplications; ``long``: 16 chained 256x256 matmuls) into a temporary
 directory and runs alice, bob and the dealer as ``mixc run --party``
-processes on loopback, with ``tests/faultproxy.py`` between alice and bob
+processes on loopback, with ``benchmarks/faultproxy.py`` between alice and bob
 where the fault is on the network. Faults:
 
 - ``sigkill``: bob is killed (SIGKILL) mid-run (``long``);
@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from faultproxy import free_ports, mixc_party, start_proxy, start_replay  # noqa: E402
 

@@ -679,9 +679,6 @@ class _Reader:
         self._mv = memoryview(self._buf)
         self._lo = self._hi = 0
 
-    def buffered(self):
-        return self._hi - self._lo
-
     def _fill(self, n):
         if self._hi - self._lo >= n:
             return

@@ -27,11 +27,6 @@ def _sessions(ex):
     return ex.__dict__.setdefault("_ot_sessions", {})
 
 
-def session_stats(ex):
-    """{peer: OTSession.stats} of an executor (bytes, rounds, OT counts)."""
-    return {peer: s.stats for peer, (s, _seq) in _sessions(ex).items()}
-
-
 def run(ex, op, a, args):
     from . import ot
     sessions = _sessions(ex)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 
 import jax
@@ -26,6 +27,10 @@ from mixc.bundle import build, simulate
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICES = REPO / "examples" / "two_party.devices"
+
+# The fault-injection proxy is a tool of its own (benchmarks/reliability.py runs it
+# too); the fault and TLS tests import it from there.
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 @pytest.fixture(scope="session")

@@ -136,7 +136,7 @@ def test_roundtrip(m):
     assert back == m
     assert print_module(back) == text                 # deterministic
     assert print_module(parse_module(text)) == text   # and stable
-    ids = [v.id for v in m.values()]
+    ids = [v.id for n in m.nodes for v in n.results]
     assert back.next_id == (max(ids) + 1 if ids else 0)
     # SSA structure: operands are the very Value objects their definitions made
     defined = {}

@@ -77,9 +77,6 @@ class Node:
         (r,) = self.results
         return r
 
-    def attr(self, name, default=None):
-        return self.attrs.get(name, default)
-
 
 @dataclass(eq=False)
 class Module:
@@ -113,19 +110,6 @@ class Module:
         """An empty module with the same header, for passes that rebuild the node list."""
         return Module(self.name, dict(self.devices), tuple(self.parties), [], self.next_id,
                       self.network, self.stage, tuple(self.prefer))
-
-    def emit(self, op, operands=(), result_types=(), attrs=None, loc=None) -> Node:
-        return self.add(op, operands, result_types, attrs, loc)
-
-    def values(self):
-        for n in self.nodes:
-            yield from n.results
-
-    def inputs(self):
-        return [n for n in self.nodes if n.op == "input"]
-
-    def outputs(self):
-        return [n for n in self.nodes if n.op == "output"]
 
     def users(self):
         """Map each value to the nodes that read it."""

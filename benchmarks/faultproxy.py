@@ -2,8 +2,8 @@
 
 Run it as its own process (the tests and ``benchmarks/reliability.py`` do)::
 
-    python tests/faultproxy.py --target 127.0.0.1:PORT --fault garble --at 3
-    python tests/faultproxy.py --replay FILE --target 127.0.0.1:PORT
+    python benchmarks/faultproxy.py --target 127.0.0.1:PORT --fault garble --at 3
+    python benchmarks/faultproxy.py --replay FILE --target 127.0.0.1:PORT
 
 It listens on loopback only (``--listen``, default ``127.0.0.1:0``), prints
 ``ready PORT`` once listening, and forwards every accepted connection to

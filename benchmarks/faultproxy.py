@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import struct
 import sys
 import threading
 import time
+from pathlib import Path
 
 HELLO = struct.Struct("<4sHHHH")
 VERDICT = struct.Struct("<4sBH")
@@ -328,17 +330,35 @@ def replay(opts):
 # --------------------------------------------------------------------------
 # helpers for the tests and benchmarks/reliability.py (importable; stdlib only)
 
-def free_ports(n, host="127.0.0.1"):
-    socks = []
+def _ephemeral_low():
     try:
-        for _ in range(n):
-            sk = socket.socket()
-            sk.bind((host, 0))
-            socks.append(sk)
-        return [sk.getsockname()[1] for sk in socks]
-    finally:
-        for sk in socks:
-            sk.close()
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n, host="127.0.0.1"):
+    """``n`` distinct ports free on ``host``, below the ephemeral range.
+
+    A party started by hand binds its port only after it has imported
+    mixc; meanwhile any outgoing connection on the machine takes a local
+    port from the ephemeral range, so a port from that range could be gone
+    by then.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    ports = []
+    while len(ports) < n:
+        port = rng.randrange(max(1024, low - 16384), low)
+        if port in ports:
+            continue
+        with socket.socket() as sk:
+            try:
+                sk.bind((host, port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 class Proc:

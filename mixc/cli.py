@@ -216,6 +216,7 @@ def _parser():
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="force the progress line on/off (default: on a terminal, after ~2 s)")
     r.add_argument("--report", action="store_true", help=argparse.SUPPRESS)  # --local child
+    r.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # --local child's listener
     r.set_defaults(func=cmd_run, subparser=r)
 
     s = sub.add_parser("show", parents=[common], help="print a party's program or the global IR",
@@ -775,9 +776,12 @@ def _run_party(args):
     link = None
     try:
         try:
+            listener = None
+            if args.listen_fd is not None:
+                listener = socket.socket(fileno=args.listen_fd)
             link = TcpLink.connect(party, addresses, session, manifest["hash"],
                                    timeout=args.timeout, ssl_context=tls,
-                                   check_cert_names=tls is not None)
+                                   check_cert_names=tls is not None, listener=listener)
         except PeerError as e:
             raise _connect_error(e, party) from None
         executor.link = link
@@ -934,19 +938,6 @@ class _Child:
         self.reader = None
 
 
-def _free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _run_local(args):
     directory = args.bundle
     manifest = _load_manifest(directory)
@@ -1004,9 +995,12 @@ def _run_local(args):
 
 def _start_children(args, manifest, given, session, outroot, debug):
     """Run one child process per party until all finished or one failed; -> children."""
+    from .runtime.links import listen
     parties = list(manifest["parties"])
-    ports = _free_ports(len(parties))
-    peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in zip(parties, ports))
+    # bound here, before any party starts, so no party's outgoing connection
+    # can take a port another party has yet to listen on
+    listeners = {p: listen(p, "127.0.0.1", 0) for p in parties}
+    peers = ",".join(f"{p}=127.0.0.1:{s.getsockname()[1]}" for p, s in listeners.items())
     bundle_dir = str(Path(args.bundle).resolve())
     children = {}
     status = _StatusLine(args.progress)
@@ -1017,7 +1011,8 @@ def _start_children(args, manifest, given, session, outroot, debug):
         for p in parties:
             cmd = [sys.executable, "-m", "mixc", "run", bundle_dir, "--party", p, "--peers", peers,
                    "--timeout", repr(args.timeout), "--session", session,
-                   "--output", str(outroot / p), "--report"]
+                   "--output", str(outroot / p), "--report",
+                   "--listen-fd", str(listeners[p].fileno())]
             for n, f in given.items():
                 if manifest["inputs"][n]["party"] == p:
                     cmd += ["--input", f"{n}={Path(f).resolve()}"]
@@ -1027,13 +1022,16 @@ def _start_children(args, manifest, given, session, outroot, debug):
                 cmd.append("--debug")
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True, errors="replace",
-                                    start_new_session=True)
+                                    start_new_session=True, pass_fds=[listeners[p].fileno()])
+            listeners.pop(p).close()
             child = children[p] = _Child(p, proc)
             child.reader = threading.Thread(target=_read_child, args=(child, debug), daemon=True,
                                             name=f"mixc-local-{p}")
             child.reader.start()
         _supervise(children, status)
     finally:
+        for listener in listeners.values():   # of parties never started
+            listener.close()
         status.clear()
         for c in children.values():
             _stop(c)

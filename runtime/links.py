@@ -803,12 +803,29 @@ def _mismatch(session, bundle_hash, peer_session, peer_hash):
     return None
 
 
+def listen(party, host, port):
+    """A socket of ``party`` listening on ``host:port`` (port 0: any free port)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, stype, proto, _, addr = infos[0]
+    sock = socket.socket(family, stype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _tune(sock)  # accepted sockets inherit the buffer sizes
+        sock.bind(addr)
+        sock.listen(64)
+    except OSError as e:
+        sock.close()
+        raise PeerError(party, f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
 class _Connector:
     """Establishes one handshaken socket per peer (see the connection rule)."""
 
     def __init__(self, party, addresses, session, bundle_hash, timeout, ssl_context,
-                 check_cert_names=False):
+                 check_cert_names=False, listener=None):
         self.party = party
+        self.listener = listener
         self.addresses = addresses
         self.session, self.bundle_hash = session, bundle_hash
         self.timeout = timeout
@@ -851,12 +868,13 @@ class _Connector:
             _close_quietly(sock)
 
     def run(self):
-        listener = None
+        listener = self.listener
         threads = []
         try:
             if self.accept:
-                host, port = self.addresses[self.party]
-                listener = self._listen(host, port)
+                if listener is None:
+                    listener = listen(self.party, *self.addresses[self.party])
+                listener.settimeout(0.1)
                 t = threading.Thread(target=self._accept_loop, args=(listener,),
                                      name=f"mixc-accept-{self.party}", daemon=True)
                 t.start()
@@ -913,20 +931,6 @@ class _Connector:
             msg += f"; also missing: {', '.join(missing[1:])}"
         return msg
 
-    def _listen(self, host, port):
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, stype, proto, _, addr = infos[0]
-        sock = socket.socket(family, stype, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            _tune(sock)  # accepted sockets inherit the buffer sizes
-            sock.bind(addr)
-            sock.listen(64)
-            sock.settimeout(0.1)
-        except OSError as e:
-            sock.close()
-            raise PeerError(self.party, f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-        return sock
 
     # -- accepting side ------------------------------------------------------
 
@@ -1118,7 +1122,7 @@ class TcpLink(Link):
 
     @classmethod
     def connect(cls, party, addresses, session, bundle_hash, timeout=DEFAULT_TIMEOUT,
-                ssl_context=None, check_cert_names=False):
+                ssl_context=None, check_cert_names=False, listener=None):
         """Listen/connect per the connection rule, handshake, and return the link.
 
         ``addresses``: ``{party: (host, port)}`` for every party, this one
@@ -1126,7 +1130,10 @@ class TcpLink(Link):
         party must agree on. Raises PeerError if a peer is not there within
         ``timeout`` seconds or refuses (wrong name, session, bundle hash).
         ``check_cert_names``: with TLS, each peer's certificate must name it
-        (see the module docstring).
+        (see the module docstring). ``listener``: a socket already listening
+        on this party's address (``mixc run --local`` binds them all before
+        starting any party, so no other connection can take the port
+        meanwhile); it is closed once the peers are connected.
         """
         if party not in addresses:
             raise ValueError(f"party {party!r} has no address in {sorted(addresses)}")
@@ -1134,7 +1141,7 @@ class TcpLink(Link):
         session = _as_bytes(session, "session")
         bundle_hash = _as_bytes(bundle_hash, "bundle_hash")
         socks = _Connector(party, addresses, session, bundle_hash, float(timeout), ssl_context,
-                           check_cert_names).run()
+                           check_cert_names, listener).run()
         return cls(party, socks, timeout)
 
     def __init__(self, party, socks, timeout=DEFAULT_TIMEOUT):

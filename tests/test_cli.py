@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from faultproxy import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICES = ROOT / "examples" / "two_party.devices"
@@ -71,15 +72,7 @@ def expected(a, b):
 
 
 def free_peers(*names):
-    socks = []
-    for _ in names:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ",".join(f"{n}=127.0.0.1:{p}" for n, p in zip(names, ports))
+    return ",".join(f"{n}=127.0.0.1:{p}" for n, p in zip(names, free_ports(len(names))))
 
 
 def assert_one_line_error(res, *needles, code=1):

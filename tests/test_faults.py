@@ -108,6 +108,10 @@ def start_three(d, bundle, *, alice_bob=None, session=None, timeout=TIMEOUT, tls
     return procs, peers
 
 
+def transcript(procs):
+    return "\n".join(f"--- {p.name} (exit {p.proc.poll()}):\n{p.text()}" for p in procs.values())
+
+
 def no_outputs(d):
     out = d / "out"
     leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
@@ -163,7 +167,7 @@ def session1(work):
     procs, _ = start_three(d, "medium", alice_bob=via_proxy, session="5e551011")
     try:
         for p in procs.values():
-            assert p.wait(30) == 0, (p.name, p.text())
+            assert p.wait(30) == 0, transcript(procs)
         r1 = np.load(d / "out" / "alice" / "r1.npy")
     finally:
         cleanup(procs, [holder["proxy"]])

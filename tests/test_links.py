@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from faultproxy import free_ports
 from mixc.errors import PeerError
 from mixc.runtime import links
 from mixc.runtime.links import InProcessHub, TcpLink
@@ -82,18 +83,6 @@ def run_threads(fns, timeout=30):
     if errors:
         raise errors[0]
     return results
-
-
-def free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def addresses(*names):
@@ -223,7 +212,7 @@ def test_inprocess_duplicates_and_close():
     t0 = time.monotonic()
     with pytest.raises(PeerError, match="finished/closed"):
         b.recv("a", 5)
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 5          # at once, not after the 60 s timeout
     hub2 = InProcessHub(["a", "b"])
     hub2.link("a").send("b", 1, b"1")
     hub2.link("a").send("b", 1, b"2")
@@ -370,7 +359,7 @@ def test_tcp_goodbye_is_clean_eof():
         b.recv("alice", 3)
     with pytest.raises(PeerError, match="peer finished/closed"):
         b.recv("alice", 4)
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 5          # at once, not after the 10 s timeout
     b.close()
 
 

@@ -282,7 +282,7 @@ def test_bad_tls_dir(work, tmp_path, capsys):
     peers = ",".join(f"{n}=127.0.0.1:{p}" for n, p in zip(["alice", "bob", "dealer"],
                                                            free_ports(3)))
     common = ["run", d / "small", "--party", "alice", "--peers", peers, "--input",
-              f"a={d / 'a.npy'}", "--timeout", "1"]
+              f"a={d / 'a.npy'}", "--timeout", "20"]
     only_bob = tmp_path / "only_bob"
     only_bob.mkdir()
     for f in ("ca.crt", "bob.crt", "bob.key"):
@@ -317,4 +317,4 @@ def test_bad_tls_dir(work, tmp_path, capsys):
     ]:
         start = time.monotonic()
         assert_one_line_error(run_main(capsys, *common, "--tls", tls), *needles)
-        assert time.monotonic() - start < 1.0      # before connecting (timeout 1 s)
+        assert time.monotonic() - start < 10       # before connecting (that waits 20 s)

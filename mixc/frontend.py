@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import TraceError
 from .ir.core import Module, TensorType
-from .ir.ops import dtype_name
+from .ir.ops import dtype_name, opdef
 
 _MIXC_DIR = os.path.dirname(os.path.abspath(__file__))
 _state = threading.local()
@@ -360,6 +360,114 @@ def _inner_jaxpr(eqn):
     return None
 
 
+# Control flow. Secret values cannot steer the program, so a loop runs a trip count
+# known when tracing (its body is copied that many times) and every branch of a cond
+# runs, the index selecting among the results.
+
+def _inline(trace, closed, ins, dev):
+    """The IR of a closed jaxpr applied to ``ins``, its ops at the author's lines."""
+    env = dict(zip(closed.jaxpr.invars, ins))
+    for var, c in zip(closed.jaxpr.constvars, closed.consts):
+        env[var] = _constant(trace, np.asarray(c), dev, _loc(trace.frame))
+    return _translate(trace, closed.jaxpr, env, dev, trace.frame)
+
+
+def _scan(trace, eqn, ins, dev, loc):
+    """lax.scan, and fori_loop with Python-int bounds (which JAX makes a scan)."""
+    p = eqn.params
+    n_consts, n_carry, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
+    frame = trace.frame
+    consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+    per_step = []
+    for i in (reversed(range(length)) if p["reverse"] else range(length)):
+        x_i = []
+        for x in xs:
+            shape = x.type.shape
+            row = trace.emit("slice", [x], [x.type.with_(shape=(1,) + shape[1:], place=dev.name)],
+                             {"start": (i,) + (0,) * (len(shape) - 1),
+                              "limit": (i + 1,) + shape[1:],
+                              "strides": (1,) * len(shape)}, loc).result
+            x_i.append(trace.emit("reshape", [row], [row.type.with_(shape=shape[1:])],
+                                  {"new_sizes": shape[1:]}, loc).result)
+        outs = _inline(trace, p["jaxpr"], consts + carry + x_i, dev)
+        trace.frame = frame
+        carry, ys = outs[:n_carry], outs[n_carry:]
+        per_step.append(ys)
+    if p["reverse"]:
+        per_step.reverse()
+    stacked = []
+    for j, var in enumerate(eqn.outvars[n_carry:]):
+        t = _aval_type(var.aval, dev)
+        if length == 0:
+            stacked.append(_constant(trace, np.zeros(t.shape, _NP[t.dtype]), dev, loc))
+            continue
+        rows = [trace.emit("reshape", [ys[j]], [t.with_(shape=(1,) + t.shape[1:])],
+                           {"new_sizes": (1,) + t.shape[1:]}, loc).result
+                for ys in per_step]
+        stacked.append(trace.emit("concatenate", rows, [t], {"dimension": 0}, loc).result
+                       if len(rows) > 1 else rows[0])
+    return list(carry) + stacked
+
+
+def _while(trace, eqn, ins, dev, loc):
+    raise TraceError(f"{_where(trace.frame)}: lax.while_loop (or fori_loop with traced bounds) "
+                     f"on {dev.kind} device {dev.name!r}: its trip count would depend on the "
+                     "data; use a Python loop, lax.scan, or fori_loop with int bounds")
+
+
+def _known_value(trace, value):
+    """The value of a public (constants-only) IR value, evaluated now; else None."""
+    if value not in trace.public:
+        return None
+    node = trace.producer[value]
+    if node.op == "constant":
+        return np.asarray(node.attrs["value"])
+    args = [_known_value(trace, v) for v in node.operands]
+    impl = opdef(node.op).impl
+    if impl is None or any(a is None for a in args) or len(node.results) != 1:
+        return None
+    return np.asarray(impl(node.attrs, *args))
+
+
+def _cond(trace, eqn, ins, dev, loc):
+    """lax.cond / lax.switch: a branch index known when tracing picks its branch; a
+    secret one runs every branch and selects the results obliviously."""
+    index, operands = ins[0], list(ins[1:])
+    branches = eqn.params["branches"]
+    frame = trace.frame
+    known = _known_value(trace, index)
+    if known is not None:
+        k = min(max(int(known), 0), len(branches) - 1)
+        return _inline(trace, branches[k], operands, dev)
+    made_by = trace.producer.get(index)
+    if dev.kind == "HE":
+        raise TraceError(f"{_where(frame)}: lax.cond on a ciphertext index selects between "
+                         f"branches, which is not linear: HE device {dev.name!r} cannot run it")
+    results = []
+    for branch in branches:
+        results.append(_inline(trace, branch, operands, dev))
+        trace.frame = frame
+    scalar_bool = TensorType("bool", (), dev.name)
+    source = made_by.operands[0] if made_by is not None and made_by.op == "convert_element_type" \
+        else None
+    chosen = results[0]
+    for k in range(1, len(branches)):
+        if len(branches) == 2 and source is not None and source.type.dtype == "bool":
+            pick = source               # lax.cond's own bool predicate: no comparison needed
+        else:
+            key = _constant(trace, np.asarray(k, _NP[index.type.dtype]), dev, loc)
+            pick = trace.emit("eq", [index, key], [scalar_bool], {}, loc).result
+        merged = []
+        for old, new, var in zip(chosen, results[k], eqn.outvars):
+            t = _aval_type(var.aval, dev)
+            where = pick if t.shape == () else trace.emit(
+                "broadcast_in_dim", [pick], [pick.type.with_(shape=t.shape)],
+                {"shape": t.shape, "broadcast_dimensions": ()}, loc).result
+            merged.append(trace.emit("select_n", [where, old, new], [t], {}, loc).result)
+        chosen = merged
+    return chosen
+
+
 # Translation of JAX primitives into IR ops on an MPC device.
 
 def _ints(xs):
@@ -644,6 +752,7 @@ PRIMITIVES = {
     "lt": _elementwise("lt"), "eq": _elementwise("eq"),
     "and": _elementwise("and"), "or": _elementwise("or"), "xor": _elementwise("xor"),
     "not": _simple("not"), "select_n": _select_n, "stack": _stack,
+    "scan": _scan, "cond": _cond, "while": _while,
     "shift_left": _shift("shl"), "shift_right_logical": _shift("lshr"),
     "shift_right_arithmetic": _shift("ashr"),
     "reduce_max": _reduce_tree(jnp.maximum), "reduce_min": _reduce_tree(jnp.minimum),
@@ -660,7 +769,7 @@ PRIMITIVES["div"] = _div
 HE_PRIMITIVES = frozenset((
     "add", "sub", "neg", "mul", "div", "add_any", "iota", "dot_general", "conv_general_dilated",
     "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate",
-    "pad", "convert_element_type", "copy", "copy_p", "stop_gradient"))
+    "pad", "convert_element_type", "copy", "copy_p", "stop_gradient", "scan", "cond"))
 PRIMITIVES["max"] = _identity_bound(PRIMITIVES["max"], -np.inf)
 PRIMITIVES["min"] = _identity_bound(PRIMITIVES["min"], np.inf)
 

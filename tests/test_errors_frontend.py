@@ -110,26 +110,25 @@ def test_unsupported_cumsum_names_op_and_line(cluster):
     assert_at(e.value, "OFFENDING-cumsum")
 
 
-def test_fori_loop_on_mpc(cluster):
+def test_while_loop_on_mpc_names_line(cluster):
     def f(a, b):
-        return lax.fori_loop(0, 3, lambda i, c: c + b, a)  # OFFENDING-fori
+        return lax.while_loop(lambda c: c.sum() < 10, lambda c: c + b, a)  # OFFENDING-while
 
     with pytest.raises(TraceError) as e:
         build_checked(_one_input_program(cluster, f))
-    # a fori_loop with static bounds is a scan in the jaxpr
-    assert "'scan'" in str(e.value) or "'while'" in str(e.value)
-    assert "not supported on MPC" in str(e.value)
+    assert "while_loop" in str(e.value) and "trip count" in str(e.value)
+    assert_at(e.value, "OFFENDING-while")
+
+
+def test_fori_loop_with_traced_bounds_names_line(cluster):
+    def f(a, b):
+        n = (a.sum() > 0).astype(jnp.int32)
+        return lax.fori_loop(0, n, lambda i, c: c + b, a)  # OFFENDING-fori
+
+    with pytest.raises(TraceError) as e:
+        build_checked(_one_input_program(cluster, f))
+    assert "fori_loop" in str(e.value)
     assert_at(e.value, "OFFENDING-fori")
-
-
-def test_cond_on_mpc(cluster):
-    def f(a, b):
-        return lax.cond(True, lambda: a, lambda: b)  # OFFENDING-cond
-
-    with pytest.raises(TraceError) as e:
-        build_checked(_one_input_program(cluster, f))
-    assert "'cond'" in str(e.value)
-    assert_at(e.value, "OFFENDING-cond")
 
 
 def test_error_in_nested_jit_points_inside(cluster):

@@ -146,6 +146,29 @@ def test_he_values_into_mpc_shares():
     np.testing.assert_allclose(out, np.maximum(x @ w + b, 0), atol=1e-3)
 
 
+def test_linear_scan_and_a_cond_with_a_known_index():
+    """A scan whose body is linear in the ciphertexts runs on HE, unrolled; a cond whose
+    index is known when tracing is its one branch."""
+    def f(x, w):
+        total, rows = jax.lax.scan(lambda c, r: (c + r @ w, 2.0 * r), jnp.zeros(3), x)
+        return total, rows, jax.lax.cond(True, lambda v: v - 1.0, lambda v: v * w[0, 0], x)
+    x, w = arr(4, 2), arr(2, 3)
+    _, out, ref = run(f, {"x": (P1, x), "w": (P2, w)})
+    close(out, ref)
+
+
+def cond_on_ciphertext(x):
+    return jax.lax.cond(x.sum() > 0, lambda: x, lambda: -x)  # not linear
+
+
+def test_cond_on_a_ciphertext_is_a_compile_error():
+    with pytest.raises(TraceError) as e:
+        _traced(cond_on_ciphertext, [(P1, (3,))]).build()
+    msg = str(e.value)
+    assert "is not a linear op" in msg or "lax.cond" in msg
+    assert f"test_he_device.py:{_line_of(cond_on_ciphertext, 'not linear')}" in msg
+
+
 def _line_of(fn, text):
     src, start = inspect.getsourcelines(fn)
     return start + next(i for i, l in enumerate(src) if text in l)

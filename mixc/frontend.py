@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import os
 import threading
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -330,7 +331,8 @@ def _translate(trace, jaxpr, env, dev, frame, pinned=False):
             outs = _translate(trace, inner, inner_env, dev, eframe, pinned)
         else:
             rule = PRIMITIVES.get(name)
-            if dev.kind == "HE" and name not in HE_PRIMITIVES:
+            if dev.kind == "HE" and name not in HE_PRIMITIVES \
+                    and not all(v in trace.public for v in ins):
                 raise TraceError(f"{_where(eframe)}: '{name}' is not a linear op: HE device "
                                  f"{dev.name!r} evaluates only linear functions of its "
                                  f"ciphertexts ({', '.join(sorted(HE_PRIMITIVES))}); compute "
@@ -520,11 +522,15 @@ def _convert(trace, eqn, ins, dev, loc):
 
 
 def _integer_pow(trace, eqn, ins, dev, loc):
-    """x**y as a chain of products (square-and-multiply), so protocols see only mul."""
+    """x**y as a chain of products (square-and-multiply), so protocols see only mul;
+    a negative y is the reciprocal of that."""
     y = eqn.params["y"]
-    if y < 1:
-        raise TraceError(f"{loc}: integer_pow with exponent {y} is not supported on MPC")
-    t = _aval_type(eqn.outvars[0].aval, dev)
+    t = ins[0].type.with_(place=dev.name)
+    if y == 0:
+        return [_constant(trace, np.ones(t.shape, _NP[t.dtype]), dev, loc)]
+    if y < 0:
+        (positive,) = _integer_pow(trace, _Params(y=-y), ins, dev, loc)
+        return _RECIPROCAL(trace, eqn, [positive], dev, loc)
     result, base = None, ins[0]
     while y:
         if y & 1:
@@ -706,7 +712,244 @@ def _stack(trace, eqn, ins, dev, loc):
 def _select_n(trace, eqn, ins, dev, loc):
     if len(ins) != 3 or ins[0].type.dtype != "bool":
         raise TraceError(f"{loc}: select_n on MPC takes a bool predicate and two cases")
+    known = _known_value(trace, ins[0])
+    if known is not None and (known.all() or not known.any()):
+        # decided when tracing: the other case (jnp.var's NaN, say) is never computed
+        chosen = ins[2] if known.all() else ins[1]
+        if tuple(chosen.type.shape) == tuple(eqn.outvars[0].aval.shape):
+            return [chosen]
     return _simple("select_n")(trace, eqn, ins, dev, loc)
+
+
+
+class _Params:
+    """Stands in for a jaxpr equation where a rule reads only ``params``."""
+
+    def __init__(self, **params):
+        self.params = params
+
+
+# Data movement with indices known when tracing: every output element is one input
+# element (or a padding value), so the whole op is one ``take`` of known positions,
+# local on shares and on ciphertexts alike.
+
+def _known_indices(trace, eqn, value, loc):
+    known = _known_value(trace, value)
+    if known is None:
+        raise TraceError(f"{loc}: {eqn.primitive.name} with indices computed from secret "
+                         "values: mixc moves data only by indices known when compiling (use a "
+                         "one-hot product or jnp.where for a secret index)")
+    return known.astype(_NP[value.type.dtype])
+
+
+def _flat(trace, v, dev, loc):
+    return trace.emit("reshape", [v], [v.type.with_(shape=(v.type.size,), place=dev.name)],
+                      {"new_sizes": (v.type.size,)}, loc).result
+
+
+def _take(trace, source, positions, t, loc):
+    if positions.size and (positions.min() < 0 or positions.max() >= source.type.size):
+        raise TraceError(f"{loc}: index out of range (mixc does not fill or drop "
+                         "out-of-range elements)")
+    return trace.emit("take", [source], [t], {"indices": positions.reshape(-1).astype(np.int32),
+                                              "shape": tuple(positions.shape)}, loc).result
+
+
+def _movement(data):
+    """A primitive that only moves elements of the operands numbered in ``data``."""
+    def rule(trace, eqn, ins, dev, loc):
+        args, flats, offset = [], [], 0
+        for i, v in enumerate(ins):
+            if i in data:
+                args.append(np.arange(offset, offset + v.type.size, dtype=np.int32)
+                            .reshape(v.type.shape))
+                flats.append(_flat(trace, v, dev, loc))
+                offset += v.type.size
+            else:
+                args.append(_known_indices(trace, eqn, v, loc))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")    # jnp.take's NaN fill value cast to int
+            positions = np.asarray(eqn.primitive.bind(*args, **eqn.params))
+        source = flats[0] if len(flats) == 1 else trace.emit(
+            "concatenate", flats, [flats[0].type.with_(shape=(offset,))], {"dimension": 0},
+            loc).result
+        return [_take(trace, source, positions, _aval_type(eqn.outvars[0].aval, dev), loc)]
+    return rule
+
+
+_LARGEST_SCATTER_ADD = 1 << 24    # output x update elements: where each update lands
+
+
+def _scatter_add(trace, eqn, ins, dev, loc):
+    """operand + the updates summed at their (known) positions: each update element's
+    target is found by scattering one-hot rows; updates that share a target go in
+    successive layers, one take per layer (padding slot m holds 0)."""
+    operand, indices, updates = ins
+    n, m = operand.type.size, updates.type.size
+    if n * m > _LARGEST_SCATTER_ADD:
+        raise TraceError(f"{loc}: scatter-add of {m} updates into {n} elements on MPC: at "
+                         f"most {_LARGEST_SCATTER_ADD} pairs")
+    known = _known_indices(trace, eqn, indices, loc)
+    dtype = eqn.invars[0].aval.dtype      # the update_jaxpr adds values of this dtype
+    one_hot = np.eye(m, dtype=dtype).reshape((m,) + updates.type.shape)
+    zeros = np.zeros(operand.type.shape, dtype)
+    hits = np.asarray(jax.vmap(lambda row: eqn.primitive.bind(zeros, known, row, **eqn.params))
+                      (one_hot)).reshape(m, n)
+    layers = []
+    for j in range(m):
+        landed = np.nonzero(hits[j])[0]
+        if landed.size:
+            target = landed[0]
+            layer = next((ly for ly in layers if ly[target] == m), None)
+            if layer is None:
+                layer = np.full(n, m, np.int64)
+                layers.append(layer)
+            layer[target] = j
+    t = _aval_type(eqn.outvars[0].aval, dev)
+    if not layers:
+        return [operand]
+    zero = _constant(trace, np.zeros((), _NP[updates.type.dtype]), dev, loc)
+    flat = _flat(trace, updates, dev, loc)
+    padded = trace.emit("pad", [flat, zero], [flat.type.with_(shape=(m + 1,))],
+                        {"config": ((0, 1, 0),)}, loc).result
+    total = operand
+    for layer in layers:
+        moved = _take(trace, padded, layer.reshape(t.shape), t, loc)
+        total = trace.emit("add", [total, moved], [t], {}, loc).result
+    return [total]
+
+
+def _window_positions(shape, p):
+    """(window size, *output shape): the flat input element each output reads at each
+    window offset; -1 where the window covers padding."""
+    index = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    for axis, d in enumerate(p["base_dilation"]):
+        if d > 1:
+            n = index.shape[axis]
+            spread = np.full(index.shape[:axis] + ((n - 1) * d + 1,) + index.shape[axis + 1:], -1)
+            spread[(slice(None),) * axis + (slice(None, None, d),)] = index
+            index = spread
+    if any(lo < 0 or hi < 0 for lo, hi in p["padding"]):
+        raise NotImplementedError("reduce_window with negative padding")
+    index = np.pad(index, p["padding"], constant_values=-1)
+    dims, strides, dil = p["window_dimensions"], p["window_strides"], p["window_dilation"]
+    out = tuple((n - (w - 1) * d - 1) // st + 1
+                for n, w, st, d in zip(index.shape, dims, strides, dil))
+    reads = []
+    for offset in np.ndindex(*dims):
+        reads.append(index[tuple(slice(o * d, o * d + (k - 1) * st + 1, st)
+                                 for o, d, k, st in zip(offset, dil, out, strides))])
+    return np.stack(reads)
+
+
+# max-pooling pads with this instead of -inf (no fixed-point encoding); inputs stay far above
+_POOL_FLOOR = -2.0 ** 30
+
+
+def _reduce_window(reduce, padding_value):
+    """Pooling: one take gathers every window offset along a new leading axis, which
+    ``reduce`` (a reduce_* rule) then folds."""
+    def rule(trace, eqn, ins, dev, loc):
+        (x,) = ins
+        reads = _window_positions(x.type.shape, eqn.params)
+        fill = _constant(trace, np.asarray(padding_value, _NP[x.type.dtype]), dev, loc)
+        flat = _flat(trace, x, dev, loc)
+        padded = trace.emit("pad", [flat, fill], [flat.type.with_(shape=(x.type.size + 1,))],
+                            {"config": ((0, 1, 0),)}, loc).result
+        reads = np.where(reads < 0, x.type.size, reads)
+        stacked = _take(trace, padded, reads, x.type.with_(shape=reads.shape, place=dev.name),
+                        loc)
+        return reduce(trace, _Params(axes=(0,)), [stacked], dev, loc)
+    return rule
+
+
+def _cumulative(combine):
+    """cumsum/cumprod/cummax/cummin: a log-depth associative scan of supported ops."""
+    def build(params):
+        return lambda x: jax.lax.associative_scan(combine, x, reverse=params["reverse"],
+                                                  axis=params["axis"])
+    return _macro(build)
+
+
+# keys are padded to a power of two with this, above any input a sort should see
+_SORT_CEILING = 2.0 ** 30
+
+
+def _bitonic_sort(params):
+    """lax.sort as a bitonic network: log2(n)(log2(n)+1)/2 layers of n/2 compare-exchanges,
+    each pair moved by known positions. With payload operands (argsort) the comparison
+    breaks ties by original position, so the order is the stable one JAX returns."""
+    dim, num_keys = params["dimension"], params["num_keys"]
+
+    def fn(*operands):
+        ops = [jnp.moveaxis(o, dim, -1) for o in operands]
+        n = ops[0].shape[-1]
+        size = 1 << max(0, (n - 1).bit_length())
+        stable = len(ops) > num_keys
+        if stable:
+            ops.append(jax.lax.broadcasted_iota(jnp.int32, ops[0].shape, ops[0].ndim - 1))
+        if size > n:
+            widths = [(0, 0)] * (ops[0].ndim - 1) + [(0, size - n)]
+            ops = [jnp.pad(o, widths, constant_values=(_SORT_CEILING if i < num_keys else 0)
+                           if not stable or i < len(ops) - 1 else size)
+                   for i, o in enumerate(ops)]
+        ties = list(range(num_keys)) + ([len(ops) - 1] if stable else [])
+        k = 2
+        while k <= size:
+            j = k // 2
+            while j >= 1:
+                i = np.arange(size)
+                lo = i[i < (i ^ j)]
+                hi = lo ^ j
+                ascending = (lo & k) == 0
+                first, second = np.where(ascending, lo, hi), np.where(ascending, hi, lo)
+                a = [o[..., first] for o in ops]
+                b = [o[..., second] for o in ops]
+                swap = None
+                for t in reversed(ties):            # lexicographic: (keys..., position)
+                    less = b[t] < a[t]
+                    swap = less if swap is None else less | ((b[t] == a[t]) & swap)
+                order = np.argsort(np.concatenate([first, second]))
+                new_ops = []
+                for x, y in zip(a, b):
+                    low = jnp.where(swap, y, x)
+                    high = x + y - low if x.dtype != jnp.bool_ else jnp.where(swap, x, y)
+                    new_ops.append(jnp.concatenate([low, high], axis=-1)[..., order])
+                ops = new_ops
+                j //= 2
+            k *= 2
+        outs = [jnp.moveaxis(o[..., :n], -1, dim) for o in ops[:len(operands)]]
+        return tuple(outs)
+    return fn
+
+
+def _top_k(params):
+    """lax.top_k: a stable sort of the negated values along the last axis, first k."""
+    k = params["k"]
+
+    def fn(x):
+        index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+        neg, idx = jax.lax.sort((-x, index), dimension=x.ndim - 1, num_keys=1)
+        return -neg[..., :k], idx[..., :k]
+    return fn
+
+
+def _always_finite(trace, eqn, ins, dev, loc):
+    """Fixed-point values have no infinities or NaNs."""
+    return [_constant(trace, np.ones(eqn.outvars[0].aval.shape, np.bool_), dev, loc)]
+
+
+def _pow(trace, eqn, ins, dev, loc):
+    """x ** y: a known integer y is a product chain; y = +-1/2 is sqrt/rsqrt; otherwise
+    exp(y log x), for x > 0 (log's range and error apply)."""
+    y = _known_value(trace, ins[1])
+    if y is not None and y.size and np.all(y == y.flat[0]):
+        e = float(y.flat[0])
+        if e == int(e) and abs(e) <= 64:
+            return _integer_pow(trace, _Params(y=int(e)), ins[:1], dev, loc)
+        if e in (0.5, -0.5):
+            return PRIMITIVES["sqrt" if e > 0 else "rsqrt"](trace, eqn, ins[:1], dev, loc)
+    return _POW_BY_LOGS(trace, eqn, ins, dev, loc)
 
 
 _lax = jax.lax
@@ -762,6 +1005,10 @@ PRIMITIVES = {
 PRIMITIVES.update({name: _macro(build) for name, build in _MACROS.items()})
 PRIMITIVES.update({name: _approximation(name)
                    for name in ("exp", "log", "logistic", "tanh", "sqrt", "rsqrt")})
+PRIMITIVES.update({  # exact on the fixed-point value; ceil(x) = -floor(-x) costs one floor
+    "floor": _simple("floor"), "ceil": _macro(lambda params: lambda x: -_lax.floor(-x)),
+    "round": _simple("round", lambda p: {
+        "rounding_method": _lax.RoundingMethod(p["rounding_method"]).name.lower()})})
 PRIMITIVES["div"] = _div
 
 # What an HE device evaluates: functions linear in its ciphertexts (a product needs one
@@ -769,8 +1016,36 @@ PRIMITIVES["div"] = _div
 HE_PRIMITIVES = frozenset((
     "add", "sub", "neg", "mul", "div", "add_any", "iota", "dot_general", "conv_general_dilated",
     "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate",
-    "pad", "convert_element_type", "copy", "copy_p", "stop_gradient", "scan", "cond"))
+    "pad", "convert_element_type", "copy", "copy_p", "stop_gradient", "scan", "cond",
+    "gather", "dynamic_slice", "rev", "tile", "dynamic_update_slice", "scatter", "scatter-add",
+    "reduce_window_sum", "cumsum"))
 PRIMITIVES["max"] = _identity_bound(PRIMITIVES["max"], -np.inf)
+_RECIPROCAL = _approximation("reciprocal")
+_POW_BY_LOGS = _macro(lambda params: lambda x, y: jnp.exp(y * jnp.log(x)))
+
+
+def _sum_leading(trace, eqn, ins, dev, loc):
+    (x,) = ins
+    return trace.emit("reduce_sum", [x], [x.type.with_(shape=x.type.shape[1:])], {"axes": (0,)},
+                      loc).results
+
+
+PRIMITIVES.update({
+    "gather": _movement({0}), "dynamic_slice": _movement({0}), "rev": _movement({0}),
+    "tile": _movement({0}), "dynamic_update_slice": _movement({0, 1}),
+    "scatter": _movement({0, 2}), "scatter-add": _scatter_add,
+    "reduce_window_sum": _reduce_window(_sum_leading, 0),
+    "reduce_window_max": _reduce_window(PRIMITIVES["reduce_max"], _POOL_FLOOR),
+    "reduce_window_min": _reduce_window(PRIMITIVES["reduce_min"], -_POOL_FLOOR),
+    "cumsum": _cumulative(jnp.add), "cumprod": _cumulative(jnp.multiply),
+    "cummax": _cumulative(jnp.maximum), "cummin": _cumulative(jnp.minimum),
+    "reduce_prod": _reduce_tree(jnp.multiply),
+    "is_finite": _always_finite, "pow": _pow,
+    "sort": _macro(_bitonic_sort), "top_k": _macro(_top_k),
+    "log1p": _macro(lambda params: lambda x: jnp.log(1.0 + x)),
+    "expm1": _macro(lambda params: lambda x: jnp.exp(x) - 1.0),
+    "exp2": _macro(lambda params: lambda x: jnp.exp(x * np.float32(np.log(2.0)))),
+})
 PRIMITIVES["min"] = _identity_bound(PRIMITIVES["min"], np.inf)
 
 

@@ -11,10 +11,11 @@ other share kind. Two ways to make them run:
    A comparison makes a boolean result, so ``(a < b).astype(f32)`` is a B2A
    of packed bits. Each test checks in ``bundle.stages["select_protocols"]``
    that the conversions sit exactly where claimed.
-2. Float values never need boolean shares in a JAX program (JAX has no
-   bitwise ops on floats, and comparisons take arithmetic shares), so no jnp
-   program moves a float into XOR shares. For those, and to run chains of
-   conversions on any dtype, ``forced_chain`` adds a pass to the pipeline,
+2. A jnp program puts a float into XOR shares only to round it
+   (``jnp.floor`` and friends, ``test_floor.py``): JAX has no bitwise ops on
+   floats, and comparisons take arithmetic shares. To convert floats as
+   such, and to run chains of conversions on any dtype, ``forced_chain``
+   adds a pass to the pipeline,
    between ``insert_transfers`` and ``select_protocols``, that puts explicit
    ``a2b``/``b2a`` nodes on the value about to be revealed. The rest of the
    real pipeline (selection, lowering, partition, the verifier after every

@@ -46,6 +46,7 @@ CASES = [
     ("relu_where", lambda a, b: jnp.where(a > b, jnp.maximum(a, 0.0), b * 2.0), (700,), (700,)),
     ("equal_and", lambda a, b: (a == b) & (a < 1.0), (900,), (900,)),
     ("lr_step", _lr_step, (64, 5), (64, 1)),
+    ("rounding", lambda a, b: jnp.floor(a) + jnp.round(b) - a.astype(jnp.int32), (300,), (300,)),
 ]
 
 

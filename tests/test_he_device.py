@@ -157,6 +157,15 @@ def test_linear_scan_and_a_cond_with_a_known_index():
     close(out, ref)
 
 
+def test_gathers_and_reversals_with_known_indices():
+    def f(x, w):
+        y = jnp.flip(x, 0)[jnp.array([1, 0, 1])] @ w
+        return y, jnp.tile(x[:, ::-1], (1, 2)), jnp.cumsum(x, axis=1), x.at[0, 1].add(w[0, 0])
+    x, w = arr(2, 4), arr(4, 3)
+    _, out, ref = run(f, {"x": (P1, x), "w": (P2, w)})
+    close(out, ref)
+
+
 def cond_on_ciphertext(x):
     return jax.lax.cond(x.sum() > 0, lambda: x, lambda: -x)  # not linear
 

@@ -122,6 +122,35 @@ def _integer_pow(ts, a):
     return [ts[0]]
 
 
+def _float_only(ts, a):
+    if ts[0][0] not in ("f32", "f64"):
+        raise VerifyError("rounding takes float values")
+    return [ts[0]]
+
+
+op("floor", impl=lambda a, x: np.floor(x),
+   doc="elementwise floor: the largest integer not above x")(_float_only)
+
+ROUNDING_METHODS = ("to_nearest_even", "away_from_zero")  # lax.RoundingMethod, lower-cased
+
+
+def _round_impl(a, x):
+    if a["rounding_method"] == "to_nearest_even":
+        return np.round(x)
+    # from the truncation, so that no x + 0.5 is ever rounded by float arithmetic
+    whole = np.trunc(x)
+    return whole + np.sign(x) * (np.abs(x - whole) >= 0.5)
+
+
+@op("round", attrs=("rounding_method",), impl=_round_impl,
+    doc="elementwise round to the nearest integer; ties per rounding_method: "
+        "to_nearest_even (jnp.round, jnp.rint) or away_from_zero (lax.round's default)")
+def _round(ts, a):
+    if a["rounding_method"] not in ROUNDING_METHODS:
+        raise VerifyError(f"round: rounding_method must be one of {', '.join(ROUNDING_METHODS)}")
+    return _float_only(ts, a)
+
+
 # ------------------------------------------------------------- contractions
 
 def _dot_impl(a, x, y):
@@ -564,10 +593,15 @@ def _conv_patches_type(ts, a):
 @op("take", attrs=("indices", "shape"),
     impl=lambda a, x: np.asarray(x).reshape(-1)[np.asarray(a["indices"], dtype=np.int64)]
     .reshape(a["shape"]),
-    doc="gather from the flattened operand: result.flat[i] = operand.flat[indices[i]]")
+    doc="gather from the flattened operand: result.flat[i] = operand.flat[indices[i]] "
+        "(also the frontend's gathers, reversals, scatters... with indices known when compiling)")
 def _take(ts, a):
-    if int(np.prod(a["shape"], dtype=np.int64)) != np.asarray(a["indices"]).size:
+    indices = np.asarray(a["indices"])
+    if int(np.prod(a["shape"], dtype=np.int64)) != indices.size:
         raise VerifyError("take: indices do not fill the shape")
+    size = int(np.prod(ts[0][1], dtype=np.int64))
+    if indices.size and (indices.min() < 0 or indices.max() >= size):
+        raise VerifyError(f"take: indices must be in [0, {size})")
     return [(ts[0][0], tuple(a["shape"]))]
 
 

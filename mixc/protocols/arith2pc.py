@@ -472,7 +472,7 @@ register(PROTOCOL, "reveal", device="PYU", accepts=lambda k, n, m: k == ("arith"
          result_kind="plain", cost=_reveal_cost, lower=_lower_reveal, wants="arith",
          doc="open to one party: the others send it their shares")
 for _op in ("add", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "transpose",
-            "squeeze", "slice", "concatenate"):
+            "squeeze", "slice", "concatenate", "take"):
     _rule(_op, _secret_any, _free, _lower_linear, "local on shares")
 _rule("pad", _secret_first, _free, _lower_linear, "local on shares; P0 pads with the value")
 _rule("convert_element_type", _exact_convert, _free, _lower_convert,

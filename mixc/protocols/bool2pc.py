@@ -21,6 +21,16 @@ XOR, NOT and shifts are local; AND uses a dealer-made AND triple
   random r with XOR shares and additive shares of each of r's bits; open
   c = x XOR r, then x = sum_i 2^i (c_i + r_i - 2 c_i r_i). Full words use
   the same with 64 bits; A2B of full words is a Kogge-Stone adder.
+- Rounding to integers is exact: ``floor`` clears the f fraction bits of
+  the two's complement word (an AND with a public mask, local). ``round``
+  and float -> int32 add to that floor (for int32, the word shifted right
+  by f) a round-up bit lead AND (any of f other bits is 1) =
+  lead XOR AND(lead, NOT each of them): for ``round`` the lead is the half
+  bit, the others the lower fraction bits and bit f (ties to even: floor
+  odd) or NOT the sign (ties away from zero: x >= 0); for int32 (toward
+  zero) the lead is the sign and the others the fraction bits. One AND tree
+  of ceil(log2(f + 1)) rounds over those bits, compacted per element; then
+  floor and bit become arithmetic in one B2A round and are added.
 - On an ``offline: he`` device the same lowerings run as protocol
   ``bool2pc.ot``: AND triples and B2A pairs are made by the two parties by
   OT (``dealerfree``); the radix-4 variant needs dealt subset products and
@@ -407,36 +417,46 @@ def _adder(ctx, device, shares, shape):
 
 def _lower_b2a(ctx, node):
     (x,) = node.operands
-    device = _device(ctx, x)
+    (ctx.parts[node.result],) = to_arith(ctx, _device(ctx, x),
+                                         [(ctx.parts[x], x.type.shape, _packed(x.type.dtype))])
+
+
+def to_arith(ctx, device, values):
+    """Arithmetic shares of each (boolean shares, shape, packed) value, all opened in one
+    round: a random r held both ways masks x, c = x ^ r is opened, and
+    x = sum_i 2^i (c_i + r_i (1 - 2 c_i)) from the additive shares of r's bits."""
     p0, p1 = parties(device)
-    shape = x.type.shape
-    n = x.type.size
-    packed = _packed(x.type.dtype)
-    width = 1 if packed else 64
-    words = (_words(n),) if packed else (n,)
-    bit_shape = (n,) if packed else (n, 64)
-    rb, ra = _b2a_pair(ctx, device, words, bit_shape)
-    # full words are masked one per element: flatten them to the dealt words' shape
-    shares = ctx.parts[x] if packed else _flat(ctx, ctx.parts[x])
-    masked = {p: ctx.emit(p, "xor", [shares[p], rb[p]], "masked") for p in (p0, p1)}
-    (c,) = open_values(ctx, device, (masked, "masked bits (x ^ r)"), ring="bool")
-    out = {}
-    for p in (p0, p1):
-        c_bits = ctx.emit(p, "bits_unpack", [c[p]], "masked", {"shape": bit_shape})
-        # x = sum_i 2^i (c_i + r_i (1 - 2 c_i))
-        flip = ctx.emit(p, "sub", [u64(ctx, p, 1), ctx.emit(p, "shl", [c_bits], "masked",
-                                                            {"bits": 1})], "masked")
-        term = ctx.emit(p, "mul", [ra[p], flip], "arith")
-        if width == 64:
-            weights = ctx.const(p, np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64)))
-            term = ctx.emit(p, "dot_general", [term, weights], "arith",
-                            {"contract": ((1,), (0,)), "batch": ((), ())})
-            opened = ctx.emit(p, "reshape", [c[p]], "masked", {"new_sizes": (n,)})
-        else:
-            opened = c_bits
-        value = ctx.emit(p, "add", [term, opened], "arith") if p == p0 else term
-        out[p] = ctx.emit(p, "reshape", [value], "arith", {"new_sizes": tuple(shape)})
-    ctx.parts[node.result] = out
+    pending, openings = [], []
+    for shares, shape, packed in values:
+        n = int(np.prod(shape, dtype=np.int64))
+        words = (_words(n),) if packed else (n,)
+        bit_shape = (n,) if packed else (n, 64)
+        rb, ra = _b2a_pair(ctx, device, words, bit_shape)
+        # full words are masked one per element: flatten them to the dealt words' shape
+        shares = shares if packed else _flat(ctx, shares)
+        openings.append(({p: ctx.emit(p, "xor", [shares[p], rb[p]], "masked") for p in (p0, p1)},
+                         "masked bits (x ^ r)"))
+        pending.append((shape, n, packed, bit_shape, ra))
+    opened = open_values(ctx, device, *openings, ring="bool")
+    results = []
+    for c, (shape, n, packed, bit_shape, ra) in zip(opened, pending):
+        out = {}
+        for p in (p0, p1):
+            c_bits = ctx.emit(p, "bits_unpack", [c[p]], "masked", {"shape": bit_shape})
+            flip = ctx.emit(p, "sub", [u64(ctx, p, 1), ctx.emit(p, "shl", [c_bits], "masked",
+                                                                {"bits": 1})], "masked")
+            term = ctx.emit(p, "mul", [ra[p], flip], "arith")
+            if packed:
+                opened_bits = c_bits
+            else:
+                weights = ctx.const(p, np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64)))
+                term = ctx.emit(p, "dot_general", [term, weights], "arith",
+                                {"contract": ((1,), (0,)), "batch": ((), ())})
+                opened_bits = ctx.emit(p, "reshape", [c[p]], "masked", {"new_sizes": (n,)})
+            value = ctx.emit(p, "add", [term, opened_bits], "arith") if p == p0 else term
+            out[p] = ctx.emit(p, "reshape", [value], "arith", {"new_sizes": tuple(shape)})
+        results.append(out)
+    return results
 
 
 def _b2a_pair(ctx, device, words, bit_shape):
@@ -457,33 +477,154 @@ def _b2a_pair(ctx, device, words, bit_shape):
     return {p: dealt.draw(p, p, "rb", words) for p in (p0, p1)}, ra
 
 
+# AND words per element in the Kogge-Stone adder: the first generate, two per level at
+# shifts 1..16, one at shift 32
+_A2B_AND_WORDS = 1 + 2 * 5 + 1
+
+
 def _a2b_cost(node, module):
     t = node.operands[0].type
     if _packed(t.dtype):
         return Cost()
-    return Cost(_and_cost(t.size * 11), 7)
+    return Cost(_and_cost(t.size * _A2B_AND_WORDS), 7)
+
+
+def _to_arith_cost(sizes, dealer_free):
+    """Bytes and rounds of ``to_arith`` on values of the given (element count, packed)."""
+    opened = sum(_words(n) if packed else n for n, packed in sizes)  # by each party
+    bits = [n if packed else 64 * n for n, packed in sizes]  # of the pairs' r
+    if dealer_free:
+        from .dealerfree import b2a_pair_cost
+        return sum((b2a_pair_cost(b) for b in bits), Cost()) + Cost(WORD * 2 * opened, 1)
+    # the dealer sends P1 one correction word per bit of r
+    return Cost(WORD * (sum(bits) + 2 * opened), 1)
 
 
 def _b2a_cost(node, module):
     t = node.operands[0].type
-    if _packed(t.dtype):
-        return Cost(WORD * (t.size + 2 * _words(t.size)), 1)
-    return Cost(WORD * (64 * t.size + 2 * t.size), 1)
+    return _to_arith_cost([(t.size, _packed(t.dtype))], dealer_free=False)
 
 
 def _a2b_cost_ot(node, module):
     t = node.operands[0].type
     if _packed(t.dtype):
         return Cost()
-    return _and_cost_ot(t.size * 11, 7)
+    return _and_cost_ot(t.size * _A2B_AND_WORDS, 7)
 
 
 def _b2a_cost_ot(node, module):
-    from .dealerfree import b2a_pair_cost
     t = node.operands[0].type
-    if _packed(t.dtype):
-        return b2a_pair_cost(t.size) + Cost(WORD * 2 * _words(t.size), 1)
-    return b2a_pair_cost(64 * t.size) + Cost(WORD * 2 * t.size, 1)
+    return _to_arith_cost([(t.size, _packed(t.dtype))], dealer_free=True)
+
+
+# ------------------------------------------------------------ rounding to integers
+
+def _floor_shares(ctx, shares, f):
+    """floor clears the fraction bits of the two's complement word: an AND with a public
+    mask, which each party applies to its own XOR share."""
+    return {p: ctx.emit(p, "and", [s, u64(ctx, p, ~((1 << f) - 1))], "bool")
+            for p, s in shares.items()}
+
+
+def _lower_floor(ctx, node):
+    """``floor`` of a boolean-shared float: local (see ``_floor_shares``)."""
+    (x,) = node.operands
+    f = frac_bits(_device(ctx, x), x.type.dtype)
+    ctx.parts[node.result] = _floor_shares(ctx, ctx.parts[x], f)
+
+
+def _carry_layout(mode, f):
+    """The inputs of the bit that rounds floor(x) up, for ``mode`` at f fraction bits:
+    (x's low bits kept in place, which of those are negated, the slot that takes x's sign
+    bit or None, the lead's slot). The bit is lead AND NOT (every other input is 1), i.e.
+    lead ^ AND(lead and the others): one AND tree over f + 1 slots."""
+    if mode == "trunc":            # x < 0 and some fraction bit is set
+        return f, (1 << f) - 1, f, f
+    if mode == "to_nearest_even":  # the half bit, and a lower bit set or floor(x) odd
+        return f + 1, ((1 << (f + 1)) - 1) ^ (1 << (f - 1)), None, f - 1
+    if mode == "away_from_zero":   # the half bit, and a lower bit set or x >= 0
+        return f, (1 << (f - 1)) - 1, f, f - 1
+    raise NotImplementedError(f"rounding mode {mode!r} on MPC")
+
+
+def _tree_levels(f):
+    """Depth of the AND tree over the f + 1 inputs of a round-up bit."""
+    return f.bit_length()
+
+
+def _round_up_bit(ctx, device, shares, mode, f):
+    """Packed boolean shares of the bit that rounds floor(x) up to x rounded by ``mode``.
+
+    Each party lays the tree's inputs out in one word per element (P0 alone applies the
+    NOTs and the 1s, the AND's identity, in unused slots: a public XOR touches one share),
+    keeps the 2^L slots the tree reads, and L rounds AND neighbouring bits."""
+    p0, p1 = parties(device)
+    keep, negated, sign_slot, lead = _carry_layout(mode, f)
+    levels = _tree_levels(f)
+    x = _flat(ctx, shares)
+    n = x[p0].type.size
+    inputs, leads = {}, {}
+    for p in (p0, p1):
+        word = ctx.emit(p, "and", [x[p], u64(ctx, p, (1 << keep) - 1)], "bool")
+        if sign_slot is not None:
+            sign = ctx.emit(p, "lshr", [x[p]], "bool", {"bits": 63})
+            word = ctx.emit(p, "xor", [word, ctx.emit(p, "shl", [sign], "bool",
+                                                      {"bits": sign_slot})], "bool")
+        if p == p0:
+            word = ctx.emit(p, "xor", [word, u64(ctx, p, negated | ~((1 << (f + 1)) - 1))], "bool")
+        leads[p] = ctx.emit(p, "bits_pack", [ctx.emit(p, "lshr", [word], "bool", {"bits": lead})],
+                            "bool")
+        bits = ctx.emit(p, "bits_unpack", [word], "bool", {"shape": (n, 64)})
+        used = ctx.emit(p, "slice", [bits], "bool",
+                        {"start": (0, 0), "limit": (n, 1 << levels), "strides": (1, 1)})
+        inputs[p] = ctx.emit(p, "bits_pack", [used], "bool")
+    for _ in range(levels):
+        even, odd = _unzip(ctx, inputs)
+        (inputs,) = and_gates(ctx, device, [(even, odd)])
+    return _xor(ctx, leads, inputs)
+
+
+def _lower_round_to_integer(ctx, node):
+    """``round`` (ties by its rounding_method) and float -> int32 (toward zero, as JAX):
+    floor(x) on the XOR shares plus a round-up bit from one AND tree, both made arithmetic
+    in one round and added there (an add on XOR shares would need a carry chain)."""
+    (x,) = node.operands
+    device = _device(ctx, x)
+    f = frac_bits(device, x.type.dtype)
+    to_int = node.op == "convert_element_type"
+    up = _round_up_bit(ctx, device, ctx.parts[x],
+                       "trunc" if to_int else node.attrs["rounding_method"], f)
+    if to_int:  # the arithmetic shift of the word is floor(x) as an integer
+        down = {p: ctx.emit(p, "ashr", [s], "bool", {"bits": f}) for p, s in ctx.parts[x].items()}
+    else:
+        down = _floor_shares(ctx, ctx.parts[x], f)
+    down, up = to_arith(ctx, device, [(down, x.type.shape, False), (up, x.type.shape, True)])
+    if not to_int:  # the bit adds one unit: 2^f in fixed point
+        up = {p: ctx.emit(p, "shl", [s], "arith", {"bits": f}) for p, s in up.items()}
+    ctx.parts[node.result] = {p: ctx.emit(p, "add", [down[p], up[p]], "arith") for p in down}
+
+
+def _carry_tree_words(n, f):
+    """Words ANDed at each level of the round-up bit's tree over n elements."""
+    words, out = _words(n << _tree_levels(f)), []
+    for _ in range(_tree_levels(f)):
+        words = -(-words // 2)
+        out.append(words)
+    return out
+
+
+def _rounding_cost(node, module, dealer_free=False):
+    """``round`` or float -> int32: the round-up bit's AND tree, then B2A of floor and bit."""
+    t = node.operands[0].type
+    levels = _carry_tree_words(t.size, frac_bits(module.devices[t.place], t.dtype))
+    tree = (_and_cost_ot(sum(levels), len(levels)) if dealer_free
+            else Cost(_and_cost(sum(levels)), len(levels)))
+    return tree + _to_arith_cost([(t.size, False), (t.size, True)], dealer_free)
+
+
+def _rounding_cost_ot(node, module):
+    """``_rounding_cost`` with AND triples by OT and B2A pairs by bit-OLE."""
+    return _rounding_cost(node, module, dealer_free=True)
 
 
 def _lower_reveal(ctx, node):
@@ -559,7 +700,8 @@ def _int_words(kinds, node, module):
 for _op in ("shl", "lshr", "ashr"):
     register(PROTOCOL, _op, device="MPC", accepts=_int_words, result_kind="bool",
              cost=lambda n, m: Cost(), lower=_lower_shift, wants="bool", doc="local")
-for _op in ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate"):
+for _op in ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate",
+            "take"):
     register(PROTOCOL, _op, device="MPC", accepts=_bool_operands, result_kind="bool",
              cost=lambda n, m: Cost(), lower=_lower_structural, wants="bool",
              doc="local: unpack, move, pack")
@@ -575,3 +717,28 @@ _rules("b2a", lambda k, n, m: k == ("bool",) and two_party(n, m), "arith", _b2a_
        _b2a_cost_ot, _lower_b2a, "bool",
        "dealer pair: open x ^ r, recombine with shares of r's bits",
        "pair by bit-OLE (OT): open x ^ r, recombine with shares of r's bits")
+
+
+def _float_operand(kinds, node, module):
+    """A boolean-shared float32 on a 2-party device: what rounding reads."""
+    return kinds == ("bool",) and node.operands[0].type.dtype == "f32" and two_party(node, module)
+
+
+def _float_to_int(kinds, node, module):
+    """A float32 -> int32 cast of a boolean-shared value."""
+    return _float_operand(kinds, node, module) and node.attrs["new_dtype"] == "i32"
+
+
+register(PROTOCOL, "floor", device="MPC", accepts=_float_operand, result_kind="bool",
+         cost=lambda n, m: Cost(), lower=_lower_floor, wants="bool",
+         doc="local: each party clears the fraction bits of its XOR share")
+_rules("round", _float_operand, "arith", _rounding_cost, _rounding_cost_ot,
+       _lower_round_to_integer, "bool",
+       "floor plus a round-up bit from an AND tree (log2(f+1) rounds); B2A of both, 1 round",
+       "floor plus a round-up bit from an AND tree, AND triples by OT; B2A pairs by bit-OLE")
+_rules("convert_element_type", _float_to_int, "arith", _rounding_cost, _rounding_cost_ot,
+       _lower_round_to_integer, "bool",
+       "toward zero: shifted floor plus a round-up bit (x < 0, fraction != 0) from an AND "
+       "tree; B2A of both, 1 round",
+       "toward zero: shifted floor plus a round-up bit from an AND tree, AND triples by OT; "
+       "B2A pairs by bit-OLE")

@@ -65,6 +65,7 @@ import numpy as np
 from ..errors import MixcError
 from ..ir.ops import OPS, conv_output_perm, conv_output_spatial
 from . import Cost, register
+from .plaintext import MPC_PUBLIC_OPS
 from .private import HE_PROTOCOL, owner_of
 
 PROTOCOL = "he"
@@ -72,7 +73,7 @@ PUBLIC_PROTOCOL = "he_public"
 HE_PUBLIC_KEY = "HE public key"
 MAX_FRAC_BITS = 56
 
-STRUCTURAL = ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice")
+STRUCTURAL = ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "take")
 AFFINE = ("add", "sub", "neg", "reduce_sum", "concatenate", "pad", "convert_element_type") \
     + STRUCTURAL
 PRODUCTS = ("mul", "div", "dot_general", "conv_general_dilated")
@@ -784,7 +785,7 @@ register(PROTOCOL, "to", device="MPC", accepts=_into_mpc, result_kind="arith",
 register(PROTOCOL, "reveal", device="PYU", accepts=_from_he, result_kind="plain",
          cost=_reveal_cost, lower=_lower,
          doc="sanitised ciphertexts to the key owner, who decrypts (masked, to the evaluator)")
-for _op in ("constant",) + AFFINE + PRODUCTS:
+for _op in sorted(set(("constant",) + AFFINE + PRODUCTS + MPC_PUBLIC_OPS)):
     register(PUBLIC_PROTOCOL, _op, device="HE", accepts=_all_public, result_kind="public",
              cost=lambda n, m: Cost(), lower=_lower_public,
              doc="public values on an HE device: computed by both parties")

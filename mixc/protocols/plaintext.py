@@ -88,8 +88,8 @@ register(PROTOCOL, "reveal", device="PYU", accepts=_all_public, result_kind="pla
 MPC_PUBLIC_OPS = ("constant", "add", "sub", "mul", "div", "neg", "max", "min", "dot_general",
                   "conv_general_dilated",
                   "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze", "slice",
-                  "concatenate", "pad", "convert_element_type", "integer_pow", "lt", "eq",
-                  "and", "or", "xor", "not", "select_n", "shl", "lshr", "ashr")
+                  "concatenate", "pad", "take", "convert_element_type", "integer_pow", "lt", "eq",
+                  "and", "or", "xor", "not", "select_n", "shl", "lshr", "ashr", "floor", "round")
 for _op in MPC_PUBLIC_OPS:
     register(PROTOCOL, _op, device="MPC", accepts=_all_public, result_kind="public",
              cost=_free, lower=_lower_local)

@@ -41,6 +41,7 @@ sqrt         [2^-8, 2^14]     rel   1.0e-5   1.5e-6   5.7e-6   7     5      13 (
 rsqrt        [2^-8, 2^14]     rel   3.0e-5   2.0e-5   2.2e-5   6     5      12 (1)
 logistic     all of R         abs   2.5e-4   1.6e-4   1.8e-4   7     6      2 (2)
 tanh         all of R         abs   4.0e-4   3.2e-4   3.5e-4   7     6      2 (2)
+erf          all of R         abs   2.5e-4   1.6e-4   1.7e-4   7     6      2 (2)
 softmax      any logits,      abs   1.0e-4   5.7e-6   5.6e-5   9+    14+    (below)
              rows <= 4096
 log_softmax  as softmax       abs   1.5e-4   4.2e-5   1.1e-4   8+    11+    (below)
@@ -82,6 +83,10 @@ Methods, and behaviour outside the range:
   1 - 1.6e-4 above, 1.6e-4 below.
 - tanh: the same with a = min(|x|, 4.125), p ~ tanh(a) with p(0) = 0,
   result s p: odd, tanh(0) = 0; saturates at +-(1 - 3.2e-4).
+- erf: the same with a = min(|x|, 2.78125), p ~ erf(a) with p(0) = 0,
+  result s p (odd); saturates at +-(1 - 1.6e-4). erfc is 1 - erf (so its
+  relative error grows where erfc is small); jax.nn.gelu(approximate=False)
+  uses it.
 - softmax: z = x - max(x) (exact; the max costs n-1 comparisons in
   ceil(log2 n) layers), e = exp(z) with only the low clamp (one comparison),
   s = sum(e) in [1, n]; reduction of s on [1, 4^H), 4^H >= 1.001 n, without
@@ -148,7 +153,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["exp", "log", "reciprocal", "div", "sqrt", "rsqrt", "sigmoid", "tanh",
+__all__ = ["exp", "log", "reciprocal", "div", "sqrt", "rsqrt", "sigmoid", "tanh", "erf",
            "softmax", "log_softmax", "APPROXIMATIONS", "BINARY_APPROXIMATIONS",
            "ERROR_BOUNDS", "SOFTMAX_ERROR", "LOG_SOFTMAX_ERROR", "FIXED_POINT_ATOL",
            "allowed_error"]
@@ -188,6 +193,12 @@ _SIG_COEFFS = _dyadic(257933, 16843, -32216, 44208, -48718, 23579, 15765, -19115
 _TANH_CLAMP = 4.125
 _TANH_SCALE = _q(2.0 / _TANH_CLAMP)
 _TANH_COEFFS = _dyadic(253722, 33686, -64433, 88416, -97433, 47158, 31527, -38230, 7647)
+
+# erf: p(t) ~ erf(a), a = min(|x|, 2.78125), t = a * q(2/2.78125) - 1 (fitted with p(0) = 0
+# and the saturation error jointly; the clamp is where that error is smallest).
+_ERF_CLAMP = 2.78125
+_ERF_SCALE = _q(2.0 / _ERF_CLAMP)
+_ERF_COEFFS = _dyadic(249247, 59395, -115308, 111225, -30085, -44492, 36293, 4923, -9096)
 
 # [1, 4) cores: t = m * q(2/3) - q(5/3) in [-1, 1].
 _M_SCALE = _q(2.0 / 3.0)
@@ -584,6 +595,19 @@ def tanh(x):
     return s * p
 
 
+def erf(x):
+    """Error function: absolute error <= 2.5e-4 on all of R.
+
+    Method as ``tanh``: s = sign(x), a = min(|x|, 2.78125), degree-8 minimax
+    p(a) ~ erf(a) with p(0) = 0, result s * p (odd, erf(0) = 0). 7 products,
+    depth 6, 2 comparisons (2 layers). Saturates at +-p(2.78125) =
+    +-(1 - 1.6e-4).
+    """
+    x = _f32(x)
+    s, p = _odd_saturating(x, _ERF_CLAMP, _ERF_SCALE, _ERF_COEFFS)
+    return s * p
+
+
 # ---------------------------------------------------------------- softmax
 
 def _sum_range(n):
@@ -638,6 +662,7 @@ APPROXIMATIONS = {
     "log": log,
     "logistic": sigmoid,
     "tanh": tanh,
+    "erf": erf,
     "sqrt": sqrt,
     "rsqrt": rsqrt,
     "reciprocal": reciprocal,
@@ -654,6 +679,7 @@ ERROR_BOUNDS = {
     "log": (2.0 ** -10, 2.0 ** 10, 4.0e-5, "abs"),
     "logistic": (-2.0 ** 15, 2.0 ** 15, 2.5e-4, "abs"),   # holds on all of R
     "tanh": (-2.0 ** 15, 2.0 ** 15, 4.0e-4, "abs"),       # holds on all of R
+    "erf": (-2.0 ** 15, 2.0 ** 15, 2.5e-4, "abs"),        # holds on all of R
     "sqrt": (2.0 ** -8, 2.0 ** 14, 1.0e-5, "rel"),
     "rsqrt": (2.0 ** -8, 2.0 ** 14, 3.0e-5, "rel"),
     "reciprocal": (2.0 ** -8, 2.0 ** 12, 1.5e-5, "rel"),  # and the same for -x

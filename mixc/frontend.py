@@ -1004,7 +1004,8 @@ PRIMITIVES = {
 }
 PRIMITIVES.update({name: _macro(build) for name, build in _MACROS.items()})
 PRIMITIVES.update({name: _approximation(name)
-                   for name in ("exp", "log", "logistic", "tanh", "sqrt", "rsqrt")})
+                   for name in ("exp", "log", "logistic", "tanh", "sqrt", "rsqrt", "erf")})
+PRIMITIVES["erfc"] = _macro(lambda params: lambda x: 1.0 - jax.scipy.special.erf(x))
 PRIMITIVES.update({  # exact on the fixed-point value; ceil(x) = -floor(-x) costs one floor
     "floor": _simple("floor"), "ceil": _macro(lambda params: lambda x: -_lax.floor(-x)),
     "round": _simple("round", lambda p: {

@@ -43,6 +43,7 @@ REFERENCE = {
     "log": np.log,
     "logistic": _sigmoid64,
     "tanh": np.tanh,
+    "erf": np.vectorize(math.erf, otypes=[np.float64]),
     "sqrt": np.sqrt,
     "rsqrt": lambda x: 1 / np.sqrt(x),
     "reciprocal": lambda x: 1 / x,
@@ -53,7 +54,7 @@ def _grid(name, n):
     lo, hi, _, _ = A.ERROR_BOUNDS[name]
     if lo > 0:
         g = np.geomspace(lo, hi, n)
-    elif name in ("logistic", "tanh"):   # dense where the function bends, sparse beyond
+    elif name in ("logistic", "tanh", "erf"):   # dense where the function bends, sparse beyond
         g = np.concatenate([np.linspace(-12, 12, n), np.geomspace(12, hi, 200), -np.geomspace(12, -lo, 200)])
     else:
         g = np.linspace(lo, hi, n)
@@ -317,6 +318,7 @@ DOCUMENTED_COST = {
     "rsqrt": (6, 5, 12, 1),
     "logistic": (7, 6, 2, 2),
     "tanh": (7, 6, 2, 2),
+    "erf": (7, 6, 2, 2),
 }
 
 
@@ -498,6 +500,7 @@ def test_exp_saturates(x, expected):
     ("rsqrt", 0.0, 16.0), ("rsqrt", -3.0, 16.0), ("rsqrt", 1e-4, 16.0), ("rsqrt", 2.0 ** 15, 2.0 ** -7),
     ("logistic", 1e4, 1.0), ("logistic", -1e4, 0.0), ("logistic", 2.0 ** 15, 1.0), ("logistic", 9.0, 1.0),
     ("tanh", 1e4, 1.0), ("tanh", -1e4, -1.0), ("tanh", -2.0 ** 15, -1.0),
+    ("erf", 1e4, 1.0), ("erf", -3.0, -1.0), ("erf", -2.0 ** 15, -1.0),
 ])
 def test_saturation_outside_range(name, x, expected):
     fn = A.APPROXIMATIONS[name]

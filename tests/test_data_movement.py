@@ -111,6 +111,8 @@ ELEMENTWISE = {
     "pow_known": (lambda a, b: (jnp.power(a, 3.0), a ** -2, a ** 0.5, jnp.power(a, -0.5)), 1e-3),
     "pow_secret": (lambda a, b: a ** b, 1e-3),
     "reciprocal": (lambda a, b: 1 / a + jnp.reciprocal(a), 1e-3),
+    "gelu_exact": (lambda a, b: jax.nn.gelu(3 * b, approximate=False), 1e-3),
+    "erfc": (lambda a, b: jax.scipy.special.erfc(2 * b), 1e-3),
 }
 
 

@@ -6,6 +6,8 @@ bounds), plus one unit 2^-18 per truncation of the last product. Inputs are
 encoded to 2^-18 first, so the reference is the function at the encoded
 input, as the bounds are stated.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,9 +18,10 @@ from mixc import approx
 
 ULP = 2.0 ** -18
 FUNCTIONS = {"exp": jnp.exp, "log": jnp.log, "logistic": jax.nn.sigmoid, "tanh": jnp.tanh,
+             "erf": jax.scipy.special.erf,
              "sqrt": jnp.sqrt, "rsqrt": jax.lax.rsqrt, "reciprocal": lambda x: 1.0 / x}
 RANGES = {"exp": (-16.0, 12.0), "log": (2.0 ** -10, 2.0 ** 10), "logistic": (-20.0, 20.0),
-          "tanh": (-10.0, 10.0), "sqrt": (2.0 ** -8, 2.0 ** 14), "rsqrt": (2.0 ** -8, 2.0 ** 14),
+          "tanh": (-10.0, 10.0), "erf": (-5.0, 5.0), "sqrt": (2.0 ** -8, 2.0 ** 14), "rsqrt": (2.0 ** -8, 2.0 ** 14),
           "reciprocal": (2.0 ** -8, 2.0 ** 12)}
 
 
@@ -39,7 +42,7 @@ def _inputs(name, n, seed):
 def _check(name, x, got):
     ref = np.asarray(FUNCTIONS[name](x), np.float64)
     exact = {"exp": np.exp, "log": np.log, "logistic": lambda v: 1 / (1 + np.exp(-v)),
-             "tanh": np.tanh, "sqrt": np.sqrt, "rsqrt": lambda v: 1 / np.sqrt(v),
+             "tanh": np.tanh, "erf": np.vectorize(math.erf), "sqrt": np.sqrt, "rsqrt": lambda v: 1 / np.sqrt(v),
              "reciprocal": lambda v: 1 / v}[name](x.astype(np.float64))
     bound = approx.allowed_error(name, exact, fixed_point=True) + 2 * ULP
     err = np.abs(np.asarray(got, np.float64) - exact)

@@ -1021,6 +1021,20 @@ HE_PRIMITIVES = frozenset((
     "gather", "dynamic_slice", "rev", "tile", "dynamic_update_slice", "scatter", "scatter-add",
     "reduce_window_sum", "cumsum"))
 PRIMITIVES["max"] = _identity_bound(PRIMITIVES["max"], -np.inf)
+
+
+def _self_comparison(rule, answer):
+    """x == x (jnp.isnan writes x != x) is known without comparing: fixed point has no NaN."""
+    def folded(trace, eqn, ins, dev, loc):
+        if ins[0] is ins[1]:
+            return [_constant(trace, np.full(eqn.outvars[0].aval.shape, answer), dev, loc)]
+        return rule(trace, eqn, ins, dev, loc)
+    return folded
+
+
+for _name, _answer in (("eq", True), ("le", True), ("ge", True),
+                       ("ne", False), ("lt", False), ("gt", False)):
+    PRIMITIVES[_name] = _self_comparison(PRIMITIVES[_name], _answer)
 _RECIPROCAL = _approximation("reciprocal")
 _POW_BY_LOGS = _macro(lambda params: lambda x, y: jnp.exp(y * jnp.log(x)))
 
@@ -1043,6 +1057,7 @@ PRIMITIVES.update({
     "reduce_prod": _reduce_tree(jnp.multiply),
     "is_finite": _always_finite, "pow": _pow,
     "sort": _macro(_bitonic_sort), "top_k": _macro(_top_k),
+    "reduce_or": _reduce_tree(jnp.logical_or), "reduce_and": _reduce_tree(jnp.logical_and),
     "log1p": _macro(lambda params: lambda x: jnp.log(1.0 + x)),
     "expm1": _macro(lambda params: lambda x: jnp.exp(x) - 1.0),
     "exp2": _macro(lambda params: lambda x: jnp.exp(x * np.float32(np.log(2.0)))),

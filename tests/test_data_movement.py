@@ -132,6 +132,8 @@ SORTS = {
     "argsort_with_ties": lambda a, b: jnp.argsort(jnp.round(4 * a) * b[0, 0] ** 0, axis=1),
     "top_k": lambda a, b: lax.top_k(a * b, 3),
     "sort_int_payload": lambda a, b: lax.sort((a * b, (a > 0).astype(jnp.int32)), num_keys=1),
+    "median": lambda a, b: jnp.median(a * b, axis=1),          # its NaN check folds away
+    "percentile": lambda a, b: jnp.percentile(a * b, 90, axis=0),
 }
 
 
@@ -142,3 +144,12 @@ def test_sorting_network(secure, plain, name):
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64),
                                    atol=ATOL)
+
+
+def test_any_all_and_counts(secure, plain):
+    def f(a, b):
+        return (jnp.any(a > b, axis=1), jnp.all(a > -0.9, axis=0), jnp.count_nonzero(a > b),
+                jnp.isnan(a * b))
+    a, b = rnd(3, 7), rnd(3, 7, seed=1)
+    for g, w in zip(secure(f, a, b), plain(f, a, b)):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

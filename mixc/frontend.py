@@ -411,10 +411,32 @@ def _scan(trace, eqn, ins, dev, loc):
     return list(carry) + stacked
 
 
+_LONGEST_WHILE = 100_000
+
+
 def _while(trace, eqn, ins, dev, loc):
-    raise TraceError(f"{_where(trace.frame)}: lax.while_loop (or fori_loop with traced bounds) "
-                     f"on {dev.kind} device {dev.name!r}: its trip count would depend on the "
-                     "data; use a Python loop, lax.scan, or fori_loop with int bounds")
+    """lax.while_loop whose condition is known when tracing at every step (a counter
+    from constants): unrolled like a scan. A condition on secret data cannot steer
+    the program."""
+    p = eqn.params
+    nc, nb = int(p["cond_nconsts"]), int(p["body_nconsts"])
+    cond_consts, body_consts, carry = ins[:nc], ins[nc:nc + nb], list(ins[nc + nb:])
+    frame = trace.frame
+    for _ in range(_LONGEST_WHILE):
+        (go,) = _inline(trace, p["cond_jaxpr"], cond_consts + carry, dev)
+        trace.frame = frame
+        known = _known_value(trace, go)
+        if known is None:
+            raise TraceError(f"{_where(frame)}: lax.while_loop (or fori_loop with traced "
+                             f"bounds) on {dev.kind} device {dev.name!r}: its condition depends "
+                             "on secret data, so the trip count would too; use a Python loop, "
+                             "lax.scan, or fori_loop with int bounds")
+        if not bool(known):
+            return carry
+        carry = _inline(trace, p["body_jaxpr"], body_consts + carry, dev)
+        trace.frame = frame
+    raise TraceError(f"{_where(frame)}: lax.while_loop ran {_LONGEST_WHILE} steps while "
+                     "tracing; mixc unrolls loops, so their trip count must be modest")
 
 
 def _known_value(trace, value):

@@ -88,3 +88,12 @@ def test_cond_with_an_index_known_when_tracing_runs_one_branch(cluster, plain):
     assert "neg(" not in text
     assert not [ln for ln in text.splitlines() if "select_n(" in ln and ":public" not in ln]
     np.testing.assert_allclose(simulate(bundle, inputs), plain(f, *inputs.values()), atol=ATOL)
+
+
+def test_while_loop_with_a_counter_from_constants(secure, plain):
+    def f(a, b):
+        def body(c):
+            i, x = c
+            return i + 1, x * 0.5 + b
+        return lax.while_loop(lambda c: c[0] < 5, body, (0, a))[1]
+    check(secure, plain, f, rnd(4), rnd(4, seed=1))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, MixcError
+from .ir.core import collector_paused
 from .ir.parser import parse_module
 from .ir.printer import print_module
 from .passes import partition, run_pipeline
@@ -90,6 +91,7 @@ class Bundle:
             return ""
         return html_view(self.name, graph, self.programs, self.audit())
 
+    @collector_paused()
     def save(self, directory):
         d = Path(directory)
         (d / "after").mkdir(parents=True, exist_ok=True)
@@ -107,31 +109,52 @@ class Bundle:
         return d
 
     @classmethod
+    @collector_paused()
     def load(cls, directory, parties=None):
         d = Path(directory)
-        path = d / MANIFEST
-        if not path.is_file():
-            raise MixcError(f"{d}: not a mixc bundle (no {MANIFEST}); make one with mixc build")
-        manifest = json.loads(path.read_text())
+        manifest = _manifest(d)
         manifest["audit"] = (d / "audit.txt").read_text() if (d / "audit.txt").exists() else ""
         manifest["dot"] = ""
-        programs = {}
-        for party in parties or manifest["parties"]:
-            if party not in manifest["parties"]:
-                raise MixcError(f"bundle {d} was built for parties {', '.join(manifest['parties'])}, "
-                                f"not {party!r}")
-            f = d / f"{_filename(party)}.mir"
-            text = _read_text(f)
-            programs[party] = parse_module(text, filename=f.name)
-            want = manifest.get("party_hashes", {}).get(party)
-            if want is not None and text_hash(text) != want:
-                raise MixcError(f"{f.name}: edited after mixc build (its sha256 "
-                                f"{text_hash(text)[:16]}... is not the manifest's "
-                                f"{want[:16]}...); rebuild the bundle")
+        programs = {party: _party_program(d, manifest, party)
+                    for party in parties or manifest["parties"]}
         stages = {}
         for f in sorted((d / "after").glob("*.mir")):
             stages[f.stem] = f.read_text()
         return cls(manifest["program"], stages, programs, manifest)
+
+
+def check_programs(directory):
+    """Raise unless every party's program file is the one built. A file whose sha256
+    is the manifest's is the printed module itself, so only an edited one is parsed
+    (for its line:col): a lowered program of 10^5 lines takes seconds to parse."""
+    d = Path(directory)
+    manifest = _manifest(d)
+    for party in manifest["parties"]:
+        _party_program(d, manifest, party, parse=False)
+
+
+def _manifest(d):
+    path = d / MANIFEST
+    if not path.is_file():
+        raise MixcError(f"{d}: not a mixc bundle (no {MANIFEST}); make one with mixc build")
+    return json.loads(path.read_text())
+
+
+def _party_program(d, manifest, party, parse=True):
+    """``party``'s Module (None when not ``parse``), checked against the manifest's hash."""
+    if party not in manifest["parties"]:
+        raise MixcError(f"bundle {d} was built for parties {', '.join(manifest['parties'])}, "
+                        f"not {party!r}")
+    f = d / f"{_filename(party)}.mir"
+    text = _read_text(f)
+    want = manifest.get("party_hashes", {}).get(party)
+    edited = want is not None and text_hash(text) != want
+    program = parse_module(text, filename=f.name) if parse or edited else None
+    if edited:
+        raise MixcError(f"{f.name}: edited after mixc build (its sha256 "
+                        f"{text_hash(text)[:16]}... is not the manifest's "
+                        f"{want[:16]}...); rebuild the bundle")
+    return program
 
 
 def _read_text(f):
@@ -163,6 +186,7 @@ def program_hash(texts) -> str:
     return h.hexdigest()
 
 
+@collector_paused()
 def build(program, passes=None, verify_between=False, network="lan", prefer=None) -> Bundle:
     from .audit import audit_text, dot_graph
     from .protocols import NETWORKS, RULES, load

@@ -952,8 +952,8 @@ def _run_local(args):
         _session(args, manifest)          # validates the hex
     for p in parties:
         _output_names(manifest, p)
-    from .bundle import Bundle
-    Bundle.load(directory)                # every party's program parses and is the one built
+    from .bundle import check_programs
+    check_programs(directory)             # every party's program is the one built
     if args.tls is not None:
         from .tls import contexts
         for p in parties:

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from ..errors import InputError, MixcError
+from ..ir.core import collector_paused
 from ..ir.ops import NUMPY_DTYPES, OPS
 from . import kernels
 
@@ -76,6 +77,7 @@ class PartyExecutor:
                 key = bytes(np.asarray(self.link.recv(peer, SEED_TAG, op="key agreement")))
             self.keys[seed] = key
 
+    @collector_paused()
     def run(self, checkpoint=None):
         """Run the program; its outputs by name. ``checkpoint``: (index, fn), fn() is
         called before node ``index`` runs (or at the end): the benchmarks time a program

@@ -257,6 +257,8 @@ ERRORS = [
     (_H + '%0: f32[2]@p1 = constant() {value=array<bool[1]>"Ag=="}\n', 4, 49,
      "array<bool> holds bytes other than 0 and 1"),
     (_H + "%0: f32[2]@p1 = input() {x=1, x=2}\n", 4, 31, "attribute 'x' is given twice"),
+    (_H + "%0: f32[2]@p1 = input() {p=((1,), (2,)), p=1}\n", 4, 42,
+     "attribute 'p' is given twice"),
     (_H + '%0: f32[2]@p1 = input() {x="a\\qb"}\n', 4, 30, "bad escape in string"),
     (_H + "device p1 = PYU(\"b\")\n", 4, 8, "device 'p1' is declared twice"),
     (_H + "device p2 = PYX(\"a\")\n", 4, 13, "unknown device kind 'PYX' (did you mean 'PYU'?)"),
@@ -406,3 +408,16 @@ def test_parse_speed_10k_lines():
     # that a loaded CI machine does not flake.
     assert took < 3.0, f"parsing 10k lines took {took:.2f} s"
     assert back == m
+
+
+def test_attribute_block_fast_and_slow_paths_agree():
+    """A block of ints, strings, keywords and int tuples lexes as one token; an array
+    sends the same block token by token: both give the same attributes."""
+    block = 'p=((1,), (2, 3), ()), s="a\\"b", t=true, n=none, i=-4, e=()'
+    want = {"p": ((1,), (2, 3), ()), "s": 'a"b', "t": True, "n": None, "i": -4, "e": ()}
+    fast = parse_module(_H + "%0: f32[2]@p1 = input() {" + block + "}\n")
+    slow = parse_module(_H + "%0: f32[2]@p1 = input() {" + block
+                        + ', z=array<i32[1]>"AQAAAA=="}\n')
+    assert fast.nodes[0].attrs == want
+    z = slow.nodes[0].attrs.pop("z")
+    assert slow.nodes[0].attrs == want and z.tolist() == [1]

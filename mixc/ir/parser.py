@@ -22,7 +22,7 @@ passed to the Lark constructor, so no parse tree is built; the Lark object
 is built once per process and shared by threads (per-parse state is
 thread-local). Time goes per token, so the grammar lexes the most frequent
 pieces (a whole type, ``%3:``, ``name=``, ``op(%1, %2)``, a flat int tuple,
-``loc(...)``) as one token each, with a token-by-token path beside it for
+``loc(...)``, an attribute block without arrays or floats) as one token each, with a token-by-token path beside it for
 anything else (see the top of ``grammars/ir.lark``); types and int tuples
 are converted once per distinct text. A 10k-line per-party program with a
 2 MiB array parses in about 0.6 s.
@@ -116,6 +116,8 @@ def _found(token) -> str:
     text = str(token).strip(" \t")
     if token.type in ("ATTR_EQ", "RESULT"):  # "p2 =", "%3:" -> the name alone
         text = text.rstrip("=: \t")
+    if token.type == "ATTRS":  # a whole attribute block where none may be: its brace
+        text = "{"
     if len(text) > 30:
         text = text[:27] + "..."
     return repr(text) if "'" in text else f"'{text}'"
@@ -320,6 +322,64 @@ def _ints(tok):
         raise _at(tok, "integer has too many digits") from None
 
 
+class _Misplaced(Exception):
+    """A problem at a character offset inside a one-token attribute block."""
+
+    def __init__(self, offset, message):
+        super().__init__(message)
+        self.offset, self.message = offset, message
+
+
+_BLOCK_PIECES = re.compile(r'([A-Za-z_][A-Za-z0-9_.]*)[ \t]*=|"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
+                           r"|[+-]?[0-9]+|true|false|none|[()]")
+_KEYWORDS = {"true": True, "false": False, "none": None}
+
+
+@functools.lru_cache(maxsize=4096)
+def _block_items(text):
+    """The (name, value) pairs of a one-token attribute block (blocks repeat: cached)."""
+    items, keys, open_tuples, key = [], set(), [], None
+    for m in _BLOCK_PIECES.finditer(text):
+        piece = m.group()
+        if m.group(1) is not None:
+            key = m.group(1)
+            if key in keys:
+                raise _Misplaced(m.start(), f"attribute {key!r} is given twice")
+            keys.add(key)
+            continue
+        if piece == "(":
+            open_tuples.append([])
+            continue
+        if piece == ")":
+            value = tuple(open_tuples.pop())
+        elif piece in _KEYWORDS:
+            value = _KEYWORDS[piece]
+        elif piece[0] == '"':
+            try:
+                value = json.loads(piece, strict=False) if "\\" in piece else piece[1:-1]
+            except ValueError as e:
+                raise _Misplaced(m.start() + (getattr(e, "pos", 0) or 0),
+                                 f"bad escape in string: {getattr(e, 'msg', e)}") from None
+        else:
+            try:
+                value = int(piece)
+            except ValueError:
+                raise _Misplaced(m.start(), "integer has too many digits") from None
+        if open_tuples:
+            open_tuples[-1].append(value)
+        else:
+            items.append((key, value))
+    return tuple(items)
+
+
+def _block_attrs(tok):
+    """An attribute block lexed as one ATTRS token, as a fresh dict."""
+    try:
+        return dict(_block_items(str(tok)))
+    except _Misplaced as e:
+        raise _at(_shifted(tok, e.offset), e.message) from None
+
+
 _SCALARS = {"INT": lambda t: _int(t), "FLOAT": float, "STRING": lambda t: _string(t),
             "TRUE": _true, "FALSE": _false, "NONE": _none, "INTS": _ints}
 
@@ -461,6 +521,8 @@ class _Build:
 
     # attributes
     def attrs(self, ch):
+        if type(ch[0]) is Token and ch[0].type == "ATTRS":
+            return _block_attrs(ch[0])
         out = {}
         for j in range(0, len(ch), 2):
             tok = ch[j]

@@ -9,6 +9,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 PROGRAM = f'''
+import jax
 import jax.numpy as jnp
 import mixc
 from mixc import device, reveal
@@ -31,6 +32,17 @@ def ops(a, b, k):
         "pad": jnp.pad(a, ((1, 0), (0, 2)), constant_values=0.5),
         "div_public": a / 4.0,
         "int_ops": k * 3 + k.sum(),
+        # later additions, whose attributes (take's index arrays, round's method)
+        # must survive the text each party process parses
+        "gather_flip": jnp.flip(a, 0)[jnp.array([3, 0, 0])],
+        "scatter_add": a.at[jnp.array([0, 0, 2]), 1].add(b[:3, 0]),
+        "sort": jnp.sort(a * b, axis=1),
+        "pool": jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, (2, 2), (1, 1), "SAME"),
+        "cumsum": jnp.cumsum(a, axis=1),
+        "rounding": jnp.floor(a * 4) + jnp.round(b * 4) - jax.lax.round(a * 2),
+        "to_int": (a * 10).astype(jnp.int32),
+        "scan_cond": jax.lax.scan(lambda c, r: (jax.lax.cond(r.sum() > 0, lambda: c + r,
+                                                             lambda: c - r), c), a[0], b)[1],
     }}
 
 

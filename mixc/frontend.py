@@ -115,6 +115,7 @@ class _Trace:
     def __init__(self, name):
         self.module = Module(name)
         self.public = set()  # MPC values computed from constants only
+        self.known = {}      # public value -> its numpy value, computed as it is emitted
         self.producer = {}   # value -> the node that made it
         self.frame = None    # the author's frame of the equation being translated
 
@@ -129,7 +130,17 @@ class _Trace:
         from_constants = op == "constant" or (operands and all(v in self.public for v in operands))
         if on_mpc and op != "to" and from_constants:
             self.public.update(node.results)
+            self._evaluate(node)
         return node
+
+    def _evaluate(self, node):
+        """Record a public node's value, so that indices, loop conditions and branch
+        choices computed from constants are known when compiling."""
+        impl = opdef(node.op).impl
+        args = [self.known.get(v) for v in node.operands]
+        if impl is None or len(node.results) != 1 or any(a is None for a in args):
+            return
+        self.known[node.result] = np.asarray(impl(node.attrs, *args))
 
 
 def _aval_type(aval, device):
@@ -331,6 +342,8 @@ def _translate(trace, jaxpr, env, dev, frame, pinned=False):
             outs = _translate(trace, inner, inner_env, dev, eframe, pinned)
         else:
             rule = PRIMITIVES.get(name)
+            if (rule is None or name in _APPROXIMATED) and ins and _all_known(trace, ins):
+                rule = _folded_constant    # exact, where an approximation would be used
             if dev.kind == "HE" and name not in HE_PRIMITIVES \
                     and not all(v in trace.public for v in ins):
                 raise TraceError(f"{_where(eframe)}: '{name}' is not a linear op: HE device "
@@ -340,12 +353,31 @@ def _translate(trace, jaxpr, env, dev, frame, pinned=False):
             if rule is None:
                 raise TraceError(f"{_where(eframe)}: jnp op '{name}' is not supported on MPC "
                                  f"device {dev.name!r} yet (supported: "
-                                 f"{', '.join(sorted(PRIMITIVES))})")
+                                 f"{', '.join(sorted(PRIMITIVES))}, and any op on values "
+                                 "known when compiling)")
             trace.frame = eframe
             outs = rule(trace, eqn, ins, dev, loc)
         for var, v in zip(eqn.outvars, outs):
             env[var] = v
     return [_read(trace, env, v, dev, _loc(frame)) for v in jaxpr.outvars]
+
+
+# rules that approximate (or expand into approximations): on known values, folded exactly
+_APPROXIMATED = frozenset(("exp", "log", "logistic", "tanh", "sqrt", "rsqrt", "erf", "erfc",
+                           "log1p", "expm1", "exp2", "pow", "integer_pow", "div"))
+
+
+def _all_known(trace, ins):
+    return all(_known_value(trace, v) is not None for v in ins)
+
+
+def _folded_constant(trace, eqn, ins, dev, loc):
+    """Any op on values known when compiling (a positional encoding's sin of positions):
+    JAX computes it now, and its result is a public constant."""
+    args = [_known_value(trace, v).astype(var.aval.dtype) for v, var in zip(ins, eqn.invars)]
+    out = eqn.primitive.bind(*args, **eqn.params)
+    outs = out if eqn.primitive.multiple_results else [out]
+    return [_constant(trace, np.asarray(o), dev, loc) for o in outs]
 
 
 def _inner_jaxpr(eqn):
@@ -440,17 +472,8 @@ def _while(trace, eqn, ins, dev, loc):
 
 
 def _known_value(trace, value):
-    """The value of a public (constants-only) IR value, evaluated now; else None."""
-    if value not in trace.public:
-        return None
-    node = trace.producer[value]
-    if node.op == "constant":
-        return np.asarray(node.attrs["value"])
-    args = [_known_value(trace, v) for v in node.operands]
-    impl = opdef(node.op).impl
-    if impl is None or any(a is None for a in args) or len(node.results) != 1:
-        return None
-    return np.asarray(impl(node.attrs, *args))
+    """The value of a public (constants-only) IR value; None if not known when compiling."""
+    return trace.known.get(value)
 
 
 def _cond(trace, eqn, ins, dev, loc):

@@ -153,3 +153,12 @@ def test_any_all_and_counts(secure, plain):
     a, b = rnd(3, 7), rnd(3, 7, seed=1)
     for g, w in zip(secure(f, a, b), plain(f, a, b)):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_any_op_on_values_known_when_compiling(secure, plain):
+    """A positional encoding (sin/cos of positions, a power of 10000) is computed exactly
+    while compiling, though sin has no MPC protocol and pow/exp/log would be approximated."""
+    def f(a, b):
+        pos = jnp.arange(4)[:, None] / (10000 ** (jnp.arange(6)[None, :] / 6))
+        return a + jnp.sin(pos) * b + jnp.cos(pos) + jnp.log(jnp.arange(1, 7.0)) * jnp.exp(3.0)
+    check(secure, plain, f, rnd(4, 6), rnd(4, 6, seed=1), atol=1e-4)

@@ -640,11 +640,54 @@ def _approximation(name):
     return _macro(build)
 
 
+def _inline_function(trace, fn, ins, dev):
+    """The IR of a JAX function of ops mixc runs natively, applied to ``ins``."""
+    avals = [jax.ShapeDtypeStruct(v.type.shape, _NP[v.type.dtype]) for v in ins]
+    closed = jax.make_jaxpr(fn)(*avals)
+    env = dict(zip(closed.jaxpr.invars, ins))
+    for var, c in zip(closed.jaxpr.constvars, closed.consts):
+        env[var] = _constant(trace, np.asarray(c), dev, _loc(trace.frame))
+    return _translate(trace, closed.jaxpr, env, dev, trace.frame, pinned=True)
+
+
+def _int_quotient(x, d):
+    """trunc(x / d) for int32 x and a known nonzero int d (JAX's lax.div), exactly for
+    |x| < 2^f: a fixed-point product with 1/|d| and a cast give q0 within one of the
+    quotient; the exact remainder x - q0 |d| says which way to correct it."""
+    size = np.abs(d).astype(np.int32)
+    q0 = (x.astype(jnp.float32) * (1.0 / size).astype(np.float32)).astype(jnp.int32)
+    r = x - q0 * size
+    up = jnp.where(x >= 0, r >= size, r > 0).astype(jnp.int32)
+    down = jnp.where(x >= 0, r < 0, r <= -size).astype(jnp.int32)
+    return (q0 + up - down) * np.sign(d).astype(np.int32)
+
+
+def _integer_division(remainder):
+    """lax.div / lax.rem of secret integers by a divisor known when compiling."""
+    def rule(trace, eqn, ins, dev, loc):
+        d = _known_value(trace, ins[1])
+        if d is None:
+            raise TraceError(f"{loc}: integer {'remainder' if remainder else 'division'} "
+                             f"by a secret on MPC device {dev.name!r} is not implemented "
+                             "(the divisor must be known when compiling)")
+        if not np.all(d):
+            raise TraceError(f"{loc}: integer division by zero")
+        d = np.broadcast_to(d, eqn.outvars[0].aval.shape) if d.ndim else d
+
+        def fn(x):
+            q = _int_quotient(x, d)
+            return x - q * d.astype(np.int32) if remainder else q
+        return _inline_function(trace, fn, ins[:1], dev)
+    return rule
+
+
 def _div(trace, eqn, ins, dev, loc):
     """Division by a public value is a product with its reciprocal; by a secret, the
     reciprocal is approximated, before any broadcast of the divisor (softmax divides a
     row by its broadcast sum: one reciprocal per row, not per element)."""
-    if ins[1] in trace.public or np.issubdtype(eqn.outvars[0].aval.dtype, np.integer):
+    if np.issubdtype(eqn.outvars[0].aval.dtype, np.integer):
+        return _integer_division(remainder=False)(trace, eqn, ins, dev, loc)
+    if ins[1] in trace.public:
         return _elementwise("div")(trace, eqn, ins, dev, loc)
     divisor = ins[1]
     made_by = trace.producer.get(divisor)
@@ -1100,7 +1143,7 @@ PRIMITIVES.update({
     "cumsum": _cumulative(jnp.add), "cumprod": _cumulative(jnp.multiply),
     "cummax": _cumulative(jnp.maximum), "cummin": _cumulative(jnp.minimum),
     "reduce_prod": _reduce_tree(jnp.multiply),
-    "is_finite": _always_finite, "pow": _pow,
+    "is_finite": _always_finite, "pow": _pow, "rem": _integer_division(remainder=True),
     "sort": _macro(_bitonic_sort), "top_k": _macro(_top_k),
     "reduce_or": _reduce_tree(jnp.logical_or), "reduce_and": _reduce_tree(jnp.logical_and),
     "log1p": _macro(lambda params: lambda x: jnp.log(1.0 + x)),

@@ -114,3 +114,30 @@ def test_dealer_free_device(plain):
     sent = sum(s["bytes_sent_total"] for s in stats.values())
     estimate = bundle.cost_report.total.bytes
     assert abs(sent - estimate) <= 0.10 * estimate, (sent, estimate)
+
+
+# |x| < 2^18 = 2^f: the range in which integer division by a known divisor is exact
+EDGE_INTS = np.array([0, 1, -1, 2, -2, 6, -6, 7, -7, 999, -1000, 2 ** 18 - 1, -(2 ** 18 - 1)],
+                     np.int32)
+
+
+@pytest.mark.parametrize("d", [3, -7, 1000])
+def test_integer_division_and_remainder_by_a_known_divisor(secure, d):
+    """lax.div/rem, // and % of secret int32 by a constant, bit for bit as JAX."""
+    x = np.concatenate([EDGE_INTS, np.random.default_rng(d & 0xFF).integers(
+        -(2 ** 18) + 1, 2 ** 18, 64).astype(np.int32)])
+
+    def f(x, one):
+        x = x * one                      # a secret
+        return jax.lax.div(x, d), jax.lax.rem(x, d), x // d, x % d
+    got = secure(f, x, np.ones_like(x))
+    for g, w in zip(got, f(jnp.asarray(x), jnp.ones_like(x))):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_integer_division_by_a_secret_is_an_error(cluster):
+    from mixc.errors import TraceError
+    prog, _ = secure_program(cluster, lambda a, b: a // b, np.ones(3, np.int32),
+                             np.ones(3, np.int32))
+    with pytest.raises(TraceError, match="divisor must be known when compiling"):
+        build(prog)

@@ -96,6 +96,14 @@ Methods, and behaviour outside the range:
 - log_softmax: z - log(sum exp z) with the log core on [1, 4^H). Depth 11
   after the max.
 
+Periodic functions (not in the table: their error grows with |x|, so the tests
+check them separately): sin and cos reduce exactly by the integer
+k = floor(x / 2pi + 1/2) (an exact floor on XOR shares), u = x/pi - 2k in
+about [-1, 1], then an odd degree-11 polynomial p(u) ~ sin(pi u) (error
+6.2e-6 on |u| <= 1.06; 7 products, depth 6); cos(x) = sin(x + pi/2). The
+18-bit constant 1/pi makes u off by up to |x| 2^-19, so the absolute error
+is about 2e-5 + 2^-17 |x|: 1e-4 up to |x| = 10.
+
 The softmax/log_softmax fxp figures are for stochastic truncation (the real
 TruncPr): floor truncation biases every e_i the same way and the row error
 then grows with n (2e-3 at n = 4096).
@@ -154,6 +162,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["exp", "log", "reciprocal", "div", "sqrt", "rsqrt", "sigmoid", "tanh", "erf",
+           "sin", "cos",
            "softmax", "log_softmax", "APPROXIMATIONS", "BINARY_APPROXIMATIONS",
            "ERROR_BOUNDS", "SOFTMAX_ERROR", "LOG_SOFTMAX_ERROR", "FIXED_POINT_ATOL",
            "allowed_error"]
@@ -606,6 +615,27 @@ def erf(x):
     x = _f32(x)
     s, p = _odd_saturating(x, _ERF_CLAMP, _ERF_SCALE, _ERF_COEFFS)
     return s * p
+
+
+# sin(pi u) ~ sum_k c_k u^(2k+1) on |u| <= 1.06 (numerators of 2^-18)
+_SIN_COEFFS = _dyadic(823549, -1354669, 668394, -156735, 20991, -1531)
+
+
+def sin(x):
+    """sine: abs error about 2e-5 + 2^-17 |x| (see "Periodic functions" above)."""
+    x = _f32(x)
+    k = jnp.floor(x * _q(1 / (2 * math.pi)) + 0.5)
+    u = x * _q(1 / math.pi) - 2.0 * k
+    u2 = u * u
+    p = jnp.zeros_like(u) + _SIN_COEFFS[-1]
+    for c in reversed(_SIN_COEFFS[:-1]):
+        p = p * u2 + c
+    return p * u
+
+
+def cos(x):
+    """cosine as sin(x + pi/2)."""
+    return sin(_f32(x) + _q(math.pi / 2))
 
 
 # ---------------------------------------------------------------- softmax

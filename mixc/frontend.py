@@ -364,7 +364,7 @@ def _translate(trace, jaxpr, env, dev, frame, pinned=False):
 
 # rules that approximate (or expand into approximations): on known values, folded exactly
 _APPROXIMATED = frozenset(("exp", "log", "logistic", "tanh", "sqrt", "rsqrt", "erf", "erfc",
-                           "log1p", "expm1", "exp2", "pow", "integer_pow", "div"))
+                           "sin", "cos", "log1p", "expm1", "exp2", "pow", "integer_pow", "div"))
 
 
 def _all_known(trace, ins):
@@ -1094,6 +1094,8 @@ PRIMITIVES.update({name: _macro(build) for name, build in _MACROS.items()})
 PRIMITIVES.update({name: _approximation(name)
                    for name in ("exp", "log", "logistic", "tanh", "sqrt", "rsqrt", "erf")})
 PRIMITIVES["erfc"] = _macro(lambda params: lambda x: 1.0 - jax.scipy.special.erf(x))
+PRIMITIVES["sin"] = _macro(_approx_attr("sin"))
+PRIMITIVES["cos"] = _macro(_approx_attr("cos"))
 PRIMITIVES.update({  # exact on the fixed-point value; ceil(x) = -floor(-x) costs one floor
     "floor": _simple("floor"), "ceil": _macro(lambda params: lambda x: -_lax.floor(-x)),
     "round": _simple("round", lambda p: {

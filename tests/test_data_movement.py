@@ -162,3 +162,21 @@ def test_any_op_on_values_known_when_compiling(secure, plain):
         pos = jnp.arange(4)[:, None] / (10000 ** (jnp.arange(6)[None, :] / 6))
         return a + jnp.sin(pos) * b + jnp.cos(pos) + jnp.log(jnp.arange(1, 7.0)) * jnp.exp(3.0)
     check(secure, plain, f, rnd(4, 6), rnd(4, 6, seed=1), atol=1e-4)
+
+
+def test_sin_cos_within_their_bound(secure, plain):
+    """Random Fourier features cos(x W + b) of a secret x; |argument| <= 10 gives
+    abs error <= 2e-5 + 2^-17 |x| (mixc.approx, "Periodic functions")."""
+    x = rnd(64, 3, lo=-2.0, hi=2.0)
+    w = rnd(3, 16, seed=1, lo=-2.0, hi=2.0)
+    b = rnd(16, seed=2, lo=0.0, hi=6.28)
+
+    def f(x, w, b):
+        z = x @ w + b
+        return jnp.cos(z), jnp.sin(z), z
+    got = secure(f, x, w, b)
+    bound = 2e-5 + 2.0 ** -17 * np.abs(np.asarray(got[2], np.float64)) + 1e-5
+    for g, ref in zip(got[:2], (np.cos, np.sin)):
+        err = np.abs(np.asarray(g, np.float64) - ref(np.asarray(got[2], np.float64)))
+        assert (err <= bound).all(), float(err.max())
+    np.testing.assert_allclose(got[0], plain(f, x, w, b)[0], atol=2e-4)

@@ -560,8 +560,11 @@ def _alias(trace, eqn, ins, dev, loc):
 
 
 def _convert(trace, eqn, ins, dev, loc):
-    if dtype_name(eqn.params["new_dtype"]) == ins[0].type.dtype:
+    new = dtype_name(eqn.params["new_dtype"])
+    if new == ins[0].type.dtype:
         return ins
+    if new == "bool" and ins[0] not in trace.public:   # as in JAX: nonzero is true
+        return _inline_function(trace, lambda x: x != 0, ins, dev)
     return _simple("convert_element_type",
                    lambda p: {"new_dtype": dtype_name(p["new_dtype"])})(trace, eqn, ins, dev, loc)
 

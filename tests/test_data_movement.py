@@ -149,7 +149,7 @@ def test_sorting_network(secure, plain, name):
 def test_any_all_and_counts(secure, plain):
     def f(a, b):
         return (jnp.any(a > b, axis=1), jnp.all(a > -0.9, axis=0), jnp.count_nonzero(a > b),
-                jnp.isnan(a * b))
+                jnp.isnan(a * b), jnp.round(a * 2).astype(bool), jnp.logical_not(a * 0))
     a, b = rnd(3, 7), rnd(3, 7, seed=1)
     for g, w in zip(secure(f, a, b), plain(f, a, b)):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

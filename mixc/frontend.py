@@ -849,6 +849,11 @@ def _take(trace, source, positions, t, loc):
 def _movement(data):
     """A primitive that only moves elements of the operands numbered in ``data``."""
     def rule(trace, eqn, ins, dev, loc):
+        secret = [i for i, v in enumerate(ins) if i not in data and _known_value(trace, v) is None]
+        if secret and eqn.primitive.name == "gather":
+            return _secret_gather(trace, eqn, ins, dev, loc)
+        if secret and eqn.primitive.name == "dynamic_slice":
+            return _secret_dynamic_slice(trace, eqn, ins, dev, loc)
         args, flats, offset = [], [], 0
         for i, v in enumerate(ins):
             if i in data:
@@ -866,6 +871,73 @@ def _movement(data):
             loc).result
         return [_take(trace, source, positions, _aval_type(eqn.outvars[0].aval, dev), loc)]
     return rule
+
+
+def _take_axis(eqn, shape, index_shape):
+    """The axis a gather takes whole slices along, one index each (x[idx], jnp.take), and
+    where the indices' dims go in the result; None for any other gather."""
+    dn, sizes = eqn.params["dimension_numbers"], eqn.params["slice_sizes"]
+    if (len(dn.start_index_map) != 1 or tuple(dn.collapsed_slice_dims) != tuple(dn.start_index_map)
+            or dn.operand_batching_dims or index_shape[-1:] != (1,)):
+        return None
+    (axis,) = dn.start_index_map
+    if any(size != (1 if j == axis else n) for j, (size, n) in enumerate(zip(sizes, shape))):
+        return None
+    # the layout, checked on a sample: the index dims sit at some position ``at``
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal(shape).astype(np.float32)
+    picks = rng.integers(0, shape[axis], index_shape).astype(np.int32)
+    want = np.asarray(eqn.primitive.bind(sample, picks, **eqn.params))
+    for at in range(len(shape)):
+        got = np.take(sample, picks[..., 0], axis=axis)       # index dims at ``axis``
+        got = np.moveaxis(got, list(range(axis, axis + len(index_shape) - 1)),
+                          list(range(at, at + len(index_shape) - 1)))
+        if got.shape == want.shape and np.array_equal(got, want):
+            return axis, at
+    return None
+
+
+def _secret_gather(trace, eqn, ins, dev, loc):
+    """x[idx] / jnp.take with secret indices: a one-hot of the indices (one equality
+    test per index and candidate) contracted with x by one matrix product. An index
+    out of range selects nothing (zeros)."""
+    operand, indices = ins
+    found = _take_axis(eqn, tuple(operand.type.shape), tuple(indices.type.shape))
+    if found is None:
+        raise TraceError(f"{loc}: gather with indices computed from secret values: mixc "
+                         "gathers by secret indices only along one axis (x[idx], jnp.take)")
+    axis, at = found
+    n, k = operand.type.shape[axis], len(indices.type.shape) - 1
+
+    def fn(x, idx):
+        one_hot = (idx[..., 0, None] == jnp.arange(n, dtype=idx.dtype)).astype(x.dtype)
+        picked = jnp.tensordot(one_hot, x, axes=((k,), (axis,)))   # index dims first
+        rest = list(range(k, picked.ndim))
+        order = rest[:at] + list(range(k)) + rest[at:]
+        return jnp.transpose(picked, order)
+    return _inline_function(trace, fn, ins, dev)
+
+
+def _secret_dynamic_slice(trace, eqn, ins, dev, loc):
+    """lax.dynamic_slice (x[i] for a scalar i) with secret starts: along each such axis
+    the candidate windows (known positions) are contracted with a one-hot of the
+    start, clamped into range as JAX does."""
+    sizes = tuple(eqn.params["slice_sizes"])
+    known = [_known_value(trace, v) is not None for v in ins[1:]]
+
+    def fn(x, *starts):
+        for axis, (start, size, is_known) in enumerate(zip(starts, sizes, known)):
+            n = x.shape[axis]
+            if is_known or size == n:
+                x = jax.lax.dynamic_slice_in_dim(x, start, size, axis)
+                continue
+            count = n - size + 1
+            windows = jnp.take(x, np.arange(count)[:, None] + np.arange(size)[None, :], axis=axis)
+            one_hot = (jnp.clip(start, 0, count - 1) == jnp.arange(count, dtype=start.dtype))
+            x = jnp.tensordot(one_hot.astype(x.dtype), jnp.moveaxis(windows, axis, 0),
+                              axes=((0,), (0,)))
+        return x
+    return _inline_function(trace, fn, ins, dev)
 
 
 _LARGEST_SCATTER_ADD = 1 << 24    # output x update elements: where each update lands

@@ -59,11 +59,29 @@ def test_index_from_a_loop_counter(secure, plain):
     check(secure, plain, f, rnd(4, 5), rnd(4, 5, seed=1))
 
 
-def test_secret_index_is_an_error_naming_the_line(cluster):
-    def f(a, b):
-        return b[jnp.argmax(a)]  # SECRET-INDEX
-    prog, _ = secure_program(cluster, f, rnd(4), rnd(4, seed=1))
-    with pytest.raises(TraceError, match="indices computed from secret values") as e:
+SECRET_INDEX = {
+    "embedding": lambda t, i: t[i],
+    "take_axis1": lambda t, i: jnp.take(t, i[0] % 4, axis=1),
+    "negative": lambda t, i: t[i - 10],
+    "scalar": lambda t, i: t[i[0, 0]],
+    "argmax_pick": lambda t, i: t[:, 1][jnp.argmax(t[:, 0] * i[0, 0])],
+    "window_clamped": lambda t, i: lax.dynamic_slice(t, (i[1, 2] + 5, 1), (4, 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_INDEX))
+def test_secret_indices_by_one_hot(secure, plain, name):
+    """Secret token ids into the other party's embedding table, and friends."""
+    table = rnd(10, 4)
+    tokens = np.array([[3, 0, 9], [9, 9, 1]], np.int32)
+    check(secure, plain, SECRET_INDEX[name], table, tokens)
+
+
+def test_secret_two_dimensional_index_is_an_error_naming_the_line(cluster):
+    def f(a, i):
+        return a[i, i]  # SECRET-INDEX
+    prog, _ = secure_program(cluster, f, rnd(4, 4), np.array([1, 2], np.int32))
+    with pytest.raises(TraceError, match="only along one axis") as e:
         build(prog)
     assert "test_data_movement.py:" in str(e.value)
 

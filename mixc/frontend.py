@@ -398,12 +398,17 @@ def _inner_jaxpr(eqn):
 # known when tracing (its body is copied that many times) and every branch of a cond
 # runs, the index selecting among the results.
 
-def _inline(trace, closed, ins, dev):
-    """The IR of a closed jaxpr applied to ``ins``, its ops at the author's lines."""
+def _inline(trace, closed, ins, dev, pinned=False):
+    """The IR of a closed jaxpr applied to ``ins``: its ops at the author's lines, or all
+    at the current one (``pinned``: mixc's own expansions)."""
     env = dict(zip(closed.jaxpr.invars, ins))
     for var, c in zip(closed.jaxpr.constvars, closed.consts):
         env[var] = _constant(trace, np.asarray(c), dev, _loc(trace.frame))
-    return _translate(trace, closed.jaxpr, env, dev, trace.frame)
+    return _translate(trace, closed.jaxpr, env, dev, trace.frame, pinned)
+
+
+def _avals(ins):
+    return [jax.ShapeDtypeStruct(v.type.shape, _NP[v.type.dtype]) for v in ins]
 
 
 def _scan(trace, eqn, ins, dev, loc):
@@ -624,15 +629,11 @@ def _macro(build):
     traced = {}
 
     def rule(trace, eqn, ins, dev, loc):
-        avals = [jax.ShapeDtypeStruct(v.type.shape, _NP[v.type.dtype]) for v in ins]
+        avals = _avals(ins)
         key = (repr(sorted(eqn.params.items())), tuple((a.shape, a.dtype) for a in avals))
         if key not in traced:
             traced[key] = jax.make_jaxpr(build(eqn.params))(*avals)
-        closed = traced[key]
-        env = dict(zip(closed.jaxpr.invars, ins))
-        for var, c in zip(closed.jaxpr.constvars, closed.consts):
-            env[var] = _constant(trace, np.asarray(c), dev, loc)
-        return _translate(trace, closed.jaxpr, env, dev, trace.frame, pinned=True)
+        return _inline(trace, traced[key], ins, dev, pinned=True)
     return rule
 
 
@@ -645,12 +646,7 @@ def _approximation(name):
 
 def _inline_function(trace, fn, ins, dev):
     """The IR of a JAX function of ops mixc runs natively, applied to ``ins``."""
-    avals = [jax.ShapeDtypeStruct(v.type.shape, _NP[v.type.dtype]) for v in ins]
-    closed = jax.make_jaxpr(fn)(*avals)
-    env = dict(zip(closed.jaxpr.invars, ins))
-    for var, c in zip(closed.jaxpr.constvars, closed.consts):
-        env[var] = _constant(trace, np.asarray(c), dev, _loc(trace.frame))
-    return _translate(trace, closed.jaxpr, env, dev, trace.frame, pinned=True)
+    return _inline(trace, jax.make_jaxpr(fn)(*_avals(ins)), ins, dev, pinned=True)
 
 
 def _int_quotient(x, d):

@@ -352,9 +352,9 @@ def _translate(trace, jaxpr, env, dev, frame, pinned=False):
                                  "it on an MPC device or at the key owner")
             if rule is None:
                 raise TraceError(f"{_where(eframe)}: jnp op '{name}' is not supported on MPC "
-                                 f"device {dev.name!r} yet (supported: "
-                                 f"{', '.join(sorted(PRIMITIVES))}, and any op on values "
-                                 "known when compiling)")
+                                 f"device {dev.name!r} yet: no protocol computes it on secret "
+                                 "values (it runs on a PYU, and on values known when "
+                                 "compiling; mixc.frontend.PRIMITIVES lists the MPC ops)")
             trace.frame = eframe
             outs = rule(trace, eqn, ins, dev, loc)
         for var, v in zip(eqn.outvars, outs):

@@ -314,6 +314,14 @@ def test_int32_bitwise(secure, plain):
     exact(secure, plain, lambda x: lax.shift_right_logical(x, 2), i32(-1, -8, I32_MIN, -3))
 
 
+def test_int32_words_in_boolean_shares_move_as_words(secure, plain):
+    """Structural ops on XOR-shared int words (not 0/1 bools) move whole words."""
+    x = i32(3, -5, I32_MAX, 7, I32_MIN, 0, 1, -1)
+    y = i32(1, 2, 3, 4, 5, 6, 7, 8)
+    exact(secure, plain,
+          lambda x, y: jnp.concatenate([x ^ y, (x << 1) & y]).reshape(4, 4).T[::-1, 1:3], x, y)
+
+
 # ------------------------------------------------------------ hypothesis
 
 def floats(bound):

@@ -365,16 +365,18 @@ def _lower_shift(ctx, node):
 
 
 def _lower_structural(ctx, node):
-    """Structural ops are local: each party unpacks its bits, moves them, packs them."""
+    """Structural ops are local: each party moves its share's elements -- whole words
+    for int and fixed-point values; bits, unpacked then packed again, for bools."""
     device = _device(ctx, node.result)
     attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
     xs = [bool_shares_of(ctx, v, device) for v in node.operands]
+    packed = _packed(node.result.type.dtype)
     out = {}
     for p in parties(device):
         elems = [ctx.emit(p, "bits_unpack", [x[p]], "bool", {"shape": tuple(v.type.shape)})
-                 for x, v in zip(xs, node.operands)]
+                 if packed else x[p] for x, v in zip(xs, node.operands)]
         moved = ctx.emit(p, node.op, elems, "bool", attrs)
-        out[p] = ctx.emit(p, "bits_pack", [moved], "bool")
+        out[p] = ctx.emit(p, "bits_pack", [moved], "bool") if packed else moved
     ctx.parts[node.result] = out
 
 

@@ -1111,7 +1111,7 @@ class _Conn:
     """Per-peer state: the socket and the send queue its sender thread drains."""
 
     __slots__ = ("peer", "sock", "transport", "cv", "items", "busy", "sender", "receiver",
-                 "delivered")
+                 "delivered", "said_goodbye")
 
 
 class TcpLink(Link):
@@ -1160,6 +1160,7 @@ class TcpLink(Link):
             c.items = collections.deque()
             c.busy = False
             c.delivered = False     # the goodbye (so everything before it) was written
+            c.said_goodbye = False  # the peer's goodbye was read: it finished first
             c.sender = threading.Thread(target=self._send_loop, args=(c,),
                                         name=f"mixc-send-{party}-{peer}", daemon=True)
             c.receiver = threading.Thread(target=self._recv_loop, args=(c,),
@@ -1262,6 +1263,7 @@ class TcpLink(Link):
                 if kind == _KIND_GOODBYE:
                     if tag or length or ndim or code:
                         raise _Malformed("goodbye frame with a payload")
+                    c.said_goodbye = True
                     self._fail(peer, _GOODBYE_REASON)
                     return
                 if kind == _KIND_ABORT:
@@ -1355,13 +1357,15 @@ class TcpLink(Link):
                     time.sleep(0.001)
             for c in self._conns.values():
                 if not c.delivered:
-                    # let the receiver read what already arrived (a goodbye?) first
-                    c.receiver.join(max(0.0, min(0.2, deadline - time.monotonic())))
+                    # our goodbye failed: the connection is gone, so the receiver
+                    # ends soon; let it read what already arrived (a goodbye?) first.
+                    # It may lag the sender's broken pipe on a loaded machine.
+                    c.receiver.join(max(0.0, min(2.0, deadline - time.monotonic())))
             undelivered = {}
             with self._cond:
                 for c in self._conns.values():
                     reason = self._failed.get(c.peer)
-                    if reason == _GOODBYE_REASON:
+                    if c.said_goodbye:
                         continue          # it finished first: it needed nothing more
                     if not c.delivered:
                         undelivered[c.peer] = (

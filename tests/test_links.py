@@ -164,7 +164,7 @@ def test_inprocess_timeout_names_peer_and_op():
     with pytest.raises(PeerError) as ei:
         hub.link("alice").recv("bob", 12, op="mul#12")
     dt = time.monotonic() - t0
-    assert 0.28 <= dt < 1.5
+    assert 0.28 <= dt < 4
     msg = str(ei.value)
     assert "'bob'" in msg and "mul#12" in msg and "0.3 s" in msg and "tag 12" in msg
     assert ei.value.peer == "bob" and ei.value.op == "mul#12"
@@ -321,7 +321,7 @@ def test_tcp_connect_timeout_when_peer_absent():
     t0 = time.monotonic()
     with pytest.raises(PeerError) as ei:
         TcpLink.connect("alice", addrs, b"s", b"h", timeout=0.5)
-    assert 0.45 < time.monotonic() - t0 < 3
+    assert 0.45 < time.monotonic() - t0 < 5
     assert ei.value.peer == "bob" and "could not connect" in str(ei.value)
     with pytest.raises(PeerError) as ei:
         TcpLink.connect("bob", addrs, b"s", b"h", timeout=0.3)
@@ -336,7 +336,7 @@ def test_tcp_stalled_peer_times_out():
         t0 = time.monotonic()
         with pytest.raises(PeerError) as ei:
             a.recv("bob", 9, op="less#4")
-        assert 0.45 < time.monotonic() - t0 < 2
+        assert 0.45 < time.monotonic() - t0 < 4
         assert ei.value.peer == "bob" and "timed out after 0.5 s" in str(ei.value)
         assert "less#4" in str(ei.value)
     finally:
@@ -421,7 +421,7 @@ def test_tcp_garbled_frame(junk, expect):
         t0 = time.monotonic()
         with pytest.raises(PeerError) as ei:
             bob.recv("alice", 2, op="mul#7")
-        assert time.monotonic() - t0 < 2
+        assert time.monotonic() - t0 < 5
         assert ei.value.peer == "alice" and expect in str(ei.value) and "mul#7" in str(ei.value)
         with pytest.raises(PeerError, match=expect.split(":")[0]):
             bob.recv("alice", 3)                          # sticky
@@ -516,7 +516,7 @@ def test_tcp_killed_peer_detected_before_timeout():
         with pytest.raises(PeerError) as ei:
             link.recv("bob", 1, op="matmul#2")        # timeout is 20 s
         dt = time.monotonic() - t0
-        assert dt < 3, dt
+        assert dt < 8, dt
         assert ei.value.peer == "bob" and "matmul#2" in str(ei.value)
         assert "closed by peer" in str(ei.value) or "reset" in str(ei.value)
         with pytest.raises(PeerError):

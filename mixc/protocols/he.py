@@ -48,17 +48,37 @@ compile error naming the op and line (as is every non-linear jnp op, refused
 by the frontend).
 
 Fixed point: values are encoded with the device's ``fraction_bits`` f; a
-product by a plaintext adds f fraction bits (there is no truncation on
-ciphertexts), and a value is decoded with the bits it carries. A value may
-carry at most 56 fraction bits: at f = 18 an input and two products by
-plaintexts in a chain (54 bits; values below 2^9 in magnitude), else a
-compile error. Moving a value into MPC shares truncates it back to f.
+product by a plaintext adds f fraction bits, and a value is decoded with the
+bits it carries, at most 56 (``MAX_FRAC_BITS``; at 54 bits values below 2^9
+in magnitude fit the ring). A product whose encrypted operand carries too
+many bits for its result to fit (operand bits + f > 56: at f = 18, the third
+product in a chain, whose operand carries 54) refreshes that operand down to
+f bits: a *truncating refresh*. After the owner decrypts v + s, the shares
+(v + s, -s) are truncated by the extra bits with the dealer-free truncation
+of MPC devices (``dealerfree.truncate``: the borrow bit of the shares' sum,
+an AND of a bit each party knows, from an OT bit-OLE made at program start,
+plus one masked bit each way per element). The evaluator's masked bits go
+with its masked ciphertexts and the owner's with its re-encryption, so a
+product that refreshes its operand anyway (a matrix or elementwise product
+of a ciphertext) truncates in the same round trip; a product that needs no
+refresh (a ciphertext times a scalar) gets one only when its bits would not
+fit. Declared cost of a truncation: the bit-OLE's bytes and rounds (offline)
+and one bit each way per element. Error: the truncated operand is
+floor(v / 2^b) or one more, i.e. within 2^-f (one unit in the last place)
+of the exact value, never a wrap-around, when |v| < 2^62 (before truncating
+b = operand bits - f bits: |value| < 2^(62 - operand bits), 2^8 at 54);
+then the product by the plaintext scales that error. What cannot be
+truncated: products need 2f <= 56, so on a device with ``fraction_bits``
+above 28 any product by a fractional plaintext is a compile error. Moving a
+value into MPC shares truncates it back to the MPC device's f.
 
 ``reveal(x, owner's PYU)``: the evaluator sanitises and sends the values'
 coefficients; the owner decrypts. ``reveal(x, evaluator's PYU)``: the same
 with a mask s; the owner returns v + s and the evaluator subtracts s.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -82,6 +102,95 @@ PRODUCTS = ("mul", "div", "dot_general", "conv_general_dilated")
 def _he():
     from ..runtime import he_ops
     return he_ops
+
+
+# ------------------------------------------------------------ fraction bits
+
+def _natural_frac(dtype, f):
+    """Fraction bits of a plaintext of ``dtype`` (None: no fixed point for it on HE)."""
+    return {"f32": f, "i32": 0}.get(dtype)
+
+
+def _integer_constant(v, module):
+    """The value of a public scalar constant with integer entries (|v| < 2^31), else None."""
+    if v.type.kind != "public":
+        return None
+    producers = module.__dict__.get("_he_producers")
+    if producers is None or v not in producers:
+        producers = {r: n for n in module.nodes for r in n.results}
+        module.__dict__["_he_producers"] = producers
+    n = producers.get(v)
+    if n is not None and n.op == "broadcast_in_dim":
+        n = producers.get(n.operands[0])
+    if n is None or n.op != "constant":
+        return None
+    value = np.asarray(n.attrs["value"], dtype=np.float64)
+    if value.shape != () or not np.all(value == np.round(value)) or np.any(
+            np.abs(value) >= 2 ** 31):
+        return None
+    return value
+
+
+def _whole_multiplier(node, x, y, module):
+    """For ``mul`` of x by an integer constant y, x of the result's shape, y's value."""
+    if node.op != "mul" or tuple(x.type.shape) != tuple(node.result.type.shape):
+        return None
+    return _integer_constant(y, module)
+
+
+def _multiplier_frac(node, x, y, f, module):
+    """Fraction bits a product of x by the plaintext y adds: none for an integer constant,
+    f for ``div`` (x times the reciprocal), else y's own."""
+    if node.op == "div":
+        return f
+    if _whole_multiplier(node, x, y, module) is not None:
+        return 0
+    return _natural_frac(y.type.dtype, f) or 0
+
+
+def _operand_frac(frac, is_ciphertext, added, f):
+    """Fraction bits a product's encrypted operand enters it with: its own, or f (a
+    truncating refresh) when a ciphertext's product would carry more than MAX_FRAC_BITS."""
+    if is_ciphertext and frac + added > MAX_FRAC_BITS and frac > f:
+        return f
+    return frac
+
+
+def _ciphertext_fracs(module):
+    """Fraction bits of every ciphertext value once lowered: ``_Lowering``'s rules replayed
+    on the graph, so declared costs know which products truncate their operand."""
+    fracs = {}
+    for node in module.nodes:
+        if not node.results or node.results[0].type.kind != "he":
+            continue
+        f = module.devices[node.results[0].type.place].fraction_bits
+
+        def frac(v):
+            return fracs[v] if v.type.kind == "he" else _natural_frac(v.type.dtype, f) or 0
+        carriers = [v for v in node.operands if _carries_owner(v, module)]
+        if node.op in PRODUCTS and len(carriers) == 1:
+            (x,) = carriers
+            y = node.operands[1 - node.operands.index(x)]
+            added = _multiplier_frac(node, x, y, f, module)
+            fracs[node.result] = _operand_frac(frac(x), x.type.kind == "he", added, f) + added
+        elif node.op == "convert_element_type":
+            fracs[node.result] = max(frac(v) for v in carriers + [node.result])
+        else:
+            fracs[node.result] = max(frac(v) for v in carriers)
+    return fracs
+
+
+def _truncates_operand(node, x, module):
+    """Whether product ``node`` refreshes its ciphertext operand ``x`` down to f bits."""
+    if x.type.kind != "he":
+        return False
+    f = module.devices[x.type.place].fraction_bits
+    y = node.operands[1 - node.operands.index(x)]
+    fracs = module.__dict__.get("_he_fracs")
+    if fracs is None or x not in fracs:
+        fracs = module.__dict__["_he_fracs"] = _ciphertext_fracs(module)
+    own = fracs[x]
+    return _operand_frac(own, True, _multiplier_frac(node, x, y, f, module), f) != own
 
 
 # ------------------------------------------------------------ placement (used by place)
@@ -292,31 +401,11 @@ class _Lowering:
         return "O" if party == self.owner else "E"
 
     def natural_frac(self, v):
-        if v.type.dtype == "f32":
-            return self.f
-        if v.type.dtype == "i32":
-            return 0
-        raise MixcError(f"{self.node.loc or self.node.op}: {v.type.dtype} values on HE device "
-                        f"{self.device.name}")
-
-    def integer_constant(self, v):
-        """The value of a public constant with integer entries (|v| < 2^31), else None."""
-        if self.role(v) != "P":
-            return None
-        producers = self.ctx.__dict__.get("_he_producers")
-        if producers is None:
-            producers = {r: n for n in self.ctx.source.nodes for r in n.results}
-            self.ctx.__dict__["_he_producers"] = producers
-        n = producers.get(v)
-        if n is not None and n.op == "broadcast_in_dim":
-            n = producers.get(n.operands[0])
-        if n is None or n.op != "constant":
-            return None
-        value = np.asarray(n.attrs["value"], dtype=np.float64)
-        if value.shape != () or not np.all(value == np.round(value)) or np.any(
-                np.abs(value) >= 2 ** 31):
-            return None
-        return value
+        frac = _natural_frac(v.type.dtype, self.f)
+        if frac is None:
+            raise MixcError(f"{self.node.loc or self.node.op}: {v.type.dtype} values on HE "
+                            f"device {self.device.name}")
+        return frac
 
     def frac_of(self, v):
         return _state(self.ctx)[v].frac if self.role(v) == "H" else self.natural_frac(v)
@@ -362,6 +451,8 @@ class _Lowering:
 
     # -- refresh: a ciphertext value into additive parts (owner, evaluator)
     def refresh(self, v, frac=None):
+        """(owner part, evaluator part, products so far) of ciphertext v at ``frac`` fraction
+        bits (default: its own); fewer than it carries truncates the parts."""
         c = _state(self.ctx)[v]
         uniq, inverse = np.unique(c.pos.reshape(-1), return_inverse=True)
         shape = tuple(v.type.shape)
@@ -375,7 +466,20 @@ class _Lowering:
         u = self.emit(self.owner, "take", [w], "arith", take)
         t = self.emit(self.ev, "neg", [self.emit(self.ev, "take", [s], "arith", take)], "arith")
         bits = 0 if frac is None else frac - c.frac
+        if bits < 0:
+            return self.truncate(u, t, -bits) + (c.products,)
         return self.shift(self.owner, u, bits), self.shift(self.ev, t, bits), c.products
+
+    def truncate(self, u, t, bits):
+        """(owner part, evaluator part) of (u + t) / 2^bits by the dealer-free truncation of
+        MPC devices, which sends its first party's masked bits first. The evaluator is first:
+        its bits are known when it sends the refresh's ciphertext, so both parties' bits
+        travel with the refresh's two messages (with the owner first, the evaluator would
+        wait for the owner's bits before sending its own: one more round trip)."""
+        from .dealerfree import truncate
+        evaluator_first = SimpleNamespace(name=self.device.name, parties=(self.ev, self.owner))
+        parts = truncate(self.ctx, evaluator_first, {self.owner: u, self.ev: t}, bits)
+        return parts[self.owner], parts[self.ev]
 
     def parts(self, v, frac):
         """(owner part, evaluator part, products so far) of v as ring values at ``frac``."""
@@ -391,8 +495,10 @@ class _Lowering:
             raise MixcError(f"{self.node.loc or self.node.op}: {self.node.op} on HE device "
                             f"{self.device.name} would carry {c.frac} fraction bits "
                             f"({c.products} products by plaintexts in a chain); at most "
-                            f"{MAX_FRAC_BITS} fit the 64-bit ring (ciphertexts are not "
-                            "truncated): reveal it or continue on MPC")
+                            f"{MAX_FRAC_BITS} fit the 64-bit ring, and an operand is "
+                            f"truncated only down to the device's fraction_bits f = {self.f}, "
+                            f"so a product by a fractional plaintext needs f <= "
+                            f"{MAX_FRAC_BITS // 2}: lower fraction_bits, or compute it on MPC")
         _state(self.ctx)[self.node.result] = c
         self.ctx.parts[self.node.result] = {self.ev: c.value}
 
@@ -430,8 +536,10 @@ class _Lowering:
         if not (src == "i32" and dst == "f32"):
             raise MixcError(f"{self.node.loc}: convert_element_type {src} -> {dst} of a "
                             f"ciphertext is not linear")
-        c = _state(self.ctx)[x]  # an integer carries 0 fraction bits: same ring value
-        return self.finish(c.relabel(c.pos))
+        # an integer carries 0 fraction bits; as f32 it carries f, as plaintexts added to
+        # it are encoded at the ciphertext's bits (at 0 they would be rounded to integers)
+        c = _state(self.ctx)[x]
+        return self.finish(self.scale_ct(c, self.f - c.frac))
 
     def add_fast(self, roles):
         """add/sub with a ciphertext whose elements line up; False: use the general path."""
@@ -544,7 +652,7 @@ class _Lowering:
         plan = prod.plan()
         h = _he()
         yf = self.natural_frac(y)
-        xf = self.frac_of(x)
+        xf = _operand_frac(self.frac_of(x), self.role(x) == "H", yf, self.f)
         o, t, k = self.parts(x, xf)
         xm = apply_local(self.ctx, self.owner, o, prod.x_steps, "plain")
         ct = self.encrypt(xm, h.matmul_input_positions(plan), h.matmul_plan(plan).n_inputs,
@@ -564,14 +672,10 @@ class _Lowering:
     def elementwise(self, x, y):
         node = self.node
         shape = tuple(node.result.type.shape)
-        xf = self.frac_of(x)
-        yf = self.natural_frac(y)
-        whole = (self.integer_constant(y) if node.op == "mul" and tuple(x.type.shape) == shape
-                 else None)
+        whole = _whole_multiplier(node, x, y, self.ctx.source)
         scalar = tuple(y.type.shape) == () or whole is not None  # one value for all elements
         if whole is not None:  # an integer constant: no fraction bits added
             ye = self.ctx.const(self.ev, np.asarray(whole).astype(np.int64).view(np.uint64))
-            yf = 0
         elif node.op == "div":  # times the reciprocal, computed where y is
             parties = [self.ev]
             recip = {}
@@ -579,11 +683,12 @@ class _Lowering:
                 one = self.ctx.const(p, np.float32(1.0))
                 recip[p] = self.emit(p, "div", [one, self.ctx.parts[y][p]], "plain")
             ye = self.emit(self.ev, "encode", [recip[self.ev]], "plain", {"frac_bits": self.f})
-            yf = self.f
         else:
-            ye = self.encode(self.ev, y, yf)
+            ye = self.encode(self.ev, y, self.natural_frac(y))
+        yf = _multiplier_frac(node, x, y, self.f, self.ctx.source)
+        xf = _operand_frac(self.frac_of(x), self.role(x) == "H", yf, self.f)
         bound = float(2 ** 63) if self.role(y) == "E" else 0.0
-        if scalar and self.role(x) == "H":
+        if scalar and self.role(x) == "H" and xf == self.frac_of(x):  # no refresh needed
             c = _state(self.ctx)[x]
             v = self.emit(self.ev, "he.mul_scalar", [c.value, ye], "he",
                           {"count": c.count, "bound": bound})
@@ -702,23 +807,52 @@ def _ext_bytes(size):
     return full * h.extracted_bytes(n) + (h.extracted_bytes(rest) if rest else 0)
 
 
+def _truncation_cost(size):
+    """A truncating refresh's extra: ``dealerfree.truncate``'s bytes and rounds but its
+    online round, whose masked bits travel with the refresh's two messages."""
+    from .dealerfree import truncation_cost
+    cost = truncation_cost(size)
+    return Cost(cost.bytes, cost.rounds - 1)
+
+
 def _cost(node, module):
     kinds = [v.type.kind for v in node.operands]
     if node.op in PRODUCTS and node.op not in ("mul", "div"):
         xi = next(i for i, v in enumerate(node.operands) if _carries_owner(v, module))
+        x = node.operands[xi]
         enc, _out = product_cost(node, xi)
-        refresh = (_ext_bytes(node.operands[xi].type.size) if kinds[xi] == "he" else 0)
-        return Cost(enc + refresh, 1 + (1 if refresh else 0))
+        refresh = (_ext_bytes(x.type.size) if kinds[xi] == "he" else 0)
+        cost = Cost(enc + refresh, 1 + (1 if refresh else 0))
+        return cost + (_truncation_cost(x.type.size) if _truncates_operand(node, x, module)
+                       else Cost())
     if node.op in STRUCTURAL + ("neg", "convert_element_type") and kinds == ["he"]:
         return Cost()
     size = node.result.type.size
     owner_data = [v for v in node.operands if v.type.kind == "private"
                   and _carries_owner(v, module)]
     cts = [v for v in node.operands if v.type.kind == "he"]
-    if node.op in ("add", "sub", "mul", "div") and cts and not owner_data:
+    if node.op in ("mul", "div") and len(cts) == 1 and not owner_data:
+        return _ciphertext_product_cost(node, cts[0], module)
+    if node.op in ("add", "sub") and cts and not owner_data:
         return Cost()  # lines up (else a refresh, not known before lowering)
     refresh = sum(_ext_bytes(v.type.size) for v in cts) if node.op not in ("add", "sub") else 0
     return Cost(_enc_bytes(size) + refresh, 1 + (1 if refresh else 0))
+
+
+def _ciphertext_product_cost(node, x, module):
+    """A ciphertext x times a plaintext: by a scalar, local (unless x must be truncated);
+    else (and then) a refresh of x, the owner's part encrypted densely (scalar) or in the
+    elementwise packing, in the same round trip as the truncation, if any."""
+    y = node.operands[1 - node.operands.index(x)]
+    size = node.result.type.size
+    truncates = _truncates_operand(node, x, module)
+    scalar = tuple(y.type.shape) == () or _whole_multiplier(node, x, y, module) is not None
+    if scalar and not truncates:
+        return Cost()
+    enc = (_enc_bytes(size) if scalar
+           else -(-size // _he().elementwise_d()) * _he().SEEDED)
+    cost = Cost(_ext_bytes(x.type.size) + enc, 2)
+    return cost + (_truncation_cost(x.type.size) if truncates else Cost())
 
 
 def _carries_owner(v, module):

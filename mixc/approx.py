@@ -4,7 +4,8 @@ Every function here is a plain JAX function built only from operations that
 mixc's 2-party fixed-point protocols can run: add, sub, neg, products (secret
 x secret, or secret x public constant), division by a public constant,
 comparisons against secrets or public constants, ``jnp.where`` with a secret
-predicate, ``jnp.minimum``, sums, max reductions, reshapes and broadcasts.
+predicate, ``jnp.minimum``, sums, max reductions, reshapes, broadcasts,
+stacking and slicing (to run one approximation on [x, -x] at once).
 There is no exp/log/sqrt, no division by a secret, no bit manipulation and no
 ``lax`` control flow, so when an author writes ``jnp.exp`` (etc.) on an MPC
 device, mixc's tracer can inline the function below in its place.
@@ -42,6 +43,17 @@ rsqrt        [2^-8, 2^14]     rel   3.0e-5   2.0e-5   2.2e-5   6     5      12 (
 logistic     all of R         abs   2.5e-4   1.6e-4   1.8e-4   7     6      2 (2)
 tanh         all of R         abs   4.0e-4   3.2e-4   3.5e-4   7     6      2 (2)
 erf          all of R         abs   2.5e-4   1.6e-4   1.7e-4   7     6      2 (2)
+atan         all of R         abs   2.5e-5   2.9e-6   1.7e-5   17    13     11 (2)
+atan2(y, x)  max(|x|,|y|) in  abs   2.5e-5   3.6e-6   1.9e-5   20    14     25 (3)
+             [2^-18, 2^18]
+asin         [-1+2^-18,       abs   4.0e-5   2.4e-6   2.8e-5   15    12     12 (2)
+             1-2^-18]
+acos         as asin          abs   4.0e-5   3.1e-6   2.9e-5   15    12     12 (2)
+sinh         [-12, 12]        rel   1.1e-4   1.6e-5   5.7e-5   23    8      6 (1)
+cosh         [-12, 12]        rel   1.0e-4   1.6e-5   5.7e-5   16    7      4 (1)
+asinh        [-2^19, 2^19]    abs   5.0e-5   1.5e-5   2.7e-5   15    12     21 (3)
+acosh        [1+2^-18, 2^19]  abs   6.0e-5   1.6e-5   2.7e-5   20    11     31 (3)
+atanh        as asin          abs   4.0e-5   1.3e-5   1.9e-5   11    6      12 (2)
 softmax      any logits,      abs   1.0e-4   5.7e-6   5.6e-5   9+    14+    (below)
              rows <= 4096
 log_softmax  as softmax       abs   1.5e-4   4.2e-5   1.1e-4   8+    11+    (below)
@@ -87,6 +99,51 @@ Methods, and behaviour outside the range:
   result s p (odd); saturates at +-(1 - 1.6e-4). erfc is 1 - erf (so its
   relative error grows where erfc is small); jax.nn.gelu(approximate=False)
   uses it.
+- atan: s = sign x, a = s x; reciprocal's reduction of a on [1, 4^9] (its
+  first comparison, a >= 1, also picks the branch) gives 1/a; t = a below 1,
+  1/a from 1 on; degree-15 odd minimax p(t) ~ atan(t) on [0, 1] (1.6e-6);
+  s p, or s (pi/2 - p) from 1 on. Odd; |x| >= 2^18 gives s (pi/2 - 2^-18).
+- atan2(y, x): |x| and |y| clamped to 2^18 (with the signs: six comparisons,
+  one layer); t = min/max in [0, 1] by reciprocal's reduction of the max on
+  [4^-9, 4^9] with the min scaled by the same 4^-j before the product by the
+  core (so t keeps a few units of 2^-18 of error however small the max);
+  atan's polynomial; the octant from |y| > |x| and the signs (one product
+  after the polynomial). atan2(0, 0) = 0, atan2(0, x < 0) = pi (JAX's; there
+  is no -0). Inputs beyond +-2^18 are clamped (the angle of the clamped
+  pair); a max below 2^-18 (only in float32) gives t = 2^18 min.
+- asin: a = |x|, z = 1 - a (exact); for a > 1/2, asin(a) =
+  pi/2 - 2 asin(sqrt(z) / sqrt 2) with sqrt's method on [2^-18, 1], so near
+  +-1, where asin is steep, the error is relative to the exact z; degree-7
+  odd minimax on [0, 1/2] (7.6e-7). |x| > 1 gives +-pi/2 (JAX: NaN); float32
+  inputs within 2^-18 of +-1 (none in fixed point) take sqrt's chord below
+  its range: error up to 7e-4.
+- acos: pi/2 - asin(x) (the constant cancels exactly where asin uses it):
+  x > 1 gives 0, x < -1 gives pi.
+- sinh: |x| < 2 (two comparisons): x P((x/2)^2), P degree-4 minimax
+  (relative 3.8e-7; x is zeroed outside, one product); otherwise
+  (e^x - e^-x)/2 from one exp of [x, -x] stacked, whose cancellation
+  multiplies exp's error by at most coth 2 = 1.04 beyond 2. Odd, sinh(0) = 0;
+  |x| > 12: +-(e^12 - e^-|x|)/2 = +-81377.4.
+- cosh: (e^x + e^-x)/2 from one exp of [x, -x]; |x| > 12: 81377.4.
+- asinh: s = sign x, a = s x, b = min(a, 256) (three comparisons, one
+  layer); log(2a - b + sqrt(b^2 + 1)), which is log(a + sqrt(a^2 + 1)) up to
+  256 and within a relative 1/(4 256^2) = 3.8e-6 of it above (b^2 stays
+  below 2^16); sqrt on [1, 4^9], log on [1, 4^10], neither saturating below
+  (their arguments are >= 1); s times that. Odd; |x| >= 2^19 gives
+  +-log(2^20) = +-13.86.
+- acosh: c = x clamped to [1, 256], d = c - 1 (exact); sqrt(x^2 - 1) =
+  sqrt(d) sqrt(d + 2), the two reductions (d on [4^-9, 4^5], d + 2 on
+  [1, 4^5]) sharing one evaluation of sqrt's core on both stacked, so near 1
+  the error is relative to the exact d, not to a rounded x^2 - 1;
+  log(2x - c + sqrt(d) sqrt(d + 2)) as asinh's. x < 1 gives 0 (JAX: NaN);
+  x >= 2^19 gives 13.86; float32 inputs in (1, 1 + 2^-18) take sqrt's chord:
+  error up to 7e-4.
+- atanh: s = sign x, a = min(|x|, 1) (three comparisons, one layer);
+  (log(1 + a) - log(1 - a)) / 2, log(1 - a) by log's reduction on
+  [2^-18, 1] and 1 + a (in [1, 2]) straight into log's core, both on one
+  evaluation; s times that. Odd. |x| >= 1 (and float32 inputs within 2^-18
+  of it) give +-(log 2 + 18 log 2)/2 = +-6.59, the value at 1 - 2^-18
+  (JAX: +-inf, then NaN).
 - softmax: z = x - max(x) (exact; the max costs n-1 comparisons in
   ceil(log2 n) layers), e = exp(z) with only the low clamp (one comparison),
   s = sum(e) in [1, n]; reduction of s on [1, 4^H), 4^H >= 1.001 n, without
@@ -102,7 +159,14 @@ k = floor(x / 2pi + 1/2) (an exact floor on XOR shares), u = x/pi - 2k in
 about [-1, 1], then an odd degree-11 polynomial p(u) ~ sin(pi u) (error
 6.2e-6 on |u| <= 1.06; 7 products, depth 6); cos(x) = sin(x + pi/2). The
 18-bit constant 1/pi makes u off by up to |x| 2^-19, so the absolute error
-is about 2e-5 + 2^-17 |x|: 1e-4 up to |x| = 10.
+is about 2e-5 + 2^-17 |x|: 1e-4 up to |x| = 10. tan is sin/cos by ``div``
+with |cos| on [2^-8, 1] (both from one sin of [x, x + pi/2]): its error is
+at most (2.5e-5 + 2^-17 |x|)(1 + |tan x|)/|cos x| (measured: 0.95 times
+(2e-5 + ...) in fixed point) away from the poles; within 2^-8 of a pole
+(|cos x| < 2^-8) the divisor saturates, so |tan| <= 256 (sign as the computed
+cos). 22 products (two sin, div), depth 14, 6 comparisons (2 layers) and
+two floors. sin, cos and tan keep every product below 2^26 for |x| <= 2^20
+(beyond, u's error |x| 2^-19 passes 1 and the polynomial grows).
 
 The softmax/log_softmax fxp figures are for stochastic truncation (the real
 TruncPr): floor truncation biases every e_i the same way and the row error
@@ -151,8 +215,10 @@ t, t^2, t^3, t^4 and Horner in t^4 (degree 8: 4 products, depth 3; degree 12:
 
 Polynomial coefficients are minimax (linear programming on a 4001-point grid)
 in the evaluation variable t in [-1, 1] (exp: y = x/8 in [-2, 1.5], relative
-weight), then rounded to multiples of 2^-18 from the top degree down,
-refitting the lower coefficients after each rounding.
+weight; the odd atan and asin as polynomials in t^2 for t in [0, 1] and
+[0, 1/2]; sinh's P in (x/2)^2 in [0, 1], relative weight), then rounded to
+multiples of 2^-18 from the top degree down, refitting the lower coefficients
+after each rounding.
 """
 from __future__ import annotations
 
@@ -162,7 +228,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["exp", "log", "reciprocal", "div", "sqrt", "rsqrt", "sigmoid", "tanh", "erf",
-           "sin", "cos",
+           "sin", "cos", "tan", "atan", "atan2", "asin", "acos",
+           "sinh", "cosh", "asinh", "acosh", "atanh",
            "softmax", "log_softmax", "APPROXIMATIONS", "BINARY_APPROXIMATIONS",
            "ERROR_BOUNDS", "SOFTMAX_ERROR", "LOG_SOFTMAX_ERROR", "FIXED_POINT_ATOL",
            "allowed_error"]
@@ -294,27 +361,30 @@ def _piecewise(bits, tables):
         if all(v == vals[0] for v in vals):
             outs.append(vals[0])
             continue
-        acc = None
+        # summed from the first region up, every partial sum is a table value, so float32
+        # stays exact when the table spans more than its 24 bits (4^9 down to 4^-8)
+        acc = vals[0] if vals[0] else None
         for b, prev, nxt in zip(bits, vals[:-1], vals[1:]):
             if nxt != prev:
                 term = jnp.where(b, nxt - prev, 0.0).astype(jnp.float32)
                 acc = term if acc is None else acc + term
-        outs.append(acc + vals[0] if vals[0] else acc)
+        outs.append(acc)
     return outs
 
 
 def _mul(a, b):
-    """a * b, skipping products by the public constant 1 (a float b is public)."""
-    if isinstance(b, float) and b == 1.0:
-        return a
-    if isinstance(a, float) and a == 1.0:
-        return b
+    """a * b, skipping products by the public constants 1 and 0 (a float is public)."""
+    for public, other in ((b, a), (a, b)):
+        if isinstance(public, float) and public in (0.0, 1.0):
+            return other if public == 1.0 else 0.0
     return a * b
 
 
 def _add(a, b):
     if isinstance(b, float) and b == 0.0:
         return a
+    if isinstance(a, float) and a == 0.0:
+        return b
     return a + b
 
 
@@ -459,13 +529,20 @@ def log(x, *, lo=None, hi=None):
     return _log_pos(x, L, H)
 
 
-def _log_pos(x, L, H, saturate=True):
-    m, tables = _reduce4(x, L, H, saturate_lo=saturate, saturate_hi=saturate)
+def _log_pos(x, L, H, **reduce_options):
+    m, log_of = _log_reduce(x, L, H, **reduce_options)
+    return log_of(_core(m, "log")[0])
+
+
+def _log_reduce(x, L, H, **reduce_options):
+    """(m, log_of): log(x) = log_of(q) for q the log core at m (left to the caller, so two
+    logs can share one evaluation of the core on stacked arguments)."""
+    m, tables = _reduce4(x, L, H, **reduce_options)
     # offset j*ln 4 rounded per region (error <= 2^-19); below 4^L: m = 1 and
     # piece L's offset; from 4^H: m = 4 and piece H-1's offset, i.e. H*ln 4.
     (off,) = tables(lambda j: _q(j * _LN4))
-    q, scale = _core(m, "log")
-    return _add(_mul(q, 1.0 / scale), off)
+    _, scale = _CORES["log"]
+    return m, lambda q: _add(_mul(q, 1.0 / scale), off)
 
 
 # ---------------------------------------------------------------- reciprocal / div
@@ -545,11 +622,19 @@ def sqrt(x, *, lo=None, hi=None):
     """
     x = _f32(x)
     L, H = _log4_range(lo, hi, _SQRT_RANGE)
-    m, tables = _reduce4(x, L, H, nonpos_region=True)
-    q, scale = _core(m, "sqrt")
+    m, root_of = _sqrt_reduce(x, L, H, nonpos_region=True)
+    return root_of(_core(m, "sqrt")[0])
+
+
+def _sqrt_reduce(x, L, H, **reduce_options):
+    """(m, root_of): sqrt(x) = root_of(q) for q the sqrt core at m (left to the caller, so
+    two square roots can share one evaluation of the core on stacked arguments); with the
+    region below 4^L, the chord 2^-L x there; 0 for x <= 0 with ``nonpos_region``."""
+    m, tables = _reduce4(x, L, H, **reduce_options)
+    _, scale = _CORES["sqrt"]
     f, g = tables((lambda j: 2.0 ** j / scale, 0.0, 2.0 ** (H - 1) / scale, 0.0),
                   (lambda j: 0.0, 2.0 ** -L, 0.0, 0.0))
-    return _add(_mul(f, q), _mul(g, x))
+    return m, lambda q: _add(_mul(f, q), _mul(g, x))
 
 
 def rsqrt(x, *, lo=None, hi=None):
@@ -617,6 +702,8 @@ def erf(x):
     return s * p
 
 
+_HALF_PI = _q(math.pi / 2)
+
 # sin(pi u) ~ sum_k c_k u^(2k+1) on |u| <= 1.06 (numerators of 2^-18)
 _SIN_COEFFS = _dyadic(823549, -1354669, 668394, -156735, 20991, -1531)
 
@@ -636,6 +723,248 @@ def sin(x):
 def cos(x):
     """cosine as sin(x + pi/2)."""
     return sin(_f32(x) + _q(math.pi / 2))
+
+
+def tan(x):
+    """tangent: sin x / cos x by ``div`` (see "Periodic functions" above).
+
+    sin and cos are one evaluation of ``sin`` on [x, x + pi/2] stacked. Within 2^-8 of a
+    pole (|cos x| < 2^-8) the divisor saturates: |tan| <= 256, sign as the computed cos.
+    """
+    x = _f32(x)
+    sin_cos = sin(jnp.stack((x, x + _HALF_PI)))
+    return div(sin_cos[0], sin_cos[1], lo=2.0 ** -8, hi=1.0)
+
+
+# ---------------------------------------------------------------- inverse trigonometric
+
+# atan(t) ~ t P(t^2) on t in [0, 1] (error 1.6e-6).
+_ATAN_COEFFS = _dyadic(262144, -87375, 52306, -36525, 25406, -14801, 5814, -1082)
+_ATAN_H = 9          # 1/|x| by reciprocal's reduction on [1, 4^9]; beyond, 4^-9 (error < 2^-18)
+_ATAN2_LIMIT = 4.0 ** 9      # atan2's inputs are clamped to +-2^18
+
+# asin(w) ~ w P(w^2) on w in [0, 1/2] (error 7.6e-7).
+_ASIN_COEFFS = _dyadic(262142, 43783, 18391, 17854)
+
+# Reductions of 1 - |x| (asin, atanh) and x - 1 (acosh) start at 4^-9 = 2^-18, the
+# smallest nonzero distance to 1 in fixed point (and the smallest threshold it can encode).
+_NEAR_ONE_L = -9
+
+
+def _odd_poly(t, coeffs):
+    """sum_k coeffs[k] t^(2k+1): ``_poly`` in t^2 (one product more), times t."""
+    return t * _poly(t * t, coeffs)
+
+
+def _abs_clamped(x, limit):
+    """(sign(x), min(|x|, limit)) from three comparisons on x in one layer and one product:
+    the coefficient of x, +-1 inside and 0 outside, is a select of public constants."""
+    over, under = x > limit, x < -limit
+    s = _sign(x)
+    k = s - jnp.where(over, 1.0, 0.0) + jnp.where(under, 1.0, 0.0)
+    return s, k * x + (jnp.where(over, limit, 0.0) + jnp.where(under, limit, 0.0))
+
+
+def _clamp(x, lo, hi):
+    """x clamped to [lo, hi]: two comparisons in one layer, one product."""
+    below, above = x < lo, x > hi
+    outside = jnp.where(below, 1.0, 0.0) + jnp.where(above, 1.0, 0.0)
+    return jnp.where(below, lo, 0.0) + jnp.where(above, hi, 0.0) + (x - outside * x)
+
+
+def _unit_ratio(num, den, L, H, **reduce_options):
+    """num / den in [0, 1] for 0 <= num <= den, den in [4^L, 4^H].
+
+    Reciprocal's reduction of den (m = den 4^-j, q ~ 16/m), with num scaled by 4^-j
+    *before* the product by q: num 4^-j <= m < 4, so the quotient's error stays a few units
+    of 2^-18 however small den is (``div`` scales last, by 4^-j / 16, which would multiply
+    the rounding of num q by up to 2^14). Below 4^L: num 4^-L (< 1).
+    """
+    m, tables = _reduce4(den, L, H, **reduce_options)
+    q, scale = _core(m, "reciprocal")
+    (g,) = tables(lambda j: 4.0 ** -j)
+    return (num * g) * q * (1.0 / scale)
+
+
+def atan(x):
+    """arctangent: absolute error <= 2.5e-5 on all of R (see the module table).
+
+    Method: s = sign(x), a = s x; reciprocal's reduction of a on [1, 4^9] (10 comparisons,
+    one layer; the first, a >= 1, also picks the branch) gives 1/a; t = a below 1, 1/a
+    from 1 on; a degree-15 odd minimax p(t) ~ atan(t) on [0, 1]; result s p, or
+    s (pi/2 - p) from 1 on. 17 products, depth 13. Odd; |x| >= 2^18 gives
+    s (pi/2 - 2^-18).
+    """
+    x = _f32(x)
+    s = _sign(x)
+    a = s * x
+    m, tables = _reduce4(a, 0, _ATAN_H)
+    q, scale = _core(m, "reciprocal")
+    # f = 0 below 1, so f q is 1/a for a >= 1 and 0 below; two products by 0/1 values
+    # rather than a + above_one (1/a - a), which loses 1/a to rounding in float32
+    f, above_one = tables((lambda j: 4.0 ** -j / scale, 0.0), (lambda j: 1.0, 0.0))
+    t = (1.0 - above_one) * a + f * q
+    p = _odd_poly(t, _ATAN_COEFFS)
+    s_above = s * above_one
+    return s_above * _HALF_PI + (s - 2.0 * s_above) * p
+
+
+def atan2(y, x):
+    """atan2(y, x) in [-pi, pi]: absolute error <= 2.5e-5 for max(|x|, |y|) in
+    [2^-18, 2^18], i.e. every nonzero fixed-point pair in that box.
+
+    Method: signs and |x|, |y| clamped to 2^18 (six comparisons, one layer);
+    t = min/max in [0, 1] by ``_unit_ratio`` (18 comparisons, one layer); atan's
+    polynomial p(t); the octant from |y| > |x| (one comparison) and the signs, one
+    product after p. 20 products, depth 14, 25 comparisons in 3 layers.
+    atan2(0, 0) = 0 and atan2(0, x < 0) = pi, as JAX (fixed point has no -0). Inputs
+    beyond +-2^18 are clamped (the angle of the clamped pair); a max below 2^-18 (only
+    in float32) gives t = 2^18 min, in [0, 1].
+    """
+    y, x = _f32(y), _f32(x)
+    sy, ay = _abs_clamped(y, _ATAN2_LIMIT)
+    sx, ax = _abs_clamped(x, _ATAN2_LIMIT)
+    swap = jnp.where(ay > ax, 1.0, 0.0)
+    hi = ax + swap * (ay - ax)
+    t = _unit_ratio(ax + ay - hi, hi, -9, 9, saturate_hi=False)
+    p = _odd_poly(t, _ATAN_COEFFS)
+    # angle = sy * (x < 0 ? pi - a1 : a1) with a1 = (swap ? pi/2 - p : p); with c = sy sx
+    # and sy [x < 0] = (sy - c) / 2 this is (sy - c + c swap) pi/2 + c (1 - 2 swap) p
+    c = sy * sx
+    c_swap = c * swap
+    return (sy - c + c_swap) * _HALF_PI + (c - 2.0 * c_swap) * p
+
+
+def asin(x):
+    """arcsine: absolute error <= 4.0e-5 on [-1, 1] in fixed point (float32: on
+    |x| <= 1 - 2^-18 and at +-1).
+
+    Method: s = sign(x), a = s x, z = 1 - a (exact); w = a for a <= 1/2, and for a > 1/2
+    w = sqrt(z) / sqrt(2) (sqrt's method on [2^-18, 1]; its comparisons and a > 1/2 in
+    one layer), as asin(a) = pi/2 - 2 asin(sqrt((1 - a) / 2)); a degree-7 odd minimax
+    p(w) ~ asin(w) on [0, 1/2]; result s p or s (pi/2 - 2p). 15 products, depth 12.
+    |x| > 1 gives +-pi/2 (JAX: NaN).
+    """
+    x = _f32(x)
+    s = _sign(x)
+    a = s * x
+    z = 1.0 - a
+    m, root_of = _sqrt_reduce(z, _NEAR_ONE_L, 0, saturate_hi=False, nonpos_region=True)
+    near_one = jnp.where(z < 0.5, 1.0, 0.0)
+    w = a + near_one * (root_of(_core(m, "sqrt")[0]) * _q(math.sqrt(0.5)) - a)
+    p = _odd_poly(w, _ASIN_COEFFS)
+    s_near = s * near_one
+    return s_near * _HALF_PI + (s - 3.0 * s_near) * p
+
+
+def acos(x):
+    """arccosine as pi/2 - asin(x): absolute error <= 4.0e-5 where asin's holds; x > 1
+    gives 0, x < -1 gives pi (JAX: NaN)."""
+    return _HALF_PI - asin(x)
+
+
+# ---------------------------------------------------------------- hyperbolic
+
+# sinh(x) ~ x P((x/2)^2) on |x| < 2 (relative error 3.8e-7); with x itself the last
+# factor, tiny x keep their relative precision (float32 too: (x/2)^2 may underflow).
+_SINH_COEFFS = _dyadic(262144, 174762, 34959, 3312, 203)
+_SINH_POLY_LIMIT = 2.0
+# asinh/acosh: above this C, a + sqrt(a^2 +- 1) is taken as 2a - C + sqrt(C^2 +- 1)
+# (relative error < 1/(4 C^2) = 3.8e-6), so no square passes 2^16.
+_HYPERBOLIC_CLAMP = 256.0
+_ACOSH_H = 5         # x - 1 and x + 1 below 4^5 after the clamp
+_LOG_ARG_H = 10      # log's argument (about 2|x|) reduced on [1, 4^10]: |x| < 2^19
+
+
+def _exp_pair(x):
+    """(e^x, e^-x) from one ``exp`` of [x, -x] stacked."""
+    e = exp(jnp.stack((x, -x)))
+    return e[0], e[1]
+
+
+def sinh(x):
+    """sinh: relative error <= 1.1e-4 on [-12, 12].
+
+    Method: for |x| < 2 (two comparisons, one layer) x times a degree-4 minimax polynomial
+    in (x/2)^2, with x zeroed outside (one product); beyond, (e^x - e^-x)/2 from one
+    ``exp`` of [x, -x], whose cancellation multiplies exp's error by at most
+    coth 2 = 1.04 there. 23 products (16 of them the exp pair), depth 8. Odd, sinh(0) = 0.
+    |x| > 12 gives +-(e^12 - e^-|x|)/2 = +-81377.4.
+    """
+    x = _f32(x)
+    e_pos, e_neg = _exp_pair(x)
+    inside = (jnp.where(x < _SINH_POLY_LIMIT, 1.0, 0.0)
+              + jnp.where(x > -_SINH_POLY_LIMIT, 1.0, 0.0) - 1.0)
+    x_inside = inside * x
+    half = x_inside * 0.5
+    p = x_inside * _poly(half * half, _SINH_COEFFS)
+    return p + (1.0 - inside) * ((e_pos - e_neg) * 0.5)
+
+
+def cosh(x):
+    """cosh: relative error <= 1.0e-4 on [-12, 12] (exp's: the sum does not cancel).
+
+    Method: (e^x + e^-x)/2 from one ``exp`` of [x, -x]. 16 products, depth 7. Even.
+    |x| > 12 gives (e^12 + e^-|x|)/2 = 81377.4.
+    """
+    e_pos, e_neg = _exp_pair(_f32(x))
+    return (e_pos + e_neg) * 0.5
+
+
+def asinh(x):
+    """asinh: absolute error <= 5.0e-5 on [-2^19, 2^19].
+
+    Method: s = sign(x), a = s x and b = min(a, 256) (three comparisons, one layer);
+    s log(2a - b + sqrt(b^2 + 1)): log(a + sqrt(a^2 + 1)) up to 256, within a relative
+    3.8e-6 of it above (sqrt on [1, 4^9], log on [1, 4^10]; both arguments are >= 1).
+    15 products, depth 12, 21 comparisons in 3 layers. Odd; |x| >= 2^19 gives
+    +-log(2^20) = +-13.86.
+    """
+    x = _f32(x)
+    s, b = _abs_clamped(x, _HYPERBOLIC_CLAMP)
+    a = s * x
+    m, root_of = _sqrt_reduce(b * b + 1.0, 0, 9, saturate_lo=False, saturate_hi=False)
+    arg = (a + a - b) + root_of(_core(m, "sqrt")[0])
+    return s * _log_pos(arg, 0, _LOG_ARG_H, saturate_lo=False)
+
+
+def acosh(x):
+    """acosh: absolute error <= 6.0e-5 on [1, 2^19] in fixed point (float32: from
+    1 + 2^-18 on, and at 1).
+
+    Method: c = x clamped to [1, 256] (two comparisons, one layer), d = c - 1 (exact);
+    sqrt(x^2 - 1) = sqrt(d) sqrt(d + 2) by sqrt's reductions of d (on [2^-18, 4^5]) and
+    d + 2 (on [1, 4^5]) and one evaluation of its core on both, so near 1, where acosh
+    is steep, the error is relative to the exact d, not to a rounded x^2 - 1;
+    log(2x - c + sqrt(d) sqrt(d + 2)) as asinh's. 20 products, depth 11, 31 comparisons
+    in 3 layers. x < 1 gives 0 (JAX: NaN); x >= 2^19 gives log(2^20) = 13.86.
+    """
+    x = _f32(x)
+    c = _clamp(x, 1.0, _HYPERBOLIC_CLAMP)
+    d = c - 1.0
+    m_minus, root_minus = _sqrt_reduce(d, _NEAR_ONE_L, _ACOSH_H, saturate_hi=False)
+    m_plus, root_plus = _sqrt_reduce(d + 2.0, 0, _ACOSH_H, saturate_lo=False,
+                                     saturate_hi=False)
+    q, _ = _core(jnp.stack((m_minus, m_plus)), "sqrt")
+    arg = (x + x - c) + root_minus(q[0]) * root_plus(q[1])
+    return _log_pos(arg, 0, _LOG_ARG_H)
+
+
+def atanh(x):
+    """atanh: absolute error <= 4.0e-5 on (-1, 1) in fixed point (float32: on
+    |x| <= 1 - 2^-18).
+
+    Method: s = sign(x) and a = min(|x|, 1) (three comparisons, one layer);
+    s (log(1 + a) - log(1 - a)) / 2, log(1 - a) by log's reduction on [2^-18, 1] and
+    1 + a (in [1, 2]) straight into log's core, one evaluation of the core for both.
+    11 products, depth 6. Odd. |x| >= 1 gives +-(log 2 + 18 log 2)/2 = +-6.59, the value
+    at 1 - 2^-18 (JAX: +-inf, then NaN).
+    """
+    x = _f32(x)
+    s, a = _abs_clamped(x, 1.0)
+    m, log_of = _log_reduce(1.0 - a, _NEAR_ONE_L, 0, saturate_hi=False)
+    q, scale = _core(jnp.stack((1.0 + a, m)), "log")
+    return s * ((q[0] * (1.0 / scale) - log_of(q[1])) * 0.5)
 
 
 # ---------------------------------------------------------------- softmax
@@ -682,7 +1011,7 @@ def log_softmax(x, axis=-1):
     e = _exp_clamped(z, saturate_hi=False)
     s = jnp.sum(e, axis=axis, keepdims=True)
     n = x.shape[axis] if x.ndim else 1
-    return z - _log_pos(s, 0, _sum_range(n), saturate=False)
+    return z - _log_pos(s, 0, _sum_range(n), saturate_lo=False, saturate_hi=False)
 
 
 # ---------------------------------------------------------------- registry
@@ -696,11 +1025,19 @@ APPROXIMATIONS = {
     "sqrt": sqrt,
     "rsqrt": rsqrt,
     "reciprocal": reciprocal,
+    "atan": atan,
+    "asin": asin,
+    "acos": acos,
+    "sinh": sinh,
+    "cosh": cosh,
+    "asinh": asinh,
+    "acosh": acosh,
+    "atanh": atanh,
 }
 """Unary approximations keyed by JAX primitive name ("reciprocal": 1/x)."""
 
-BINARY_APPROXIMATIONS = {"div": div}
-"""``div`` with a secret divisor."""
+BINARY_APPROXIMATIONS = {"div": div, "atan2": atan2}
+"""``div`` with a secret divisor, and atan2."""
 
 ERROR_BOUNDS = {
     # name: (lo, hi, max_err, kind) -- kind "abs" or "rel" (see the module docstring:
@@ -713,6 +1050,16 @@ ERROR_BOUNDS = {
     "sqrt": (2.0 ** -8, 2.0 ** 14, 1.0e-5, "rel"),
     "rsqrt": (2.0 ** -8, 2.0 ** 14, 3.0e-5, "rel"),
     "reciprocal": (2.0 ** -8, 2.0 ** 12, 1.5e-5, "rel"),  # and the same for -x
+    "atan": (-2.0 ** 15, 2.0 ** 15, 2.5e-5, "abs"),       # holds on all of R
+    # asin, acos, atanh: every fixed-point value in (-1, 1); float32 inputs closer to +-1
+    # are below their reductions of 1 - |x|
+    "asin": (-1.0 + 2.0 ** -18, 1.0 - 2.0 ** -18, 4.0e-5, "abs"),
+    "acos": (-1.0 + 2.0 ** -18, 1.0 - 2.0 ** -18, 4.0e-5, "abs"),
+    "sinh": (-12.0, 12.0, 1.1e-4, "rel"),
+    "cosh": (-12.0, 12.0, 1.0e-4, "rel"),
+    "asinh": (-2.0 ** 19, 2.0 ** 19, 5.0e-5, "abs"),
+    "acosh": (1.0 + 2.0 ** -18, 2.0 ** 19, 6.0e-5, "abs"),
+    "atanh": (-1.0 + 2.0 ** -18, 1.0 - 2.0 ** -18, 4.0e-5, "abs"),
 }
 
 SOFTMAX_ERROR = 1.0e-4

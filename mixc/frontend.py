@@ -93,6 +93,7 @@ class _Trace:
         self.known = {}      # public value -> its numpy value, computed as it is emitted
         self.producer = {}   # value -> the node that made it
         self.frame = None    # the author's frame of the equation being translated
+        self.int_quotients = {}  # (x, y) -> secret trunc(x / y): x // y needs div and rem
 
     def use_device(self, d):
         if d.name not in self.module.devices:

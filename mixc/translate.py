@@ -120,7 +120,9 @@ def _translate(trace, jaxpr, env, dev, frame, pinned=False):
 
 # rules that approximate (or expand into approximations): on known values, folded exactly
 _APPROXIMATED = frozenset(("exp", "log", "logistic", "tanh", "sqrt", "rsqrt", "erf", "erfc",
-                           "sin", "cos", "log1p", "expm1", "exp2", "pow", "integer_pow", "div"))
+                           "sin", "cos", "log1p", "expm1", "exp2", "pow", "integer_pow", "div",
+                           "tan", "atan", "atan2", "asin", "acos", "sinh", "cosh", "asinh",
+                           "acosh", "atanh"))
 
 
 def _all_known(trace, ins):
@@ -411,20 +413,50 @@ def _int_quotient(x, d):
     quotient; the exact remainder x - q0 |d| says which way to correct it."""
     size = np.abs(d).astype(np.int32)
     q0 = (x.astype(jnp.float32) * (1.0 / size).astype(np.float32)).astype(jnp.int32)
-    r = x - q0 * size
+    return _corrected_quotient(x, q0, x - q0 * size, size) * np.sign(d).astype(np.int32)
+
+
+def _corrected_quotient(x, q, r, size):
+    """trunc(x / size) from a q within one of it and its exact remainder r = x - q size,
+    which must have the sign of x and stay below size in magnitude (four comparisons)."""
     up = jnp.where(x >= 0, r >= size, r > 0).astype(jnp.int32)
     down = jnp.where(x >= 0, r < 0, r <= -size).astype(jnp.int32)
-    return (q0 + up - down) * np.sign(d).astype(np.int32)
+    return q + up - down
+
+
+def _secret_int_quotient(x, y):
+    """trunc(x / y) for int32 x and a secret int32 y (JAX's lax.div), exactly for
+    |x| < 2^22 and 1 <= |y| <= 2^12 (approx.div's ranges). approx's reciprocal of |y|,
+    computed once, makes q0 = trunc(x / |y|) off by up to 1.5e-5 |x/y| + 1 (64 at
+    |x/y| = 2^22); the exact remainder x - q0 |y| over the same reciprocal refines
+    q0 to within one, and the exact remainder after that corrects it as for a known
+    divisor. y = 0 gives an unspecified quotient (and so the remainder x, as in XLA)."""
+    from . import approx
+    negative = y < 0
+    size = jnp.where(negative, -y, y)
+    scale, factor = approx.reciprocal_parts(size.astype(jnp.float32))
+
+    def approximate(n):  # approx.div's order: the small factor last keeps the precision
+        return (n.astype(jnp.float32) * scale * factor).astype(jnp.int32)
+    q0 = approximate(x)
+    q1 = q0 + approximate(x - q0 * size)
+    q = _corrected_quotient(x, q1, x - q1 * size, size)
+    return jnp.where(negative, -q, q)
 
 
 def _integer_division(remainder):
-    """lax.div / lax.rem of secret integers by a divisor known when compiling."""
+    """lax.div / lax.rem of secret integers by a divisor known when compiling, or by a
+    secret one (``_secret_int_quotient``: a narrower range, two approximate divisions)."""
     def rule(trace, eqn, ins, dev, loc):
         d = _known_value(trace, ins[1])
         if d is None:
-            raise TraceError(f"{loc}: integer {'remainder' if remainder else 'division'} "
-                             f"by a secret on MPC device {dev.name!r} is not implemented "
-                             "(the divisor must be known when compiling)")
+            quotients = trace.int_quotients
+            if tuple(ins) not in quotients:
+                (quotients[tuple(ins)],) = _inline_function(trace, _secret_int_quotient, ins, dev)
+            q = quotients[tuple(ins)]
+            if not remainder:
+                return [q]
+            return _inline_function(trace, lambda x, y, q: x - q * y, [*ins, q], dev)
         if not np.all(d):
             raise TraceError(f"{loc}: integer division by zero")
         d = np.broadcast_to(d, eqn.outvars[0].aval.shape) if d.ndim else d
@@ -454,6 +486,46 @@ def _div(trace, eqn, ins, dev, loc):
         (scaled,) = _elementwise("mul")(trace, eqn, [ins[0], q], dev, loc)
         return _elementwise("mul")(trace, eqn, [scaled, g], dev, loc)
     return _SECRET_DIV(trace, eqn, ins, dev, loc)
+
+
+def _fmod(x, size, quotient):
+    """C's fmod(x, y) from size = |y| and a ``quotient`` within one of |x| / size: its
+    floor t is within one of the true one, so r = |x| - t size lies in [-size, 2 size)
+    and one correction each way brings it into [0, size); the result has the sign of x.
+    t size, an integer times a value on the grid, is a multiple of 2^f before its
+    truncation, which both TruncPr and the dealer-free truncation keep exact: r is exact."""
+    negative = x < 0
+    magnitude = jnp.where(negative, -x, x)
+    r = magnitude - jnp.floor(quotient(magnitude)) * size
+    r = r + jnp.where(r < 0, size, 0.0) - jnp.where(r >= size, size, 0.0)
+    return jnp.where(negative, -r, r)
+
+
+def _rem(trace, eqn, ins, dev, loc):
+    """lax.rem, which jnp.fmod is and jnp.remainder (float %) fixes up the sign of:
+    integers by ``_integer_division``; floats by ``_fmod``, exactly the fmod of the
+    operands as encoded on the 2^-f grid (of float32 operands off the grid: within
+    2^-(f+1) (1 + |x/y|), or that close to the other end of the period where fmod is
+    that close to 0 or |y|), for
+    - y known when compiling: |x| < 2^f and |x/y| < 2^22; the quotient is a product
+      with 1/|y| computed from y as encoded (error < |x| 2^-(f+1) + 2^-f + |x/y| 2^-24);
+    - a secret y: |x| < 2^22, 2^-8 <= |y| <= 2^12 and |x/y| < 2^16 (approx.div, whose
+      error 1.5e-5 |x/y| + 2^-17 (1 + 1/(4|y|)) stays below one there).
+    A zero divisor, or one that encodes to 0, gives x (JAX: NaN)."""
+    if np.issubdtype(eqn.outvars[0].aval.dtype, np.integer):
+        return _integer_division(remainder=True)(trace, eqn, ins, dev, loc)
+    d = _known_value(trace, ins[1])
+    if d is None:
+        def by_secret(x, y):
+            size = jnp.abs(y)
+            return _fmod(x, size, lambda magnitude: magnitude / size)
+        return _inline_function(trace, by_secret, ins, dev)
+    step = 2.0 ** -dev.fraction_bits
+    size = np.round(np.abs(d.astype(np.float64)) / step) * step
+    inverse = np.divide(1.0, size, out=np.zeros_like(size), where=size != 0)
+    size, inverse = size.astype(np.float32), inverse.astype(np.float32)
+    return _inline_function(trace, lambda x: _fmod(x, size, lambda m: m * inverse),
+                            ins[:1], dev)
 
 
 def _approx_attr(name):
@@ -546,7 +618,7 @@ def _stack(trace, eqn, ins, dev, loc):
     expanded = []
     for v in ins:
         shape = v.type.shape[:axis] + (1,) + v.type.shape[axis:]
-        expanded.append(trace.emit("reshape", [v], [v.type.with_(shape=shape)],
+        expanded.append(trace.emit("reshape", [v], [v.type.with_(shape=shape, place=dev.name)],
                                    {"new_sizes": shape}, loc).result)
     t = [_aval_type(v.aval, dev) for v in eqn.outvars]
     return trace.emit("concatenate", expanded, t, {"dimension": axis}, loc).results
@@ -606,6 +678,10 @@ def _movement(data):
             return _secret_gather(trace, eqn, ins, dev, loc)
         if secret and eqn.primitive.name == "dynamic_slice":
             return _secret_dynamic_slice(trace, eqn, ins, dev, loc)
+        if secret and eqn.primitive.name == "scatter":
+            return _secret_scatter(trace, eqn, ins, dev, loc)
+        if secret and eqn.primitive.name == "dynamic_update_slice":
+            return _secret_dynamic_update_slice(trace, eqn, ins, dev, loc)
         args, flats, offset = [], [], 0
         for i, v in enumerate(ins):
             if i in data:
@@ -625,48 +701,143 @@ def _movement(data):
     return rule
 
 
-def _take_axis(eqn, shape, index_shape):
-    """The axis a gather takes whole slices along, one index each (x[idx], jnp.take), and
-    where the indices' dims go in the result; None for any other gather."""
-    dn, sizes = eqn.params["dimension_numbers"], eqn.params["slice_sizes"]
-    if (len(dn.start_index_map) != 1 or tuple(dn.collapsed_slice_dims) != tuple(dn.start_index_map)
-            or dn.operand_batching_dims or index_shape[-1:] != (1,)):
-        return None
-    (axis,) = dn.start_index_map
-    if any(size != (1 if j == axis else n) for j, (size, n) in enumerate(zip(sizes, shape))):
-        return None
-    # the layout, checked on a sample: the index dims sit at some position ``at``
-    sample = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)  # all distinct
-    picks = ((np.arange(int(np.prod(index_shape))) * 7 + 3) % shape[axis]) \
-        .astype(np.int32).reshape(index_shape)
-    want = np.asarray(eqn.primitive.bind(sample, picks, **eqn.params))
-    for at in range(len(shape)):
-        got = np.take(sample, picks[..., 0], axis=axis)       # index dims at ``axis``
-        got = np.moveaxis(got, list(range(axis, axis + len(index_shape) - 1)),
-                          list(range(at, at + len(index_shape) - 1)))
-        if got.shape == want.shape and np.array_equal(got, want):
-            return axis, at
-    return None
+_LARGEST_ONE_HOT = 1 << 24     # index positions x candidate starts of a secret gather/scatter
+
+
+def _one_hot_starts(idx, counts, clip, dtype):
+    """[batch, prod(counts)]: for each index vector (last axis of ``idx``) a one-hot of its
+    start among all candidate starts, row-major over the indexed dims: one equality test
+    per index and candidate of each dim, one product per extra dim. Out of range (no
+    ``clip``) matches no candidate."""
+    joint = None
+    for k, count in enumerate(counts):
+        start = idx[..., k]
+        if clip:
+            start = jnp.clip(start, 0, count - 1)
+        hot = (start[..., None] == jnp.arange(count, dtype=idx.dtype)).astype(dtype)
+        joint = hot if joint is None else (joint[..., :, None] * hot[..., None, :]).reshape(
+            joint.shape[:-1] + (-1,))
+    return joint
+
+
+def _check_one_hot_size(loc, what, batch, counts):
+    if batch * int(np.prod(counts)) > _LARGEST_ONE_HOT:
+        raise TraceError(f"{loc}: {what} with secret indices: {batch} indices x "
+                         f"{int(np.prod(counts))} candidate positions is more than "
+                         f"{_LARGEST_ONE_HOT} equality tests")
 
 
 def _secret_gather(trace, eqn, ins, dev, loc):
-    """x[idx] / jnp.take with secret indices: a one-hot of the indices (one equality
-    test per index and candidate) contracted with x by one matrix product. An index
-    out of range selects nothing (zeros)."""
-    operand, indices = ins
-    found = _take_axis(eqn, tuple(operand.type.shape), tuple(indices.type.shape))
-    if found is None:
-        raise TraceError(f"{loc}: gather with indices computed from secret values: mixc "
-                         "gathers by secret indices only along one axis (x[idx], jnp.take)")
-    axis, at = found
-    n, k = operand.type.shape[axis], len(indices.type.shape) - 1
+    """A gather whose indices are secret (x[idx], x[i, j], jnp.take, take_along_axis):
+    every candidate window of the indexed dims is taken at known positions, and a one-hot
+    of each index vector among the candidates picks its window by one (batched) matrix
+    product. Out-of-range indices are clamped (mode clip) or select zeros."""
+    dn, sizes = eqn.params["dimension_numbers"], tuple(eqn.params["slice_sizes"])
+    clip = eqn.params["mode"] == jax.lax.GatherScatterMode.CLIP
+    shape = tuple(ins[0].type.shape)
+    index_batch = tuple(ins[1].type.shape[:-1])
+    indexed = tuple(dn.start_index_map)
+    counts = [shape[d] - sizes[d] + 1 for d in indexed]
+    _check_one_hot_size(loc, "gather", int(np.prod(index_batch)), counts)
+    paired = tuple(dn.start_indices_batching_dims)      # index dims matched to operand dims
+    free = [j for j in range(len(index_batch)) if j not in paired]
+    kept = [d for d in range(len(shape)) if d not in dn.operand_batching_dims]
+    window = [sizes[d] for d in kept]
+    out_rank = len(eqn.outvars[0].aval.shape)
+    batch_at = [j for j in range(out_rank) if j not in dn.offset_dims]
 
     def fn(x, idx):
-        one_hot = (idx[..., 0, None] == jnp.arange(n, dtype=idx.dtype)).astype(x.dtype)
-        picked = jnp.tensordot(one_hot, x, axes=((k,), (axis,)))   # index dims first
-        rest = list(range(k, picked.ndim))
-        order = rest[:at] + list(range(k)) + rest[at:]
-        return jnp.transpose(picked, order)
+        as_int = x.dtype == np.bool_
+        if as_int:
+            x = x.astype(jnp.int32)
+        # axes: operand batching dims, candidate starts, window (kept dims, operand order);
+        # last dim first, so the axis numbers of the dims still to do hold
+        for d in reversed(range(len(shape))):
+            if d in indexed:
+                count = shape[d] - sizes[d] + 1
+                x = jnp.take(x, np.arange(count)[:, None] + np.arange(sizes[d])[None, :], axis=d)
+            elif d in kept:
+                x = jax.lax.slice_in_dim(x, 0, sizes[d], axis=d)
+        axis_of = np.cumsum([0] + [2 if d in indexed else 1 for d in range(len(shape))])
+        order = ([axis_of[d] for d in dn.operand_batching_dims] + [axis_of[d] for d in indexed]
+                 + [axis_of[d] + (d in indexed) for d in kept])
+        paired_size = int(np.prod([shape[d] for d in dn.operand_batching_dims]))
+        windows = jnp.transpose(x, order).reshape(paired_size, int(np.prod(counts)), -1)
+        idx = jnp.transpose(idx, list(paired) + free + [idx.ndim - 1])
+        idx = idx.reshape(paired_size, -1, len(indexed))
+        picked = jnp.matmul(_one_hot_starts(idx, counts, clip, x.dtype), windows)
+        batch_dims = [index_batch[j] for j in paired + tuple(free)]
+        picked = picked.reshape(batch_dims + [w for d, w in zip(kept, window)
+                                              if d not in dn.collapsed_slice_dims])
+        # result axes: index batch dims (paired first) then offset dims, in operand order
+        source = {j: n for n, j in enumerate(list(paired) + free)}
+        perm = [0] * out_rank
+        for n, j in enumerate(batch_at):
+            perm[j] = source[n]
+        for n, j in enumerate(sorted(dn.offset_dims)):
+            perm[j] = len(index_batch) + n
+        out = jnp.transpose(picked, perm)
+        return out > 0 if as_int else out
+    return _inline_function(trace, fn, ins, dev)
+
+
+def _secret_scatter(trace, eqn, ins, dev, loc):
+    """x.at[idx].set(v) / .add(v) with secret indices: a one-hot of each index vector
+    among the candidate starts (for set, only the last update per start: JAX leaves the
+    winner unspecified) weighs the updates in one matrix product; placing the weighted
+    windows at the candidates is public, so local. Out-of-range updates are dropped
+    (clamped in mode clip)."""
+    dn = eqn.params["dimension_numbers"]
+    if dn.operand_batching_dims:
+        raise TraceError(f"{loc}: {eqn.primitive.name} with secret indices and batching "
+                         "dims is not implemented")
+    adds = eqn.primitive.name == "scatter-add"
+    clip = eqn.params["mode"] == jax.lax.GatherScatterMode.CLIP
+    last_wins = not adds and not eqn.params["unique_indices"]
+    shape = tuple(ins[0].type.shape)
+    update_shape = tuple(ins[2].type.shape)
+    indexed = tuple(dn.scatter_dims_to_operand_dims)
+    window_axes = iter(dn.update_window_dims)
+    window = [1 if d in dn.inserted_window_dims else update_shape[next(window_axes)]
+              for d in range(len(shape))]
+    counts = [shape[d] - window[d] + 1 for d in indexed]
+    scatter_axes = [j for j in range(len(update_shape)) if j not in dn.update_window_dims]
+    batch = int(np.prod([update_shape[j] for j in scatter_axes]))
+    _check_one_hot_size(loc, eqn.primitive.name, batch, counts)
+
+    def place(weighted):
+        """[candidates..., window...] -> operand shape: window w of candidate c lands at c + w."""
+        axes = [("start", d) for d in indexed] + [("window", d) for d in range(len(shape))]
+        for k, d in enumerate(indexed):
+            at_start, at_window = axes.index(("start", d)), axes.index(("window", d))
+            if window[d] == 1:      # the candidate start is the position
+                weighted = jnp.squeeze(weighted, at_window)
+                axes.pop(at_window)
+                axes[axes.index(("start", d))] = ("window", d)
+                continue
+            lands = (np.arange(counts[k])[:, None, None] + np.arange(window[d])[None, :, None]
+                     == np.arange(shape[d])[None, None, :]).astype(weighted.dtype)
+            weighted = jnp.tensordot(weighted, lands, axes=((at_start, at_window), (0, 1)))
+            axes = [a for a in axes if a not in (("start", d), ("window", d))] + [("window", d)]
+        weighted = jnp.transpose(weighted, [axes.index(("window", d)) for d in range(len(shape))])
+        return jnp.pad(weighted, [(0, n - w) for n, w in zip(shape, weighted.shape)])
+
+    def fn(x, idx, updates):
+        as_int = x.dtype == np.bool_
+        if as_int:
+            x, updates = x.astype(jnp.int32), updates.astype(jnp.int32)
+        windows = jnp.transpose(updates, scatter_axes + list(dn.update_window_dims))
+        windows = windows.reshape((batch,) + tuple(window[d] for d in range(len(shape))))
+        hot = _one_hot_starts(idx.reshape(batch, len(indexed)), counts, clip, x.dtype)
+        if last_wins:
+            later = jnp.sum(hot, axis=0) - jnp.cumsum(hot, axis=0)
+            hot = hot * (later == 0).astype(x.dtype)
+        moved = jnp.tensordot(hot, windows, axes=((0,), (0,))).reshape(counts + window)
+        out = x + place(moved)
+        if not adds:
+            covered = jnp.tensordot(hot, np.ones(windows.shape, x.dtype), axes=((0,), (0,)))
+            out = out - x * place(covered.reshape(moved.shape))
+        return out > 0 if as_int else out
     return _inline_function(trace, fn, ins, dev)
 
 
@@ -692,6 +863,19 @@ def _secret_dynamic_slice(trace, eqn, ins, dev, loc):
     return _inline_function(trace, fn, ins, dev)
 
 
+def _secret_dynamic_update_slice(trace, eqn, ins, dev, loc):
+    """lax.dynamic_update_slice with secret starts: a scatter of its one window, starts
+    clamped so that the window fits, as JAX does."""
+    def fn(x, update, *starts):
+        start = jnp.stack([s.astype(jnp.int32) for s in starts])[None, :]
+        numbers = jax.lax.ScatterDimensionNumbers(
+            update_window_dims=tuple(range(1, update.ndim + 1)), inserted_window_dims=(),
+            scatter_dims_to_operand_dims=tuple(range(x.ndim)))
+        return jax.lax.scatter(x, start, update[None], numbers, unique_indices=True,
+                               mode=jax.lax.GatherScatterMode.CLIP)
+    return _inline_function(trace, fn, ins, dev)
+
+
 _LARGEST_SCATTER_ADD = 1 << 24    # output x update elements: where each update lands
 
 
@@ -700,6 +884,8 @@ def _scatter_add(trace, eqn, ins, dev, loc):
     target is found by scattering one-hot rows; updates that share a target go in
     successive layers, one take per layer (padding slot m holds 0)."""
     operand, indices, updates = ins
+    if _known_value(trace, indices) is None:
+        return _secret_scatter(trace, eqn, ins, dev, loc)
     n, m = operand.type.size, updates.type.size
     if n * m > _LARGEST_SCATTER_ADD:
         raise TraceError(f"{loc}: scatter-add of {m} updates into {n} elements on MPC: at "
@@ -923,6 +1109,10 @@ PRIMITIVES.update({name: _approximation(name)
 PRIMITIVES["erfc"] = _macro(lambda params: lambda x: 1.0 - jax.scipy.special.erf(x))
 PRIMITIVES["sin"] = _macro(_approx_attr("sin"))
 PRIMITIVES["cos"] = _macro(_approx_attr("cos"))
+PRIMITIVES["tan"] = _macro(_approx_attr("tan"))
+PRIMITIVES["atan2"] = _macro(_approx_attr("atan2"))   # broadcasts a scalar operand itself
+PRIMITIVES.update({name: _approximation(name) for name in (
+    "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh")})
 PRIMITIVES.update({  # exact on the fixed-point value; ceil(x) = -floor(-x) costs one floor
     "floor": _simple("floor"), "ceil": _macro(lambda params: lambda x: -_lax.floor(-x)),
     "round": _simple("round", lambda p: {
@@ -972,7 +1162,7 @@ PRIMITIVES.update({
     "cumsum": _cumulative(jnp.add), "cumprod": _cumulative(jnp.multiply),
     "cummax": _cumulative(jnp.maximum), "cummin": _cumulative(jnp.minimum),
     "reduce_prod": _reduce_tree(jnp.multiply),
-    "is_finite": _always_finite, "pow": _pow, "rem": _integer_division(remainder=True),
+    "is_finite": _always_finite, "pow": _pow, "rem": _rem,
     "sort": _macro(_bitonic_sort), "top_k": _macro(_top_k),
     "reduce_or": _reduce_tree(jnp.logical_or), "reduce_and": _reduce_tree(jnp.logical_and),
     "log1p": _macro(lambda params: lambda x: jnp.log(1.0 + x)),

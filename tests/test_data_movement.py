@@ -37,6 +37,7 @@ MOVES = {
     "set_into_zeros": lambda a, b: jnp.zeros((6,)).at[jnp.array([5, 0, 2])].set(a[0, :3] * b[0, :3]),
     "add_duplicates": lambda a, b: a.at[jnp.array([0, 2, 0, 0]), 1].add(b[:, 2]),
     "conv1d_same": lambda a, b: jnp.convolve(a[0], b[0, :3], mode="same"),
+    "stack_inputs": lambda a, b: jnp.stack([a, -b], axis=1)[:, 1] * a,
 }
 
 
@@ -66,24 +67,49 @@ SECRET_INDEX = {
     "scalar": lambda t, i: t[i[0, 0]],
     "argmax_pick": lambda t, i: t[:, 1][jnp.argmax(t[:, 0] * i[0, 0])],
     "window_clamped": lambda t, i: lax.dynamic_slice(t, (i[1, 2] + 5, 1), (4, 2)),
+    "two_axes": lambda t, i: t[i[0], i[1] % 4],
+    "two_axes_broadcast": lambda t, i: t[i[0, :2, None], i[1, None, :] % 4],
+    "rows_and_window": lambda t, i: t[i[:, 0], 1:3],
+    "take_along_axis": lambda t, i: jnp.take_along_axis(t, jnp.tile(i, (5, 1)) - 1, axis=1,
+                                                        mode="clip"),
+    "take_clip": lambda t, i: jnp.take(t, i[0] - 2, axis=0, mode="clip"),
+    "bool_table": lambda t, i: (t > 0)[i[0], i[1] % 4],
+    "int_table": lambda t, i: (t * 8).astype(jnp.int32)[i[1]],
 }
 
 
 @pytest.mark.parametrize("name", sorted(SECRET_INDEX))
 def test_secret_indices_by_one_hot(secure, plain, name):
-    """Secret token ids into the other party's embedding table, and friends."""
+    """Secret token ids into the other party's embedding table, and friends: x[i, j] with
+    secret i and j too (one-hots per indexed axis, joined, pick the window)."""
     table = rnd(10, 4)
     tokens = np.array([[3, 0, 9], [9, 9, 1]], np.int32)
     check(secure, plain, SECRET_INDEX[name], table, tokens)
 
 
-def test_secret_two_dimensional_index_is_an_error_naming_the_line(cluster):
-    def f(a, i):
-        return a[i, i]  # SECRET-INDEX
-    prog, _ = secure_program(cluster, f, rnd(4, 4), np.array([1, 2], np.int32))
-    with pytest.raises(TraceError, match="only along one axis") as e:
-        build(prog)
-    assert "test_data_movement.py:" in str(e.value)
+SECRET_SCATTER = {
+    "add_rows": lambda t, i, u: t.at[i[0] % 5].add(u),
+    "add_duplicates": lambda t, i, u: t.at[i[1] % 2].add(u),
+    "set_rows_last_wins": lambda t, i, u: t.at[i[1] % 2].set(u),
+    "set_unique": lambda t, i, u: t.at[i[0] % 5].set(u, unique_indices=True),
+    "set_points": lambda t, i, u: t.at[i[0] % 5, i[1] % 4].set(u[:, 0]),
+    "add_points_dropped": lambda t, i, u: t.at[i[0] - 4, i[1]].add(u[:, 1]),
+    "set_window": lambda t, i, u: t.at[i[0] % 5, 1:3].set(u[:, :2]),
+    "histogram": lambda t, i, u: jnp.zeros(6).at[i[0] % 6].add(1.0) + t[0, 0],
+    "int_add": lambda t, i, u: jnp.zeros(5, jnp.int32).at[i[1] % 5].add(i[0]),
+    "dynamic_update": lambda t, i, u: lax.dynamic_update_slice(t, u[:2, 1:], (i[0, 0], i[1, 1])),
+    "dynamic_update_clamped": lambda t, i, u: lax.dynamic_update_slice(t, u[:2, :3],
+                                                                        (i[0, 2], i[0, 1] - 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_SCATTER))
+def test_secret_scatters(secure, plain, name):
+    """x.at[idx].set/.add with secret idx: the one-hot rows weigh the updates; out-of-range
+    updates are dropped as in JAX; set keeps the last update for a repeated index."""
+    table = rnd(5, 4)
+    idx = np.array([[3, 0, 9], [9, 2, 1]], np.int32)
+    check(secure, plain, SECRET_SCATTER[name], table, idx, rnd(3, 4, seed=2))
 
 
 POOLS = {

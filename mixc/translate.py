@@ -12,6 +12,7 @@ author-frame helpers that make every error name the author's line.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import warnings
@@ -791,9 +792,9 @@ def _secret_scatter(trace, eqn, ins, dev, loc):
     if dn.operand_batching_dims:
         raise TraceError(f"{loc}: {eqn.primitive.name} with secret indices and batching "
                          "dims is not implemented")
-    adds = eqn.primitive.name == "scatter-add"
+    sets = eqn.primitive.name == "scatter"
     clip = eqn.params["mode"] == jax.lax.GatherScatterMode.CLIP
-    last_wins = not adds and not eqn.params["unique_indices"]
+    last_wins = sets and not eqn.params["unique_indices"]
     shape = tuple(ins[0].type.shape)
     update_shape = tuple(ins[2].type.shape)
     indexed = tuple(dn.scatter_dims_to_operand_dims)
@@ -804,6 +805,10 @@ def _secret_scatter(trace, eqn, ins, dev, loc):
     scatter_axes = [j for j in range(len(update_shape)) if j not in dn.update_window_dims]
     batch = int(np.prod([update_shape[j] for j in scatter_axes]))
     _check_one_hot_size(loc, eqn.primitive.name, batch, counts)
+    join, identity, reduce = _SCATTER_COMBINERS.get(eqn.primitive.name, (None, 0, None))
+    if reduce is not None and any(window[d] != 1 for d in indexed):
+        raise TraceError(f"{loc}: {eqn.primitive.name} of windows with secret indices is "
+                         "not implemented (only of single elements along the indexed axes)")
 
     def place(weighted):
         """[candidates..., window...] -> operand shape: window w of candidate c lands at c + w."""
@@ -828,13 +833,25 @@ def _secret_scatter(trace, eqn, ins, dev, loc):
             x, updates = x.astype(jnp.int32), updates.astype(jnp.int32)
         windows = jnp.transpose(updates, scatter_axes + list(dn.update_window_dims))
         windows = windows.reshape((batch,) + tuple(window[d] for d in range(len(shape))))
-        hot = _one_hot_starts(idx.reshape(batch, len(indexed)), counts, clip, x.dtype)
+        # a reduction picks by a select (a bit times a value), not by a fixed-point
+        # product with the identity, whose 2^30 would overflow the ring
+        hot = _one_hot_starts(idx.reshape(batch, len(indexed)), counts, clip,
+                              jnp.bool_ if reduce is not None else x.dtype)
         if last_wins:
             later = jnp.sum(hot, axis=0) - jnp.cumsum(hot, axis=0)
             hot = hot * (later == 0).astype(x.dtype)
+        if reduce is not None:
+            # every update where its one-hot is set, the identity elsewhere: then one
+            # reduction over the updates (a log-depth tree) and one combine with x
+            unit = np.asarray(identity, x.dtype)
+            spread = jnp.where(hot.reshape(hot.shape + (1,) * (windows.ndim - 1)),
+                               windows[:, None], unit)
+            reduced = reduce(spread, axis=0).reshape(counts + window)
+            out = join(x, place(reduced - unit) + unit)
+            return out > 0 if as_int else out
         moved = jnp.tensordot(hot, windows, axes=((0,), (0,))).reshape(counts + window)
         out = x + place(moved)
-        if not adds:
+        if sets:
             covered = jnp.tensordot(hot, np.ones(windows.shape, x.dtype), axes=((0,), (0,)))
             out = out - x * place(covered.reshape(moved.shape))
         return out > 0 if as_int else out
@@ -876,26 +893,34 @@ def _secret_dynamic_update_slice(trace, eqn, ins, dev, loc):
     return _inline_function(trace, fn, ins, dev)
 
 
-_LARGEST_SCATTER_ADD = 1 << 24    # output x update elements: where each update lands
+_LARGEST_SCATTER = 1 << 24    # output x update elements: where each update lands
 
 
-def _scatter_add(trace, eqn, ins, dev, loc):
-    """operand + the updates summed at their (known) positions: each update element's
-    target is found by scattering one-hot rows; updates that share a target go in
-    successive layers, one take per layer (padding slot m holds 0)."""
+def _scatter_combining(trace, eqn, ins, dev, loc):
+    """operand combined (+, *, max, min) with the updates at their (known) positions: each
+    update element's target is found by scattering one-hot rows; updates that share a
+    target go in successive layers, one take per layer (padding slot m holds the
+    combine's identity)."""
     operand, indices, updates = ins
+    join, identity, _ = _SCATTER_COMBINERS[eqn.primitive.name]
+    start = _known_value(trace, operand)
+    if start is not None and np.isinf(start).any():   # segment_max's -inf: no fixed point
+        operand = _constant(trace, np.clip(start, _POOL_FLOOR, -_POOL_FLOOR).astype(start.dtype),
+                            dev, loc)
+        ins = [operand, indices, updates]
     if _known_value(trace, indices) is None:
         return _secret_scatter(trace, eqn, ins, dev, loc)
     n, m = operand.type.size, updates.type.size
-    if n * m > _LARGEST_SCATTER_ADD:
-        raise TraceError(f"{loc}: scatter-add of {m} updates into {n} elements on MPC: at "
-                         f"most {_LARGEST_SCATTER_ADD} pairs")
+    if n * m > _LARGEST_SCATTER:
+        raise TraceError(f"{loc}: {eqn.primitive.name} of {m} updates into {n} elements on "
+                         f"MPC: at most {_LARGEST_SCATTER} pairs")
     known = _known_indices(trace, eqn, indices, loc)
-    dtype = eqn.invars[0].aval.dtype      # the update_jaxpr adds values of this dtype
+    dtype = eqn.invars[0].aval.dtype      # the update_jaxpr combines values of this dtype
     one_hot = np.eye(m, dtype=dtype).reshape((m,) + updates.type.shape)
     zeros = np.zeros(operand.type.shape, dtype)
-    hits = np.asarray(jax.vmap(lambda row: eqn.primitive.bind(zeros, known, row, **eqn.params))
-                      (one_hot)).reshape(m, n)
+    numbers, mode = eqn.params["dimension_numbers"], eqn.params["mode"]
+    hits = np.asarray(jax.vmap(lambda row: jax.lax.scatter_add(zeros, known, row, numbers,
+                                                               mode=mode))(one_hot)).reshape(m, n)
     layers = []
     for j in range(m):
         landed = np.nonzero(hits[j])[0]
@@ -909,14 +934,14 @@ def _scatter_add(trace, eqn, ins, dev, loc):
     t = _aval_type(eqn.outvars[0].aval, dev)
     if not layers:
         return [operand]
-    zero = _constant(trace, np.zeros((), _NP[updates.type.dtype]), dev, loc)
+    padding = _constant(trace, np.asarray(identity, _NP[updates.type.dtype]), dev, loc)
     flat = _flat(trace, updates, dev, loc)
-    padded = trace.emit("pad", [flat, zero], [flat.type.with_(shape=(m + 1,))],
+    padded = trace.emit("pad", [flat, padding], [flat.type.with_(shape=(m + 1,))],
                         {"config": ((0, 1, 0),)}, loc).result
     total = operand
     for layer in layers:
         moved = _take(trace, padded, layer.reshape(t.shape), t, loc)
-        total = trace.emit("add", [total, moved], [t], {}, loc).result
+        (total,) = _inline_function(trace, join, [total, moved], dev)
     return [total]
 
 
@@ -945,6 +970,11 @@ def _window_positions(shape, p):
 
 # max-pooling pads with this instead of -inf (no fixed-point encoding); inputs stay far above
 _POOL_FLOOR = -2.0 ** 30
+# scatter primitive -> (combine, its identity, the reduction over updates that share a
+# target when their positions are secret; None: a weighted sum does it)
+_SCATTER_COMBINERS = {"scatter-add": (jnp.add, 0, None), "scatter-mul": (jnp.multiply, 1, jnp.prod),
+                      "scatter-max": (jnp.maximum, _POOL_FLOOR, jnp.max),
+                      "scatter-min": (jnp.minimum, -_POOL_FLOOR, jnp.min)}
 
 
 def _reduce_window(reduce, padding_value):
@@ -1155,7 +1185,9 @@ def _sum_leading(trace, eqn, ins, dev, loc):
 PRIMITIVES.update({
     "gather": _movement({0}), "dynamic_slice": _movement({0}), "rev": _movement({0}),
     "tile": _movement({0}), "dynamic_update_slice": _movement({0, 1}),
-    "scatter": _movement({0, 2}), "scatter-add": _scatter_add,
+    "scatter": _movement({0, 2}), "scatter-add": _scatter_combining,
+    "scatter-mul": _scatter_combining, "scatter-max": _scatter_combining,
+    "scatter-min": _scatter_combining,
     "reduce_window_sum": _reduce_window(_sum_leading, 0),
     "reduce_window_max": _reduce_window(PRIMITIVES["reduce_max"], _POOL_FLOOR),
     "reduce_window_min": _reduce_window(PRIMITIVES["reduce_min"], -_POOL_FLOOR),
@@ -1170,3 +1202,57 @@ PRIMITIVES.update({
     "exp2": _macro(lambda params: lambda x: jnp.exp(x * np.float32(np.log(2.0)))),
 })
 PRIMITIVES["min"] = _identity_bound(PRIMITIVES["min"], np.inf)
+
+
+def _custom_linear_solve(trace, eqn, ins, dev, loc):
+    """lax.custom_linear_solve (jnp.linalg.solve's): its ``solve`` jaxpr on the
+    right-hand side; the other jaxprs only serve differentiation."""
+    sizes = eqn.params["const_lengths"]
+    start = sizes.matvec + sizes.vecmat
+    return _inline(trace, eqn.params["jaxprs"].solve,
+                   ins[start:start + sizes.solve] + ins[sum(sizes):], dev)
+
+
+def _platform_index(trace, eqn, ins, dev, loc):
+    """lax.platform_dependent's branch (jnp.diagonal has one): the default, as on a CPU."""
+    index = next(i for i, names in enumerate(eqn.params["platforms"])
+                 if names is None or "cpu" in names)
+    return [_constant(trace, np.int32(index), dev, loc)]
+
+
+# what an infinity known when compiling stands for in a select on secrets (slogdet's
+# -inf for a singular matrix), which has no fixed-point encoding: beyond any value, yet
+# small enough for fixed-point products (exp's clamp multiplies it by 0 or 1)
+_INFINITY = 2.0 ** 20
+
+
+def _finite_cases(rule):
+    def finite(trace, eqn, ins, dev, loc):
+        if _all_known(trace, ins):
+            return rule(trace, eqn, ins, dev, loc)
+        cases = []
+        for v in ins:
+            known = _known_value(trace, v)
+            if known is not None and np.isinf(known).any():
+                v = _constant(trace, np.clip(known, -_INFINITY, _INFINITY).astype(known.dtype),
+                              dev, loc)
+            cases.append(v)
+        return rule(trace, eqn, cases, dev, loc)
+    return finite
+
+
+def _linalg(name):
+    def build(params):
+        from . import linalg
+        return functools.partial(getattr(linalg, name), **params)
+    return _macro(build)
+
+
+PRIMITIVES.update({
+    "lu": _linalg("lu"), "triangular_solve": _linalg("triangular_solve"),
+    "cholesky": _linalg("cholesky"), "custom_linear_solve": _custom_linear_solve,
+    "platform_index": _platform_index,
+})
+PRIMITIVES["select_n"] = _finite_cases(PRIMITIVES["select_n"])
+# on matrices known when compiling, JAX factorizes exactly
+_APPROXIMATED = _APPROXIMATED | {"lu", "triangular_solve", "cholesky"}

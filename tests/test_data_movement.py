@@ -38,6 +38,9 @@ MOVES = {
     "add_duplicates": lambda a, b: a.at[jnp.array([0, 2, 0, 0]), 1].add(b[:, 2]),
     "conv1d_same": lambda a, b: jnp.convolve(a[0], b[0, :3], mode="same"),
     "stack_inputs": lambda a, b: jnp.stack([a, -b], axis=1)[:, 1] * a,
+    "scatter_max_known": lambda a, b: a.at[jnp.array([0, 2, 0])].max(b[:3]),
+    "scatter_min_mul_known": lambda a, b: a.at[jnp.array([1, 1]), 2].min(b[0, :2])
+                                           .at[jnp.array([3, 0, 3])].multiply(b[1:]),
 }
 
 
@@ -98,6 +101,10 @@ SECRET_SCATTER = {
     "histogram": lambda t, i, u: jnp.zeros(6).at[i[0] % 6].add(1.0) + t[0, 0],
     "int_add": lambda t, i, u: jnp.zeros(5, jnp.int32).at[i[1] % 5].add(i[0]),
     "dynamic_update": lambda t, i, u: lax.dynamic_update_slice(t, u[:2, 1:], (i[0, 0], i[1, 1])),
+    "max_rows": lambda t, i, u: t.at[i[1] % 2].max(u),
+    "min_points_dropped": lambda t, i, u: t.at[i[0] - 4, i[1] % 4].min(u[:, 1]),
+    "mul_rows": lambda t, i, u: t.at[i[0] % 5].multiply(u),
+    "segment_max": lambda t, i, u: jax.ops.segment_max(u, i[1] % 3, num_segments=3) + t[:3],
     "dynamic_update_clamped": lambda t, i, u: lax.dynamic_update_slice(t, u[:2, :3],
                                                                         (i[0, 2], i[0, 1] - 1)),
 }

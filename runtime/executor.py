@@ -38,6 +38,48 @@ def check_input(name, value, dtype, shape):
     return arr.astype(NUMPY_DTYPES[dtype], copy=False)
 
 
+_SPECIAL_KINDS = ("input", "dp_noise_op", "random", "send", "recv", "encode", "decode", "call_op",
+                  "he", "he_mm", "ot", "bits_pack", "bits_unpack", "bits_unzip")
+_KIND_OF_OP = {"dp_noise": "dp_noise_op", "call": "call_op", "output": "output"}
+_KIND_OF_PREFIX = (("he.", "he"), ("he_mm.", "he_mm"), ("ot.", "ot"))
+
+
+def _kind(op):
+    """How the executor runs ``op``: a handler's name, "output", or None for OPS[op].impl
+    (pure ops with one result)."""
+    if op in _KIND_OF_OP:
+        return _KIND_OF_OP[op]
+    if op in _SPECIAL_KINDS:
+        return op
+    for prefix, kind in _KIND_OF_PREFIX:
+        if op.startswith(prefix):
+            return kind
+    return None
+
+
+def _plan(program):
+    """Per node: (node, kind, operands, results, values last used there), computed once
+    per program: a training loop's program has tens of thousands of nodes, and the
+    per-node work of the run loop is what a many-round protocol waits on."""
+    cached = program.__dict__.get("_executor_plan")
+    if cached is not None and len(cached) == len(program.nodes) and all(
+            step[0] is n and step[2] == tuple(n.operands)
+            for step, n in zip(cached, program.nodes)):
+        return cached
+    last_use = {}
+    for i, n in enumerate(program.nodes):
+        for v in n.operands:
+            last_use[v] = i
+    steps = []
+    for i, n in enumerate(program.nodes):
+        operands = tuple(n.operands)
+        dead = tuple(v for j, v in enumerate(operands)
+                     if last_use[v] == i and v not in operands[:j])
+        steps.append((n, _kind(n.op), operands, tuple(n.results), dead))
+    program.__dict__["_executor_plan"] = steps
+    return steps
+
+
 class PartyExecutor:
     def __init__(self, program, party, link, inputs, progress=None):
         self.program, self.party, self.link = program, party, link
@@ -64,7 +106,7 @@ class PartyExecutor:
         for seed in seeds:
             members = seed.split("~")
             if members == [self.party]:
-                self.keys[seed] = os.urandom(32)
+                self.keys[seed] = kernels.PrgKey(os.urandom(32))
                 continue
             if self.party not in members:
                 raise MixcError(f"party {self.party!r} uses key {seed!r} it is not part of")
@@ -75,7 +117,7 @@ class PartyExecutor:
                                op="key agreement")
             else:
                 key = bytes(np.asarray(self.link.recv(peer, SEED_TAG, op="key agreement")))
-            self.keys[seed] = key
+            self.keys[seed] = kernels.PrgKey(key)
 
     @collector_paused()
     def run(self, checkpoint=None):
@@ -83,77 +125,97 @@ class PartyExecutor:
         called before node ``index`` runs (or at the end): the benchmarks time a program
         whose input-independent part was moved first (``runtime.phases``) this way."""
         self._agree_keys()
-        nodes = self.program.nodes
-        last_use = {}
-        for i, n in enumerate(nodes):
-            for v in n.operands:
-                last_use[v] = i
+        self._handlers = {kind: getattr(self, "_" + kind) for kind in _SPECIAL_KINDS}
+        plan = _plan(self.program)
+        self._kinds = [kind for _, kind, _, _, _ in plan]
         env, outputs = {}, {}
-        total = len(nodes)
-        for i, node in enumerate(nodes):
+        total = len(plan)
+        progress, evaluate = self.progress, self._eval
+        for i, (node, kind, operands, results, dead) in enumerate(plan):
             if checkpoint is not None and i == checkpoint[0]:
                 checkpoint[1]()
-            args = [env[v] for v in node.operands]
-            if node.op == "output":
+            args = [env[v] for v in operands]
+            if kind == "output":
                 outputs[node.attrs["name"]] = np.asarray(args[0])
             else:
-                results = self._eval(node, i, args)
-                for r, val in zip(node.results, results):
+                for r, val in zip(results, evaluate(node, i, args)):
                     env[r] = val
-            for v in node.operands:
-                if last_use[v] == i:
-                    env.pop(v, None)
-            if self.progress is not None and (i % 256 == 0 or i == total - 1):
-                self.progress(i + 1, total)
+            for v in dead:
+                env.pop(v, None)
+            if progress is not None and (i % 256 == 0 or i == total - 1):
+                progress(i + 1, total)
         if checkpoint is not None and checkpoint[0] >= total:
             checkpoint[1]()
         return outputs
 
     def _eval(self, node, index, args):
-        op, a = node.op, node.attrs
-        if op == "input":
-            return [self.inputs[a["name"]]]
-        if op == "dp_noise":
-            return [self._dp_noise(a)]
-        if op == "random":
-            prg = kernels.Prg(self.keys[a["seed"]], a["stream"])
-            return [prg.random_u64(tuple(a["shape"]))]
-        if op == "send":
-            # np.ascontiguousarray makes 0-d arrays 1-d; keep the declared shape.
-            data = np.asarray(args[0])
-            what = f"send #{a['tag']} ({a.get('what', '')})" + (f" at {node.loc}" if node.loc else "")
-            self.link.send(a["to"], a["tag"], np.ascontiguousarray(data).reshape(data.shape),
-                           op=what)
-            return []
-        if op == "recv":
-            what = f"recv #{a['tag']} ({a['what']})" + (f" at {node.loc}" if node.loc else "")
-            return [np.asarray(self.link.recv(a["from"], a["tag"], op=what))]
-        if op == "encode":
-            return [kernels.encode_fixed(np.asarray(args[0], dtype=np.float64), a["frac_bits"])]
-        if op == "decode":
-            if a["dtype"] == "f32":
-                return [kernels.decode_fixed(args[0], a["frac_bits"]).astype(np.float32)]
-            return [args[0].view(np.int64).astype(NUMPY_DTYPES[a["dtype"]])]
-        if op == "call":
-            return self._call(a, args)
-        if op.startswith("he."):  # RLWE key generation, encryption and evaluation
-            from . import he_ops
-            return he_ops.run(op, a, args)
-        if op.startswith("he_mm."):  # HE matrix products by packing plan (matrix triples)
-            from . import he_mm_ops
-            return he_mm_ops.run(op, a, args)
-        if op.startswith("ot."):  # two-party OT subprotocols: dealer-free correlations
-            from . import ot_ops
-            return ot_ops.run(self, op, a, args)
-        if op == "bits_pack":
-            return [kernels.bits_pack(np.ascontiguousarray(args[0]).reshape(-1))]
-        if op == "bits_unpack":
-            n = int(np.prod(a["shape"], dtype=np.int64))
-            return [kernels.bits_unpack(args[0], n).reshape(a["shape"])]
-        if op == "bits_unzip":
-            return list(kernels.bits_unzip(np.ascontiguousarray(args[0])))
-        out = OPS[op].impl(a, *args)
-        return [np.asarray(out)]
+        """The results of node ``index`` on ``args``: the one place a subclass hooks in
+        to watch or change what a party computes (as torch.fx's Interpreter.run_node)."""
+        kind = self._kinds[index]
+        if kind is None:
+            return [np.asarray(OPS[node.op].impl(node.attrs, *args))]
+        return self._handlers[kind](node, args)
+
+    # -- ops the executor runs itself (the rest are ``OPS[op].impl``)
+
+    def _input(self, node, args):
+        return [self.inputs[node.attrs["name"]]]
+
+    def _dp_noise_op(self, node, args):
+        return [self._dp_noise(node.attrs)]
+
+    def _random(self, node, args):
+        a = node.attrs
+        return [kernels.keystream_words(self.keys[a["seed"]], a["stream"], a["shape"])]
+
+    def _send(self, node, args):
+        a = node.attrs
+        # np.ascontiguousarray makes 0-d arrays 1-d; keep the declared shape.
+        data = np.asarray(args[0])
+        what = f"send #{a['tag']} ({a.get('what', '')})" + (f" at {node.loc}" if node.loc else "")
+        self.link.send(a["to"], a["tag"], np.ascontiguousarray(data).reshape(data.shape), op=what)
+        return []
+
+    def _recv(self, node, args):
+        a = node.attrs
+        what = f"recv #{a['tag']} ({a['what']})" + (f" at {node.loc}" if node.loc else "")
+        return [np.asarray(self.link.recv(a["from"], a["tag"], op=what))]
+
+    def _encode(self, node, args):
+        return [kernels.encode_fixed(np.asarray(args[0], dtype=np.float64),
+                                     node.attrs["frac_bits"])]
+
+    def _decode(self, node, args):
+        a = node.attrs
+        if a["dtype"] == "f32":
+            return [kernels.decode_fixed(args[0], a["frac_bits"]).astype(np.float32)]
+        return [args[0].view(np.int64).astype(NUMPY_DTYPES[a["dtype"]])]
+
+    def _call_op(self, node, args):
+        return self._call(node.attrs, args)
+
+    def _he(self, node, args):  # RLWE key generation, encryption and evaluation
+        from . import he_ops
+        return he_ops.run(node.op, node.attrs, args)
+
+    def _he_mm(self, node, args):  # HE matrix products by packing plan (matrix triples)
+        from . import he_mm_ops
+        return he_mm_ops.run(node.op, node.attrs, args)
+
+    def _ot(self, node, args):  # two-party OT subprotocols: dealer-free correlations
+        from . import ot_ops
+        return ot_ops.run(self, node.op, node.attrs, args)
+
+    def _bits_pack(self, node, args):
+        return [kernels.bits_pack(np.ascontiguousarray(args[0]).reshape(-1))]
+
+    def _bits_unpack(self, node, args):
+        shape = node.attrs["shape"]
+        n = int(np.prod(shape, dtype=np.int64))
+        return [kernels.bits_unpack(args[0], n).reshape(shape)]
+
+    def _bits_unzip(self, node, args):
+        return list(kernels.bits_unzip(np.ascontiguousarray(args[0])))
 
     def _dp_noise(self, attrs):
         """Laplace (inverse CDF) or Gaussian (Box-Muller) noise from ChaCha20 uniforms."""

@@ -476,6 +476,25 @@ def prg_fill(key: bytes, stream: int, counter: int, out: np.ndarray, skip: int =
     return out
 
 
+class PrgKey:
+    """A ChaCha20 key checked and copied to C memory once, for ``keystream_words``."""
+
+    __slots__ = ("ckey",)
+
+    def __init__(self, key: bytes):
+        self.ckey = ffi.new("uint8_t[32]", _check_key(key, "PrgKey"))
+
+
+def keystream_words(key: PrgKey, stream: int, shape) -> np.ndarray:
+    """The first words of the keystream of (key, stream) in an array of ``shape``: the
+    same as ``Prg(key, stream).random_u64(shape)``, without its per-call checks (a
+    party's program draws tens of thousands of short streams)."""
+    out = np.empty(shape, dtype=_U64)
+    if out.size:
+        lib.mixc_chacha20_fill(key.ckey, stream, 0, 0, _p64(out), out.size)
+    return out
+
+
 class Prg:
     """ChaCha20 keystream for (key, stream) as a source of uniform uint64 words.
 

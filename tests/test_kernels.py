@@ -376,6 +376,15 @@ def test_prg_determinism_and_independence():
     assert p4.position == 600
 
 
+@SETTINGS
+@given(st.integers(0, MASK), st.integers(0, 300), st.integers(1, 4))
+def test_keystream_words_vs_ref(stream, n, rows):
+    key = bytes((5 * i + 3) % 256 for i in range(32))
+    got = K.keystream_words(K.PrgKey(key), stream, (rows, n))
+    np.testing.assert_array_equal(got.reshape(-1), R.prg_words(key, stream, 0, rows * n))
+    np.testing.assert_array_equal(got, K.Prg(key, stream).random_u64((rows, n)))
+
+
 def test_prg_statistics_and_bits():
     p = K.Prg(bytes(32), 0)
     x = p.random_u64(1 << 16)

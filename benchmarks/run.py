@@ -1,6 +1,6 @@
 """mixc's side of the side-by-side benchmark with SPU (see benchmarks/README.md).
 
-    python benchmarks/run.py [NAME ...] [--reps 3] [--network lan] [--offline dealer|he]
+    python benchmarks/run.py [NAME ...] [--reps 3] [--network lan] [--offline dealer|he] [--steps N]
 
 Runs the workloads of ``shared/peer/spu_peer.py`` with the same names, sizes
 and seeds (``np.random.default_rng(0)``, data drawn in the order of that
@@ -12,15 +12,26 @@ prints one JSON line per workload:
 - ``wall_s``: median of ``--reps`` warm runs of the already built bundle
   (``mixc.bundle.simulate``: every party, the dealer included, in its own
   thread of this process over in-process links), after one warm-up run;
-- ``max_abs_err`` against plain JAX, or ``accuracy`` for lr_train_10k
-  (computed as spu_peer's ``score`` does);
+- ``max_abs_err`` against plain JAX, or ``accuracy`` for lr_train_10k,
+  lr_sgd_60k and mlp_train_100 (computed as spu_peer's ``score`` does); for
+  the two training workloads also ``plain_accuracy`` (the same model trained
+  by plain JAX for the same number of steps), ``params_max_abs_err``
+  (max |mixc's trained parameters - plain JAX's|) and ``steps``;
 - ``bytes_sent``: payload bytes each party sent in one run (from the links'
   stats, the 32-byte PRG key agreement included); ``bytes_total``: their sum;
 - ``rounds``: communication rounds, from the party programs (see ``rounds``
   below); ``rounds_in_order``: the same when each party runs its program
   strictly in order, as the executor does;
 - ``build_s``: time of ``prog.build()`` (trace + passes + partition);
+- ``peak_rss_mb``: peak resident set size of this process so far, in MB
+  (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), taken after the workload;
+  it never goes down, so run a workload alone for its own figure;
 - ``ops``: per party, how many nodes of each op its program has.
+
+``--steps N`` trains lr_sgd_60k and mlp_train_100 for N steps instead of
+468 and 100 (same inputs; for quick checks: while mixc unrolls
+``fori_loop``, the full lr_sgd_60k is slow and memory-hungry to build). The
+plain JAX reference then trains for N steps too.
 
 ``--offline he`` runs the same workloads on ``examples/two_party_he.devices``
 (the MPC device makes its own correlations: HE matrix triples, OT triples,
@@ -36,14 +47,16 @@ party in the bundle) and ``protocols`` (the protocol chosen for each product
 and comparison).
 
 A workload that mixc cannot build yet prints
-``{"name", "system", "skipped": "<error>"}``; one that builds but fails to
-run prints ``"error"`` instead. Either way the other workloads still run.
+``{"name", "system", "skipped": "<error>", "build_s", "peak_rss_mb"}``
+(``build_s``: until the build failed); one that builds but fails to run
+prints ``"error"`` instead. Either way the other workloads still run.
 """
 
 import argparse
 import collections
 import json
 import os
+import resource
 import sys
 import time
 import traceback
@@ -83,6 +96,39 @@ def mlp(x, w1, b1, w2, b2):
     return jnp.maximum(x @ w1 + b1, 0) @ w2 + b2
 
 
+def lr_sgd(x1, x2, y, bs=128, lr=0.5, steps=None):
+    """One epoch of minibatch SGD as a structured loop (468 steps at 60000 rows).
+
+    spu_peer's ``lr_sgd``; ``steps`` (None: the epoch, ``x.shape[0] // bs``)
+    is only for ``--steps``.
+    """
+    x = jnp.concatenate((x1, x2), axis=1)
+
+    def step(i, wb):
+        w, b = wb
+        xb = jax.lax.dynamic_slice_in_dim(x, i * bs, bs)
+        yb = jax.lax.dynamic_slice_in_dim(y, i * bs, bs)
+        g = jax.nn.sigmoid(xb @ w + b) - yb
+        return w - lr * xb.T @ g / bs, b - lr * jnp.mean(g)
+    n = x.shape[0] // bs if steps is None else steps
+    return jax.lax.fori_loop(0, n, step, (jnp.zeros(x.shape[1]), 0.0))
+
+
+def mlp_train(x, y, w1, w2, steps=100, bs=128, lr=0.1):
+    """784-128-10 relu MLP, softmax cross-entropy, plain SGD, as a structured loop."""
+    def loss(params, xb, yb):
+        h = jnp.maximum(xb @ params[0], 0)
+        return -jnp.mean(jnp.sum(yb * jax.nn.log_softmax(h @ params[1]), axis=1))
+
+    def step(i, params):
+        j = i % (x.shape[0] // bs)
+        xb = jax.lax.dynamic_slice_in_dim(x, j * bs, bs)
+        yb = jax.lax.dynamic_slice_in_dim(y, j * bs, bs)
+        g = jax.grad(loss)(params, xb, yb)
+        return params[0] - lr * g[0], params[1] - lr * g[1]
+    return jax.lax.fori_loop(0, steps, step, (w1, w2))
+
+
 def matmul(a, b):
     return a @ b
 
@@ -101,11 +147,17 @@ def relu(a):
 
 # ------------------------------------------------------------------- data
 
-def make_data(seed=0):
+# The workloads spu_peer draws after the others, and --steps applies to.
+TRAINING = ("lr_sgd_60k", "mlp_train_100")
+
+
+def make_data(seed=0, training=True):
     """All workloads' inputs, drawn from one generator in spu_peer's order.
 
     Every array is drawn even when only some workloads run, so each workload
-    gets exactly the numbers spu_peer gives it.
+    gets exactly the numbers spu_peer gives it. The training workloads'
+    data (``TRAINING``) comes last, so ``training=False`` leaves it out
+    (about 0.6 GB while it is drawn) without changing the others.
     """
     rng = np.random.default_rng(seed)
 
@@ -133,6 +185,21 @@ def make_data(seed=0):
     w2 = normal(128, 10) * 0.1
     b2 = normal(10) * 0.1
     data["mlp_infer_64"] = (x, w1, b1, w2, b2)
+    if not training:
+        return data
+
+    # Training at scale (structured loops), drawn after the others as in spu_peer.
+    m = normal(60000, 784) * 0.5
+    m_w = rng.standard_normal(784) * 0.05
+    m_noise = rng.standard_normal(60000)
+    m_labels = (m @ m_w + 0.1 * m_noise > 0).astype(np.float32)
+    cx = normal(6400, 784) * 0.5
+    c_w = rng.standard_normal((784, 10))
+    c_labels = np.eye(10, dtype=np.float32)[np.argmax(cx @ c_w, axis=1)]
+    data["lr_sgd_60k"] = (m[:, :392], m[:, 392:], m_labels)
+    w1 = normal(784, 128) * 0.05
+    w2 = normal(128, 10) * 0.1
+    data["mlp_train_100"] = (cx, c_labels, w1, w2)
     return data
 
 
@@ -191,6 +258,37 @@ def _make_mlp(c, args):
     return mlp_infer_64, mlp, ("x", "w1", "b1", "w2", "b2")
 
 
+def _make_lr_sgd(c, args, steps=None):
+    x1_0, x2_0, y_0 = args
+
+    def train(x1, x2, y):
+        return lr_sgd(x1, x2, y, steps=steps)
+
+    @mixc.program
+    def lr_sgd_60k(x1: mixc.Input(c.p1, x1_0.shape), x2: mixc.Input(c.p2, x2_0.shape),
+                   y: mixc.Input(c.p2, y_0.shape)):
+        w, b = mixc.device(c.mpc)(train)(mixc.to(x1, c.mpc), mixc.to(x2, c.mpc),
+                                        mixc.to(y, c.mpc))
+        return mixc.reveal(w, c.p1), mixc.reveal(b, c.p1)
+    return lr_sgd_60k, train, ("x1", "x2", "y")
+
+
+def _make_mlp_train(c, args, steps=None):
+    x0, y0, w1_0, w2_0 = args
+
+    def train(x, y, w1, w2):
+        return mlp_train(x, y, w1, w2) if steps is None else mlp_train(x, y, w1, w2, steps)
+
+    @mixc.program
+    def mlp_train_100(x: mixc.Input(c.p1, x0.shape),        # the data owner's examples
+                      y: mixc.Input(c.p1, y0.shape),        # and one-hot labels
+                      w1: mixc.Input(c.p2, w1_0.shape),     # the model owner's initial weights
+                      w2: mixc.Input(c.p2, w2_0.shape)):
+        w1_t, w2_t = mixc.device(c.mpc)(train)(*(mixc.to(v, c.mpc) for v in (x, y, w1, w2)))
+        return mixc.reveal(w1_t, c.p2), mixc.reveal(w2_t, c.p2)
+    return mlp_train_100, train, ("x", "y", "w1", "w2")
+
+
 WORKLOADS = {
     "matmul_512": _binary(matmul),
     "matmul_1024": _binary(matmul),
@@ -200,7 +298,25 @@ WORKLOADS = {
     "sigmoid_1m": _unary(jax.nn.sigmoid),
     "lr_train_10k": _make_lr,
     "mlp_infer_64": _make_mlp,
+    "lr_sgd_60k": _make_lr_sgd,
+    "mlp_train_100": _make_mlp_train,
 }
+
+
+def make_workload(name, cluster, args, steps=None):
+    """WORKLOADS[name](cluster, args), training for ``steps`` steps if given (TRAINING only)."""
+    if steps is not None and name in TRAINING:
+        return WORKLOADS[name](cluster, args, steps=steps)
+    return WORKLOADS[name](cluster, args)
+
+
+def training_steps(name, steps=None):
+    """How many SGD steps a training workload runs (None for the others)."""
+    if name not in TRAINING:
+        return None
+    if steps is not None:
+        return steps
+    return 60000 // 128 if name == "lr_sgd_60k" else 100
 
 
 # ---------------------------------------------------------------- metrics
@@ -274,14 +390,42 @@ def op_counts(programs):
             for p, m in programs.items()}
 
 
-def score(name, fn, args, out):
-    """Like spu_peer's score: accuracy for lr_train_10k, else max |out - plain JAX|."""
-    if name == "lr_train_10k":
+def _accuracy(name, args, out):
+    """Fraction of its training rows a trained model gets right (spu_peer's score)."""
+    if name in ("lr_train_10k", "lr_sgd_60k"):
         x = np.concatenate(args[:2], axis=1)
         w, b = out
-        return {"accuracy": float(((x @ np.asarray(w) + np.asarray(b) > 0) == args[2]).mean())}
+        return float(((x @ np.asarray(w) + np.asarray(b) > 0) == args[2]).mean())
+    x, y = args[:2]
+    w1, w2 = (np.asarray(o) for o in out)
+    return float((np.argmax(np.maximum(x @ w1, 0) @ w2, 1) == np.argmax(y, 1)).mean())
+
+
+def score(name, fn, args, out):
+    """Like spu_peer's score: accuracy for the training workloads, else max |out - plain JAX|.
+
+    For lr_sgd_60k and mlp_train_100 also the plain-JAX model (``fn``, trained
+    for the same number of steps): its accuracy and how far mixc's parameters are
+    from it.
+    """
+    if name == "lr_train_10k":
+        return {"accuracy": _accuracy(name, args, out)}
+    if name in TRAINING:
+        ref = fn(*args)
+        err = max(float(np.abs(np.asarray(o, dtype=np.float64)
+                               - np.asarray(r, dtype=np.float64)).max())
+                  for o, r in zip(out, ref))
+        return {"accuracy": _accuracy(name, args, out),
+                "plain_accuracy": _accuracy(name, args, ref),
+                "params_max_abs_err": err}
     ref = np.asarray(fn(*args), dtype=np.float64)
     return {"max_abs_err": float(np.abs(np.asarray(out, dtype=np.float64) - ref).max())}
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process so far (all its threads), MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
 
 
 def _message(e):
@@ -307,7 +451,7 @@ def _protocols(bundle):
 STATIC_INPUTS = {"mlp_infer_64": ("w1", "b1", "w2", "b2")}
 
 
-def run_one_phased(name, cluster, data, reps, network, prefer=()):
+def run_one_phased(name, cluster, data, reps, network, prefer=(), steps=None):
     """``--offline he``: offline part, barrier, online part (runtime.phases)."""
     from mixc.runtime.phases import simulate_phased
     rec = {"name": name, "system": HE_SYSTEM}
@@ -315,13 +459,17 @@ def run_one_phased(name, cluster, data, reps, network, prefer=()):
         rec["prefer"] = list(prefer)
     args = data[name]
     static = STATIC_INPUTS.get(name, ())
+    if name in TRAINING:
+        rec["steps"] = training_steps(name, steps)
+    t = None
     try:
-        prog, fn, input_names = WORKLOADS[name](cluster, args)
+        prog, fn, input_names = make_workload(name, cluster, args, steps)
         t = time.perf_counter()
         bundle = prog.build(network=network, prefer=tuple(prefer) or None)
         build_s = time.perf_counter() - t
     except Exception as e:  # noqa: BLE001 - a workload mixc cannot build yet
         rec["skipped"] = _message(e)
+        rec["build_s"] = None if t is None else round(time.perf_counter() - t, 4)
         return rec
     inputs = dict(zip(input_names, args))
     rec["dealer_free"] = "dealer" not in bundle.parties
@@ -361,16 +509,20 @@ def run_one_phased(name, cluster, data, reps, network, prefer=()):
     return rec
 
 
-def run_one(name, cluster, data, reps, network):
+def run_one(name, cluster, data, reps, network, steps=None):
     rec = {"name": name, "system": SYSTEM}
     args = data[name]
+    if name in TRAINING:
+        rec["steps"] = training_steps(name, steps)
+    t = None
     try:
-        prog, fn, input_names = WORKLOADS[name](cluster, args)
+        prog, fn, input_names = make_workload(name, cluster, args, steps)
         t = time.perf_counter()
         bundle = prog.build(network=network)
         build_s = time.perf_counter() - t
     except Exception as e:  # noqa: BLE001 - a workload mixc cannot build yet
         rec["skipped"] = _message(e)
+        rec["build_s"] = None if t is None else round(time.perf_counter() - t, 4)
         return rec
     inputs = dict(zip(input_names, args))
     try:
@@ -420,21 +572,30 @@ def main(argv=None):
                     help="with --offline he: a protocol to choose wherever it applies (e.g. "
                          "arith2pc.he: products by HE-made Beaver triples instead of the "
                          "masking protocol); repeatable")
+    ap.add_argument("--steps", type=int, default=None, metavar="N",
+                    help="train lr_sgd_60k and mlp_train_100 for N SGD steps instead of "
+                         "their real 468 and 100 (same inputs; the plain-JAX reference "
+                         "trains for N steps too): for quick checks. Default: the real sizes")
     a = ap.parse_args(argv)
     unknown = [n for n in a.names if n not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     if a.reps < 1:
         ap.error("--reps must be at least 1")
+    if a.steps is not None and a.steps < 1:
+        ap.error("--steps must be at least 1")
     he = a.offline == "he"
     cluster = mixc.init_device(HE_DEVICES if he else DEVICES)
-    data = make_data(0)
-    for name in a.names or list(WORKLOADS):
+    names = a.names or list(WORKLOADS)
+    data = make_data(0, training=any(n in TRAINING for n in names))
+    for name in names:
         try:
-            rec = (run_one_phased(name, cluster, data, a.reps, a.network, a.prefer) if he
-                   else run_one(name, cluster, data, a.reps, a.network))
+            rec = (run_one_phased(name, cluster, data, a.reps, a.network, a.prefer, a.steps)
+                   if he else run_one(name, cluster, data, a.reps, a.network, a.steps))
         except Exception as e:  # noqa: BLE001 - never let one workload end the run
-            rec = {"name": name, "system": HE_SYSTEM if he else SYSTEM, "error": _message(e)}
+            rec = {"name": name, "system": HE_SYSTEM if he else SYSTEM, "error": _message(e),
+                   "build_s": None}
+        rec["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(rec), flush=True)
     return 0
 

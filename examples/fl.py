@@ -37,7 +37,7 @@ from mixc import device, plaintext_to, to
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N, D = 64, 4           # samples per client, features
-WORKERS, ROUNDS, LOCAL_STEPS, LR = 3, 3, 5, 0.5
+WORKERS, ROUNDS, LOCAL_STEPS, LR = 3, 100, 5, 0.5
 
 
 # ------------------------------------------------------------ the algorithm (plain JAX)
@@ -85,14 +85,17 @@ def make_program(devices_file, name):
            x2=mixc.Input(worker[2], (N, D)), y2=mixc.Input(worker[2], (N,))):
         x, y = [x0, x1, x2], [y0, y1, y2]
         w = [device(worker[i])(init_weights)(x[i]) for i in range(WORKERS)]
-        for _ in range(ROUNDS):
-            w_ = []
+
+        def fl_round(_, w):
+            w, w_ = list(w), []
             for i in range(WORKERS):                      # local train
                 w[i] = device(worker[i])(local_train)(w[i], x[i], y[i])
                 w_.append(to(w[i], aggregator))
             mean_w_ = device(aggregator)(average)(*w_)    # secure aggregation
-            for i in range(WORKERS):                      # local update
-                w[i] = plaintext_to(mean_w_, worker[i])
+            return [plaintext_to(mean_w_, worker[i])      # local update
+                    for i in range(WORKERS)]
+        # one loop op in every party's program, however many rounds
+        w = mixc.fori_loop(0, ROUNDS, fl_round, w)
         return {f"w{i}": w[i] for i in range(WORKERS)}
 
     fl.__name__ = fl.__qualname__ = name

@@ -9,11 +9,11 @@ import importlib
 from .config import Cluster, Device, init_device
 from .errors import MixcError
 
-__all__ = ["Cluster", "Device", "Input", "MixcError", "Program", "device", "dp", "init_device",
-           "plaintext_to", "program", "reveal", "to"]
+__all__ = ["Cluster", "Device", "Input", "MixcError", "Program", "device", "dp", "fori_loop",
+           "init_device", "plaintext_to", "program", "reveal", "to"]
 __version__ = "0.1.0"
 
-_FRONTEND = ("Input", "Program", "device", "plaintext_to", "program", "reveal", "to")
+_FRONTEND = ("Input", "Program", "device", "fori_loop", "plaintext_to", "program", "reveal", "to")
 
 
 def __getattr__(name):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import TraceError
-from .ir.core import Module, TensorType
+from .ir.core import Block, Module, Node, TensorType
 from .ir.ops import dtype_name, opdef
 from .translate import _NP, _author_frame, _constant, _loc, _translate, _where
 
@@ -86,9 +86,26 @@ class DeviceValue:
     __matmul__ = __getitem__ = __neg__ = __bool__ = __array__ = _refuse
 
 
+class _Block:
+    """The block being traced into: the module's top level, or a loop body.
+
+    A body reads values of enclosing blocks only through its loop's captured
+    operands: the first time an op inside uses an outer value, that value is
+    captured (a new block argument stands for it), so whatever a rule looks up
+    (a cached quotient, a producer's operand) never crosses a block boundary.
+    ``place``: the device a loop on one device moves its captures to (None:
+    they keep theirs, as in a program-level loop)."""
+
+    def __init__(self, nodes, parent=None, place=None):
+        self.nodes, self.parent, self.place = nodes, parent, place
+        self.defined = set()
+        self.captures = {}  # outer value -> the block argument standing for it
+
+
 class _Trace:
     def __init__(self, name):
         self.module = Module(name)
+        self.block = _Block(self.module.nodes)
         self.public = set()  # MPC values computed from constants only
         self.known = {}      # public value -> its numpy value, computed as it is emitted
         self.producer = {}   # value -> the node that made it
@@ -99,15 +116,84 @@ class _Trace:
         if d.name not in self.module.devices:
             self.module.devices[d.name] = d
 
+    def visible(self, value, block=None):
+        """``value`` as the current block (or ``block``) sees it: itself, or the
+        argument capturing it."""
+        block = block or self.block
+        if block.parent is None or value in block.defined:
+            return value
+        arg = block.captures.get(value)
+        if arg is None:
+            outer = self.visible(value, block.parent)
+            t = outer.type if block.place is None else outer.type.with_(place=block.place)
+            arg = block.captures[outer] = self.module.new_value(t)
+            if outer in self.public and t.place == outer.type.place:
+                self.public.add(arg)
+                if outer in self.known:
+                    self.known[arg] = self.known[outer]
+        return arg
+
     def emit(self, op, operands, types, attrs, loc):
-        node = self.module.add(op, operands, types, attrs, loc)
+        operands = tuple(self.visible(v) for v in operands)
+        node = Node(op, operands, tuple(self.module.new_value(t) for t in types),
+                    dict(attrs or {}), loc)
+        return self._append(node)
+
+    def _append(self, node):
+        self.block.nodes.append(node)
+        self.block.defined.update(node.results)
         self.producer.update((r, node) for r in node.results)
+        op, operands = node.op, node.operands
         on_mpc = node.results and self.module.devices[node.results[0].type.place].kind in ("MPC", "HE")
-        from_constants = op == "constant" or (operands and all(v in self.public for v in operands))
-        if on_mpc and op != "to" and from_constants:
+        from_constants = op in ("constant", "loop_index") or (
+            operands and all(v in self.public for v in operands))
+        if on_mpc and op not in ("to", "loop") and from_constants:
             self.public.update(node.results)
             self._evaluate(node)
         return node
+
+    def loop(self, trip_count, inits, body, loc, place=None):
+        """A ``loop`` node running ``body(carried) -> next carried`` ``trip_count`` times
+        (``body`` emits into the loop's block; ``loop_index`` gives the iteration).
+
+        A carried value stays public only if every iteration keeps it public: the body
+        is traced assuming so, and again without that assumption where a ``yield``
+        turned out secret (the public set only shrinks, so this ends)."""
+        public = [v in self.public and (place is None or v.type.place == place) for v in inits]
+        while True:
+            block = _Block([], self.block, place)
+            args = []
+            for v, is_public in zip(inits, public):
+                a = self.module.new_value(v.type if place is None else v.type.with_(place=place))
+                block.defined.add(a)
+                if is_public:
+                    self.public.add(a)
+                args.append(a)
+            outer, quotients = self.block, dict(self.int_quotients)
+            self.block = block
+            try:
+                nexts = [self.visible(v) for v in body(args)]
+            finally:
+                self.block, self.int_quotients = outer, quotients
+            kept = [p and v in self.public for p, v in zip(public, nexts)]
+            if kept == public:
+                break
+            public = kept
+        for a, v in zip(args, nexts):
+            if (a.type.dtype, a.type.shape) != (v.type.dtype, v.type.shape):
+                raise TraceError(f"{loc}: a loop's carried value changes from "
+                                 f"{a.type.dtype}{list(a.type.shape)} to "
+                                 f"{v.type.dtype}{list(v.type.shape)} in its body")
+        block.nodes.append(Node("yield", tuple(nexts), ()))
+        captured = list(block.captures)
+        inits = [self.visible(v) for v in inits]
+        results = tuple(self.module.new_value(a.type) for a in args)
+        node = Node("loop", tuple(captured) + tuple(inits), results,
+                    {"trip_count": int(trip_count), "captures": len(captured)}, loc,
+                    Block(tuple(block.captures[v] for v in captured) + tuple(args), block.nodes))
+        self._append(node)
+        self.public.update(r for r, p in zip(results, public) if p)
+        return list(results)
 
     def _evaluate(self, node):
         """Record a public node's value, so that indices, loop conditions and branch
@@ -131,6 +217,9 @@ class DeviceFunction:
         trace.use_device(self.device)
         frame = _author_frame()
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+        for i, x in enumerate(leaves):
+            if isinstance(x, LoopIndex):
+                leaves[i] = DeviceValue(x.value_on(trace, self.device), self.device, "loop counter")
         dynamic = [i for i, x in enumerate(leaves) if isinstance(x, DeviceValue)]
         for i, x in enumerate(leaves):
             if not isinstance(x, DeviceValue) and not _is_static(x):
@@ -151,10 +240,10 @@ class DeviceFunction:
             # First trace: mixc.dp calls only announce their noise. If there are any, the
             # noise becomes dp_noise ops and extra inputs of a second trace.
             noise = _Noise()
-            mark = len(trace.module.nodes)
+            mark = len(trace.block.nodes)
             outs, out_tree = self._trace(trace, noise, flat_fn, avals, operands, frame)
             if noise.requests:
-                del trace.module.nodes[mark:]  # the noiseless first trace
+                del trace.block.nodes[mark:]  # the noiseless first trace
                 values = [trace.emit("dp_noise", [], [TensorType(dtype_name(aval.dtype),
                                                                  tuple(aval.shape),
                                                                  self.device.name)],
@@ -312,6 +401,102 @@ def reveal(x, dev):
 
 
 plaintext_to = reveal
+
+
+# ------------------------------------------------------------ program-level loops
+
+class LoopIndex:
+    """The iteration counter of a ``mixc.fori_loop``: pass it to a device function as
+    an argument (it arrives there as an int32 scalar every party of the device knows)."""
+
+    def __init__(self, block, lower):
+        self.block, self.lower = block, lower
+        self._on = {}  # device name -> the counter's value there
+
+    def value_on(self, trace, dev):
+        if dev.name not in self._on:
+            inside, at = trace.block, self.block
+            while inside is not None and inside is not at:
+                inside = inside.parent
+            if inside is None:
+                raise TraceError(f"{_where()}: a mixc.fori_loop counter is used outside its loop")
+            outer, trace.block = trace.block, at
+            try:
+                loc = _loc()
+                t = TensorType("i32", (), dev.name)
+                index = trace.emit("loop_index", (), [t], {}, loc).result
+                if self.lower:
+                    start = _constant(trace, np.int32(self.lower), dev, loc)
+                    index = trace.emit("add", [index, start], [t], {}, loc).result
+            finally:
+                trace.block = outer
+            self._on[dev.name] = index
+        return self._on[dev.name]
+
+    def __repr__(self):
+        return "<mixc.fori_loop counter>"
+
+
+def fori_loop(lower, upper, body_fun, init_val):
+    """``lax.fori_loop`` at the program level: ``body_fun(i, carry)`` may call devices,
+    ``to`` and ``reveal``; ``carry`` is a pytree of device values, each of which the body
+    must return on the device it came from. The loop stays one ``loop`` op (its trip
+    count, ``upper - lower``, is an int known when compiling) unless a device in its body
+    does not keep loops (HE, dealer-free MPC): then the body is traced once per step."""
+    trace = _tracer()
+    frame = _author_frame()
+    where = _where(frame)
+    if not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool)
+               for b in (lower, upper)):
+        raise TraceError(f"{where}: mixc.fori_loop bounds must be ints known when compiling, "
+                         f"not {lower!r} and {upper!r}")
+    is_value = lambda v: isinstance(v, DeviceValue)  # noqa: E731
+    leaves, treedef = jax.tree_util.tree_flatten(init_val, is_leaf=is_value)
+    if not all(is_value(v) for v in leaves):
+        raise TraceError(f"{where}: the carry of mixc.fori_loop is a pytree of device values")
+    count = max(int(upper) - int(lower), 0)
+
+    def step(index, values):
+        carry = jax.tree_util.tree_unflatten(
+            treedef, [DeviceValue(v, leaf.device, leaf.label) for v, leaf in zip(values, leaves)])
+        out = body_fun(index, carry)
+        out_leaves, out_tree = jax.tree_util.tree_flatten(out, is_leaf=is_value)
+        if out_tree != treedef or not all(is_value(v) for v in out_leaves):
+            raise TraceError(f"{where}: the body of mixc.fori_loop returns {out_tree}, "
+                             f"its carry is {treedef}")
+        for new, old in zip(out_leaves, leaves):
+            if new.device.name != old.device.name or new.shape != old.shape \
+                    or new.dtype != old.dtype:
+                raise TraceError(f"{where}: the body of mixc.fori_loop turns {old!r} into "
+                                 f"{new!r}: a carried value keeps its device, shape and dtype")
+        return [v.value for v in out_leaves]
+
+    mark = len(trace.block.nodes)
+    values = [v.value for v in leaves]
+    if count > 1:
+        results = trace.loop(count, values,
+                             lambda args: step(LoopIndex(trace.block, int(lower)), args),
+                             _loc(frame))
+        loop = trace.block.nodes[-1]
+        if all(_keeps_loops(d) for d in _devices_in(trace.module, loop.body.nodes)):
+            return jax.tree_util.tree_unflatten(
+                treedef, [DeviceValue(r, leaf.device, leaf.label) for r, leaf in zip(results, leaves)])
+        del trace.block.nodes[mark:]
+    for i in range(int(lower), int(upper)):
+        values = step(i, values)
+    return jax.tree_util.tree_unflatten(
+        treedef, [DeviceValue(v, leaf.device, leaf.label) for v, leaf in zip(values, leaves)])
+
+
+def _keeps_loops(device):
+    from .translate import keeps_loops
+    return device.kind in ("PYU", "TEE") or keeps_loops(device)
+
+
+def _devices_in(module, nodes):
+    from .ir.core import walk
+    return {module.devices[v.type.place] for n in walk(nodes)
+            for v in list(n.results) + list(n.operands)}
 
 
 # --------------------------------------------------------------------- program

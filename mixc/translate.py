@@ -170,8 +170,82 @@ def _avals(ins):
     return [jax.ShapeDtypeStruct(v.type.shape, _NP[v.type.dtype]) for v in ins]
 
 
+def keeps_loops(dev):
+    """Whether loops on ``dev`` stay ``loop`` ops: on 2-party MPC devices with a dealer.
+    (Dealer-free correlations are hoisted to the program's start and HE values carry
+    per-step fraction bits, so loops there still unroll.)"""
+    return dev.kind == "MPC" and dev.offline != "he"
+
+
+def _i32(trace, value, dev, loc):
+    return _constant(trace, np.asarray(value, np.int32), dev, loc)
+
+
+def _public_op(trace, op, a, b, dev, loc):
+    return trace.emit(op, [a, b], [TensorType("i32", (), dev.name)], {}, loc).result
+
+
+def _step_index(trace, index, k, j, length, reverse, dev, loc):
+    """The scan step that unrolled copy ``j`` of iteration ``index`` runs (public)."""
+    step = index
+    if k > 1:
+        step = _public_op(trace, "mul", step, _i32(trace, k, dev, loc), dev, loc)
+    if j:
+        step = _public_op(trace, "add", step, _i32(trace, j, dev, loc), dev, loc)
+    if reverse:
+        step = _public_op(trace, "sub", _i32(trace, length - 1, dev, loc), step, dev, loc)
+    return step
+
+
 def _scan(trace, eqn, ins, dev, loc):
-    """lax.scan, and fori_loop with Python-int bounds (which JAX makes a scan)."""
+    """lax.scan, and fori_loop with Python-int bounds (which JAX makes a scan): a loop
+    op whose body reads row ``i`` of each xs at run time and writes row ``i`` of each ys
+    (carried buffers); ``unroll=k`` copies the body k times per iteration. Where loops
+    do not stay loops (``keeps_loops``), or ``unroll`` covers the whole length, the
+    body is copied once per step."""
+    p = eqn.params
+    n_consts, n_carry, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
+    unroll = 1 if p["unroll"] is False else length if p["unroll"] is True else int(p["unroll"])
+    if not keeps_loops(dev) or length <= 1 or unroll >= length:
+        return _scan_unrolled(trace, eqn, ins, dev, loc)
+    k = unroll if unroll > 0 and length % unroll == 0 else 1
+    frame = trace.frame
+    consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+    ys_types = [_aval_type(var.aval, dev) for var in eqn.outvars[n_carry:]]
+    buffers = [_constant(trace, np.zeros(t.shape, _NP[t.dtype]), dev, loc) for t in ys_types]
+    zero = None
+
+    def body(args):
+        nonlocal zero
+        carried, ys_bufs = list(args[:n_carry]), list(args[n_carry:])
+        index = trace.emit("loop_index", (), [TensorType("i32", (), dev.name)], {}, loc).result
+        zero = _i32(trace, 0, dev, loc)
+        for j in range(k):
+            step = _step_index(trace, index, k, j, length, p["reverse"], dev, loc)
+            rows = []
+            for x in xs:
+                shape = x.type.shape
+                row_t = x.type.with_(shape=(1,) + shape[1:], place=dev.name)
+                row = trace.emit("dynamic_slice", [x, step] + [zero] * (len(shape) - 1), [row_t],
+                                 {"sizes": (1,) + shape[1:]}, loc).result
+                rows.append(trace.emit("reshape", [row], [row.type.with_(shape=shape[1:])],
+                                       {"new_sizes": shape[1:]}, loc).result)
+            outs = _inline(trace, p["jaxpr"], consts + carried + rows, dev)
+            trace.frame = frame
+            carried, ys = outs[:n_carry], outs[n_carry:]
+            for b, (buf, y) in enumerate(zip(ys_bufs, ys)):
+                row = trace.emit("reshape", [y], [y.type.with_(shape=(1,) + y.type.shape,
+                                                               place=dev.name)],
+                                 {"new_sizes": (1,) + y.type.shape}, loc).result
+                ys_bufs[b] = trace.emit("dynamic_update_slice",
+                                        [buf, row, step] + [zero] * len(y.type.shape),
+                                        [buf.type], {}, loc).result
+        return carried + ys_bufs
+
+    return trace.loop(length // k, list(carry) + buffers, body, loc, place=dev.name)
+
+
+def _scan_unrolled(trace, eqn, ins, dev, loc):
     p = eqn.params
     n_consts, n_carry, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
     frame = trace.frame
@@ -210,29 +284,85 @@ def _scan(trace, eqn, ins, dev, loc):
 _LONGEST_WHILE = 100_000
 
 
-def _while(trace, eqn, ins, dev, loc):
-    """lax.while_loop whose condition is known when tracing at every step (a counter
-    from constants): unrolled like a scan. A condition on secret data cannot steer
-    the program."""
-    p = eqn.params
+def _depends_on(jaxpr, outputs):
+    """Indices of ``jaxpr``'s inputs that the outputs numbered ``outputs`` read."""
+    from jax.extend.core import Literal
+    needed = {jaxpr.outvars[i] for i in outputs if not isinstance(jaxpr.outvars[i], Literal)}
+    for eqn in reversed(jaxpr.eqns):
+        if any(v in needed for v in eqn.outvars):
+            needed.update(v for v in eqn.invars if not isinstance(v, Literal))
+    return {i for i, v in enumerate(jaxpr.invars) if v in needed}
+
+
+def _while_trip_count(trace, p, ins, frame, dev):
+    """How many times a while loop runs, from the carried values its condition reads
+    (and those they are computed from), which must be known when compiling."""
+    from jax.extend.core import jaxpr_as_fun
     nc, nb = int(p["cond_nconsts"]), int(p["body_nconsts"])
-    cond_consts, body_consts, carry = ins[:nc], ins[nc:nc + nb], list(ins[nc + nb:])
-    frame = trace.frame
-    for _ in range(_LONGEST_WHILE):
-        (go,) = _inline(trace, p["cond_jaxpr"], cond_consts + carry, dev)
-        trace.frame = frame
-        known = _known_value(trace, go)
-        if known is None:
+    cond, body = p["cond_jaxpr"], p["body_jaxpr"]
+    n_carry = len(ins) - nc - nb
+    steering = {i - nc for i in _depends_on(cond.jaxpr, [0]) if i >= nc}
+    while True:
+        more = {i - nb for i in _depends_on(body.jaxpr, sorted(steering)) if i >= nb}
+        if more <= steering:
+            break
+        steering |= more
+    reads = set(range(nc)) & _depends_on(cond.jaxpr, [0])
+    reads |= {nc + i for i in _depends_on(body.jaxpr, sorted(steering)) if i < nb}
+    needed = sorted(reads | {nc + nb + i for i in steering})
+    values = {}
+    for i in needed:
+        values[i] = _known_value(trace, ins[i])
+        if values[i] is None:
             raise TraceError(f"{_where(frame)}: lax.while_loop (or fori_loop with traced "
                              f"bounds) on {dev.kind} device {dev.name!r}: its condition depends "
                              "on secret data, so the trip count would too; use a Python loop, "
                              "lax.scan, or fori_loop with int bounds")
-        if not bool(known):
-            return carry
-        carry = _inline(trace, p["body_jaxpr"], body_consts + carry, dev)
+
+    def arg(i):
+        if i in values:
+            return values[i]
+        return np.zeros(ins[i].type.shape, _NP[ins[i].type.dtype])
+
+    order = sorted(steering)
+    go = jax.jit(lambda *a: jaxpr_as_fun(cond)(*a)[0])
+    step = jax.jit(lambda *a: [jaxpr_as_fun(body)(*a)[i] for i in order])
+    cond_args = [arg(i) for i in range(nc)]
+    body_args = [arg(nc + i) for i in range(nb)]
+    carry = [arg(nc + nb + i) for i in range(n_carry)]
+    for count in range(_LONGEST_WHILE + 1):
+        if not bool(go(*cond_args, *carry)):
+            return count
+        for i, v in zip(order, step(*body_args, *carry)):
+            carry[i] = np.asarray(v)
+    raise TraceError(f"{_where(frame)}: lax.while_loop ran more than {_LONGEST_WHILE} steps "
+                     "while compiling")
+
+
+def _while(trace, eqn, ins, dev, loc):
+    """lax.while_loop whose condition is known when compiling at every step (a counter
+    from constants): a loop op with the trip count that condition gives (unrolled where
+    loops do not stay loops, ``keeps_loops``). A condition on secret data cannot steer
+    the program."""
+    p = eqn.params
+    nc, nb = int(p["cond_nconsts"]), int(p["body_nconsts"])
+    body_consts, carry = ins[nc:nc + nb], list(ins[nc + nb:])
+    frame = trace.frame
+    count = _while_trip_count(trace, p, ins, frame, dev)
+    if count == 0:
+        return carry
+    if not keeps_loops(dev) or count == 1:
+        for _ in range(count):
+            carry = _inline(trace, p["body_jaxpr"], body_consts + carry, dev)
+            trace.frame = frame
+        return carry
+
+    def body(args):
+        outs = _inline(trace, p["body_jaxpr"], body_consts + list(args), dev)
         trace.frame = frame
-    raise TraceError(f"{_where(frame)}: lax.while_loop ran {_LONGEST_WHILE} steps while "
-                     "tracing; mixc unrolls loops, so their trip count must be modest")
+        return outs
+
+    return trace.loop(count, carry, body, loc, place=dev.name)
 
 
 def _known_value(trace, value):
@@ -675,6 +805,9 @@ def _movement(data):
     """A primitive that only moves elements of the operands numbered in ``data``."""
     def rule(trace, eqn, ins, dev, loc):
         secret = [i for i, v in enumerate(ins) if i not in data and _known_value(trace, v) is None]
+        if secret and eqn.primitive.name in _RUN_TIME_SLICES \
+                and all(ins[i] in trace.public for i in secret):
+            return _run_time_slice(trace, eqn, ins, dev, loc)
         if secret and eqn.primitive.name == "gather":
             return _secret_gather(trace, eqn, ins, dev, loc)
         if secret and eqn.primitive.name == "dynamic_slice":
@@ -700,6 +833,25 @@ def _movement(data):
             loc).result
         return [_take(trace, source, positions, _aval_type(eqn.outvars[0].aval, dev), loc)]
     return rule
+
+
+_RUN_TIME_SLICES = ("dynamic_slice", "dynamic_update_slice")
+
+
+def _run_time_slice(trace, eqn, ins, dev, loc):
+    """dynamic_slice / dynamic_update_slice at starts every party knows only at run time
+    (a loop's counter): the op itself, local on shares (no per-step ``take``)."""
+    name = eqn.primitive.name
+    n_data = 1 if name == "dynamic_slice" else 2
+    starts = []
+    for v in ins[n_data:]:
+        if v.type.dtype != "i32":
+            v = trace.emit("convert_element_type", [v], [v.type.with_(dtype="i32")],
+                           {"new_dtype": "i32"}, loc).result
+        starts.append(v)
+    attrs = {"sizes": _ints(eqn.params["slice_sizes"])} if name == "dynamic_slice" else {}
+    t = _aval_type(eqn.outvars[0].aval, dev)
+    return [trace.emit(name, list(ins[:n_data]) + starts, [t], attrs, loc).result]
 
 
 _LARGEST_ONE_HOT = 1 << 24     # index positions x candidate starts of a secret gather/scatter

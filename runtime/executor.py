@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ..errors import InputError, MixcError
-from ..ir.core import collector_paused
+from ..ir.core import collector_paused, walk
 from ..ir.ops import NUMPY_DTYPES, OPS
 from . import kernels
 
@@ -39,8 +39,11 @@ def check_input(name, value, dtype, shape):
 
 
 _SPECIAL_KINDS = ("input", "dp_noise_op", "random", "send", "recv", "encode", "decode", "call_op",
-                  "he", "he_mm", "ot", "bits_pack", "bits_unpack", "bits_unzip")
-_KIND_OF_OP = {"dp_noise": "dp_noise_op", "call": "call_op", "output": "output"}
+                  "he", "he_mm", "ot", "bits_pack", "bits_unpack", "bits_unzip", "loop_op",
+                  "loop_index_op")
+_STATIC_LIMIT = 1 << 32  # tags and streams inside loops are offset by multiples of it
+_KIND_OF_OP = {"dp_noise": "dp_noise_op", "call": "call_op", "output": "output",
+               "loop": "loop_op", "yield": "yield", "loop_index": "loop_index_op"}
 _KIND_OF_PREFIX = (("he.", "he"), ("he_mm.", "he_mm"), ("ot.", "ot"))
 
 
@@ -57,25 +60,30 @@ def _kind(op):
     return None
 
 
+def _plan_nodes(nodes):
+    last_use = {}
+    for i, n in enumerate(nodes):
+        for v in n.operands:
+            last_use[v] = i
+    steps = []
+    for i, n in enumerate(nodes):
+        operands = tuple(n.operands)
+        dead = tuple(v for j, v in enumerate(operands)
+                     if last_use[v] == i and v not in operands[:j])
+        steps.append((n, _kind(n.op), operands, tuple(n.results), dead))
+    return steps
+
+
 def _plan(program):
     """Per node: (node, kind, operands, results, values last used there), computed once
-    per program: a training loop's program has tens of thousands of nodes, and the
-    per-node work of the run loop is what a many-round protocol waits on."""
+    per program (and per loop body): the per-node work of the run loop is what a
+    many-round protocol waits on."""
     cached = program.__dict__.get("_executor_plan")
     if cached is not None and len(cached) == len(program.nodes) and all(
             step[0] is n and step[2] == tuple(n.operands)
             for step, n in zip(cached, program.nodes)):
         return cached
-    last_use = {}
-    for i, n in enumerate(program.nodes):
-        for v in n.operands:
-            last_use[v] = i
-    steps = []
-    for i, n in enumerate(program.nodes):
-        operands = tuple(n.operands)
-        dead = tuple(v for j, v in enumerate(operands)
-                     if last_use[v] == i and v not in operands[:j])
-        steps.append((n, _kind(n.op), operands, tuple(n.results), dead))
+    steps = _plan_nodes(program.nodes)
     program.__dict__["_executor_plan"] = steps
     return steps
 
@@ -102,7 +110,7 @@ class PartyExecutor:
                 for k, n in declared.items()}
 
     def _agree_keys(self):
-        seeds = sorted({n.attrs["seed"] for n in self.program.nodes if n.op == "random"})
+        seeds = sorted({n.attrs["seed"] for n in walk(self.program.nodes) if n.op == "random"})
         for seed in seeds:
             members = seed.split("~")
             if members == [self.party]:
@@ -126,32 +134,40 @@ class PartyExecutor:
         whose input-independent part was moved first (``runtime.phases``) this way."""
         self._agree_keys()
         self._handlers = {kind: getattr(self, "_" + kind) for kind in _SPECIAL_KINDS}
+        self._iteration = None  # (flat number of the iteration path, index in the innermost loop)
+        self._body_plans = {}
         plan = _plan(self.program)
-        self._kinds = [kind for _, kind, _, _, _ in plan]
-        env, outputs = {}, {}
+        outputs = {}
+        self._steps(plan, {}, outputs, checkpoint, self.progress)
+        if checkpoint is not None and checkpoint[0] >= len(plan):
+            checkpoint[1]()
+        return outputs
+
+    def _steps(self, plan, env, outputs, checkpoint=None, progress=None):
+        """Run ``plan`` in ``env``; a body's ``yield`` returns the next carried values."""
         total = len(plan)
-        progress, evaluate = self.progress, self._eval
+        evaluate = self._eval
         for i, (node, kind, operands, results, dead) in enumerate(plan):
             if checkpoint is not None and i == checkpoint[0]:
                 checkpoint[1]()
             args = [env[v] for v in operands]
             if kind == "output":
                 outputs[node.attrs["name"]] = np.asarray(args[0])
+            elif kind == "yield":
+                return args
             else:
-                for r, val in zip(results, evaluate(node, i, args)):
+                for r, val in zip(results, evaluate(node, kind, args)):
                     env[r] = val
             for v in dead:
                 env.pop(v, None)
             if progress is not None and (i % 256 == 0 or i == total - 1):
                 progress(i + 1, total)
-        if checkpoint is not None and checkpoint[0] >= total:
-            checkpoint[1]()
-        return outputs
+        return []
 
-    def _eval(self, node, index, args):
-        """The results of node ``index`` on ``args``: the one place a subclass hooks in
-        to watch or change what a party computes (as torch.fx's Interpreter.run_node)."""
-        kind = self._kinds[index]
+    def _eval(self, node, kind, args):
+        """The results of ``node`` (run by handler ``kind``) on ``args``: the one place a
+        subclass hooks in to watch or change what a party computes (as torch.fx's
+        Interpreter.run_node)."""
         if kind is None:
             return [np.asarray(OPS[node.op].impl(node.attrs, *args))]
         return self._handlers[kind](node, args)
@@ -164,22 +180,57 @@ class PartyExecutor:
     def _dp_noise_op(self, node, args):
         return [self._dp_noise(node.attrs)]
 
+    def _per_iteration(self, number, node):
+        """A static tag or stream number as the current loop iteration uses it."""
+        if self._iteration is None:
+            return number
+        if number >= _STATIC_LIMIT:
+            raise MixcError(f"{node.loc or node.op}: {node.op} number {number} inside a loop "
+                            f"must be below 2^32")
+        return number + (self._iteration[0] + 1) * _STATIC_LIMIT
+
+    def _loop_op(self, node, args):
+        a = node.attrs
+        body = self._body_plans.get(node)
+        if body is None:
+            body = self._body_plans[node] = _plan_nodes(node.body.nodes)
+        captured, carried = args[:a["captures"]], args[a["captures"]:]
+        outer = self._iteration
+        base = outer[0] if outer is not None else -1
+        trips = a["trip_count"]
+        if (base + 1) * trips + trips >= _STATIC_LIMIT:
+            raise MixcError(f"{node.loc or 'loop'}: more than 2^32 loop iterations in all")
+        names = node.body.args
+        try:
+            for i in range(trips):
+                self._iteration = ((base + 1) * trips + i, i)
+                carried = self._steps(body, dict(zip(names, list(captured) + list(carried))), {})
+        finally:
+            self._iteration = outer
+        return carried
+
+    def _loop_index_op(self, node, args):
+        return [np.int32(self._iteration[1])]
+
     def _random(self, node, args):
         a = node.attrs
-        return [kernels.keystream_words(self.keys[a["seed"]], a["stream"], a["shape"])]
+        stream = self._per_iteration(a["stream"], node)
+        return [kernels.keystream_words(self.keys[a["seed"]], stream, a["shape"])]
 
     def _send(self, node, args):
         a = node.attrs
+        tag = self._per_iteration(a["tag"], node)
         # np.ascontiguousarray makes 0-d arrays 1-d; keep the declared shape.
         data = np.asarray(args[0])
         what = f"send #{a['tag']} ({a.get('what', '')})" + (f" at {node.loc}" if node.loc else "")
-        self.link.send(a["to"], a["tag"], np.ascontiguousarray(data).reshape(data.shape), op=what)
+        self.link.send(a["to"], tag, np.ascontiguousarray(data).reshape(data.shape), op=what)
         return []
 
     def _recv(self, node, args):
         a = node.attrs
+        tag = self._per_iteration(a["tag"], node)
         what = f"recv #{a['tag']} ({a['what']})" + (f" at {node.loc}" if node.loc else "")
-        return [np.asarray(self.link.recv(a["from"], a["tag"], op=what))]
+        return [np.asarray(self.link.recv(a["from"], tag, op=what))]
 
     def _encode(self, node, args):
         return [kernels.encode_fixed(np.asarray(args[0], dtype=np.float64),

@@ -1,7 +1,12 @@
 """The IR core: typed SSA values, nodes, and modules.
 
-A ``Module`` is a flat list of ``Node``s in program order (SSA: every value is
-defined once, before its uses). Every ``Value`` carries a ``TensorType`` that
+A ``Module`` is a list of ``Node``s in program order (SSA: every value is
+defined once, before its uses). A node may own a ``Block`` (its ``body``): a
+region with its own arguments and nodes, which is how a ``loop`` keeps its
+body once instead of once per iteration. Values defined in a block are seen
+only inside it; what a body reads from outside comes in as an operand of the
+node that owns it (a captured value), so no pass has to look across a block
+boundary. Every ``Value`` carries a ``TensorType`` that
 shows its dtype, shape, where it lives (a device in the global IR, a party in
 lowered and per-party IR) and its kind (plaintext, public, arithmetic share,
 ...). Ops are declared once in ``mixc.ir.ops``; the printer, the parser and
@@ -67,17 +72,35 @@ class Value:
 
 
 @dataclass(eq=False)
+class Block:
+    """A region: arguments bound by the node that owns it, and nodes in order."""
+
+    args: tuple
+    nodes: list = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class Node:
     op: str
     operands: tuple
     results: tuple
     attrs: dict = field(default_factory=dict)
     loc: str | None = None  # the author's "file.py:line" this node came from
+    body: Block | None = None  # a loop's region
 
     @property
     def result(self) -> Value:
         (r,) = self.results
         return r
+
+
+def walk(nodes):
+    """Every node of ``nodes`` and of the blocks they own, in program order (a node
+    before its body)."""
+    for n in nodes:
+        yield n
+        if n.body is not None:
+            yield from walk(n.body.nodes)
 
 
 @dataclass(eq=False)
@@ -113,27 +136,46 @@ class Module:
         return Module(self.name, dict(self.devices), tuple(self.parties), [], self.next_id,
                       self.network, self.stage, tuple(self.prefer))
 
+    def walk(self):
+        """Every node, those in loop bodies included (see ``walk``)."""
+        return walk(self.nodes)
+
     def users(self):
-        """Map each value to the nodes that read it."""
+        """Map each value to the nodes that read it (in any block)."""
         users = {}
-        for n in self.nodes:
+        for n in walk(self.nodes):
             for v in n.operands:
                 users.setdefault(v, []).append(n)
         return users
 
     def renumbered(self) -> "Module":
-        """The same program with values numbered 0.. in definition order."""
+        """The same program with values numbered 0.. in the order the text shows them
+        (a loop's results, then its block's arguments, then its body)."""
         mapping = {}
         out = self.fresh()
         out.next_id = 0
-        for n in self.nodes:
-            results = []
-            for r in n.results:
-                nv = out.new_value(r.type)
-                mapping[r] = nv
-                results.append(nv)
-            out.nodes.append(Node(n.op, tuple(mapping[v] for v in n.operands), tuple(results),
-                                  dict(n.attrs), n.loc))
+
+        def fresh(values):
+            new = []
+            for v in values:
+                nv = out.new_value(v.type)
+                mapping[v] = nv
+                new.append(nv)
+            return tuple(new)
+
+        def copy(nodes):
+            copied = []
+            for n in nodes:
+                operands = tuple(mapping[v] for v in n.operands)
+                results = fresh(n.results)
+                body = None
+                if n.body is not None:
+                    args = fresh(n.body.args)
+                    body = Block(args, copy(n.body.nodes))
+                copied.append(Node(n.op, operands, results, dict(n.attrs), n.loc, body))
+            return copied
+
+        out.nodes = copy(self.nodes)
         return out
 
     def __eq__(self, other):
@@ -152,9 +194,7 @@ class Module:
         for a, b in zip(self.devices.values(), other.devices.values()):
             if not _device_equal(a, b):
                 return False
-        if len(self.nodes) != len(other.nodes):
-            return False
-        return all(_node_equal(a, b) for a, b in zip(self.nodes, other.nodes))
+        return _nodes_equal(self.nodes, other.nodes)
 
     __hash__ = object.__hash__
 
@@ -169,13 +209,25 @@ def _type_key(t):
     return (t.dtype, tuple(int(d) for d in t.shape), t.place, t.kind)
 
 
+def _values_equal(xs, ys) -> bool:
+    return [(v.id, _type_key(v.type)) for v in xs] == [(v.id, _type_key(v.type)) for v in ys]
+
+
+def _nodes_equal(xs, ys) -> bool:
+    return len(xs) == len(ys) and all(_node_equal(a, b) for a, b in zip(xs, ys))
+
+
 def _node_equal(a, b) -> bool:
     if a.op != b.op or (a.loc or None) != (b.loc or None):
         return False
     if [v.id for v in a.operands] != [v.id for v in b.operands]:
         return False
-    if [(v.id, _type_key(v.type)) for v in a.results] != \
-            [(v.id, _type_key(v.type)) for v in b.results]:
+    if not _values_equal(a.results, b.results):
+        return False
+    if (a.body is None) != (b.body is None):
+        return False
+    if a.body is not None and not (_values_equal(a.body.args, b.body.args)
+                                   and _nodes_equal(a.body.nodes, b.body.nodes)):
         return False
     return _attrs_equal(a.attrs, b.attrs)
 

@@ -315,6 +315,78 @@ def _reveal(ts, a):
     return [ts[0]]
 
 
+# ------------------------------------------------------------------- loops
+
+@op("loop", operands=None, attrs=("trip_count", "captures"), results=None,
+    doc="run the body trip_count times: operands are the captured values (the first "
+        "`captures`), then the initial carried values; the body's arguments bind them in "
+        "that order, its `yield` gives the next carried values, the results are the last")
+def _loop(ts, a):
+    k, n = a["captures"], a["trip_count"]
+    if not isinstance(k, int) or not 0 <= k <= len(ts):
+        raise VerifyError(f"loop: captures must be an int in [0, {len(ts)}]")
+    if not isinstance(n, int) or n < 0:
+        raise VerifyError("loop: trip_count must be a non-negative int")
+    return list(ts[k:])
+
+
+@op("yield", operands=None, results=0,
+    doc="the last op of a loop body: the carried values of the next iteration")
+def _yield(ts, a):
+    return []
+
+
+@op("loop_index", operands=0,
+    doc="the iteration number 0, 1, ... of the innermost loop around it (known to every party)")
+def _loop_index(ts, a):
+    return [("i32", ())]
+
+
+def _start_of(start, size, limit):
+    """Where a run-time slice starts: clamped so the window fits, as lax.dynamic_slice."""
+    return min(max(int(start), 0), limit - size)
+
+
+def _dynamic_slice_impl(a, x, *starts):
+    sizes = a["sizes"]
+    index = tuple(slice(b, b + n) for b, n in
+                  ((_start_of(s, n, d), n) for s, n, d in zip(starts, sizes, x.shape)))
+    return np.array(x[index])
+
+
+def _dynamic_update_slice_impl(a, x, update, *starts):
+    out = np.array(x)
+    index = tuple(slice(b, b + n) for b, n in
+                  ((_start_of(s, n, d), n) for s, n, d in zip(starts, update.shape, x.shape)))
+    out[index] = update
+    return out
+
+
+def _check_starts(name, starts, rank):
+    if len(starts) != rank or any(s != ("i32", ()) for s in starts):
+        raise VerifyError(f"{name} takes one i32 scalar start per dimension ({rank})")
+
+
+@op("dynamic_slice", operands=None, attrs=("sizes",), impl=_dynamic_slice_impl,
+    doc="lax.dynamic_slice at starts known to every party at run time (a loop's counter)")
+def _dynamic_slice(ts, a):
+    (d, s), starts = ts[0], ts[1:]
+    _check_starts("dynamic_slice", starts, len(s))
+    if len(a["sizes"]) != len(s) or any(not 0 <= n <= m for n, m in zip(a["sizes"], s)):
+        raise VerifyError(f"dynamic_slice: sizes {tuple(a['sizes'])} do not fit {s}")
+    return [(d, tuple(a["sizes"]))]
+
+
+@op("dynamic_update_slice", operands=None, impl=_dynamic_update_slice_impl,
+    doc="lax.dynamic_update_slice at starts known to every party at run time")
+def _dynamic_update_slice(ts, a):
+    (d, s), (ud, us), starts = ts[0], ts[1], ts[2:]
+    _check_starts("dynamic_update_slice", starts, len(s))
+    if ud != d or len(us) != len(s) or any(not 0 <= n <= m for n, m in zip(us, s)):
+        raise VerifyError(f"dynamic_update_slice: update {ud}{list(us)} does not fit {d}{list(s)}")
+    return [(d, s)]
+
+
 # ------------------------------------------------------ lowered (per-party) ops
 
 @op("random", operands=0, attrs=("shape", "seed", "stream"),

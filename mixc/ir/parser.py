@@ -44,7 +44,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from lark.parsers.lalr_analysis import Shift
 
 from ..errors import ParseError
-from .core import DTYPES, KINDS, Module, Node, TensorType, Value
+from .core import DTYPES, KINDS, Block, Module, Node, TensorType, Value
 from .ops import NUMPY_DTYPES, OPS
 
 __all__ = ["parse_module", "ParseError"]
@@ -71,6 +71,9 @@ _WORDS = {
     "_COMMA": "','",
     "_ASSIGN": "'='",
     "_LBRACE": "'{'",
+    "ATTRS": "'{'",
+    "_LBODY": "'{'",
+    "_CARET": "a line '^(...)' with the body's arguments",
     "ARRAY_DTYPE": "a dtype like f32",
     "OPNAME": "an op name",
     "ATTR": "an attribute name",
@@ -85,6 +88,7 @@ _WORDS = {
 }
 # The tokens that can start an attribute value; when all are expected the
 # message says "an attribute value" instead of listing eight of them.
+_RBRACE = "RBRACE"  # lark's name for "}" (closes attribute blocks and bodies)
 _VALUE_STARTERS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NONE", "LPAR", "INTS", "ARRAY"}
 
 
@@ -162,8 +166,12 @@ def _replay(ps, names):
     return ok
 
 
-def _syntax_error(e: UnexpectedInput, terminals) -> ParseError:
-    """Lark's exception as one line: what was found, what was expected, in words."""
+def _syntax_error(e: UnexpectedInput, terminals, st=None) -> ParseError:
+    """Lark's exception as one line: what was found, what was expected, in words.
+
+    ``st`` (the parse's state) knows the open bodies: the end of the input
+    inside one, or a "}" outside any, says so.
+    """
     if isinstance(e, UnexpectedToken):
         tok = e.token
         line, col = tok.line, tok.column
@@ -185,6 +193,13 @@ def _syntax_error(e: UnexpectedInput, terminals) -> ParseError:
         names = _acceptable(e, getattr(e, "expected", ()))
     if line is None or line < 0:
         line = col = None
+    if st is not None and isinstance(e, UnexpectedToken):
+        if st.open and e.token.type == "$END" and _RBRACE in names:
+            node, opened = st.open[-1][0], st.open[-1][-1]
+            return ParseError(f"unexpected end of input; expected '}}' closing the body of "
+                              f"'{node.op}' opened on line {opened}", line, col)
+        if not st.open and e.token.type == _RBRACE and "OPNAME" in names:  # at a line's start
+            return ParseError("unexpected '}': no body is open here", line, col)
     return ParseError(f"unexpected {found}; expected {_expected_words(names, terminals)}",
                       line, col)
 
@@ -279,6 +294,7 @@ def _shifted(tok, offset, text=None, type=None):
 
 _VALUE_ID = re.compile(r"%([0-9]+)")
 _OP_TOKENS = frozenset(("OPNAME", "CALL"))
+_RESULT_TOKENS = frozenset(("RESULT", "VALUE_ID"))
 
 
 def _parse_type(tok) -> TensorType:
@@ -393,14 +409,79 @@ class _State:
     """Per-parse state: values by id, and the header and nodes seen so far."""
 
     def __init__(self):
-        self.values = {}
-        self.lines = {}   # value id -> line it was defined on
+        self.values = {}  # value id -> Value, for the values in scope
+        self.lines = {}   # value id -> line it was defined on, for every id so far
         self.types = {}   # type token text -> TensorType (types repeat a lot)
-        self.nodes = []
+        self.top = []     # the module's nodes
+        self.nodes = self.top  # where nodes go: the module's, or the open body's
+        # The open bodies, innermost last: (node, its results, the enclosing
+        # node list, the enclosing scope). ``scope`` lists the ids defined in
+        # the innermost open body (None outside any), to drop when it closes.
+        self.open = []
+        self.scope = None
         self.name = None
         self.parties = ()
         self.devices = {}
         self.parties_line = None
+
+
+def _define(st, ch, k, end):
+    """The values of the "(RESULT|VALUE_ID) (TYPE|TensorType)" pairs ``ch[k:end]``
+    (``end`` None: up to the op), new: each id is checked against every id
+    defined so far, in any block. The caller puts them in scope. Returns the
+    values and the index after them."""
+    lines, types = st.lines, st.types
+    results = []
+    while (ch[k].type not in _OP_TOKENS) if end is None else k < end:
+        tok, t = ch[k], ch[k + 1]
+        i = _int(tok, tok.rstrip(": \t")[1:])
+        if i in lines or (results and any(i == r.id for r in results)):
+            first = lines.get(i, tok.line)
+            raise _at(tok, f"value %{i} is defined twice (first on line {first})")
+        if type(t) is Token:
+            tt = types.get(t)
+            if tt is None:
+                tt = types[str(t)] = _parse_type(t)
+            t = tt
+        results.append(Value(i, t))
+        k += 2
+    return results, k
+
+
+def _node(st, ch):
+    """The Node of a node line's children; its results are not in scope yet."""
+    values = st.values
+    results, k = _define(st, ch, 0, None)
+    head = ch[k]
+    args, attrs, loc = [], {}, None
+    if head.type == "CALL":  # "op(%1, %2)" as one token
+        paren = head.index("(")
+        opname = head[:paren].rstrip()
+        if opname not in OPS:
+            raise _at(head, f"unknown op {opname!r}{_close(opname, OPS)}")
+        for m in _VALUE_ID.finditer(head, paren):
+            v = values.get(_int(head, m.group(1)))
+            if v is None:
+                raise _at(_shifted(head, m.start()), f"use of undefined value {m.group()}")
+            args.append(v)
+    else:
+        opname = str(head)
+        if opname not in OPS:
+            raise _at(head, f"unknown op {opname!r}{_close(opname, OPS)}")
+    for x in ch[k + 1:]:
+        if type(x) is dict:
+            attrs = x
+        elif x.type == "VALUE_ID":
+            v = values.get(_int(x, x[1:]))
+            if v is None:
+                raise _at(x, f"use of undefined value {x}")
+            args.append(v)
+        elif x.type == "LOC":
+            q = x.index('"')
+            loc = _string(_shifted(x, q), x[q:x.rindex('"') + 1])
+        else:
+            loc = _string(x)
+    return Node(opname, tuple(args), tuple(results), attrs, loc)
 
 
 class _Build:
@@ -424,7 +505,7 @@ class _Build:
         st = self._local.state
         if st.parties_line is not None:
             raise _at(ch[0], f"parties are already listed on line {st.parties_line}")
-        if st.devices or st.nodes:
+        if st.devices or st.top:
             raise _at(ch[0], "the parties line comes right after the module line")
         st.parties_line = ch[0].line
         parties = []
@@ -438,7 +519,7 @@ class _Build:
     def device_decl(self, ch):
         from ..config import DEVICE_KINDS, Device
         st = self._local.state
-        if st.nodes:
+        if st.top:
             raise _at(ch[0], "device lines come before the first node")
         name, kind = ch[1], ch[2]
         dname = _name(name)
@@ -459,57 +540,52 @@ class _Build:
     # nodes: (RESULT|VALUE_ID) (TYPE|TensorType) ... (CALL | OPNAME VALUE_ID*) [attrs] [LOC|STRING]
     def node(self, ch):
         st = self._local.state
-        values, types, lines = st.values, st.types, st.lines
-        results = []
-        k = 0
-        while ch[k].type not in _OP_TOKENS:
-            tok, t = ch[k], ch[k + 1]
-            i = _int(tok, tok.rstrip(": \t")[1:])
-            if i in values or any(i == r[0] for r in results):
-                first = lines.get(i, tok.line)
-                raise _at(tok, f"value %{i} is defined twice (first on line {first})")
-            if type(t) is Token:
-                tt = types.get(t)
-                if tt is None:
-                    tt = types[str(t)] = _parse_type(t)
-                t = tt
-            results.append((i, t, tok.line))
-            k += 2
-        head = ch[k]
-        args, attrs, loc = [], {}, None
-        if head.type == "CALL":  # "op(%1, %2)" as one token
-            paren = head.index("(")
-            opname = head[:paren].rstrip()
-            if opname not in OPS:
-                raise _at(head, f"unknown op {opname!r}{_close(opname, OPS)}")
-            for m in _VALUE_ID.finditer(head, paren):
-                v = values.get(_int(head, m.group(1)))
-                if v is None:
-                    raise _at(_shifted(head, m.start()), f"use of undefined value {m.group()}")
-                args.append(v)
-        else:
-            opname = str(head)
-            if opname not in OPS:
-                raise _at(head, f"unknown op {opname!r}{_close(opname, OPS)}")
-        for x in ch[k + 1:]:
-            if type(x) is dict:
-                attrs = x
-            elif x.type == "VALUE_ID":
-                v = values.get(_int(x, x[1:]))
-                if v is None:
-                    raise _at(x, f"use of undefined value {x}")
-                args.append(v)
-            elif x.type == "LOC":
-                q = x.index('"')
-                loc = _string(_shifted(x, q), x[q:x.rindex('"') + 1])
-            else:
-                loc = _string(x)
-        outs = []
-        for i, t, line in results:
-            v = values[i] = Value(i, t)
-            lines[i] = line
-            outs.append(v)
-        st.nodes.append(Node(opname, tuple(args), tuple(outs), attrs, loc))
+        n = _node(st, ch)
+        if n.results:
+            values, lines, line = st.values, st.lines, ch[0].line
+            for v in n.results:
+                values[v.id] = v
+                lines[v.id] = line
+            if st.scope is not None:
+                st.scope.extend([v.id for v in n.results])
+        st.nodes.append(n)
+
+    # a node with a body: its line, then ^(args), the body's nodes, "}"
+    def body_open(self, ch):
+        """The line that opens a body: the node goes in now (its body fills in as
+        the body's lines come), its results stay out of scope until the "}"."""
+        st = self._local.state
+        n = _node(st, ch)
+        lines, line = st.lines, ch[0].line
+        for v in n.results:  # reserved: no value in the body may reuse the id
+            lines[v.id] = line
+        n.body = Block(())
+        st.nodes.append(n)
+        st.open.append((n, st.nodes, st.scope, line))
+        st.nodes, st.scope = n.body.nodes, []
+
+    def block_args(self, ch):
+        st = self._local.state
+        args, _ = _define(st, ch, 0, len(ch))
+        values, lines = st.values, st.lines
+        for v in args:
+            values[v.id] = v
+            lines[v.id] = ch[0].line
+            st.scope.append(v.id)
+        st.open[-1][0].body.args = tuple(args)
+
+    def body(self, ch):
+        """The "}" closing a body: its values go out of scope, the node's results come in."""
+        st = self._local.state
+        n, st.nodes, outer, _ = st.open.pop()
+        values = st.values
+        for i in st.scope:
+            del values[i]
+        for v in n.results:
+            values[v.id] = v
+        if outer is not None:
+            outer.extend([v.id for v in n.results])
+        st.scope = outer
 
     def type(self, ch):
         """A type spelled token by token (when the one-token TYPE did not match)."""
@@ -573,13 +649,13 @@ def parse_module(text: str, filename: str | None = None) -> Module:
         try:
             lark.parse(text)
         except UnexpectedInput as e:
-            raise _syntax_error(e, terminals) from None
+            raise _syntax_error(e, terminals, st) from None
     except ParseError as e:
         if filename is None:
             raise
         raise ParseError(e.message, e.line, e.column, filename=filename) from None
     finally:
         builder._local.state = None
-    m = Module(st.name, st.devices, st.parties, st.nodes)
-    m.next_id = max(st.values, default=-1) + 1
+    m = Module(st.name, st.devices, st.parties, st.top)
+    m.next_id = max(st.lines, default=-1) + 1
     return m

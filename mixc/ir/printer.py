@@ -8,6 +8,8 @@
     %3: f32[4,4]@mpc:arith = concatenate(%1, %2) {dimension=1, protocol="arith2pc"} loc("lr.py:8")
     output(%9) {name="w"}
 
+A loop's body prints indented under it (see ``print_node``).
+
 A type is ``dtype[shape]@place:kind`` (``:plain`` is left out). Attributes
 are sorted by name. Arrays print as ``array<dtype[shape]>"base64 of the
 little-endian bytes"``. ``grammars/ir.lark`` is the grammar of this text.
@@ -62,11 +64,30 @@ def print_attrs(attrs: dict) -> str:
     return " {" + ", ".join(f"{k}={print_attr(attrs[k])}" for k in sorted(attrs)) + "}"
 
 
-def print_node(n) -> str:
-    lhs = ", ".join(f"%{r.id}: {print_type(r.type)}" for r in n.results)
+def _typed(values) -> str:
+    return ", ".join(f"%{v.id}: {print_type(v.type)}" for v in values)
+
+
+def print_node(n, indent="") -> str:
+    """One node's text; a node with a body prints it indented, between ``{`` and ``}``:
+
+        %7: f32[2]@mpc:arith = loop(%3, %5) {captures=1, trip_count=100} {
+          ^(%8: f32[2,2]@mpc:arith, %9: f32[2]@mpc:arith)
+          %10: f32[2]@mpc:arith = add(%9, %8)
+          yield(%10)
+        }
+    """
+    lhs = _typed(n.results)
     rhs = f"{n.op}({', '.join(f'%{v.id}' for v in n.operands)}){print_attrs(n.attrs)}"
     loc = f" loc({json.dumps(n.loc)})" if n.loc else ""
-    return (f"{lhs} = {rhs}" if lhs else rhs) + loc
+    line = indent + (f"{lhs} = {rhs}" if lhs else rhs) + loc
+    if n.body is None:
+        return line
+    inner = indent + "  "
+    lines = [line + " {", f"{inner}^({_typed(n.body.args)})"]
+    lines += [print_node(m, inner) for m in n.body.nodes]
+    lines.append(indent + "}")
+    return "\n".join(lines)
 
 
 def print_device(d) -> str:

@@ -7,12 +7,21 @@ with a tag unique per (sender, receiver) and a ``what`` saying what crosses.
 Each global value maps to its local pieces: a PYU value to its owner's
 plaintext, a public MPC value to a copy at every party, a shared value to
 one share per party.
+
+A loop is lowered once: its body's ops become the parties' local ops inside
+one ``loop`` node whose block arguments, yielded values and results are the
+local pieces of the global ones (a public value entering a shared carried
+value is shared there by the protocol's ``PUBLIC_SHARING`` entry). The loop
+node still spans parties; ``partition`` gives each party its own. Message
+tags and PRG streams in a body are unique per iteration at run time: the
+executor derives them from the static tag or stream and the iteration.
 """
 import numpy as np
 
 from ..ir.core import TensorType
 from ..ir.ops import infer
-from ..protocols import rule
+from ..ir.core import Block, Node
+from ..protocols import PUBLIC_SHARING, load, rule
 
 DEALER = "dealer"
 
@@ -75,14 +84,73 @@ class LowerContext:
             self.out.parties = tuple(self.out.parties) + (party,)
 
 
-def run(module):
-    ctx = LowerContext(module)
-    for node in module.nodes:
+def _pieces(ctx, value, kind):
+    """``value``'s local pieces as kind ``kind`` (a public value shared trivially)."""
+    if value.type.kind == kind or kind not in PUBLIC_SHARING:
+        return ctx.parts[value]
+    return PUBLIC_SHARING[kind](ctx, value, ctx.device_of(value))
+
+
+def _bind(ctx, global_values, locals_of):
+    """Fresh local arguments (or results) for ``global_values``, shaped like the pieces
+    ``locals_of`` gives; returns them in order and records them in ``ctx.parts``."""
+    bound = []
+    for g, pieces in zip(global_values, locals_of):
+        ctx.parts[g] = {}
+        for party, piece in pieces.items():
+            ctx.parts[g][party] = v = ctx.out.new_value(piece.type.with_(kind=g.type.kind))
+            bound.append(v)
+    return bound
+
+
+def _lower_loop(ctx, node):
+    body = node.body
+    captures = node.attrs["captures"]
+    entering = [_pieces(ctx, v, a.type.kind) for v, a in zip(node.operands, body.args)]
+    operands = [piece for pieces in entering for piece in pieces.values()]
+    args = _bind(ctx, body.args, entering)
+    n_captured = sum(len(p) for p in entering[:captures])
+    outer_nodes, outer_consts = ctx.out.nodes, ctx._consts
+    ctx.out.nodes, ctx._consts = [], {}
+    try:
+        _lower_nodes(ctx, body.nodes[:-1])
+        end = body.nodes[-1]
+        ctx.loc = end.loc
+        carried = body.args[captures:]
+        yielded = [_pieces(ctx, y, a.type.kind) for y, a in zip(end.operands, carried)]
+        for a, pieces in zip(carried, yielded):
+            if set(pieces) != set(ctx.parts[a]):
+                raise NotImplementedError(f"a loop's carried value held by "
+                                          f"{', '.join(sorted(ctx.parts[a]))} but yielded by "
+                                          f"{', '.join(sorted(pieces))}")
+        local_yield = [pieces[p] for a, pieces in zip(carried, yielded) for p in ctx.parts[a]]
+        ctx.out.nodes.append(Node("yield", tuple(local_yield), (), {}, end.loc))
+        nodes = ctx.out.nodes
+    finally:
+        ctx.out.nodes, ctx._consts = outer_nodes, outer_consts
+    results = _bind(ctx, node.results, [ctx.parts[a] for a in carried])
+    ctx.out.nodes.append(Node("loop", tuple(operands), tuple(results),
+                              {"trip_count": node.attrs["trip_count"], "captures": n_captured},
+                              node.loc, Block(tuple(args), nodes)))
+
+
+def _lower_nodes(ctx, nodes):
+    for node in nodes:
         ctx.loc = node.loc
+        if node.op == "loop":
+            _lower_loop(ctx, node)
+            continue
         try:
-            rule(node.attrs["protocol"], node.op).lower(ctx, node)
+            device = ctx.source.devices[(node.results or node.operands)[0].type.place]
+            rule(node.attrs["protocol"], node.op, device.kind).lower(ctx, node)
         except NotImplementedError as e:
             raise NotImplementedError(f"{node.loc or node.op}: {e} is not implemented") from None
+
+
+def run(module):
+    load()
+    ctx = LowerContext(module)
+    _lower_nodes(ctx, module.nodes)
     out = ctx.out
     out.devices = dict(module.devices)
     return out

@@ -3,45 +3,94 @@
 Invariant established: every node belongs to exactly one party, and values
 cross parties only through ``send``/``recv`` pairs with the same
 (sender, receiver, tag); each ``xfer`` became one such pair. A ``recv`` sits
-just before the first op that reads it, so a party sends all it can before
-it waits (both parties of an opening send first, then receive). ``split``
-projects the result onto each party: that party's local ops and messages,
-in program order, which is what its executor runs and its auditor reads.
+just before the first op that reads it, in the block where it was sent (a
+loop that reads it gets it before the loop), so a party sends all it can
+before it waits (both parties of an opening send first, then receive).
+``split`` projects the result onto each party: that party's local ops and
+messages, in program order, which is what its executor runs and its auditor
+reads; a loop becomes, at each party with a part in it, a loop over that
+party's pieces and body ops (the same trip count everywhere).
 """
-from ..ir.core import Node
+from ..ir.core import Block, Node
 
 
 def node_party(node):
-    """The party a lowered node runs at."""
+    """The party a lowered node runs at (None for a loop: it spans parties until ``split``)."""
+    if node.op == "loop":
+        return None
     if node.op in ("send", "output"):
         return node.operands[0].type.place
+    if node.op == "yield":
+        return None
     return node.results[0].type.place
 
 
-def run(module):
-    out = module.fresh()
-    users = module.users()
+def _partition(nodes, users):
+    out = []
     pending = {}  # value -> its recv, placed just before the first use
-    for node in module.nodes:
+    for node in nodes:
         for v in node.operands:
             if v in pending:
-                out.nodes.append(pending.pop(v))
+                out.append(pending.pop(v))
+        if node.body is not None:
+            node.body.nodes = _partition(node.body.nodes, users)
         if node.op != "xfer":
-            out.nodes.append(node)
+            out.append(node)
             continue
         (v,) = node.operands
         dst = node.result.type
         common = {"tag": node.attrs["tag"], "what": node.attrs["what"]}
-        out.nodes.append(Node("send", (v,), (), {"to": dst.place, **common}, node.loc))
+        out.append(Node("send", (v,), (), {"to": dst.place, **common}, node.loc))
         recv = Node("recv", (), node.results,
                     {"from": v.type.place, "dtype": dst.dtype, "shape": tuple(dst.shape), **common},
                     node.loc)
         if node.result in users:
             pending[node.result] = recv
         else:
-            out.nodes.append(recv)
-    out.nodes.extend(pending.values())
+            out.append(recv)
+    if out and out[-1].op == "yield":
+        out[-1:-1] = pending.values()
+    else:
+        out.extend(pending.values())
     return out
+
+
+def run(module):
+    out = module.fresh()
+    out.nodes = _partition(module.nodes, module.users())
+    return out
+
+
+def _project(nodes, party):
+    """``party``'s part of ``nodes``: its own ops, and its part of each loop."""
+    mine = []
+    for n in nodes:
+        if n.op == "loop":
+            loop = _project_loop(n, party)
+            if loop is not None:
+                mine.append(loop)
+        elif n.op == "yield":
+            mine.append(Node("yield", tuple(v for v in n.operands if v.type.place == party), (),
+                             dict(n.attrs), n.loc))
+        elif node_party(n) == party:
+            mine.append(n)
+    return mine
+
+
+def _project_loop(node, party):
+    body = _project(node.body.nodes, party)
+    here = [i for i, a in enumerate(node.body.args) if a.type.place == party]
+    if not here and len(body) <= 1:  # nothing of this party's in it
+        return None
+    captures = sum(1 for i in here if i < node.attrs["captures"])
+    return Node("loop", tuple(node.operands[i] for i in here),
+                tuple(r for r in node.results if r.type.place == party),
+                {**node.attrs, "captures": captures}, node.loc,
+                Block(tuple(node.body.args[i] for i in here), body))
+
+
+def _messages(nodes, kind, key):
+    return {n.attrs[key] for n in nodes if n.op == kind}
 
 
 def split(module):
@@ -50,13 +99,14 @@ def split(module):
     Its devices are those of the party and of the peers it exchanges messages
     with, so a reader (and the verifier) can tell what each peer is: a TEE's
     party, an MPC party, a PYU's owner."""
+    from ..ir.core import walk
     programs = {}
     for party in module.parties:
         m = module.fresh()
         m.name = f"{module.name}:{party}"
-        m.nodes = [n for n in module.nodes if node_party(n) == party]
-        peers = {n.attrs["to"] for n in m.nodes if n.op == "send"}
-        peers |= {n.attrs["from"] for n in m.nodes if n.op == "recv"}
+        m.nodes = _project(module.nodes, party)
+        nodes = list(walk(m.nodes))
+        peers = _messages(nodes, "send", "to") | _messages(nodes, "recv", "from")
         m.devices = {k: d for k, d in module.devices.items()
                      if party in d.parties or peers & set(d.parties)}
         programs[party] = m.renumbered()

@@ -33,7 +33,7 @@ import networkx as nx
 
 from ..errors import MixcError
 from ..ir.core import Node
-from ..protocols import NETWORKS, CostReport, rules_for
+from ..protocols import NETWORKS, Cost, CostReport, rules_for
 from ..protocols.private import assign_private
 
 SECRET_KINDS = ("arith", "bool")
@@ -125,61 +125,126 @@ class _Selector:
         return best if best else (None, INFINITE)
 
 
+STRUCTURAL = ("loop", "yield")  # they move values; the ops around them do the work
+
+
+def _weights(nodes, times, out):
+    """Each node's number of runs: the product of the trip counts of the loops around it."""
+    for node in nodes:
+        out[node] = times
+        if node.body is not None:
+            _weights(node.body.nodes, times * node.attrs["trip_count"], out)
+    return out
+
+
+def _scaled(cost, times):
+    return Cost(cost.bytes * times, cost.rounds * times)
+
+
 def run(module):
     sel = _Selector(module)
     report = CostReport(sel.profile)
-    for node in module.nodes:
-        for r in node.results:
+    weights = _weights(module.nodes, 1, {})
+    for node in weights:
+        values = list(node.results) + list(node.body.args if node.body is not None else ())
+        for r in values:
             if module.devices[r.type.place].kind == "MPC" and r.type.kind != "public":
                 sel.secret.add(r)
     sel.secret.difference_update(assign_private(module, sel))
-    choices = {node: sel.options(node) for node in module.nodes}
+    choices = {node: sel.options(node) for node in weights if node.op not in STRUCTURAL}
     for node, opts in choices.items():
         if not opts:
             device = _device(module, node)
             kinds = ", ".join(v.type.kind for v in node.operands) or "no operands"
             raise MixcError(f"{node.loc or '<program>'}: no protocol implements {node.op} on "
                             f"{device.kind} device {device.name} for operands ({kinds})")
-    labels = _label(sel, module, choices)
+    labels = _label(sel, module, choices, weights)
     out = module.fresh()
-    converted = {}
-    for node in module.nodes:
-        rule, kinds = _pick(sel, node, choices[node], labels)
-        operands = []
-        for v, want in zip(node.operands, kinds):
-            have = labels.get(v, v.type.kind)
-            if have == "private" and want != "private":  # share it (cached per value)
-                if (v, "arith") not in converted:
-                    conv_rule, _ = sel.conversion(v, "private", "arith")
-                    conv = out.add(conv_rule.op, [v], [v.type.with_(kind="arith")],
-                                   {"protocol": conv_rule.protocol}, node.loc)
-                    report.rows.append((conv.result.id, conv.op, conv_rule.protocol,
-                                        conv_rule.cost(conv, module), node.loc))
-                    converted[(v, "arith")] = conv.result
-                v, have = converted[(v, "arith")], "arith"
-                labels[v] = have
-                sel.secret.add(v)
-            if v in sel.secret and have != want:
-                key = (v, want)
-                if key not in converted:
-                    conv_rule, _ = sel.conversion(v, have, want)
-                    conv = out.add(conv_rule.op, [v], [v.type.with_(kind=want)],
-                                   {"protocol": conv_rule.protocol}, node.loc)
-                    report.rows.append((conv.result.id, conv.op, conv_rule.protocol,
-                                        conv_rule.cost(conv, module), node.loc))
-                    converted[key] = conv.result
-                v = converted[key]
-            operands.append(v)
-        node.operands = tuple(operands)
-        node.attrs["protocol"] = rule.protocol
-        for r in node.results:
-            r.type = r.type.with_(kind=rule.result_kind)
-        out.nodes.append(node)
-        report.rows.append((node.results[0].id if node.results else None, node.op,
-                            rule.protocol, rule.cost(node, module), node.loc))
+    _Rewrite(sel, module, choices, labels, weights, report).nodes(module.nodes, out.nodes)
     out = out.renumbered()
     out.cost_report = report
     return out
+
+
+class _Rewrite:
+    """Each node gets its chosen rule; conversions go where the kinds differ (before a
+    loop for what enters it, before its ``yield`` for what goes round again)."""
+
+    def __init__(self, sel, module, choices, labels, weights, report):
+        self.sel, self.module, self.choices, self.labels = sel, module, choices, labels
+        self.weights, self.report = weights, report
+
+    def convert(self, v, want, node, out, times):
+        """``v`` in kind ``want`` (a conversion node appended to ``out``, once per value)."""
+        sel, labels = self.sel, self.labels
+        converted = self.converted
+        have = labels.get(v, v.type.kind)
+        if have == "private" and want != "private":  # share it (cached per value)
+            if (v, "arith") not in converted:
+                converted[(v, "arith")] = self._conversion(v, "private", "arith", node, out, times)
+            v, have = converted[(v, "arith")], "arith"
+            labels[v] = have
+            sel.secret.add(v)
+        if v in sel.secret and have != want and want in ("arith", "bool"):
+            key = (v, want)
+            if key not in converted:
+                converted[key] = self._conversion(v, have, want, node, out, times)
+            v = converted[key]
+        return v
+
+    def _conversion(self, v, have, want, node, out, times):
+        rule, _ = self.sel.conversion(v, have, want)
+        conv = Node(rule.op, (v,), (self.module.new_value(v.type.with_(kind=want)),),
+                    {"protocol": rule.protocol}, node.loc)
+        out.append(conv)
+        self.report.rows.append((conv.result.id, conv.op, rule.protocol,
+                                 _scaled(rule.cost(conv, self.module), times), node.loc))
+        return conv.result
+
+    def nodes(self, nodes, out):
+        self.converted = {}
+        for node in nodes:
+            if node.op == "loop":
+                self.loop(node, out)
+                continue
+            if node.op == "yield":
+                out.append(node)
+                continue
+            rule, kinds = _pick(self.sel, node, self.choices[node], self.labels)
+            times = self.weights[node]
+            node.operands = tuple(self.convert(v, want, node, out, times)
+                                  for v, want in zip(node.operands, kinds))
+            node.attrs["protocol"] = rule.protocol
+            for r in node.results:
+                r.type = r.type.with_(kind=rule.result_kind)
+            out.append(node)
+            self.report.rows.append((node.results[0].id if node.results else None, node.op,
+                                     rule.protocol, _scaled(rule.cost(node, self.module), times),
+                                     node.loc))
+
+    def loop(self, node, out):
+        """A loop's values keep one kind: what enters is converted before it, what its
+        body yields is converted inside, before the ``yield``."""
+        body, labels = node.body, self.labels
+        for a in body.args:
+            if a in labels:
+                a.type = a.type.with_(kind=labels[a])
+        times = self.weights[node]
+        node.operands = tuple(self.convert(v, a.type.kind, node, out, times)
+                              for v, a in zip(node.operands, body.args))
+        saved = self.converted
+        inner = []
+        self.nodes(body.nodes[:-1], inner)
+        end = body.nodes[-1]
+        carried = body.args[node.attrs["captures"]:]
+        end.operands = tuple(self.convert(v, a.type.kind, end, inner, self.weights[end])
+                             for v, a in zip(end.operands, carried))
+        inner.append(end)
+        body.nodes = inner
+        self.converted = saved
+        for r, a in zip(node.results, carried):
+            r.type = r.type.with_(kind=a.type.kind)
+        out.append(node)
 
 
 def _pick(sel, node, options, labels):
@@ -200,8 +265,9 @@ def _pick(sel, node, options, labels):
     return best[0], best[1]
 
 
-def _label(sel, module, choices):
-    """Share kind of every secret MPC value, minimising total estimated time (s-t min cut)."""
+def _label(sel, module, choices, weights):
+    """Share kind of every secret MPC value, minimising total estimated time (s-t min cut);
+    a node in a loop counts as often as it runs."""
     if not sel.secret:
         return {}
     # unary[v][k]: cost of producing v in kind k; pair terms per (operand, consumer)
@@ -219,6 +285,7 @@ def _label(sel, module, choices):
             graph.add_edge(a, b, capacity=w)
 
     for node, options in choices.items():
+        times = weights[node]
         result = node.results[0] if node.results and node.results[0] in sel.secret else None
         secret_ops = [v for v in node.operands if v in sel.secret]
         if result is not None:
@@ -228,7 +295,7 @@ def _label(sel, module, choices):
                 if k in index and (k not in best or seconds < best[k][2]):
                     best[k] = (rule, kinds, seconds)
             for k in SECRET_KINDS:
-                unary[result][index[k]] += best[k][2] if k in best else INFINITE
+                unary[result][index[k]] += best[k][2] * times if k in best else INFINITE
             for i, v in enumerate(node.operands):
                 if v not in sel.secret:
                     continue
@@ -237,7 +304,7 @@ def _label(sel, module, choices):
                 for lv in SECRET_KINDS:
                     for lr in SECRET_KINDS:
                         want = best[lr][1][i] if lr in best else lv
-                        table[index[lv]][index[lr]] = sel.conversion(v, lv, want)[1]
+                        table[index[lv]][index[lr]] = sel.conversion(v, lv, want)[1] * times
                 _pairwise(unary, add_edge, v, result, table)
         else:
             # A node whose result kind is fixed: each operand's kind decides its best rule.
@@ -245,13 +312,35 @@ def _label(sel, module, choices):
                 for k in SECRET_KINDS:
                     cost = min((seconds + sel.conversion(v, k, kinds[node.operands.index(v)])[1]
                                 for rule, kinds, seconds in options), default=INFINITE)
-                    unary[v][index[k]] += cost / len(secret_ops)
+                    unary[v][index[k]] += cost * times / len(secret_ops)
+    for node in weights:
+        if node.op == "loop":
+            _loop_terms(sel, node, weights, unary, add_edge)
     for v, (cost_arith, cost_bool) in unary.items():
         low = min(cost_arith, cost_bool)
         add_edge("s", v, cost_bool - low)   # cut when v is boolean
         add_edge(v, "t", cost_arith - low)  # cut when v is arithmetic
     _, (source_side, _) = nx.minimum_cut(graph, "s", "t")
     return {v: ("arith" if v in source_side else "bool") for v in sel.secret}
+
+
+def _loop_terms(sel, node, weights, unary, add_edge):
+    """A carried value has one kind in every iteration (its argument and the loop's
+    result are tied); converting what enters costs once, what goes round every time."""
+    body = node.body
+    carried = body.args[node.attrs["captures"]:]
+    entering = [(v, a, weights[node]) for v, a in zip(node.operands, body.args)]
+    going_round = [(y, a, weights[body.nodes[-1]]) for y, a in zip(body.nodes[-1].operands,
+                                                                    carried)]
+    for v, a, times in entering + going_round:
+        if v in sel.secret and a in sel.secret:
+            table = [[sel.conversion(v, lv, la)[1] * times for la in SECRET_KINDS]
+                     for lv in SECRET_KINDS]
+            _pairwise(unary, add_edge, v, a, table)
+    for a, r in zip(carried, node.results):
+        if a in sel.secret and r in sel.secret:
+            add_edge(a, r, INFINITE)
+            add_edge(r, a, INFINITE)
 
 
 def _pairwise(unary, add_edge, u, v, e):

@@ -38,6 +38,7 @@ The leak checks, each with a hand-written leaking program in
   is checked fully only on the whole lowered program.
 """
 from ..errors import VerifyError
+from ..ir.core import walk
 from ..ir.ops import infer
 from ..protocols import rule
 
@@ -75,26 +76,61 @@ def _check_types(node):
 
 
 def _is_lowered(module):
-    places = {r.type.place for n in module.nodes for r in n.results}
+    places = {r.type.place for n in walk(module.nodes) for r in n.results}
     return bool(places) and places <= set(module.parties) and not places & set(module.devices)
 
 
-def _verify_global(module):
+def _check_loop(node, same_place):
+    """A loop's arguments bind its operands, its yield matches its carried arguments, its
+    results are what it carries; ``same_place``: an operand lives where its argument does."""
+    body = node.body
+    if body is None or not body.nodes or body.nodes[-1].op != "yield":
+        _fail(node, "a loop's body ends with a yield")
+    if len(body.args) != len(node.operands):
+        _fail(node, f"{len(node.operands)} operands bind {len(body.args)} block arguments")
+    carried = body.args[node.attrs["captures"]:]
+    end = body.nodes[-1]
+    for kind, xs, ys in (("operand", node.operands, body.args), ("yield", end.operands, carried),
+                         ("result", node.results, carried)):
+        if len(xs) != len(ys):
+            _fail(node, f"{len(xs)} {kind}s for {len(ys)} block arguments")
+        for x, y in zip(xs, ys):
+            if (x.type.dtype, tuple(x.type.shape)) != (y.type.dtype, tuple(y.type.shape)):
+                _fail(node, f"{kind} %{x.id}: {x.type} does not match block argument "
+                            f"%{y.id}: {y.type}")
+            if kind != "operand" and x.type.place != y.type.place:
+                _fail(node, f"{kind} %{x.id} lives at {x.type.place}, its carried value at "
+                            f"{y.type.place}")
+            if kind == "operand" and same_place and x.type.place != y.type.place:
+                _fail(node, f"operand %{x.id} lives at {x.type.place}, its block argument "
+                            f"%{y.id} at {y.type.place}")
+    for r, a in zip(node.results, carried):
+        if r.type.kind != a.type.kind:
+            _fail(node, f"result %{r.id} is {r.type.kind}, its carried value {a.type.kind}")
+    if any(n.op == "yield" for n in body.nodes[:-1]):
+        _fail(node, "a yield ends a loop's body; it cannot stand before its last op")
+
+
+def _verify_global(module, nodes=None, defined=None):
     # Before insert_transfers, ops may still read other devices' values.
     transfers_in = module.stage not in ("trace", "place")
-    defined = set()
-    for node in module.nodes:
+    defined = set() if defined is None else defined
+    for node in module.nodes if nodes is None else nodes:
         for v in node.operands:
             if v not in defined:
-                _fail(node, f"reads %{v.id} before it is defined")
+                _fail(node, f"reads %{v.id} before it is defined"
+                            + (" (or outside its loop body)" if nodes is not None else ""))
         _check_types(node)
-        for r in node.results:
-            device = module.devices.get(r.type.place)
-            if device is None:
-                _fail(node, f"%{r.id} is on unknown device {r.type.place!r}")
-            if r.type.kind not in DEVICE_KINDS[device.kind]:
-                _fail(node, f"%{r.id} of kind {r.type.kind} cannot live on {device.kind} {device.name}")
-            defined.add(r)
+        if node.op == "loop":
+            _check_loop(node, transfers_in)
+            _check_kinds(module, node, node.body.args)
+            _verify_global(module, node.body.nodes, set(node.body.args))
+            defined.update(node.results)
+            continue
+        if node.op == "yield" and nodes is None:
+            _fail(node, "a yield outside a loop body")
+        _check_kinds(module, node, node.results)
+        defined.update(node.results)
         if not node.results:
             continue
         dest = module.devices[node.results[0].type.place]
@@ -113,7 +149,10 @@ def _verify_global(module):
                             "transfer (reveal or explicit to)")
         if "protocol" in node.attrs:
             try:
-                r = rule(node.attrs["protocol"], node.op)
+                try:
+                    r = rule(node.attrs["protocol"], node.op, dest.kind)
+                except KeyError:
+                    r = rule(node.attrs["protocol"], node.op)
             except KeyError as e:
                 _fail(node, str(e))
             for res in node.results:
@@ -124,6 +163,15 @@ def _verify_global(module):
             if r.device != dest.kind or not r.accepts(kinds, node, module):
                 _fail(node, f"protocol {r.protocol} does not run {node.op} on {dest.kind} "
                             f"{dest.name} for operands ({', '.join(kinds) or 'none'})")
+
+
+def _check_kinds(module, node, values):
+    for r in values:
+        device = module.devices.get(r.type.place)
+        if device is None:
+            _fail(node, f"%{r.id} is on unknown device {r.type.place!r}")
+        if r.type.kind not in DEVICE_KINDS[device.kind]:
+            _fail(node, f"%{r.id} of kind {r.type.kind} cannot live on {device.kind} {device.name}")
 
 
 def _check_move(node, src, dest):
@@ -207,6 +255,17 @@ class _Flow:
             self.private[r], self.seeds[r] = private, seeds
             self.made_by[r] = node.op
 
+    def bind(self, arg, value):
+        self.private[arg] = self.private.get(value, False)
+        self.seeds[arg] = self.seeds.get(value, frozenset())
+        self.made_by[arg] = self.made_by.get(value)
+
+    def merge(self, arg, value):
+        """``arg`` may also hold ``value``: private if either is, masked only by the keys
+        masking both."""
+        self.private[arg] = self.private.get(arg, False) or self.private.get(value, False)
+        self.seeds[arg] = self.seeds.get(arg, frozenset()) & self.seeds.get(value, frozenset())
+
     def masked(self, v):
         return bool(self.seeds.get(v)) or v.type.kind in SECRET_KINDS
 
@@ -243,17 +302,60 @@ def _check_unmaskable(node, v, src, dst, what, flow, roles):
 
 
 def _verify_lowered(module):
-    defined, seen = set(), set()
-    sends, recvs = {}, {}
-    roles, flow = _roles(module), _Flow()
-    for node in module.nodes:
-        _check_types(node)
+    state = _Lowered(module)
+    state.nodes(module.nodes, set())
+    # A single party's program pairs with its peers' programs, not with itself.
+    if len(state.seen) > 1 and set(state.sends) != set(state.recvs):
+        missing = sorted(set(state.sends) ^ set(state.recvs))[0]
+        raise VerifyError(f"send/recv do not pair up: (from, to, tag) = {missing}")
+
+
+class _Lowered:
+    """The lowered-IR checks, block by block (a loop body sees only its arguments)."""
+
+    def __init__(self, module):
+        self.seen, self.sends, self.recvs = set(), {}, {}
+        self.roles, self.flow = _roles(module), _Flow()
+
+    def loop(self, node):
+        """A carried value's flow is its start's merged with what the body yields: the
+        body is checked once to learn the yields, then again with the merge."""
+        _check_loop(node, True)
+        body, flow = node.body, self.flow
+        carried = body.args[node.attrs["captures"]:]
+        for v, a in zip(node.operands, body.args):
+            flow.bind(a, v)
+        if carried:
+            saved = (set(self.seen), dict(self.sends), dict(self.recvs))
+            self.nodes(body.nodes, set(body.args))
+            self.seen, self.sends, self.recvs = saved
+            for a, y in zip(carried, body.nodes[-1].operands):
+                flow.merge(a, y)
+        self.nodes(body.nodes, set(body.args))
+        for r, a in zip(node.results, carried):
+            flow.bind(r, a)
+            flow.merge(r, body.nodes[-1].operands[carried.index(a)])
+
+    def nodes(self, nodes, defined):
+        for node in nodes:
+            for v in node.operands:
+                if v not in defined:
+                    _fail(node, f"reads %{v.id} before it is defined")
+            if node.op == "loop":
+                self.loop(node)
+                defined.update(node.results)
+                continue
+            _check_types(node)
+            if node.op != "yield":
+                self.node(node)
+            defined.update(node.results)
+
+    def node(self, node):
+        roles, flow = self.roles, self.flow
         party = (node.operands[0].type.place if node.op in ("send", "output", "xfer")
                  else node.results[0].type.place)
-        seen.add(party)
+        self.seen.add(party)
         for v in node.operands:
-            if v not in defined:
-                _fail(node, f"reads %{v.id} before it is defined")
             if v.type.place != party:
                 _fail(node, f"{party} reads %{v.id}, which lives at {v.type.place}")
         if node.op in ("xfer", "send"):
@@ -270,16 +372,11 @@ def _verify_lowered(module):
                             "made by he.keygen")
             _check_unmaskable(node, v, party, dst, what, flow, roles)
             if node.op == "send":
-                sends[(party, dst, node.attrs["tag"])] = node
+                self.sends[(party, dst, node.attrs["tag"])] = node
         if node.op == "recv":
-            recvs[(node.attrs["from"], party, node.attrs["tag"])] = node
+            self.recvs[(node.attrs["from"], party, node.attrs["tag"])] = node
         _check_flow(node, party, flow)
         flow.op(node, party)
-        defined.update(node.results)
-    # A single party's program pairs with its peers' programs, not with itself.
-    if len(seen) > 1 and set(sends) != set(recvs):
-        missing = sorted(set(sends) ^ set(recvs))[0]
-        raise VerifyError(f"send/recv do not pair up: (from, to, tag) = {missing}")
 
 
 def run(module):

@@ -63,6 +63,9 @@ class Rule:
 
 
 RULES: dict = {}  # op -> [Rule]
+# share kind -> fn(ctx, value, device) -> {party: piece}: a public value as trivial shares
+# of that kind (what a loop's carried shared value starts from when its start is public)
+PUBLIC_SHARING: dict = {}
 PROTOCOL_MODULES = ("mixc.protocols.plaintext", "mixc.protocols.arith2pc",
                     "mixc.protocols.bool2pc", "mixc.protocols.tee",
                     "mixc.protocols.private", "mixc.protocols.he", "mixc.protocols.masking")
@@ -72,6 +75,10 @@ _loaded = False
 def register(protocol, op, *, device, accepts, result_kind, cost, lower, wants=None, doc=""):
     RULES.setdefault(op, []).append(
         Rule(protocol, op, device, accepts, result_kind, cost, lower, wants, doc))
+
+
+def register_public_sharing(kind, fn):
+    PUBLIC_SHARING[kind] = fn
 
 
 def load():
@@ -88,9 +95,11 @@ def rules_for(op):
     return RULES.get(op, [])
 
 
-def rule(protocol, op) -> Rule:
+def rule(protocol, op, device=None) -> Rule:
+    """The rule of ``protocol`` for ``op`` (on device kind ``device``, where a protocol
+    registers the op for several)."""
     for r in rules_for(op):
-        if r.protocol == protocol:
+        if r.protocol == protocol and (device is None or r.device == device):
             return r
     raise KeyError(f"protocol {protocol!r} does not implement {op!r}")
 

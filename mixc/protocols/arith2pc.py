@@ -26,7 +26,7 @@ parties P0 and P1. Floats are fixed point: round(x * 2^f), f the device's
 import numpy as np
 
 from ..passes.lower import DEALER, seed_name
-from . import Cost, register
+from . import Cost, register, register_public_sharing
 from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u64
 
 PROTOCOL = "arith2pc"
@@ -493,3 +493,31 @@ _rules("select_n", _secret_any, _select_cost, _select_cost_he, _lower_select,
 for _op in ("and", "or", "xor", "not"):
     _rules(_op, _bool_dtype, _logic_cost, _logic_cost_he, _lower_logic,
            "on 0/1 shares: Beaver products", "on 0/1 shares: Beaver products, triples by OT")
+
+
+# ------------------------------------------------------------ run-time slices (loops)
+
+def _run_time_slice_operands(kinds, node, module):
+    """Shared or public data, starts every party knows (a loop's counter)."""
+    n_data = 1 if node.op == "dynamic_slice" else 2
+    return ("arith" in kinds[:n_data] and all(k in ("arith", "public") for k in kinds[:n_data])
+            and all(k == "public" for k in kinds[n_data:]) and two_party(node, module))
+
+
+def _lower_run_time_slice(ctx, node):
+    """Each party slices (or updates) its own share at the public starts."""
+    device = _device(ctx, node.result)
+    n_data = 1 if node.op == "dynamic_slice" else 2
+    data = [shares_of(ctx, v, device) for v in node.operands[:n_data]]
+    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
+    ctx.parts[node.result] = {
+        p: ctx.emit(p, node.op, [d[p] for d in data] + [ctx.parts[s][p]
+                                                          for s in node.operands[n_data:]],
+                    "arith", attrs)
+        for p in parties(device)}
+
+
+for _op in ("dynamic_slice", "dynamic_update_slice"):
+    _rule(_op, _run_time_slice_operands, _free, _lower_run_time_slice,
+          "local on shares, at starts every party knows")
+register_public_sharing("arith", shares_of)

@@ -41,7 +41,7 @@ import itertools
 import numpy as np
 
 from ..passes.lower import DEALER
-from . import Cost, register
+from . import Cost, register, register_public_sharing
 from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u64
 
 PROTOCOL = "bool2pc"
@@ -744,3 +744,33 @@ _rules("convert_element_type", _float_to_int, "arith", _rounding_cost, _rounding
        "tree; B2A of both, 1 round",
        "toward zero: shifted floor plus a round-up bit from an AND tree, AND triples by OT; "
        "B2A pairs by bit-OLE")
+
+
+# ------------------------------------------------------------ run-time slices (loops)
+
+def _run_time_slice_words(kinds, node, module):
+    """XOR-shared words (not packed bits) or public data, public starts."""
+    n_data = 1 if node.op == "dynamic_slice" else 2
+    return ("bool" in kinds[:n_data] and all(k in ("bool", "public") for k in kinds[:n_data])
+            and all(k == "public" for k in kinds[n_data:]) and not _packed(node.result.type.dtype)
+            and two_party(node, module))
+
+
+def _lower_run_time_slice(ctx, node):
+    """Each party slices (or updates) its own XOR share's words at the public starts."""
+    device = ctx.device_of(node.result)
+    n_data = 1 if node.op == "dynamic_slice" else 2
+    data = [bool_shares_of(ctx, v, device) for v in node.operands[:n_data]]
+    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
+    ctx.parts[node.result] = {
+        p: ctx.emit(p, node.op, [d[p] for d in data] + [ctx.parts[s][p]
+                                                          for s in node.operands[n_data:]],
+                    "bool", attrs)
+        for p in parties(device)}
+
+
+for _op in ("dynamic_slice", "dynamic_update_slice"):
+    register(PROTOCOL, _op, device="MPC", accepts=_run_time_slice_words, result_kind="bool",
+             cost=lambda n, m: Cost(), lower=_lower_run_time_slice, wants="bool",
+             doc="local on XOR shares of words, at starts every party knows")
+register_public_sharing("bool", bool_shares_of)

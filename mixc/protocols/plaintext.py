@@ -74,7 +74,7 @@ def _all_public(kinds, node, module):
     return all(k == "public" for k in kinds)
 
 
-for _op in ("input", "call", "dp_noise"):
+for _op in ("input", "call", "dp_noise", "loop_index"):
     register(PROTOCOL, _op, device="PYU", accepts=_all_plain, result_kind="plain",
              cost=_free, lower=_lower_local)
 register(PROTOCOL, "output", device="PYU", accepts=_all_plain, result_kind="plain",
@@ -89,7 +89,8 @@ MPC_PUBLIC_OPS = ("constant", "add", "sub", "mul", "div", "neg", "max", "min", "
                   "conv_general_dilated",
                   "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze", "slice",
                   "concatenate", "pad", "take", "convert_element_type", "integer_pow", "lt", "eq",
-                  "and", "or", "xor", "not", "select_n", "shl", "lshr", "ashr", "floor", "round")
+                  "and", "or", "xor", "not", "select_n", "shl", "lshr", "ashr", "floor", "round",
+                  "loop_index", "dynamic_slice", "dynamic_update_slice")
 for _op in MPC_PUBLIC_OPS:
     register(PROTOCOL, _op, device="MPC", accepts=_all_public, result_kind="public",
              cost=_free, lower=_lower_local)

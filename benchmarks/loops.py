@@ -1,0 +1,104 @@
+"""Scale checks for loops (issue "Loops stay loops"): build cost against trip count,
+and memory of a long training run.
+
+    python benchmarks/loops.py [build] [memory]
+
+Prints one JSON line per check:
+
+- ``build``: the same minibatch LR (2000x10, batch 20, ``lax.fori_loop`` with
+  ``dynamic_slice``) built at 10 and at 5000 steps: ``build_s`` and the total
+  size of the party programs' text (``program_bytes``) of each, and their
+  ratios (target: time within 2x, size within 1.5x).
+- ``memory``: 1000 steps of that LR under ``simulate`` in a fresh process:
+  ``peak_rss_mb`` of that process (target < 1536), ``wall_s``, the largest
+  |mixc weights - plain JAX weights| (target < 0.05) and both accuracies.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import mixc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N, D, BS = 2000, 10, 20
+
+
+def train(steps):
+    def fn(x, y):
+        def step(i, w):
+            j = i % (x.shape[0] // BS)
+            xb = lax.dynamic_slice(x, (j * BS, 0), (BS, x.shape[1]))
+            yb = lax.dynamic_slice(y, (j * BS,), (BS,))
+            return w - 0.5 * xb.T @ (jax.nn.sigmoid(xb @ w) - yb) / BS
+        return lax.fori_loop(0, steps, step, jnp.zeros(x.shape[1]))
+    return fn
+
+
+def program(steps):
+    cluster = mixc.init_device(os.path.join(ROOT, "examples", "two_party.devices"))
+
+    @mixc.program
+    def lr(x: mixc.Input(cluster.p1, (N, D)), y: mixc.Input(cluster.p2, (N,))):
+        return {"w": mixc.reveal(mixc.device(cluster.mpc)(train(steps))(x, y), cluster.p1)}
+    return lr
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, D)).astype(np.float32)
+    y = (x @ rng.standard_normal(D) > 0).astype(np.float32)
+    return x, y
+
+
+def build_check():
+    rec = {"check": "build"}
+    program(10).build()  # warm-up: JAX's first traces and compilations
+    for steps in (10, 5000):
+        t = time.perf_counter()
+        bundle = program(steps).build()
+        rec[f"build_s_{steps}"] = round(time.perf_counter() - t, 4)
+        rec[f"program_bytes_{steps}"] = sum(len(bundle.text(p)) for p in bundle.parties)
+    rec["build_ratio"] = round(rec["build_s_5000"] / rec["build_s_10"], 3)
+    rec["size_ratio"] = round(rec["program_bytes_5000"] / rec["program_bytes_10"], 3)
+    return rec
+
+
+def memory_check(steps=1000):
+    x, y = data()
+    prog = program(steps)
+    t = time.perf_counter()
+    w = prog.simulate(x=x, y=y)["w"]
+    wall = time.perf_counter() - t
+    ref = np.asarray(train(steps)(jnp.asarray(x), jnp.asarray(y)))
+    acc = lambda v: float(np.mean(((x @ v) > 0) == (y > 0.5)))  # noqa: E731
+    return {"check": "memory", "steps": steps, "wall_s": round(wall, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "weights_max_abs_err": float(np.abs(w - ref).max()),
+            "accuracy": acc(w), "plain_accuracy": acc(ref)}
+
+
+def main(argv):
+    checks = argv or ["build", "memory"]
+    for check in checks:
+        if check == "build":
+            print(json.dumps(build_check()), flush=True)
+        elif check == "memory":  # a process of its own, so its peak RSS is its own
+            out = subprocess.run([sys.executable, __file__, "_memory"], check=True,
+                                 capture_output=True, text=True).stdout
+            print(out.strip(), flush=True)
+        elif check == "_memory":
+            print(json.dumps(memory_check()), flush=True)
+        else:
+            raise SystemExit(f"unknown check {check!r}: build, memory")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -87,8 +87,8 @@ Methods, and behaviour outside the range:
   x >= 2^14: 128.
 - rsqrt: as sqrt; degree-8 q ~ 16/sqrt(m); (2^-j/16) q. x < 2^-8
   (including x <= 0): 16; x >= 2^14: 2^-7.
-- logistic (sigmoid): s = sign x; a = min(|x|, 8.25) (a second comparison,
-  after the first); degree-8 minimax p ~ sigmoid(a) on [0, 8.25], fitted
+- logistic (sigmoid): s = sign x; a = min(|x|, 8.25) (x < 0, x < 8.25 and
+  -x < 8.25 batched into one comparison layer); degree-8 minimax p ~ sigmoid(a) on [0, 8.25], fitted
   jointly with the saturation error and with p(0) = 1/2 exactly;
   1/2 + s (p - 1/2). So sigmoid(0) = 1/2, sigmoid(-x) = 1 - sigmoid(x)
   exactly, and it is continuous; for |x| > 8.25 it is constant:
@@ -655,20 +655,26 @@ def rsqrt(x, *, lo=None, hi=None):
 # ---------------------------------------------------------------- sigmoid / tanh
 
 def _odd_saturating(x, clamp, scale, coeffs):
-    s = _sign(x)
-    a = jnp.minimum(s * x, clamp)
+    """sign(x) and p(min(|x|, clamp)): the three comparisons (x < 0, x < clamp,
+    -x < clamp) are one batched comparison of 3|x| elements, so they cost one layer."""
+    bounds = jnp.asarray([0.0, clamp, clamp], jnp.float32).reshape((3,) + (1,) * x.ndim)
+    below = jnp.stack([x, x, -x]) < bounds
+    s = jnp.where(below[0], -1.0, 1.0).astype(jnp.float32)
+    # |x| < clamp: both bits set (at least one always is), without an AND
+    inside = jnp.where(below[1], 1.0, 0.0) + jnp.where(below[2], 1.0, 0.0) - 1.0
+    a = clamp + inside * (s * x - clamp)
     return s, _poly(a * scale - 1.0, coeffs)
 
 
 def sigmoid(x):
     """Logistic 1/(1+e^-x): absolute error <= 2.5e-4 on all of R.
 
-    Method: s = sign(x) (one comparison), a = min(|x|, 8.25) (one comparison,
-    after the first), a degree-8 minimax polynomial p(a) ~ sigmoid(a) on
-    [0, 8.25] fitted jointly with the saturation error and with p(0) = 1/2
-    exactly, result 1/2 + s * (p - 1/2): sigmoid(0) = 1/2 and
-    sigmoid(-x) = 1 - sigmoid(x) exactly. 7 products, depth 6, 2 comparisons
-    (2 layers). Outside [-8.25, 8.25] it returns the constants
+    Method: s = sign(x), a = min(|x|, 8.25) (the three comparisons x < 0,
+    x < 8.25 and -x < 8.25 batched into one), a degree-8 minimax polynomial
+    p(a) ~ sigmoid(a) on [0, 8.25] fitted jointly with the saturation error and
+    with p(0) = 1/2 exactly, result 1/2 + s * (p - 1/2): sigmoid(0) = 1/2 and
+    sigmoid(-x) = 1 - sigmoid(x) exactly. 7 products, depth 6, 3 comparisons
+    (1 layer). Outside [-8.25, 8.25] it returns the constants
     p(8.25) = 1 - 1.6e-4 and 1 - p(8.25), within the bound of 1 and 0.
     """
     x = _f32(x)
@@ -681,7 +687,7 @@ def tanh(x):
 
     Method as ``sigmoid``: s = sign(x), a = min(|x|, 4.125), degree-8
     minimax p(a) ~ tanh(a) with p(0) = 0, result s * p (odd, tanh(0) = 0).
-    7 products, depth 6, 2 comparisons (2 layers). Saturates at
+    7 products, depth 6, 3 comparisons (1 layer). Saturates at
     +-p(4.125) = +-(1 - 3.2e-4).
     """
     x = _f32(x)
@@ -694,7 +700,7 @@ def erf(x):
 
     Method as ``tanh``: s = sign(x), a = min(|x|, 2.78125), degree-8 minimax
     p(a) ~ erf(a) with p(0) = 0, result s * p (odd, erf(0) = 0). 7 products,
-    depth 6, 2 comparisons (2 layers). Saturates at +-p(2.78125) =
+    depth 6, 3 comparisons (1 layer). Saturates at +-p(2.78125) =
     +-(1 - 1.6e-4).
     """
     x = _f32(x)

@@ -204,6 +204,20 @@ def test_bad_bundles(work, sentinels, capsys, tmp_path):
     second = raw.index(b"\n") + 1
     raw[second + 3] = 0xFF                               # line 2, column 4
     (nonutf8 / "alice.mir").write_bytes(bytes(raw))
+    # loops: a body never closed, and a value of a body read after its "}"
+    lines = (d / "bundle" / "alice.mir").read_text().splitlines(keepends=True)
+    out = len(lines)                                     # the last line: output(%N) {...}
+    assert lines[-1].startswith("output(%")
+    result = lines[-1][len("output("):lines[-1].index(")")]
+    unclosed = copy("unclosed")
+    (unclosed / "alice.mir").write_text("".join(
+        lines[:-1] + [f"loop({result}) {{captures=1, trip_count=1}} {{\n",
+                      "  ^(%900: f32[3]@alice)\n"] + lines[-1:]))
+    scoped = copy("scoped")
+    (scoped / "alice.mir").write_text("".join(
+        lines[:-1] + [f"%900: f32[3]@alice = loop({result}) {{captures=0, trip_count=1}} {{\n",
+                      "  ^(%901: f32[3]@alice)\n", "  yield(%901)\n", "}\n",
+                      lines[-1].replace(result, "%901", 1)]))
     a = f"a={d / 'a.npy'}"
     cases = [
         (alice(d, sentinels, a, bundle=broken), [r"alice.mir:7:", "expected"]),
@@ -211,6 +225,11 @@ def test_bad_bundles(work, sentinels, capsys, tmp_path):
         (alice(d, sentinels, a, bundle=badjson), ["manifest.json", "not a valid mixc manifest"]),
         (alice(d, sentinels, a, bundle=nomir), ["no program for party 'alice'"]),
         (alice(d, sentinels, a, bundle=nonutf8), ["alice.mir:2:4:", "not UTF-8"]),
+        (alice(d, sentinels, a, bundle=unclosed),
+         [f"alice.mir:{out + 2}:", "unexpected end of input; expected '}' closing the body "
+                                   f"of 'loop' opened on line {out}"]),
+        (alice(d, sentinels, a, bundle=scoped),
+         [f"alice.mir:{out + 4}:8: use of undefined value %901"]),
         (alice(d, sentinels, a, bundle=d / "a.npy"), ["a.npy", "not a directory"]),
         (["run", d / "bundle", "--party", "carol", "--peers", sentinels.peers()],
          ["built for parties alice, bob, dealer", "not 'carol'"]),

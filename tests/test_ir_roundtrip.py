@@ -5,6 +5,8 @@
   op in ``OPS`` with random types, places, kinds, attributes of every kind
   (arrays of every dtype, nested tuples, special floats, unicode strings)
   and locs; printing is deterministic and the parse keeps the printed ids;
+  the same with loops: nested bodies, zero captures or carried values, empty
+  bodies, operands read from enclosing blocks, and the parse keeps scoping;
 - every parse error kind, with its exact ``line:col``;
 - a fuzz test: mutations of printed modules either parse or raise
   ``ParseError`` -- never any other exception.
@@ -23,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 
 from mixc.config import DEVICE_KINDS, Device
 from mixc.errors import ParseError
-from mixc.ir.core import DTYPES, KINDS, Module, TensorType
+from mixc.ir.core import DTYPES, KINDS, Block, Module, Node, TensorType
 from mixc.ir.ops import NUMPY_DTYPES, OPS
 from mixc.ir.parser import parse_module
 from mixc.ir.printer import print_module
@@ -87,8 +89,55 @@ ATTRS = st.dictionaries(IDENT, ATTR_VALUE, max_size=4)
 SHAPE = st.lists(st.integers(0, 10**6), max_size=4).map(tuple)
 
 
+def _draw_nodes(draw, m, visible, place, depth, max_depth, most=12):
+    """Random nodes reading ``visible`` (and what they define). Below ``max_depth``
+    some are loops whose bodies read their block arguments and the enclosing
+    blocks' values. Returns the nodes and the values visible after them."""
+    visible = list(visible)
+    nodes = []
+    for _ in range(draw(st.integers(0, most))):
+        loc = draw(st.one_of(st.none(), st.text(min_size=1, max_size=12),
+                             st.integers(1, 999).map(lambda i: f"lr.py:{i}")))
+        m.next_id += draw(st.integers(0, 3))  # ids need not be dense
+        if depth < max_depth and draw(st.integers(0, 2)) == 0:
+            pick = st.sampled_from(visible) if visible else st.nothing()
+            captured = draw(st.lists(pick, max_size=3)) if visible else []
+            inits = draw(st.lists(pick, max_size=3)) if visible else []
+            results_first = draw(st.booleans())  # ids need not follow the text's order
+            results = [m.new_value(v.type) for v in inits] if results_first else None
+            args = [m.new_value(v.type) for v in captured + inits]
+            body, inner = _draw_nodes(draw, m, visible + args, place, depth + 1, max_depth,
+                                      most=4)
+            if draw(st.booleans()):  # a yield of the next carried values (or none at all)
+                body.append(Node("yield", tuple(draw(st.sampled_from(inner)) for _ in inits)
+                                 if inner else (), ()))
+            if results is None:
+                results = [m.new_value(v.type) for v in inits]
+            attrs = draw(st.one_of(
+                st.just({"captures": len(captured), "trip_count": draw(st.integers(0, 99))}),
+                st.just({}), ATTRS))
+            nodes.append(Node("loop", tuple(captured + inits), tuple(results), attrs, loc,
+                              Block(tuple(args), body)))
+            visible += results
+            continue
+        op = OPS[draw(st.sampled_from(sorted(OPS)))]
+        n_in = op.operands if op.operands is not None else draw(st.integers(0, 3))
+        if n_in and not visible:
+            op, n_in = OPS[draw(st.sampled_from(["input", "constant", "random", "recv"]))], 0
+        operands = [draw(st.sampled_from(visible)) for _ in range(n_in)]
+        n_out = op.results if op.results is not None else draw(st.integers(0, 3))
+        types = [TensorType(draw(st.sampled_from(DTYPES)), draw(SHAPE), draw(place),
+                            draw(st.sampled_from(KINDS))) for _ in range(n_out)]
+        node = Node(op.name, tuple(operands), tuple(m.new_value(t) for t in types),
+                    draw(ATTRS), loc)
+        nodes.append(node)
+        visible += node.results
+    return nodes, visible
+
+
 @st.composite
-def modules(draw):
+def modules(draw, max_depth=0):
+    """Random modules; with ``max_depth`` > 0, with loops nested that deep."""
     parties = tuple(draw(st.lists(NAME, max_size=4, unique=True)))
     devices = {}
     for name in draw(st.lists(NAME, max_size=4, unique=True)):
@@ -99,22 +148,7 @@ def modules(draw):
     place = st.one_of(st.sampled_from(places), NAME)
     m = Module(draw(st.text(max_size=10)), devices, parties)
     m.next_id = draw(st.integers(0, 50))
-    values = []
-    for _ in range(draw(st.integers(0, 12))):
-        op = OPS[draw(st.sampled_from(sorted(OPS)))]
-        n_in = op.operands if op.operands is not None else draw(st.integers(0, 3))
-        if n_in and not values:
-            op, n_in = OPS[draw(st.sampled_from(["input", "constant", "random", "recv"]))], 0
-        operands = [draw(st.sampled_from(values)) for _ in range(n_in)]
-        n_out = op.results if op.results is not None else draw(st.integers(0, 3))
-        types = [TensorType(draw(st.sampled_from(DTYPES)), draw(SHAPE), draw(place),
-                            draw(st.sampled_from(KINDS))) for _ in range(n_out)]
-        attrs = draw(ATTRS)
-        loc = draw(st.one_of(st.none(), st.text(min_size=1, max_size=12),
-                             st.integers(1, 999).map(lambda i: f"lr.py:{i}")))
-        m.next_id += draw(st.integers(0, 3))  # ids need not be dense
-        node = m.add(op.name, operands, types, attrs, loc)
-        values += node.results
+    m.nodes, _ = _draw_nodes(draw, m, [], place, 0, max_depth)
     return m
 
 
@@ -128,27 +162,57 @@ def _no_lists(v):
 
 # ---------------------------------------------------------------- round trip
 
-@SETTINGS
-@given(modules())
-def test_roundtrip(m):
+def _check_scopes(nodes, visible, seen):
+    """Operands are the very Value objects their definitions made, visible where
+    they are read; every id is defined once in the whole module."""
+    visible = dict(visible)
+    for n in nodes:
+        for v in n.operands:
+            assert visible[v.id] is v
+        if n.body is not None:
+            inner = dict(visible)
+            for a in n.body.args:
+                assert a.id not in seen
+                seen.add(a.id)
+                inner[a.id] = a
+            _check_scopes(n.body.nodes, inner, seen)
+        for r in n.results:
+            assert r.id not in seen
+            seen.add(r.id)
+            visible[r.id] = r
+        assert all(_no_lists(v) for v in n.attrs.values())
+
+
+def _all_ids(m):
+    return [v.id for n in m.walk() for v in n.results + (n.body.args if n.body else ())]
+
+
+def _check_roundtrip(m):
     text = print_module(m)
     back = parse_module(text)
     assert back == m
     assert print_module(back) == text                 # deterministic
     assert print_module(parse_module(text)) == text   # and stable
-    ids = [v.id for n in m.nodes for v in n.results]
+    ids = _all_ids(m)
     assert back.next_id == (max(ids) + 1 if ids else 0)
-    # SSA structure: operands are the very Value objects their definitions made
-    defined = {}
-    for n in back.nodes:
-        for v in n.operands:
-            assert defined[v.id] is v
-        for r in n.results:
-            defined[r.id] = r
-        assert all(_no_lists(v) for v in n.attrs.values())
+    _check_scopes(back.nodes, {}, set())
     assert list(back.devices) == list(m.devices)
     assert all(isinstance(d, Device) for d in back.devices.values())
     assert isinstance(back.parties, tuple)
+    return back
+
+
+@SETTINGS
+@given(modules())
+def test_roundtrip(m):
+    _check_roundtrip(m)
+
+
+@SETTINGS
+@given(modules(max_depth=3))
+def test_roundtrip_with_loops(m):
+    back = _check_roundtrip(m)
+    assert [n.body is None for n in back.walk()] == [n.body is None for n in m.walk()]
 
 
 def test_equality_is_structural():
@@ -220,6 +284,91 @@ def test_humans_may_write_comments_blank_lines_and_spaces():
     assert parse_module(text) == parse_module(_BASE)
 
 
+# ---------------------------------------------------------------------- loops
+
+# Nested loops, a loop with no captures, one with nothing carried, one with
+# no attributes, an empty body, a body reading a value two blocks out (%2
+# in the innermost loop: the parser allows it, the verifier judges it).
+_LOOPS = """\
+module "loops"
+parties "a"
+device p1 = PYU("a")
+%0: f32[2]@p1 = input() {dtype="f32", name="x", shape=(2,)}
+%1: f32[2]@p1 = loop(%0, %0) {captures=1, trip_count=3} loc("x.py:3") {
+  ^(%2: f32[2]@p1, %3: f32[2]@p1)
+  %4: i32[]@p1 = loop_index()
+  %5: f32[2]@p1, %6: f32[2]@p1 = loop(%3, %2) {captures=0, trip_count=2} loc("x.py:4") {
+    ^(%7: f32[2]@p1, %8: f32[2]@p1)
+    %9: f32[2]@p1 = add(%7, %2)
+    loop() {captures=0, trip_count=0} {
+      ^()
+    }
+    yield(%9, %8)
+  }
+  %10: f32[2]@p1 = add(%5, %6)
+  yield(%10)
+}
+loop(%1) {captures=1, trip_count=1} {
+  ^(%11: f32[2]@p1)
+  output(%11) {name="y"}
+  yield()
+}
+%12: f32[2]@p1 = loop(%1) {
+  ^(%13: f32[2]@p1)
+  yield(%13)
+}
+output(%12) {name="z"}
+"""
+
+
+def test_loops_text_roundtrips():
+    m = parse_module(_LOOPS)
+    assert print_module(m) == _LOOPS
+    assert parse_module(print_module(m)) == m and m.next_id == 14
+    outer = m.nodes[1]
+    assert outer.op == "loop" and [v.id for v in outer.operands] == [0, 0]
+    assert [v.id for v in outer.results] == [1] and outer.loc == "x.py:3"
+    assert outer.attrs == {"captures": 1, "trip_count": 3}
+    assert [v.id for v in outer.body.args] == [2, 3]
+    assert [n.op for n in outer.body.nodes] == ["loop_index", "loop", "add", "yield"]
+    inner = outer.body.nodes[1]
+    assert [v.id for v in inner.results] == [5, 6] and [v.id for v in inner.body.args] == [7, 8]
+    assert inner.body.nodes[0].operands[1] is outer.body.args[0]   # read from two blocks out
+    empty = inner.body.nodes[1]
+    assert empty.results == () and empty.body.args == () and empty.body.nodes == []
+    assert outer.body.nodes[2].operands == inner.results           # results after the body
+    assert m.nodes[2].results == () and m.nodes[2].body.nodes[-1].operands == ()
+    assert m.nodes[3].attrs == {} and m.nodes[3].loc is None
+    assert m.nodes[-1].operands == m.nodes[3].results
+    assert [n.op for n in m.nodes] == ["input", "loop", "loop", "loop", "output"]
+    assert len(list(m.walk())) == 15
+    assert m.renumbered() == m  # already numbered in text order
+
+
+def test_humans_may_format_bodies_freely():
+    """Any indentation, blank and comment lines in a body, a comment after the
+    "{" that opens it, blanks in "^( ... )"."""
+    text = (_LOOPS
+            .replace("trip_count=3} loc(\"x.py:3\") {\n",
+                     "trip_count=3} loc(\"x.py:3\") {   # the outer loop\n\n")
+            .replace("    ^(%7: f32[2]@p1, %8: f32[2]@p1)",
+                     "^ ( %7 : f32[2]@p1 ,%8:f32 [2] @ p1 )  # args")
+            .replace("      ^()\n    }", "\t^( )\n\n  # nothing\n        }")
+            .replace("%12: f32[2]@p1 = loop(%1) {", "%12: f32[2]@p1 = loop(%1){")
+            .replace("  yield(%13)\n}\n", "yield(%13)\n}  # done\r\n"))
+    assert text != _LOOPS
+    assert parse_module(text) == parse_module(_LOOPS)
+
+
+def test_a_brace_at_the_end_of_a_line_opens_a_body_not_attributes():
+    m = parse_module(_H + _X + "%1: f32[2]@p1 = neg(%0) {}\n"
+                     "%2: f32[2]@p1 = neg(%1) { }  \n"
+                     "loop(%2) {captures=1} {  \n^(%3: f32[2]@p1)\n}\n")
+    assert [n.body is None for n in m.nodes] == [True, True, True, False]
+    assert m.nodes[1].attrs == m.nodes[2].attrs == {}
+    assert m.nodes[3].attrs == {"captures": 1} and m.nodes[3].body.args[0].id == 3
+
+
 # --------------------------------------------------------------------- errors
 
 _BASE = """\
@@ -237,6 +386,11 @@ output(%3) {name="w"}
 """
 _H = 'module "m"\nparties "a"\ndevice p1 = PYU("a")\n'   # nodes start on line 4
 _X = '%0: f32[2]@p1 = input() {dtype="f32", name="x", shape=(2,)}\n'
+# An unclosed loop on lines 5-8 (%1 its result, %2 and %3 its block's arguments).
+_LOOP = ("%1: f32[2]@p1 = loop(%0, %0) {captures=1, trip_count=2} {\n"
+         "  ^(%2: f32[2]@p1, %3: f32[2]@p1)\n"
+         "  %4: f32[2]@p1 = add(%3, %2)\n"
+         "  yield(%4)\n")
 
 ERRORS = [
     # semantic errors
@@ -288,6 +442,30 @@ ERRORS = [
     ('module "m"\ndevice p1 = PYU("a")\nparties "a"\n', 3, 1,
      "the parties line comes right after the module line"),
     ('module "m"\ndevice p1 = PYU("a") {x=1} {y=2}\n', 2, 28, "unexpected '{'; expected end of line"),
+    # bodies: scoping (a body's values are not seen after its "}", a loop's results
+    # not inside its body, an id is defined once in the whole module) and structure
+    (_H + _X + _LOOP + "}\noutput(%4)\n", 10, 8, "use of undefined value %4"),
+    (_H + _X + _LOOP + "}\noutput(%2)\n", 10, 8, "use of undefined value %2"),
+    (_H + _X + _LOOP.replace("add(%3, %2)", "add(%3, %1)") + "}\n", 7, 27,
+     "use of undefined value %1"),
+    (_H + _X + _LOOP + "}\n" + _LOOP.replace("%1:", "%5:").replace("%0, %0", "%1, %1"), 11, 5,
+     "value %2 is defined twice (first on line 6)"),
+    (_H + _X + _LOOP.replace("%4: f32", "%1: f32") + "}\n", 7, 3,
+     "value %1 is defined twice (first on line 5)"),
+    (_H + _X + _LOOP.replace("%2: f32", "%0: f32") + "}\n", 6, 5,
+     "value %0 is defined twice (first on line 4)"),
+    (_H + _X + _LOOP, 8, 12,
+     "unexpected end of input; expected '}' closing the body of 'loop' opened on line 5"),
+    (_H + _X + _LOOP + "}\n}\n", 10, 1, "unexpected '}': no body is open here"),
+    (_H + _X + "}\n", 5, 1, "unexpected '}': no body is open here"),
+    (_H + _X + _LOOP.replace("  ^(%2: f32[2]@p1, %3: f32[2]@p1)\n", "") + "}\n", 6, 3,
+     "unexpected '%4'; expected a line '^(...)' with the body's arguments"),
+    (_H + _X + "%1: f32[2]@p1 = neg(%0) {\n", 5, 26,
+     "unexpected end of input; expected a line '^(...)' with the body's arguments"),
+    (_H + _X + _LOOP + '} loc("x.py:1")\n', 9, 3, "expected end of line"),
+    (_H + _X + _LOOP.replace("  yield", '  device p2 = PYU("a")\n  yield') + "}\n", 8, 3,
+     "unexpected 'device'; expected an op name, '}' or a '%N' value"),
+    (_H + _X + "%1: f32[2]@p1 = neg(%0) {x=1\n", 5, 29, "unexpected end of line; expected '}' or ','"),
 ]
 
 
@@ -358,7 +536,7 @@ def _mutate(text: str, rng: random.Random) -> str:
 @given(modules(), st.integers(0, 2**32 - 1))
 def test_fuzz_mutations_parse_or_raise_parse_error(m, seed):
     rng = random.Random(seed)
-    base = [print_module(m), _BASE]
+    base = [print_module(m), _BASE, _LOOPS]
     for _ in range(20):
         text = _mutate(rng.choice(base), rng)
         try:
@@ -408,6 +586,37 @@ def test_parse_speed_10k_lines():
     # that a loaded CI machine does not flake.
     assert took < 3.0, f"parsing 10k lines took {took:.2f} s"
     assert back == m
+
+
+def test_parse_speed_10k_lines_in_a_loop_body():
+    """The same program as the body of a loop (nested in another): as fast, and every
+    body value leaves scope at its "}"."""
+    flat = _big_module()
+    m = Module(flat.name, flat.devices, flat.parties)
+    m.next_id = flat.next_id
+    first, rest = flat.nodes[0], flat.nodes[1:]
+    x = first.result
+    arg = m.new_value(x.type)
+    inner_arg = m.new_value(x.type)
+    for n in rest:  # read the outer block's argument, not the captured value
+        n.operands = tuple(arg if v is x else v for v in n.operands)
+    inner = Node("loop", (arg,), (), {"captures": 1, "trip_count": 1}, None,
+                 Block((inner_arg,), rest + [Node("yield", (), ())]))
+    res = m.new_value(x.type)
+    outer = Node("loop", (x,), (res,), {"captures": 0, "trip_count": 10}, "lr.py:11",
+                 Block((arg,), [inner, Node("yield", (arg,), ())]))
+    m.nodes = [first, outer, Node("output", (res,), (), {"name": "y"})]
+    text = print_module(m)
+    assert text.count("\n") > 10_000
+    parse_module(_BASE)
+    t0 = time.perf_counter()
+    back = parse_module(text)
+    took = time.perf_counter() - t0
+    assert took < 3.0, f"parsing a 10k-line loop body took {took:.2f} s"
+    assert back == m
+    last = rest[-1].result.id
+    with pytest.raises(ParseError, match=f"use of undefined value %{last}"):
+        parse_module(text.replace("output(%" + str(res.id), "output(%" + str(last)))
 
 
 def test_attribute_block_fast_and_slow_paths_agree():

@@ -4,8 +4,10 @@
     assert parse_module(print_module(m)) == m
 
 Values keep their printed ids (``module.next_id`` is one past the largest),
-nodes keep their order, attributes come back as Python values (int, float,
-str, bool, None, tuples -- never lists -- and numpy arrays), devices as
+nodes keep their order (a loop's body, ``{`` ... ``}`` indented under it,
+comes back as its ``Node.body``: a ``Block`` of its ``^(...)`` arguments and
+its nodes), attributes come back as Python values (int, float, str, bool,
+None, tuples -- never lists -- and numpy arrays), devices as
 ``mixc.config.Device``.
 
 Every problem is a one-line ``ParseError`` with ``line:col`` (prefixed with
@@ -13,8 +15,13 @@ the file name when one is given): syntax errors say what was found and what
 was expected in words, and the parser also rejects a use of an undefined
 value, a value defined twice, an unknown op (suggesting close names), an
 unknown dtype or value kind, and an array whose base64 is malformed or holds
-the wrong number of bytes. Whether the program makes sense (operand counts,
-attributes, types, placement) is the verifier's job, not the parser's.
+the wrong number of bytes. Scoping follows the text: a body sees the values
+of the blocks around it; its own (arguments and results) go out of scope at
+its ``}``; the results of the node that owns it are defined after the ``}``;
+and an id is defined once in the whole module, across sibling bodies too
+(which outer values a body may read is the verifier's call). Whether the
+program makes sense (operand counts, attributes, types, placement) is the
+verifier's job, not the parser's.
 
 Speed: ``mixc run`` parses per-party programs of ~10k lines with multi-MB
 arrays. The grammar is LALR with the contextual lexer; the callbacks are

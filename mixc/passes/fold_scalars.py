@@ -1,66 +1,133 @@
-"""Fold scalars: a public scale factor moves past the matrix product it feeds.
+"""Fold scalars: a public scale factor multiplies the smallest value of a product.
 
-Invariant established: no ``dot_general`` reads a product of a public scalar
-and a secret value that nothing else reads; ``(c * X) @ Y`` became
-``c * (X @ Y)`` wherever the product's result is no larger than X. The two
-are equal in real arithmetic; in fixed point the scale factor's truncation
-now acts on the smaller result (one TruncPr of |X @ Y| elements instead of
-|X|, and a smaller error). Authors write this all the time:
-``w - lr * x.T @ g`` parses as ``(lr * x.T) @ g``.
+Invariant established: where a public scalar c scales a matrix product on an
+MPC device, it multiplies whichever of the product's secret operands or its
+result is smallest, counting only values nothing else reads:
+``(c * X) @ Y`` becomes ``c * (X @ Y)`` when the result is smaller than X, and
+``c * (X @ Y)`` (through transposes and reshapes of the result) becomes
+``(c * X) @ Y`` when X is smaller than the result. The forms are equal in
+real arithmetic; in fixed point each product by c is truncated (one TruncPr
+per element of what it scales), so scaling the smallest value costs least
+and rounds least. Authors write this all the time: ``w - lr * x.T @ g``
+parses as ``(lr * x.T) @ g``, and ``w - lr * grad(loss)(w)`` scales a
+weight-sized gradient made from a batch-sized one.
 """
 from ..ir.core import Node
+
+_THROUGH = ("transpose", "reshape")  # linear, so they commute with a scalar product
 
 
 def _public_scalar(v):
     return v.type.kind == "public" and tuple(v.type.shape) == ()
 
 
-def _scaled_secret(node, device_kind):
-    """(scalar, secret) when ``node`` is a public scalar times a secret on an MPC device."""
-    if node is None or node.op != "mul" or device_kind(node) != "MPC":
+def _split(node):
+    """(scalar, other) when ``node`` is a public scalar times a secret f32 value."""
+    if node is None or node.op != "mul":
         return None
     a, b = node.operands
-    for scalar, secret in ((a, b), (b, a)):
-        if _public_scalar(scalar) and secret.type.kind != "public" \
-                and secret.type.dtype == scalar.type.dtype == "f32":
-            return scalar, secret
+    for scalar, other in ((a, b), (b, a)):
+        if _public_scalar(scalar) and other.type.kind != "public" \
+                and other.type.dtype == scalar.type.dtype == "f32":
+            return scalar, other
     return None
 
 
-def _fold(module, nodes):
-    def device_kind(node):
-        return module.devices[node.results[0].type.place].kind
+class _Block:
+    def __init__(self, module, nodes):
+        self.module, self.nodes = module, nodes
+        self.uses, self.producer, self.position = {}, {}, {}
+        for i, n in enumerate(nodes):
+            for v in n.operands:
+                self.uses[v] = self.uses.get(v, 0) + 1
+            for r in n.results:
+                self.producer[r], self.position[r] = n, i
+        self.before = {}    # node -> nodes to insert before it
+        self.dropped = set()
+        self.renamed = {}
 
-    uses, producer = {}, {}
-    for n in nodes:
-        for v in n.operands:
-            uses[v] = uses.get(v, 0) + 1
-        for r in n.results:
-            producer[r] = n
-    folded, renamed, out = set(), {}, []
-    for n in nodes:
-        n.operands = tuple(renamed.get(v, v) for v in n.operands)
-        if n.body is not None:
-            n.body.nodes = _fold(module, n.body.nodes)
-        out.append(n)
-        if n.op != "dot_general" or device_kind(n) != "MPC":
-            continue
-        for i, v in enumerate(n.operands):
-            made_by = producer.get(v)
-            pair = _scaled_secret(made_by, device_kind)
-            if pair is None or uses[v] != 1 or n.result.type.size > v.type.size:
+    def on_mpc(self, node):
+        return self.module.devices[node.results[0].type.place].kind == "MPC"
+
+    def only_use(self, v):
+        return self.uses.get(v, 0) == 1
+
+    def scaled_operand(self, dot):
+        """``(c * X) @ Y`` -> ``c * (X @ Y)`` when X @ Y is smaller than X."""
+        for i, v in enumerate(dot.operands):
+            made_by = self.producer.get(v)
+            pair = _split(made_by) if made_by is not None and made_by not in self.dropped else None
+            if pair is None or not self.only_use(v) or dot.result.type.size >= v.type.size:
                 continue
             scalar, secret = pair
-            n.operands = n.operands[:i] + (secret,) + n.operands[i + 1:]
-            scaled = Node("mul", (scalar, n.result), (module.new_value(n.result.type),),
-                          {}, made_by.loc)
-            renamed[n.result] = scaled.result
-            out.append(scaled)
-            folded.add(made_by)
-            break
-    return [n for n in out if n not in folded]
+            dot.operands = dot.operands[:i] + (secret,) + dot.operands[i + 1:]
+            scaled = Node("mul", (scalar, dot.result),
+                          (self.module.new_value(dot.result.type),), {}, made_by.loc)
+            self.renamed[dot.result] = scaled.result
+            self.dropped.add(made_by)
+            return scaled
+        return None
+
+    def scaled_result(self, mul, index):
+        """``c * T(X @ Y)`` -> ``T((c * X) @ Y)`` when X is smaller than the result."""
+        pair = _split(mul)
+        if pair is None:
+            return
+        scalar, value = pair
+        chain = value
+        while self.only_use(chain) and self.producer.get(chain) is not None \
+                and self.producer[chain].op in _THROUGH:
+            chain = self.producer[chain].operands[0]
+        dot = self.producer.get(chain)
+        if dot is None or dot.op != "dot_general" or not self.only_use(chain) \
+                or dot in self.dropped:
+            return
+        candidates = [(v.type.size, i) for i, v in enumerate(dot.operands)
+                      if v.type.kind != "public" and v.type.size < value.type.size]
+        if not candidates:
+            return
+        _, i = min(candidates)
+        scalar_at = self.position.get(scalar, -1)
+        constant = self.producer.get(scalar)
+        if scalar_at > self.position[chain] and (constant is None or constant.op != "constant"):
+            return  # computed after the product: cannot move before it
+        inserted = []
+        if scalar_at > self.position[chain]:  # a constant made later: make it again here
+            copy = Node("constant", (), (self.module.new_value(scalar.type),),
+                        dict(constant.attrs), constant.loc)
+            inserted.append(copy)
+            scalar = copy.result
+        operand = dot.operands[i]
+        scaled = Node("mul", (scalar, operand), (self.module.new_value(operand.type),), {}, mul.loc)
+        inserted.append(scaled)
+        self.before.setdefault(dot, []).extend(inserted)
+        dot.operands = dot.operands[:i] + (scaled.result,) + dot.operands[i + 1:]
+        self.renamed[mul.result] = value
+        self.dropped.add(mul)
+
+    def run(self):
+        for index, n in enumerate(self.nodes):
+            if n.results and self.on_mpc(n) and n.op == "mul":
+                self.scaled_result(n, index)
+        out = []
+        for n in self.nodes:
+            out.extend(self.before.get(n, ()))
+            n.operands = tuple(self._final(v) for v in n.operands)
+            if n.body is not None:
+                n.body.nodes = _Block(self.module, n.body.nodes).run()
+            out.append(n)
+            if n.op == "dot_general" and self.on_mpc(n):
+                scaled = self.scaled_operand(n)
+                if scaled is not None:
+                    out.append(scaled)
+        return [n for n in out if n not in self.dropped]
+
+    def _final(self, v):
+        while v in self.renamed:
+            v = self.renamed[v]
+        return v
 
 
 def run(module):
-    module.nodes = _fold(module, module.nodes)
+    module.nodes = _Block(module, module.nodes).run()
     return module.renumbered()

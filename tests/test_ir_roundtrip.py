@@ -465,7 +465,8 @@ ERRORS = [
     (_H + _X + _LOOP + '} loc("x.py:1")\n', 9, 3, "expected end of line"),
     (_H + _X + _LOOP.replace("  yield", '  device p2 = PYU("a")\n  yield') + "}\n", 8, 3,
      "unexpected 'device'; expected an op name, '}' or a '%N' value"),
-    (_H + _X + "%1: f32[2]@p1 = neg(%0) {x=1\n", 5, 29, "unexpected end of line; expected '}' or ','"),
+    (_H + _X + "%1: f32[2]@p1 = neg(%0) {x=1\n", 5, 29,
+     "unexpected end of line; expected '}' or ','"),
 ]
 
 

@@ -301,7 +301,6 @@ def _shifted(tok, offset, text=None, type=None):
 
 _VALUE_ID = re.compile(r"%([0-9]+)")
 _OP_TOKENS = frozenset(("OPNAME", "CALL"))
-_RESULT_TOKENS = frozenset(("RESULT", "VALUE_ID"))
 
 
 def _parse_type(tok) -> TensorType:
@@ -421,9 +420,10 @@ class _State:
         self.types = {}   # type token text -> TensorType (types repeat a lot)
         self.top = []     # the module's nodes
         self.nodes = self.top  # where nodes go: the module's, or the open body's
-        # The open bodies, innermost last: (node, its results, the enclosing
-        # node list, the enclosing scope). ``scope`` lists the ids defined in
-        # the innermost open body (None outside any), to drop when it closes.
+        # The open bodies, innermost last: (node, the enclosing node list, the
+        # enclosing scope, the line it opened on). ``scope`` lists the ids
+        # defined in the innermost open body (None outside any), to drop from
+        # ``values`` when it closes.
         self.open = []
         self.scope = None
         self.name = None

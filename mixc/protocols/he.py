@@ -83,25 +83,22 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..errors import MixcError
-from ..ir.ops import OPS, conv_output_perm, conv_output_spatial
+from ..ir.ops import OPS
 from . import Cost, register
+from .hepack import (HE_PUBLIC_KEY, Product, apply_local, apply_numpy, he_keys, hoist,
+                     product_cost)
+from .hepack import he_runtime as _he
 from .plaintext import MPC_PUBLIC_OPS
 from .private import HE_PROTOCOL, owner_of
 
 PROTOCOL = "he"
 PUBLIC_PROTOCOL = "he_public"
-HE_PUBLIC_KEY = "HE public key"
 MAX_FRAC_BITS = 56
 
 STRUCTURAL = ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "take")
 AFFINE = ("add", "sub", "neg", "reduce_sum", "concatenate", "pad", "convert_element_type") \
     + STRUCTURAL
 PRODUCTS = ("mul", "div", "dot_general", "conv_general_dilated")
-
-
-def _he():
-    from ..runtime import he_ops
-    return he_ops
 
 
 # ------------------------------------------------------------ fraction bits
@@ -223,140 +220,6 @@ def place_kind(node, device, kinds, module):
         owners.update((r, next(iter(holders))) for r in node.results)
         return "private"
     return "he"
-
-
-# ------------------------------------------------------------ layouts of products
-
-def _ident(perm):
-    return tuple(perm) == tuple(range(len(perm)))
-
-
-class Product:
-    """How a bilinear op becomes W (M x K, plaintext) . X (K x N, encrypted).
-
-    ``xi`` is the operand carrying the encrypted side. Each ``*_steps`` is a list of
-    (op, attrs) applied to a value: to the x operand -> X, to the other -> W, to the
-    (M, N) result -> the op's result (``out``) and back (``inv``)."""
-
-    def __init__(self, node, xi):
-        self.node, self.xi = node, xi
-        x, w = node.operands[xi], node.operands[1 - xi]
-        out_shape = tuple(node.result.type.shape)
-        if node.op == "dot_general":
-            (lc, rc), (lb, rb) = node.attrs["contract"], node.attrs["batch"]
-            if lb or rb:
-                raise MixcError(f"{node.loc or node.op}: batched dot_general with one side "
-                                "encrypted is not supported (unbatch it, or use MPC)")
-            cx, cw = (lc, rc) if xi == 0 else (rc, lc)
-            fx = [i for i in range(len(x.type.shape)) if i not in cx]
-            fw = [i for i in range(len(w.type.shape)) if i not in cw]
-            self.K = int(np.prod([x.type.shape[i] for i in cx], dtype=np.int64))
-            self.N = int(np.prod([x.type.shape[i] for i in fx], dtype=np.int64))
-            self.M = int(np.prod([w.type.shape[i] for i in fw], dtype=np.int64))
-            self.x_steps = _transpose(tuple(cx) + tuple(fx)) + [("reshape", (self.K, self.N))]
-            self.w_steps = _transpose(tuple(fw) + tuple(cw)) + [("reshape", (self.M, self.K))]
-            if xi == 0:  # result = (x free, w free) = Z^T
-                self.out_steps = [("transpose", (1, 0)), ("reshape", out_shape)]
-                self.inv_steps = [("reshape", (self.N, self.M)), ("transpose", (1, 0))]
-            else:
-                self.out_steps = [("reshape", out_shape)]
-                self.inv_steps = [("reshape", (self.M, self.N))]
-            return
-        a = {k: v for k, v in node.attrs.items() if k not in ("protocol", "explicit")}
-        lhs, rhs, _ = a["dimension_numbers"]
-        img, ker = node.operands
-        window = tuple(ker.type.shape[i] for i in rhs[2:])
-        sp = conv_output_spatial([img.type.shape[i] for i in lhs[2:]], window, a)
-        O = ker.type.shape[rhs[0]]
-        B = img.type.shape[lhs[0]]
-        K = ker.type.shape[rhs[1]] * int(np.prod(window, dtype=np.int64))
-        Np = B * int(np.prod(sp, dtype=np.int64))
-        perm = conv_output_perm(a, len(sp))
-        inv = tuple(int(i) for i in np.argsort(perm))
-        patches = [("conv_patches", dict(a, window=window))]
-        kmat = _transpose(tuple(rhs)) + [("reshape", (O, K))]
-        to_out = [("reshape", (O, B) + sp)] + _transpose(perm)
-        from_out = _transpose(inv) + [("reshape", (O, Np))]
-        if xi == 0:  # the image is encrypted: Z (O, Np) = kernel . patches
-            self.M, self.K, self.N = O, K, Np
-            self.x_steps, self.w_steps = patches, kmat
-            self.out_steps, self.inv_steps = to_out, from_out
-        else:  # the kernel is encrypted: Z^T (Np, O) = patches^T . kernel^T
-            self.M, self.K, self.N = Np, K, O
-            self.x_steps = kmat + [("transpose", (1, 0))]
-            self.w_steps = patches + [("transpose", (1, 0))]
-            self.out_steps = [("transpose", (1, 0))] + to_out
-            self.inv_steps = from_out + [("transpose", (1, 0))]
-
-    def plan(self):
-        return _he().plan_matmul(self.M, self.K, self.N)
-
-
-def _transpose(perm):
-    return [] if _ident(perm) else [("transpose", tuple(int(i) for i in perm))]
-
-
-_STEP_ATTR = {"transpose": "permutation", "reshape": "new_sizes"}
-
-
-def _step_attrs(op, arg):
-    return dict(arg) if isinstance(arg, dict) else {_STEP_ATTR[op]: tuple(arg)}
-
-
-def apply_local(ctx, party, value, steps, kind):
-    for op, arg in steps:
-        attrs = _step_attrs(op, arg)
-        if op == "reshape" and tuple(value.type.shape) == tuple(arg):
-            continue
-        value = ctx.emit(party, op, [value], kind, attrs)
-    return value
-
-
-def apply_numpy(array, steps):
-    for op, arg in steps:
-        array = np.asarray(OPS[op].impl(_step_attrs(op, arg), array))
-    return array
-
-
-def product_cost(node, xi):
-    """Bytes of one HE matrix product: Enc(X) to the evaluator, sanitised result back."""
-    enc, out = _he().plan_cost(Product(node, xi).plan())
-    return enc, out
-
-
-# ------------------------------------------------------------ keys
-
-def he_keys(ctx, owner, evaluator):
-    """(secret key at owner, public key at evaluator): one key pair per (owner, evaluator),
-    generated at the start of the owner's program; the public key is sent once."""
-    keys = ctx.__dict__.setdefault("_he_keys", {})
-    if (owner, evaluator) not in keys:
-        from ..ir.core import TensorType
-        h = _he()
-        ctx.add_party(owner)
-        at = ctx.__dict__.setdefault("_he_front", 0)
-        node = ctx.out.add("he.keygen", (), [TensorType("u8", (h.SK_BYTES,), owner, "plain"),
-                                             TensorType("u8", (h.PK_BYTES,), owner, "public")],
-                           {}, None, at=at)
-        sk, pk = node.results
-        tags = ctx._tags
-        tags[(owner, evaluator)] = tag = tags.get((owner, evaluator), 0) + 1
-        sent = ctx.out.add("xfer", [pk], [pk.type.with_(place=evaluator)],
-                           {"tag": tag, "what": HE_PUBLIC_KEY}, None, at=at + 1).result
-        ctx.__dict__["_he_front"] = at + 2
-        keys[(owner, evaluator)] = (sk, sent)
-    return keys[(owner, evaluator)]
-
-
-def hoist(ctx, start):
-    """Move the nodes emitted since index ``start`` to the front of the program (after the
-    key generation): work that depends on no input (e.g. the masking protocol's Enc(r))
-    then runs, and is sent, before anything waits."""
-    moved = ctx.out.nodes[start:]
-    del ctx.out.nodes[start:]
-    at = ctx.__dict__.setdefault("_he_front", 0)
-    ctx.out.nodes[at:at] = moved
-    ctx.__dict__["_he_front"] = at + len(moved)
 
 
 # ------------------------------------------------------------ HE values during lowering

@@ -321,50 +321,110 @@ def training_steps(name, steps=None):
 
 # ---------------------------------------------------------------- metrics
 
+_ITERATION = 1 << 32  # the executor's offset of a tag inside a loop (runtime/executor.py)
+_EXACT_ITERATIONS = 64  # up to this many loop iterations in all, rounds flattens every loop
+
+
+class _Flat:
+    """One node of a flattened party program: ``operands``/``results`` are keys (a Value
+    outside loops, (Value, flat iteration) inside), ``tag`` the tag the executor uses."""
+
+    __slots__ = ("op", "operands", "results", "attrs", "tag")
+
+    def __init__(self, op, operands, results, attrs, tag):
+        self.op, self.operands, self.results, self.attrs, self.tag = \
+            op, operands, results, attrs, tag
+
+
+def _loops(nodes, outer=()):
+    """(loop node, the loop nodes around it) for every loop in ``nodes``, outermost first."""
+    for n in nodes:
+        if n.body is not None:
+            yield n, outer
+            yield from _loops(n.body.nodes, outer + (n,))
+
+
+def _iterations(nodes, outer=1):
+    """How many loop iterations a run of ``nodes`` executes, every loop counted."""
+    total = 0
+    for n in nodes:
+        if n.body is not None:
+            trips = outer * n.attrs["trip_count"]
+            total += trips + _iterations(n.body.nodes, trips)
+    return total
+
+
+def _flatten(nodes, trips=None):
+    """``nodes`` as a straight-line list of ``_Flat``, every loop unrolled.
+
+    ``trips``: loop node -> the trip count to unroll it to (default: its own). Each
+    iteration's values are fresh keys, and a send/recv inside a loop gets the tag the
+    executor gives it, ``tag + (flat iteration + 1) * 2**32`` (the flat iteration of a
+    loop inside another's iteration f being ``(f + 1) * trips + i``), so iteration
+    copies of one message match up across parties as at run time.
+    """
+    out = []
+
+    def visit(nodes, env, flat):
+        for n in nodes:
+            operands = tuple(env.get(v, v) for v in n.operands)
+            if n.body is None:
+                results = tuple((r, flat) for r in n.results) if flat is not None else n.results
+                for r, key in zip(n.results, results):
+                    env[r] = key
+                tag = n.attrs.get("tag") if n.op in ("send", "recv") else None
+                if tag is not None and flat is not None:
+                    tag += (flat + 1) * _ITERATION
+                out.append(_Flat(n.op, operands, results, n.attrs, tag))
+                continue
+            count = n.attrs["trip_count"] if trips is None else trips.get(n, n.attrs["trip_count"])
+            captures = n.attrs["captures"]
+            captured, carried = operands[:captures], operands[captures:]
+            base = -1 if flat is None else flat
+            for i in range(count):
+                inner = dict(env)
+                inner.update(zip(n.body.args, captured + carried))
+                it = (base + 1) * count + i
+                visit(n.body.nodes, inner, it)
+                last = n.body.nodes[-1] if n.body.nodes else None
+                if last is not None and last.op == "yield":
+                    carried = tuple(inner.get(v, v) for v in last.operands)
+            for r, key in zip(n.results, carried):
+                env[r] = key
+
+    visit(nodes, {}, None)
+    return out
+
+
 def _messages(programs):
-    """(sender, receiver, tag) -> (party, index) of the send node."""
+    """(sender, receiver, tag) -> (party, index) of the send node, in flattened party
+    programs (party -> list of ``_Flat``, see ``_flatten``; a Module is flattened fully)."""
     sends = {}
     for party, m in programs.items():
-        for i, n in enumerate(m.nodes):
+        nodes = _flatten(m.nodes) if hasattr(m, "nodes") else m
+        for i, n in enumerate(nodes):
             if n.op == "send":
-                sends[(party, n.attrs["to"], n.attrs["tag"])] = (party, i)
+                sends[(party, n.attrs["to"], n.tag)] = (party, i)
     return sends
 
 
-def rounds(programs, in_order=False):
-    """Communication rounds of a bundle's party programs.
-
-    Every node gets a depth: the largest number of messages on any chain of
-    dependencies that ends at it. A ``recv`` has depth (depth of the value
-    its matching ``send`` sent) + 1; any other node has the largest depth of
-    its operands (0 for none). Chains cross parties through send/recv pairs,
-    matched by (sender, receiver, tag). The result is the largest depth of
-    any node: the number of network latencies a run needs if each party
-    starts every op as soon as its operands are there.
-
-    With ``in_order=True`` each node also depends on the node before it at
-    the same party, since the executor runs a party's program strictly in
-    order (a ``recv`` blocks everything after it; ``send`` does not block):
-    the latencies a run of today's executor takes. The PRG key agreement
-    at session start (one message per key, before the program) is not
-    counted in either.
-    """
-    sends = _messages(programs)
+def _depth(flat, in_order):
+    """Rounds of flattened party programs (party -> list of ``_Flat``): see ``rounds``."""
+    sends = _messages(flat)
     depth = {}          # (party, index) -> depth of that node
-    value_depth = {}    # IR value -> depth
-    pos = {p: 0 for p in programs}
-    last = {p: 0 for p in programs}
-    remaining = sum(len(m.nodes) for m in programs.values())
+    value_depth = {}    # value key -> depth
+    pos = {p: 0 for p in flat}
+    last = {p: 0 for p in flat}
+    remaining = sum(len(nodes) for nodes in flat.values())
     while remaining:
         progressed = False
-        for party, m in programs.items():
-            nodes = m.nodes
+        for party, nodes in flat.items():
             while pos[party] < len(nodes):
                 i = pos[party]
                 n = nodes[i]
                 d = max((value_depth.get(v, 0) for v in n.operands), default=0)
                 if n.op == "recv":
-                    key = (n.attrs["from"], party, n.attrs["tag"])
+                    key = (n.attrs["from"], party, n.tag)
                     src = sends.get(key)
                     if src is None:
                         raise ValueError(f"recv at {party} has no matching send {key}")
@@ -385,9 +445,129 @@ def rounds(programs, in_order=False):
     return max(depth.values(), default=0)
 
 
-def op_counts(programs):
-    return {p: dict(sorted(collections.Counter(n.op for n in m.nodes).items()))
-            for p, m in programs.items()}
+def _loop_groups(programs):
+    """The parties' loop nodes grouped by the loop of the global program they come from
+    (each party's program has its own ``loop`` node for it): two loops are one when a
+    message sent in one is received in the other (matched by sender, receiver and tag,
+    the loops around the send paired with those around the recv, innermost first).
+    Only loops that (in any party) hold a message are returned: cutting the others
+    changes no round. -> [[loop node, ...], ...], in no particular order."""
+    parent = {}
+
+    def find(x):
+        while parent[x] is not x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    ends = {}  # (sender, receiver, tag) -> {"send"/"recv": loops around it}
+    messaging = set()
+    for party, m in programs.items():
+        def visit(nodes, loops):
+            for n in nodes:
+                if n.body is not None:
+                    parent.setdefault(n, n)
+                    visit(n.body.nodes, loops + (n,))
+                elif n.op in ("send", "recv"):
+                    key = ((party, n.attrs["to"]) if n.op == "send"
+                           else (n.attrs["from"], party)) + (n.attrs["tag"],)
+                    ends.setdefault(key, {})[n.op] = loops
+                    messaging.update(loops)
+        visit(m.nodes, ())
+    for key, pair in ends.items():
+        a, b = pair.get("send", ()), pair.get("recv", ())
+        for x, y in zip(reversed(a), reversed(b)):
+            rx, ry = find(x), find(y)
+            if rx is not ry:
+                parent[rx] = ry
+    groups = {}
+    for loop in parent:
+        groups.setdefault(find(loop), []).append(loop)
+    return [g for g in groups.values() if any(loop in messaging for loop in g)]
+
+
+def rounds(programs, in_order=False):
+    """Communication rounds of a bundle's party programs.
+
+    Every node gets a depth: the largest number of messages on any chain of
+    dependencies that ends at it. A ``recv`` has depth (depth of the value
+    its matching ``send`` sent) + 1; any other node has the largest depth of
+    its operands (0 for none). Chains cross parties through send/recv pairs,
+    matched by (sender, receiver, tag). The result is the largest depth of
+    any node: the number of network latencies a run needs if each party
+    starts every op as soon as its operands are there.
+
+    With ``in_order=True`` each node also depends on the node before it at
+    the same party, since the executor runs a party's program strictly in
+    order (a ``recv`` blocks everything after it; ``send`` does not block):
+    the latencies a run of today's executor takes. The PRG key agreement
+    at session start (one message per key, before the program) is not
+    counted in either.
+
+    Loops (a ``loop`` node runs its body ``trip_count`` times): the depths
+    above are those of the programs unrolled (``_flatten``: fresh values per
+    iteration, the executor's per-iteration tags). When a run executes at
+    most 64 loop iterations in all (every party, nested ones counted), the
+    programs are unrolled fully and the count is exact. Otherwise it is
+    extrapolated: the parties' loop nodes are grouped by the global loop they
+    come from (``_loop_groups``: matched through the messages between them;
+    loops holding no message add no round and are unrolled once), R1 is the
+    rounds with every loop cut to one iteration, and for each loop L, D_L
+    the rounds with L cut to two iterations (the others to one) minus R1.
+    Then
+
+        R = R1 + sum over L of (N_L - 1) * M_L * D_L
+
+    with N_L the trip count of L and M_L the product of the trip counts of
+    the loops around it (each of its outer iterations repeats its extra
+    iterations). For one top-level loop this is R(N) = R(1) + (N - 1) *
+    (R(2) - R(1)); it is exact when every iteration adds the same rounds
+    (each waits on the last through its carried values, as in training
+    loops), and an upper bound when iterations overlap.
+    """
+    if max((_iterations(m.nodes) for m in programs.values()), default=0) <= _EXACT_ITERATIONS:
+        return _depth({p: _flatten(m.nodes) for p, m in programs.items()}, in_order)
+    groups = _loop_groups(programs)
+    everything = [loop for m in programs.values() for loop, _ in _loops(m.nodes)]
+    ones = {loop: 1 for loop in everything}
+
+    def cut(changes):
+        trips = dict(ones)
+        trips.update(changes)
+        return _depth({p: _flatten(m.nodes, trips) for p, m in programs.items()}, in_order)
+
+    base = cut({})
+    total = base
+    outer_of = {loop: outer for m in programs.values() for loop, outer in _loops(m.nodes)}
+    for group in groups:
+        delta = cut({loop: 2 for loop in group}) - base
+        if not delta:
+            continue
+        loop = group[0]
+        repeats = 1
+        for o in outer_of[loop]:
+            repeats *= o.attrs["trip_count"]
+        total += (loop.attrs["trip_count"] - 1) * repeats * delta
+    return total
+
+
+def op_counts(programs, static=False):
+    """Per party, how many ops of each kind a run executes: an op inside a loop body
+    counts once per iteration (times the product of the trip counts of the loops around
+    it; the ``loop`` node itself once per run of it, its ``yield`` once per iteration).
+    ``static=True``: how many nodes of each op the program text has instead."""
+    out = {}
+    for p, m in programs.items():
+        counts = collections.Counter()
+
+        def visit(nodes, times):
+            for n in nodes:
+                counts[n.op] += 1 if static else times
+                if n.body is not None:
+                    visit(n.body.nodes, times * (1 if static else n.attrs["trip_count"]))
+        visit(m.nodes, 1)
+        out[p] = dict(sorted(counts.items()))
+    return out
 
 
 def _accuracy(name, args, out):

@@ -17,9 +17,20 @@ The audit (``audit.txt``, ``mixc audit DIR``, ``bundle.audit()``) says:
   many elements, and from which lines (read off the partitioned program, so
   it is exactly what the per-party programs send).
 
+Loops stay loops (a ``loop`` node owns its body once, however many times it
+runs), and so does the audit: everything inside a loop body is listed once,
+with its multiplicity N (the product of the trip counts of the loops around
+it): a disclosure "N times", a message "×N" per iteration plus its total, and
+the totals per pair of parties (messages, elements, payload bytes) count every
+iteration. A DP mechanism inside a loop is applied once per iteration: the
+accountant (basic sequential composition) counts its epsilon and delta N
+times.
+
 ``html_view`` lays out the global graph and every party's graph as inline
 SVG (columns by topological depth, no external JS or CSS), coloured by
-device and share kind, with a legend and the audit text.
+device and share kind, with a legend and the audit text; a loop is a box
+("loop ×N") holding its body's graph, laid out the same way. ``dot_graph``
+draws a loop body as a ``subgraph cluster_...`` labelled "loop ×N".
 """
 from __future__ import annotations
 
@@ -59,6 +70,44 @@ def _at(loc):
     return f" at {loc}" if loc else ""
 
 
+def _walk(nodes, loops=()):
+    """(node, the loop nodes around it, outermost first) for every node, those in loop
+    bodies included, in program order (a loop before its body)."""
+    for n in nodes:
+        yield n, loops
+        if n.body is not None:
+            yield from _walk(n.body.nodes, loops + (n,))
+
+
+def _times(loops) -> int:
+    """How many times a node inside ``loops`` runs: the product of their trip counts."""
+    count = 1
+    for loop in loops:
+        count *= int(loop.attrs.get("trip_count", 1))
+    return count
+
+
+def _loop_where(loops):
+    """"the loop at f.py:9" / "the nested loops at f.py:9 (×4) > f.py:12 (×3)"."""
+    if len(loops) == 1:
+        return f"the loop at {loops[0].loc or '?'}"
+    return "the nested loops at " + " > ".join(
+        f"{l.loc or '?'} (\u00d7{l.attrs.get('trip_count', 1)})" for l in loops)
+
+
+def _repeated(loops):
+    """", 20 times (once per iteration of the loop at f.py:9)"; "" outside loops."""
+    if not loops:
+        return ""
+    n = _times(loops)
+    return f", {n} time{'' if n == 1 else 's'} (once per iteration of {_loop_where(loops)})"
+
+
+def _per_iteration(loops):
+    """" (in a loop body, \u00d720)"; "" outside loops."""
+    return f" (in a loop body, \u00d7{_times(loops)})" if loops else ""
+
+
 def _device_line(d):
     extra = ""
     if d.kind == "MPC":
@@ -71,9 +120,9 @@ def _device_line(d):
 
 
 def _tee_inflows(selected):
-    """tee device name -> [(value, how, loc)] of every plaintext the TEE is given."""
+    """tee device name -> [(value, how, loc, loops)] of every plaintext the TEE is given."""
     out = {}
-    for n in selected.nodes:
+    for n, loops in _walk(selected.nodes):
         if n.op not in ("to", "reveal") or not n.results:
             continue
         dst = selected.devices[n.result.type.place]
@@ -88,49 +137,98 @@ def _tee_inflows(selected):
         else:
             how = (f"plaintext of {src.name} ({', '.join(src.parties)}), "
                    f"{'explicit' if n.attrs.get('explicit') else 'implicit'} to")
-        out.setdefault(dst.name, []).append((v, how, n.loc))
+        out.setdefault(dst.name, []).append((v, how, n.loc, loops))
     return out
 
 
 def _messages(final):
-    """(sender, receiver, what, kind) -> [count, elements, locs] from a lowered/partitioned module."""
+    """(sender, receiver, what, kind, times) -> [count, elements, locs, bytes] from a
+    lowered/partitioned module; ``times`` is how often each of them crosses (1 outside
+    loops, the product of the enclosing trip counts inside), count/elements/bytes are
+    per iteration (multiply by ``times`` for the run's total)."""
     out = {}
-    for n in final.nodes:
+    for n, loops in _walk(final.nodes):
         if n.op == "xfer":
             (v,) = n.operands
-            key = (v.type.place, n.result.type.place, n.attrs["what"], n.result.type.kind)
-            size, loc = n.result.type.size, n.loc
+            r = n.result
+            key = (v.type.place, r.type.place, n.attrs["what"], r.type.kind, _times(loops))
         elif n.op == "recv":
             r = n.results[0]
-            key = (n.attrs["from"], r.type.place, n.attrs["what"], r.type.kind)
-            size, loc = r.type.size, n.loc
+            key = (n.attrs["from"], r.type.place, n.attrs["what"], r.type.kind, _times(loops))
         else:
             continue
-        entry = out.setdefault(key, [0, 0, []])
+        entry = out.setdefault(key, [0, 0, [], 0])
         entry[0] += 1
-        entry[1] += size
-        if loc and loc not in entry[2]:
-            entry[2].append(loc)
+        entry[1] += r.type.size
+        entry[3] += r.type.size * _itemsize(r.type.dtype)
+        if n.loc and n.loc not in entry[2]:
+            entry[2].append(n.loc)
     return out
 
 
+ITEMSIZE = {"f32": 4, "f64": 8, "i32": 4, "i64": 8, "u8": 1, "u32": 4, "u64": 8, "bool": 1}
+
+
+def _itemsize(dtype):
+    return ITEMSIZE.get(dtype, 8)
+
+
+def _message_lines(messages):
+    """One line per kind of message (those inside loops once, "×N"), then per pair of
+    parties the run's totals, every iteration counted."""
+    lines, totals = [], {}
+    for (s, r, what, kind, times), (count, elems, locs, size) in sorted(messages.items()):
+        where = f" (from {', '.join(locs[:3])}{', ...' if len(locs) > 3 else ''})" if locs else ""
+        if times == 1:
+            lines.append(f"- {s} -> {r}: {count} x {what!r} as {SHORT_FORMS[kind]}, "
+                         f"{elems} elements{where}")
+        else:
+            lines.append(f"- {s} -> {r}: {count} x {what!r} as {SHORT_FORMS[kind]}, {elems} "
+                         f"elements per iteration, \u00d7{times} ({count * times} messages, "
+                         f"{elems * times} elements in all){where}")
+        t = totals.setdefault((s, r), [0, 0, 0])
+        t[0] += count * times
+        t[1] += elems * times
+        t[2] += size * times
+    if any(times != 1 for (_s, _r, _w, _k, times) in messages):
+        lines.append("totals per pair of parties (every loop iteration counted):")
+        for (s, r), (count, elems, size) in sorted(totals.items()):
+            lines.append(f"- {s} -> {r}: {count} messages, {elems} elements, "
+                         f"{size} payload bytes")
+    return lines
+
+
 def _dp_lines(selected):
-    """The program's (epsilon, delta) under basic sequential composition, and each mechanism."""
-    uses = [n for n in selected.nodes if n.op == "dp_noise"]
+    """The program's (epsilon, delta) under basic sequential composition, and each mechanism.
+
+    A mechanism inside a loop body is applied once per iteration, N times in all (N the
+    product of the trip counts around it): it composes to N * epsilon, N * delta."""
+    uses = [(n, loops) for n, loops in _walk(selected.nodes) if n.op == "dp_noise"]
     if not uses:
         return ["- differential privacy: no DP mechanism used (outputs are exact; no (epsilon, "
                 "delta) guarantee is claimed)"]
-    epsilon = sum(n.attrs["epsilon"] for n in uses)
-    delta = sum(n.attrs["delta"] for n in uses)
+    epsilon = sum(_times(loops) * n.attrs["epsilon"] for n, loops in uses)
+    delta = sum(_times(loops) * n.attrs["delta"] for n, loops in uses)
+    applications = sum(_times(loops) for _n, loops in uses)
+    looped = any(loops for _n, loops in uses)
+    how = (f"basic composition of {len(uses)} mechanism(s)" if not looped else
+           f"basic composition of {applications} application(s) of {len(uses)} mechanism(s): "
+           "one inside a loop is applied once per iteration, so its epsilon and delta count "
+           "once per iteration")
     lines = [f"- differential privacy: total budget epsilon = {epsilon:g}, delta = {delta:g} "
-             f"(basic composition of {len(uses)} mechanism(s); noise from ChaCha20 keyed by "
-             "os.urandom)"]
-    for n in uses:
+             f"({how}; noise from ChaCha20 keyed by os.urandom)"]
+    for n, loops in uses:
         where = "each party adds its own, in its share" if \
             selected.devices[n.result.type.place].kind == "MPC" else "its party adds it"
-        lines.append(f"  - {n.attrs['mechanism']} scale {n.attrs['scale']:.4g} "
-                     f"(sensitivity {n.attrs['sensitivity']:g}, epsilon {n.attrs['epsilon']:g}, "
-                     f"delta {n.attrs['delta']:g}) on {n.result.type.place} at {n.loc}: {where}")
+        line = (f"  - {n.attrs['mechanism']} scale {n.attrs['scale']:.4g} "
+                f"(sensitivity {n.attrs['sensitivity']:g}, epsilon {n.attrs['epsilon']:g}, "
+                f"delta {n.attrs['delta']:g}) on {n.result.type.place} at {n.loc}: {where}")
+        if loops:
+            times = _times(loops)
+            line += (f"; applied {times} times (once per iteration of {_loop_where(loops)}), "
+                     f"composing to epsilon {times * n.attrs['epsilon']:g}, "
+                     f"delta {times * n.attrs['delta']:g}")
+        lines.append(line)
     return lines
 
 
@@ -143,7 +241,7 @@ def _he_lines(selected):
             out.append(f"- HE device {d.name}: {d.key_owner} holds the secret key; "
                        f"{d.evaluator} sees only ciphertexts ({PARAMS_TEXT}) and the key owner "
                        "only sanitised results or values masked by the evaluator's randomness")
-    uses = [n for n in selected.nodes if n.attrs.get("protocol") == "masking"]
+    uses = [n for n in selected.walk() if n.attrs.get("protocol") == "masking"]
     if uses:
         where = ", ".join(sorted({n.loc or n.op for n in uses}))
         out.append(f"- masking protocol (the seed patent) on {len(uses)} linear layer(s) at "
@@ -163,7 +261,7 @@ def audit_text(name, snapshots, final) -> str:
     lines += ["", "trust assumptions:"]
     messages = _messages(final)
     if DEALER in final.parties:
-        got = sorted({(s, w) for (s, r, w, _k) in messages if r == DEALER})
+        got = sorted({(s, w) for (s, r, w, _k, _t) in messages if r == DEALER})
         sees = ("it receives nothing" if not got else
                 "it receives " + ", ".join(f"{w!r} from {s}" for s, w in got))
         served = [d.name for d in selected.devices.values()
@@ -187,13 +285,14 @@ def audit_text(name, snapshots, final) -> str:
         lines.append(f"- simulated TEE: party {party} (device {d.name}) sees these plaintexts; "
                      "in deployment this must be an attested enclave (nothing here attests, "
                      "encrypts or isolates it):")
-        for v, how, loc in given:
-            lines.append(f"    {_desc(v)}: {how}{_at(loc)}")
-        computed = [n for n in selected.nodes if n.results and n.results[0].type.place == d.name
-                    and n.op not in ("to", "reveal")]
-        for n in computed:
-            lines.append(f"    and computes in the clear: {n.op} {n.attrs.get('fn', '')}"
-                         f"{_at(n.loc)}".replace("  ", " "))
+        for v, how, loc, loops in given:
+            lines.append(f"    {_desc(v)}: {how}{_at(loc)}{_repeated(loops)}")
+        computed = [(n, loops) for n, loops in _walk(selected.nodes)
+                    if n.results and n.results[0].type.place == d.name
+                    and n.op not in ("to", "reveal", "loop")]
+        for n, loops in computed:
+            lines.append("    " + f"and computes in the clear: {n.op} {n.attrs.get('fn', '')}"
+                         f"{_at(n.loc)}{_repeated(loops)}".replace("  ", " "))
         if not given and not computed:
             lines.append("    (nothing)")
     lines += _he_lines(selected)
@@ -203,23 +302,24 @@ def audit_text(name, snapshots, final) -> str:
     # ---------------------------------------------------------- disclosures
     lines += ["", "disclosures (plaintext leaving its owner):"]
     disclosures = 0
-    for n in selected.nodes:
+    for n, loops in _walk(selected.nodes):
         if n.op not in ("to", "reveal") or not n.results:
             continue
         (v,) = n.operands
         src = selected.devices[v.type.place]
         dst = selected.devices[n.result.type.place]
         to_parties = ", ".join(dst.parties)
+        times = _repeated(loops)
         if n.op == "reveal":
             lines.append(f"- {_desc(v)} on {v.type.place} revealed to {dst.name} ({to_parties}) "
-                         f"by reveal at {n.loc}")
+                         f"by reveal at {n.loc}{times}")
         elif n.attrs.get("explicit") and dst.kind == "PYU" and src.name != dst.name:
             lines.append(f"- {_desc(v)} plaintext of {src.name} sent to {dst.name} ({to_parties}) "
-                         f"by explicit to at {n.loc}")
+                         f"by explicit to at {n.loc}{times}")
         elif dst.kind == "TEE" and src.kind == "PYU":
             how = "explicit to" if n.attrs.get("explicit") else "implicit to (the TEE function's use)"
             lines.append(f"- {_desc(v)} plaintext of {src.name} ({', '.join(src.parties)}) sent to "
-                         f"TEE {dst.name} ({to_parties}) by {how} at {n.loc}")
+                         f"TEE {dst.name} ({to_parties}) by {how} at {n.loc}{times}")
         else:
             continue
         disclosures += 1
@@ -228,21 +328,18 @@ def audit_text(name, snapshots, final) -> str:
 
     # --------------------------------------------------------------- values
     lines += ["", "values (who sees each, and in what form):"]
-    for n in selected.nodes:
+    for n, loops in _walk(selected.nodes):
         for r in n.results:
             parties, form = _seen_by(selected, r)
             proto = n.attrs.get("protocol", "")
             verb = "sees" if len(parties) == 1 else "each see"
-            lines.append(f"{_desc(r)} = {n.op} [{proto}]{_at(n.loc)}: "
+            lines.append(f"{_desc(r)} = {n.op} [{proto}]{_at(n.loc)}{_per_iteration(loops)}: "
                          f"{', '.join(parties)} {verb} {form}")
 
     # ------------------------------------------------------------- messages
     if messages:
         lines += ["", "messages (what crosses between parties, from the per-party programs):"]
-        for (s, r, what, kind), (count, elems, locs) in sorted(messages.items()):
-            where = f" (from {', '.join(locs[:3])}{', ...' if len(locs) > 3 else ''})" if locs else ""
-            lines.append(f"- {s} -> {r}: {count} x {what!r} as {SHORT_FORMS[kind]}, "
-                         f"{elems} elements{where}")
+        lines += _message_lines(messages)
         from .protocols.dealerfree import ot_message_lines
         lines += ot_message_lines(final)
     return "\n".join(lines) + "\n"
@@ -255,20 +352,79 @@ KIND_STYLE = {"plain": "solid", "public": "dotted", "arith": "bold", "bool": "da
 
 
 def dot_graph(module) -> str:
-    lines = [f'digraph "{module.name}" {{', "  node [shape=box, style=filled];"]
-    for n in module.nodes:
-        if not n.results:
-            continue
-        r = n.results[0]
-        device = module.devices.get(r.type.place)
-        color = COLORS.get(device.kind if device else "", "white")
-        label = f"%{r.id} = {n.op}\\n{r.type}".replace('"', '\\"')
-        lines.append(f'  v{r.id} [label="{label}", fillcolor={color}, '
-                     f'style="filled,{KIND_STYLE.get(r.type.kind, "solid")}"];')
-    for n in module.nodes:
-        for v in n.operands:
-            for r in n.results[:1]:
-                lines.append(f"  v{v.id} -> v{r.id};")
+    """The module as a Graphviz digraph: a box per op that has results (and per loop), an
+    edge per operand; a loop's body is a ``subgraph cluster_loopN`` labelled "loop ×N" (its
+    trip count) with its block arguments (ellipses, fed by the loop's operands) and its
+    ``yield`` (whose operands feed the loop's results)."""
+    lines = [f'digraph "{module.name}" {{', "  node [shape=box, style=filled];",
+             "  compound=true;"]
+    names = {}      # value -> the DOT node that defines it
+    edges = []
+    counter = [0, 0]  # loops, nodes without results
+    yields = {}       # yield node -> its DOT node
+
+    def emit(nodes, indent, outer):
+        pad = "  " * indent
+        for n in nodes:
+            if not n.results and n.body is None and n.op != "yield":
+                continue  # output, send, ...: not drawn
+            if n.results:
+                name = f"v{n.results[0].id}"
+            else:
+                counter[1] += 1
+                name = f"n{counter[1]}"
+            if n.body is None:  # a loop's operands feed its block's arguments instead
+                for v in n.operands:
+                    if v in names:
+                        edges.append(f"  {names[v]} -> {name};")
+            if n.op == "yield":
+                lines.append(f'{pad}{name} [label="yield", shape=house, fillcolor=white];')
+                yields[n] = name
+                continue
+            for r in n.results:
+                names[r] = name
+            if n.results:
+                r = n.results[0]
+                device = module.devices.get(r.type.place)
+                color = COLORS.get(device.kind if device else "", "white")
+                label = f"%{r.id} = {n.op}\\n{r.type}"
+                style = KIND_STYLE.get(r.type.kind, "solid")
+            else:
+                color, label, style = "white", n.op, "solid"
+            if n.body is not None:
+                label = (", ".join(f"%{r.id}" for r in n.results) + " = " if n.results else "") \
+                    + f"loop \u00d7{n.attrs.get('trip_count', '?')}"
+            label = label.replace('"', '\\"')
+            lines.append(f'{pad}{name} [label="{label}", fillcolor={color}, '
+                         f'style="filled,{style}"];')
+            if n.body is None:
+                continue
+            counter[0] += 1
+            cluster = f"cluster_loop{counter[0]}"
+            where = f" at {n.loc}" if n.loc else ""
+            trips = n.attrs.get("trip_count", 1)
+            in_all = f" (\u00d7{outer * trips} in all)" if outer != 1 else ""
+            caption = f"loop \u00d7{trips}{in_all}{where}".replace('"', '\\"')
+            lines.append(f"{pad}subgraph {cluster} {{")
+            lines.append(f'{pad}  label="{caption}"; style="rounded,dashed"; color=gray40;')
+            captures = n.attrs.get("captures", 0)
+            for i, (arg, operand) in enumerate(zip(n.body.args, n.operands)):
+                arg_name = f"a{arg.id}"
+                names[arg] = arg_name
+                role = "captured" if i < captures else "carried"
+                lines.append(f'{pad}  {arg_name} [label="%{arg.id} {role}", shape=ellipse, '
+                             'fillcolor=white];')
+                if operand in names:
+                    edges.append(f"  {names[operand]} -> {arg_name} [style=dashed];")
+            emit(n.body.nodes, indent + 1, outer * trips)
+            lines.append(f"{pad}}}")
+            last = n.body.nodes[-1] if n.body.nodes else None
+            if last in yields:
+                edges.append(f"  {yields[last]} -> {name} [style=dashed, "
+                             'label="after the last iteration"];')
+
+    emit(module.nodes, 1, 1)
+    lines += edges
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -293,22 +449,6 @@ def _node_kind(n):
     if n.results:
         return n.results[0].type.kind
     return n.operands[0].type.kind if n.operands else "plain"
-
-
-def _layout(nodes):
-    """{node: (column, row)}: column = topological depth, rows in program order."""
-    producer, depth, pos, rows = {}, {}, {}, {}
-    for n in nodes:
-        d = 0
-        for v in n.operands:
-            if v in producer:
-                d = max(d, depth[producer[v]] + 1)
-        depth[n] = d
-        pos[n] = (d, rows.get(d, 0))
-        rows[d] = rows.get(d, 0) + 1
-        for r in n.results:
-            producer[r] = n
-    return pos, producer
 
 
 def _label(n):
@@ -345,39 +485,115 @@ def _clip(text, width):
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
-def _svg(module, fill_of, title):
-    nodes = list(module.nodes)
-    cut = len(nodes) > MAX_NODES
-    nodes = nodes[:MAX_NODES]
-    pos, producer = _layout(nodes)
-    cols = 1 + max((c for c, _ in pos.values()), default=0)
-    rows = 1 + max((r for _, r in pos.values()), default=0)
-    width = PAD * 2 + cols * BOX_W + (cols - 1) * GAP_X
-    height = PAD * 2 + rows * BOX_H + (rows - 1) * GAP_Y
+LOOP_HEAD, ARG_W = 34, 120  # a loop box's title band; a block argument's box
 
-    def xy(n):
-        c, r = pos[n]
-        return PAD + c * (BOX_W + GAP_X), PAD + r * (BOX_H + GAP_Y)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
-           "<title>" + _e(title) + "</title>", '<g class="edges">']
+class _Laid:
+    """A block laid out: ``items`` (dicts: node or arg, col, x, y, w, h, inner), its size,
+    and ``producer``: value -> index of the item that defines it."""
+
+    def __init__(self, items, width, height, producer):
+        self.items, self.width, self.height, self.producer = items, width, height, producer
+
+
+def _lay_out(nodes, args, captures, budget):
+    """Columns by topological depth within the block, rows in program order; a loop is a
+    box as large as its body laid out the same way (plus a title band); the block's
+    arguments (what a loop body binds) form column 0. ``budget[0]``: ops still to draw."""
+    items, producer = [], {}
+    for i, a in enumerate(args):
+        producer[a] = len(items)
+        items.append({"arg": a, "role": "captured" if i < captures else "carried",
+                      "col": 0, "w": ARG_W, "h": BOX_H})
+    base = 1 if args else 0
     for n in nodes:
-        x2, y2 = xy(n)
+        if budget[0] <= 0:
+            break
+        budget[0] -= 1
+        col = base
         for v in n.operands:
-            src = producer.get(v)
+            if v in producer:
+                col = max(col, items[producer[v]]["col"] + 1)
+        inner = None
+        w, h = BOX_W, BOX_H
+        if n.body is not None:
+            inner = _lay_out(n.body.nodes, n.body.args, n.attrs.get("captures", 0), budget)
+            w, h = max(BOX_W + 60, inner.width), LOOP_HEAD + inner.height
+        for r in n.results:
+            producer[r] = len(items)
+        items.append({"node": n, "col": col, "w": w, "h": h, "inner": inner})
+    widths, heights = {}, {}
+    for it in items:
+        widths[it["col"]] = max(widths.get(it["col"], 0), it["w"])
+    xs, x = {}, PAD
+    for c in range(max(widths, default=-1) + 1):
+        xs[c] = x
+        x += widths.get(c, 0) + GAP_X
+    for it in items:
+        it["x"] = xs[it["col"]]
+        it["y"] = PAD + heights.get(it["col"], 0)
+        heights[it["col"]] = heights.get(it["col"], 0) + it["h"] + GAP_Y
+    width = max(x - GAP_X + PAD, 2 * PAD + BOX_W)
+    height = max((h - GAP_Y for h in heights.values()), default=BOX_H) + 2 * PAD
+    return _Laid(items, width, height, producer)
+
+
+def _draw(laid, ox, oy, fill_of, out):
+    """SVG for a laid-out block at offset (ox, oy): its edges, then its boxes (a loop's box
+    holds its body, drawn inside it)."""
+    for it in laid.items:
+        n = it.get("node")
+        if n is None:
+            continue
+        x2, y2c = ox + it["x"], oy + it["y"] + BOX_H / 2
+        for v in n.operands:
+            src = laid.producer.get(v)
             if src is None:
                 continue
-            x1, y1 = xy(src)
-            x1, y1, y2c = x1 + BOX_W, y1 + BOX_H / 2, y2 + BOX_H / 2
+            s = laid.items[src]
+            x1, y1 = ox + s["x"] + s["w"], oy + s["y"] + (BOX_H / 2 if s.get("inner") is None
+                                                           else s["h"] / 2)
             mid = (x1 + x2) / 2
             color = KIND_STROKE.get(v.type.kind, "#444")
             out.append(f'<path d="M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2c:.0f} '
                        f'{x2:.0f},{y2c:.0f}" stroke="{color}" fill="none" stroke-opacity="0.45"/>')
-    out.append("</g>")
-    out.append('<g class="nodes">')
-    for n in nodes:
-        x, y = xy(n)
+    for it in laid.items:
+        x, y = ox + it["x"], oy + it["y"]
+        n = it.get("node")
+        if n is None:
+            a = it["arg"]
+            kind = a.type.kind
+            dash = KIND_DASH.get(kind, "")
+            dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+            t = a.type
+            head = f"%{a.id} {it['role']}"
+            sub = f"{t.dtype}[{','.join(map(str, t.shape))}] {kind}"
+            out.append(f'<g class="arg"><title>{_e(head + ": " + str(t))}</title>'
+                       f'<rect x="{x}" y="{y}" width="{it["w"]}" height="{BOX_H}" rx="12" '
+                       f'fill="#ffffff" stroke="{KIND_STROKE.get(kind, "#222")}" '
+                       f'stroke-width="1.5"{dash_attr}/>'
+                       f'<text x="{x + 8}" y="{y + 14}" font-size="11">'
+                       f'{_e(_clip(head, it["w"]))}</text>'
+                       f'<text x="{x + 8}" y="{y + 27}" font-size="9" fill="#444">'
+                       f'{_e(_clip(sub, it["w"]))}</text></g>')
+            continue
+        if it.get("inner") is not None:
+            trips = n.attrs.get("trip_count", "?")
+            results = ", ".join(f"%{r.id}" for r in n.results)
+            head = (f"{results} = " if results else "") + f"loop \u00d7{trips}"
+            sub = f"{n.attrs.get('captures', 0)} captured, " \
+                f"{len(n.operands) - n.attrs.get('captures', 0)} carried" + _at(n.loc)
+            out.append(f'<g class="loop"><title>{_e(_tooltip(n))}</title>'
+                       f'<rect x="{x}" y="{y}" width="{it["w"]}" height="{it["h"]}" rx="8" '
+                       f'fill="#fafafa" fill-opacity="0.9" stroke="#555" stroke-width="1.5" '
+                       f'stroke-dasharray="5,3"/>'
+                       f'<text x="{x + 8}" y="{y + 15}" font-size="12" font-weight="bold">'
+                       f'{_e(_clip(head, it["w"]))}</text>'
+                       f'<text x="{x + 8}" y="{y + 28}" font-size="9" fill="#444">'
+                       f'{_e(_clip(sub, it["w"]))}</text>')
+            _draw(it["inner"], x, y + LOOP_HEAD, fill_of, out)
+            out.append("</g>")
+            continue
         kind = _node_kind(n)
         head, sub = _label(n)
         dash = KIND_DASH.get(kind, "")
@@ -389,9 +605,20 @@ def _svg(module, fill_of, title):
                    f'<text x="{x + 6}" y="{y + 14}" font-size="11">{_e(_clip(head, BOX_W))}</text>'
                    f'<text x="{x + 6}" y="{y + 27}" font-size="9" fill="#444">'
                    f'{_e(_clip(sub, BOX_W))}</text></g>')
+
+
+def _svg(module, fill_of, title):
+    total = sum(1 for _ in module.walk())
+    budget = [MAX_NODES]
+    laid = _lay_out(module.nodes, (), 0, budget)
+    width, height = laid.width, laid.height
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
+           "<title>" + _e(title) + "</title>", '<g class="graph">']
+    _draw(laid, 0, 0, fill_of, out)
     out.append("</g></svg>")
-    note = (f'<p class="note">showing the first {MAX_NODES} of {len(module.nodes)} ops; the '
-            "IR files hold them all</p>") if cut else ""
+    note = (f'<p class="note">showing the first {MAX_NODES} of {total} ops; the '
+            "IR files hold them all</p>") if total > MAX_NODES else ""
     return note + "\n".join(out)
 
 
@@ -411,6 +638,25 @@ def _legend():
                      f'fill="white" stroke="{color}" stroke-width="2"{dash_attr}/></svg> '
                      f'border: {_e(SHORT_FORMS[kind])} ({kind})</li>')
     return '<ul class="legend">' + "".join(items) + "</ul>"
+
+
+def _party_summary(prog):
+    """"N ops, S sends, R receives" of a party's program; with loops, also how many of
+    them a run executes (every iteration counted)."""
+    static, run = {}, {}
+    looped = False
+    for n, loops in _walk(prog.nodes):
+        times = _times(loops)
+        looped = looped or bool(loops)
+        for key in ("ops", n.op):
+            static[key] = static.get(key, 0) + 1
+            run[key] = run.get(key, 0) + times
+    text = (f"{static.get('ops', 0)} ops, {static.get('send', 0)} sends, "
+            f"{static.get('recv', 0)} receives")
+    if looped:
+        text += (f" in the program text; a run, every loop iteration counted, executes "
+                 f"{run['ops']} ops, {run.get('send', 0)} sends, {run.get('recv', 0)} receives")
+    return _e(text)
 
 
 def _anchor(i, name):
@@ -446,16 +692,16 @@ def html_view(name, global_module, programs, audit="") -> str:
         "<nav><ul>" + "".join(nav) + "</ul></nav>",
         "<h2>legend</h2>", _legend(),
         "<p>Boxes are ops, laid out left to right by dependency depth; hover a box for its IR "
-        "line. Edges take the colour of the value's kind.</p>",
+        "line. Edges take the colour of the value's kind. A dashed box \u201cloop \u00d7N\u201d "
+        "is a loop: its body, drawn inside it (its captured and carried values as rounded "
+        "boxes on the left), runs N times.</p>",
         '<section id="global"><h2>global program (after select_protocols)</h2>',
         '<div class="scroll">', _svg(global_module, global_fill, f"{name}: global"),
         "</div></section>",
     ]
     for i, (party, prog) in enumerate(programs.items()):
         parts += [f'<section id="{_anchor(i, party)}" class="party"><h2>party {_e(party)}</h2>',
-                  f"<p>{len(prog.nodes)} ops, "
-                  f"{sum(1 for n in prog.nodes if n.op == 'send')} sends, "
-                  f"{sum(1 for n in prog.nodes if n.op == 'recv')} receives</p>",
+                  f"<p>{_party_summary(prog)}</p>",
                   '<div class="scroll">', _svg(prog, party_fill, f"{name}: {party}"),
                   "</div></section>"]
     if audit:

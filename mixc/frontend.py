@@ -228,6 +228,7 @@ class DeviceFunction:
                                  "nor a constant")
 
         def flat_fn(*dyn):
+            _Noise.enter_function()
             full = list(leaves)
             for i, v in zip(dynamic, dyn):
                 full[i] = v
@@ -300,7 +301,21 @@ class _Noise:
         finally:
             self._feed = []
 
+    @staticmethod
+    def enter_function():
+        """Remember the trace of the device function itself (see ``next``)."""
+        noise = getattr(_state, "noise", None)
+        if noise is not None:
+            from jax._src import core
+            noise.top = core.trace_ctx.trace
+
     def next(self, x, spec):
+        from jax._src import core
+        if getattr(self, "top", None) is not None and core.trace_ctx.trace is not self.top:
+            raise TraceError(f"{_where()}: a mixc.dp mechanism inside a lax loop, cond or jit body "
+                             "would draw its noise once and add the same noise in every "
+                             "iteration; call it outside the loop, or loop with "
+                             "mixc.fori_loop (fresh noise per iteration)")
         if self._feed is None:
             aval = jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x, jnp.float32))
             self.requests.append((aval, spec, _author_frame()))

@@ -135,7 +135,7 @@ class PartyExecutor:
         self._agree_keys()
         self._handlers = {kind: getattr(self, "_" + kind) for kind in _SPECIAL_KINDS}
         self._iteration = None  # (flat number of the iteration path, index in the innermost loop)
-        self._body_plans = {}
+        self._body_plans, self._descriptions = {}, {}
         plan = _plan(self.program)
         outputs = {}
         self._steps(plan, {}, outputs, checkpoint, self.progress)
@@ -217,20 +217,29 @@ class PartyExecutor:
         stream = self._per_iteration(a["stream"], node)
         return [kernels.keystream_words(self.keys[a["seed"]], stream, a["shape"])]
 
+    def _describe(self, node):
+        """What a message op does, for the peer errors it may raise (made once per node)."""
+        what = self._descriptions.get(node)
+        if what is None:
+            a = node.attrs
+            what = self._descriptions[node] = (
+                f"{node.op} #{a['tag']} ({a.get('what', '')})"
+                + (f" at {node.loc}" if node.loc else ""))
+        return what
+
     def _send(self, node, args):
         a = node.attrs
         tag = self._per_iteration(a["tag"], node)
         # np.ascontiguousarray makes 0-d arrays 1-d; keep the declared shape.
         data = np.asarray(args[0])
-        what = f"send #{a['tag']} ({a.get('what', '')})" + (f" at {node.loc}" if node.loc else "")
-        self.link.send(a["to"], tag, np.ascontiguousarray(data).reshape(data.shape), op=what)
+        self.link.send(a["to"], tag, np.ascontiguousarray(data).reshape(data.shape),
+                       op=self._describe(node))
         return []
 
     def _recv(self, node, args):
         a = node.attrs
         tag = self._per_iteration(a["tag"], node)
-        what = f"recv #{a['tag']} ({a['what']})" + (f" at {node.loc}" if node.loc else "")
-        return [np.asarray(self.link.recv(a["from"], tag, op=what))]
+        return [np.asarray(self.link.recv(a["from"], tag, op=self._describe(node)))]
 
     def _encode(self, node, args):
         return [kernels.encode_fixed(np.asarray(args[0], dtype=np.float64),

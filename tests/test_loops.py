@@ -179,3 +179,15 @@ def test_every_iteration_draws_fresh_masks(cluster):
     assert by_tag and all(len(vs) == 3 for vs in by_tag.values())
     for vs in by_tag.values():
         assert len(set(vs)) == 3, "a masked value repeated across iterations"
+
+
+def test_dp_noise_inside_a_lax_loop_is_refused(cluster):
+    """The same noise added in every iteration would let differences of revealed values
+    through; fresh noise per iteration needs mixc.fori_loop at the program level."""
+    import mixc.dp
+
+    def f(a):
+        return lax.fori_loop(0, 3, lambda i, c: c + mixc.dp.laplace(a, 1.0, 1.0), a)
+    prog, _ = secure_program(cluster, f, rnd(4))
+    with pytest.raises(TraceError, match=r"test_loops.py:\d+: a mixc.dp mechanism inside a lax loop"):
+        build(prog)

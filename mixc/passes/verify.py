@@ -60,6 +60,8 @@ def _fail(node, message):
 
 
 def _check_types(node):
+    if node.body is not None and node.op != "loop":
+        _fail(node, "only a loop has a body")
     if node.op == "call":
         expected = [(d, tuple(s)) for d, s in node.attrs.get("result_types", ())]
     else:

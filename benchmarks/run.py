@@ -26,12 +26,13 @@ prints one JSON line per workload:
 - ``peak_rss_mb``: peak resident set size of this process so far, in MB
   (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), taken after the workload;
   it never goes down, so run a workload alone for its own figure;
-- ``ops``: per party, how many nodes of each op its program has.
+- ``ops``: per party, how many times a run executes each op (a loop body's
+  ops counted once per iteration; ``op_counts``).
 
 ``--steps N`` trains lr_sgd_60k and mlp_train_100 for N steps instead of
-468 and 100 (same inputs; for quick checks: while mixc unrolls
-``fori_loop``, the full lr_sgd_60k is slow and memory-hungry to build). The
-plain JAX reference then trains for N steps too.
+468 and 100 (same inputs, for quick checks); the plain JAX reference then
+trains for N steps too. Their ``lax.fori_loop`` is one loop in the party
+programs, so ``build_s`` does not depend on N.
 
 ``--offline he`` runs the same workloads on ``examples/two_party_he.devices``
 (the MPC device makes its own correlations: HE matrix triples, OT triples,

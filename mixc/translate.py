@@ -30,7 +30,7 @@ from . import (translate_arith, translate_control, translate_division,  # noqa: 
                translate_linalg, translate_movement, translate_nonlinear, translate_reduce)
 from .translate_control import keeps_loops
 from .translate_core import (_NP, HE_PRIMITIVES, PRIMITIVES, _author_frame, _constant, _loc,
-                             _translate, _where, register)
+                             _translate, _where)
 
-__all__ = ["HE_PRIMITIVES", "PRIMITIVES", "keeps_loops", "register", "_NP", "_author_frame",
-           "_constant", "_loc", "_translate", "_where"]
+__all__ = ["HE_PRIMITIVES", "PRIMITIVES", "keeps_loops", "_NP", "_author_frame", "_constant",
+           "_loc", "_translate", "_where"]

@@ -204,6 +204,15 @@ def _prepare(payload):
     raise TypeError(f"links send numpy arrays or bytes, not {type(payload).__name__}")
 
 
+# In-process links hold a sender back while its receiver, busy, already holds this many
+# bytes from it (see _InProcessLink._hold_back).
+_MAX_PENDING = 64 << 20
+
+
+def _size(payload):
+    return payload.nbytes if isinstance(payload, np.ndarray) else len(payload)
+
+
 def _check_tag(tag):
     if not isinstance(tag, (int, np.integer)) or isinstance(tag, bool) or not 0 <= tag < 1 << 64:
         raise ValueError(f"message tag must be an int in [0, 2**64), not {tag!r}")
@@ -281,6 +290,8 @@ class Link:
         self._peer_set = frozenset(self.peers)
         self._cond = threading.Condition()
         self._pending = {}                                  # (peer, tag) -> payload
+        self._pending_bytes = dict.fromkeys(self.peers, 0)  # peer -> bytes waiting here
+        self._blocked = False   # our party waits (in recv, or for a peer to take messages)
         self._received = {p: _TagSet() for p in self.peers}
         self._failed = {}                                   # peer -> reason
         self._closed = False
@@ -319,6 +330,9 @@ class Link:
                 payload = self._pending.pop(key, None)
                 if payload is not None:
                     self._received[peer].add(tag)
+                    self._pending_bytes[peer] -= _size(payload)
+                    self._blocked = False
+                    self._cond.notify_all()  # a sender held back by _MAX_PENDING may go on
                     return payload
                 if tag in self._received[peer]:
                     raise PeerError(peer, f"message tag {tag} was already received", op=op)
@@ -331,6 +345,9 @@ class Link:
                 elif now >= deadline:
                     raise PeerError(
                         peer, f"timed out after {self.timeout:g} s waiting for message tag {tag}", op=op)
+                if not self._blocked:
+                    self._blocked = True
+                    self._cond.notify_all()
                 self._cond.wait(deadline - now)
 
     def stats(self):
@@ -373,6 +390,7 @@ class Link:
                 self._fail_locked(peer, f"duplicate message tag {tag}")
                 return False
             self._pending[key] = payload
+            self._pending_bytes[peer] += _size(payload)
             self._bytes_recv[peer] += nbytes
             self._msgs_recv[peer] += 1
             self._cond.notify_all()
@@ -404,11 +422,33 @@ class _InProcessLink(Link):
         else:
             nbytes = len(data)
         dest = self._hub._links[peer]
+        if dest._pending_bytes[self.party] > _MAX_PENDING:
+            self._hold_back(dest)
         with dest._cond:
             if dest._closed:
                 reason = self._hub._aborted.get(peer, "peer finished/closed its link")
                 raise PeerError(peer, f"{reason} (cannot send tag {tag})", op=op)
         dest._arrive(self.party, tag, data, nbytes)
+
+    def _hold_back(self, dest):
+        """Wait while ``dest`` is busy and holds more than _MAX_PENDING bytes from us.
+
+        A party that only sends (the dealer) would otherwise run a whole loop ahead
+        and its messages would pile up in memory. Never while ``dest`` itself waits
+        (in recv, or held back by someone): then it may be waiting for what we are
+        about to send, so holding back could deadlock; both marks are set under the
+        waiting party's own lock and every change is notified."""
+        with self._cond:
+            self._blocked = True
+            self._cond.notify_all()
+        try:
+            with dest._cond:
+                while (dest._pending_bytes[self.party] > _MAX_PENDING and not dest._blocked
+                       and not dest._closed and self.party not in dest._failed):
+                    dest._cond.wait(0.05)
+        finally:
+            with self._cond:
+                self._blocked = False
 
     def close(self):
         with self._cond:

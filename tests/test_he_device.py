@@ -309,7 +309,7 @@ def test_ir_of_he_and_masking_programs_round_trips():
     he.* ops, position arrays) and of a masking program (private values)."""
     from mixc.ir.parser import parse_module
     from mixc.ir.printer import print_module
-    from mixc.passes import partition, run_pipeline
+    from mixc.passes import PIPELINE, partition, run_pipeline
 
     def f(x, w):
         y = x @ w
@@ -329,7 +329,8 @@ def test_ir_of_he_and_masking_programs_round_trips():
         final = run_pipeline(m, keep=check)
         for party, pm in partition.split(final).items():
             check(party, pm)
-    assert 'protocol="masking"' in texts[2]
+    selected = [n for n, _ in PIPELINE].index("select_protocols")
+    assert 'protocol="masking"' in texts[selected]
 
 
 def test_integer_ciphertext_as_float_keeps_fraction_bits():

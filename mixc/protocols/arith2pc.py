@@ -25,41 +25,19 @@ parties P0 and P1. Floats are fixed point: round(x * 2^f), f the device's
 """
 import numpy as np
 
-from ..passes.lower import DEALER, seed_name
+from ..passes.lower import seed_name
 from . import Cost, register, register_public_sharing
-from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u64
+from .common import RING_BYTES, frac_bits, open_values, parties, two_party, u64
+from .correlations import dealer_truncation_cost, triple, truncate
+from .dealerfree import elementwise_triple_cost, matmul_triple_cost, only, truncation_cost
+from .shares import encoded_public, reveal_shares, shares_of
 
 PROTOCOL = "arith2pc"
 PROTOCOL_HE = "arith2pc.he"  # the same on ``offline: he`` devices: no dealer (dealerfree.py)
-RING_BYTES = 8
-TRUNC_OFFSET = 62  # x + 2^62 is non-negative for |x| < 2^62
 
 
 def _device(ctx, value):
     return ctx.source.devices[value.type.place]
-
-
-# ------------------------------------------------------------ local helpers
-
-def _encoded_public(ctx, party, value, frac):
-    """A public plaintext value at ``party`` as a ring element (not a share)."""
-    return ctx.emit(party, "encode", [value], "public", {"frac_bits": frac})
-
-
-def _zero_share(ctx, party, shape):
-    zero = u64(ctx, party, 0)
-    return ctx.emit(party, "broadcast_in_dim", [zero], "arith",
-                    {"shape": tuple(shape), "broadcast_dimensions": ()})
-
-
-def shares_of(ctx, value, device):
-    """Shares of ``value`` at both parties; a public value becomes (encode, 0)."""
-    p0, p1 = parties(device)
-    if value.type.kind == "arith":
-        return ctx.parts[value]
-    f = frac_bits(device, value.type.dtype)
-    return {p0: _encoded_public(ctx, p0, ctx.parts[value][p0], f),
-            p1: _zero_share(ctx, p1, value.type.shape)}
 
 
 # ------------------------------------------------------------ share / reveal
@@ -96,19 +74,6 @@ def _share_cost(node, module):
     return Cost(0, 0) if inside else Cost(x.type.size * RING_BYTES, 1)
 
 
-def _lower_reveal(ctx, node):
-    (x,) = node.operands
-    device = _device(ctx, x)
-    (dst,) = ctx.device_of(node.result).parties
-    shares = ctx.parts[x]
-    received = [s if p == dst else ctx.xfer(s, dst, "share (reveal)", "arith")
-                for p, s in shares.items()]
-    total = ctx.emit(dst, "add", received, "plain")
-    f = frac_bits(device, x.type.dtype)
-    ctx.parts[node.result] = {dst: ctx.emit(dst, "decode", [total], "plain",
-                                            {"frac_bits": f, "dtype": x.type.dtype})}
-
-
 def _reveal_cost(node, module):
     (x,) = node.operands
     (dst,) = module.devices[node.result.type.place].parties
@@ -131,8 +96,8 @@ def _lower_linear(ctx, node):
         for p in (p0, p1):
             s = ctx.parts[shared][p]
             if p == p0:
-                enc = _encoded_public(ctx, p, ctx.parts[public][p],
-                                      frac_bits(device, public.type.dtype))
+                enc = encoded_public(ctx, p, ctx.parts[public][p],
+                                     frac_bits(device, public.type.dtype))
                 operands = [s, enc] if a is shared else [enc, s]
                 pieces[p] = ctx.emit(p, node.op, operands, "arith")
             elif node.op == "sub" and b is shared:
@@ -145,7 +110,7 @@ def _lower_linear(ctx, node):
             raise NotImplementedError("pad with a secret padding value on MPC")
         f = frac_bits(device, x.type.dtype)
         for p in (p0, p1):
-            fill = (_encoded_public(ctx, p, ctx.parts[pad_value][p], f) if p == p0
+            fill = (encoded_public(ctx, p, ctx.parts[pad_value][p], f) if p == p0
                     else u64(ctx, p, 0))
             pieces[p] = ctx.emit(p, "pad", [ctx.parts[x][p], fill], "arith", attrs)
     else:
@@ -190,39 +155,6 @@ def _beaver(ctx, device, x, y, product, elementwise=False):
     return out
 
 
-def _truncate(ctx, device, x, bits):
-    """Shares of x / 2^bits (TruncPr with dealer-made r, msb(r) and r's truncated low bits;
-    on an ``offline: he`` device the dealer-free truncation of ``dealerfree.truncate``)."""
-    if device.offline == "he":
-        from .dealerfree import truncate
-        return truncate(ctx, device, x, bits)
-    p0, p1 = parties(device)
-    shape = x[p0].type.shape
-    dealt = Dealt(ctx, device, ("r", "msb", "low"))
-
-    def draw(party, owner, name):
-        return dealt.draw(party, owner, name, shape)
-
-    r = ctx.emit(DEALER, "add", [draw(DEALER, p0, "r"), draw(DEALER, p1, "r")], "plain")
-    msb = ctx.emit(DEALER, "lshr", [r], "plain", {"bits": 63})
-    low = ctx.emit(DEALER, "lshr", [ctx.emit(DEALER, "shl", [r], "plain", {"bits": 1})],
-                   "plain", {"bits": bits + 1})
-    msb1 = ctx.emit(DEALER, "sub", [msb, draw(DEALER, p0, "msb")], "arith")
-    low1 = ctx.emit(DEALER, "sub", [low, draw(DEALER, p0, "low")], "arith")
-    mine = {p0: (draw(p0, p0, "r"), draw(p0, p0, "msb"), draw(p0, p0, "low")),
-            p1: (draw(p1, p1, "r"), ctx.xfer(msb1, p1, "truncation pair correction", "arith"),
-                 ctx.xfer(low1, p1, "truncation pair correction", "arith"))}
-    masked = {}
-    for p in (p0, p1):
-        xs = x[p]
-        if p == p0:
-            xs = ctx.emit(p, "add", [xs, u64(ctx, p, 1 << TRUNC_OFFSET)], "arith")
-        masked[p] = ctx.emit(p, "add", [xs, mine[p][0]], "masked")
-    (c,) = open_values(ctx, device, (masked, "masked value (x + r) for truncation"))
-    return {p: ctx.emit(p, "truncpr_finish", [c[p], mine[p][1], mine[p][2]], "arith",
-                        {"bits": bits, "first": p == p0}) for p in (p0, p1)}
-
-
 def _product_fn(ctx, node):
     attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
 
@@ -245,9 +177,9 @@ def _lower_product(ctx, node):
         z = {}
         for p in (p0, p1):
             pieces = [ctx.parts[v][p] if v.type.kind == "arith"
-                      else _encoded_public(ctx, p, ctx.parts[v][p], f) for v in (a, b)]
+                      else encoded_public(ctx, p, ctx.parts[v][p], f) for v in (a, b)]
             z[p] = product(p, pieces[0], pieces[1], "arith")
-    ctx.parts[node.result] = _truncate(ctx, device, z, f) if f else z
+    ctx.parts[node.result] = truncate(ctx, device, z, f) if f else z
 
 
 def _lower_div(ctx, node):
@@ -261,19 +193,14 @@ def _lower_div(ctx, node):
     for p in parties(device):
         one = ctx.const(p, np.float32(1.0))
         recip = ctx.emit(p, "div", [one, ctx.parts[c][p]], "public")
-        z[p] = ctx.emit(p, "mul", [ctx.parts[x][p], _encoded_public(ctx, p, recip, f)], "arith")
-    ctx.parts[node.result] = _truncate(ctx, device, z, f)
+        z[p] = ctx.emit(p, "mul", [ctx.parts[x][p], encoded_public(ctx, p, recip, f)], "arith")
+    ctx.parts[node.result] = truncate(ctx, device, z, f)
 
 
 # ------------------------------------------------------------ costs
 
 def _words(t):
     return t.size
-
-
-def _trunc_cost(shape_size):
-    # dealer sends msb and low corrections; each party opens x + r
-    return Cost(RING_BYTES * shape_size * 4, 1)
 
 
 def _product_cost(node, module):
@@ -284,11 +211,11 @@ def _product_cost(node, module):
     if a.type.kind == "arith" and b.type.kind == "arith":
         # dealer's c1, then each party opens both masked operands
         cost = Cost(RING_BYTES * (out + 2 * (_words(a.type) + _words(b.type))), 1)
-    return cost + (_trunc_cost(out) if f else Cost())
+    return cost + (dealer_truncation_cost(out) if f else Cost())
 
 
 def _div_cost(node, module):
-    return _trunc_cost(node.result.type.size)
+    return dealer_truncation_cost(node.result.type.size)
 
 
 def _free(node, module):
@@ -304,7 +231,6 @@ def _opening(*sizes):
 
 
 def _product_cost_he(node, module):
-    from .dealerfree import elementwise_triple_cost, matmul_triple_cost, truncation_cost
     a, b = node.operands
     f = frac_bits(module.devices[node.result.type.place], node.result.type.dtype)
     out = node.result.type.size
@@ -320,12 +246,10 @@ def _product_cost_he(node, module):
 
 
 def _div_cost_he(node, module):
-    from .dealerfree import truncation_cost
     return truncation_cost(node.result.type.size)
 
 
 def _beaver_cost_he(node, module):
-    from .dealerfree import elementwise_triple_cost
     n = node.result.type.size
     return elementwise_triple_cost(n) + _opening(n, n)
 
@@ -362,9 +286,9 @@ def _lower_select(ctx, node):
         for p in (p0, p1):
             diff = ctx.emit(p, "sub", [ctx.parts[true_case][p], ctx.parts[false_case][p]], "public")
             scaled = ctx.emit(p, "mul", [_broadcast_to(ctx, p, pred[p], diff.type.shape),
-                                         _encoded_public(ctx, p, diff, frac)], "arith")
-            out[p] = (ctx.emit(p, "add", [scaled, _encoded_public(ctx, p, ctx.parts[false_case][p],
-                                                                   frac)], "arith")
+                                         encoded_public(ctx, p, diff, frac)], "arith")
+            out[p] = (ctx.emit(p, "add", [scaled, encoded_public(ctx, p, ctx.parts[false_case][p],
+                                                                  frac)], "arith")
                       if p == p0 else scaled)
         ctx.parts[node.result] = out
         return
@@ -459,7 +383,6 @@ def _rule(op, accepts, cost, lower, doc):
 def _rules(op, accepts, cost, cost_he, lower, doc, doc_he):
     """An op that consumes correlations: ``arith2pc`` on dealer devices, ``arith2pc.he``
     (same lowering, correlations made by the two parties) on ``offline: he`` devices."""
-    from .dealerfree import only
     _rule(op, only("dealer", accepts), cost, lower, doc)
     register(PROTOCOL_HE, op, device="MPC", accepts=only("he", accepts), result_kind="arith",
              cost=cost_he, lower=lower, wants="arith", doc=doc_he)
@@ -469,7 +392,7 @@ register(PROTOCOL, "to", device="MPC", accepts=lambda k, n, m: k == ("plain",) a
          result_kind="arith", cost=_share_cost, lower=_lower_share,
          doc="share a party's plaintext: PRG mask from the pairwise key")
 register(PROTOCOL, "reveal", device="PYU", accepts=lambda k, n, m: k == ("arith",) and two_party(n, m),
-         result_kind="plain", cost=_reveal_cost, lower=_lower_reveal, wants="arith",
+         result_kind="plain", cost=_reveal_cost, lower=reveal_shares, wants="arith",
          doc="open to one party: the others send it their shares")
 for _op in ("add", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "transpose",
             "squeeze", "slice", "concatenate", "take"):

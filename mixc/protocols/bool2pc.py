@@ -42,7 +42,10 @@ import numpy as np
 
 from ..passes.lower import DEALER
 from . import Cost, register, register_public_sharing
-from .common import Dealt, frac_bits, open_values, parties, triple, two_party, u64
+from .common import Dealt, frac_bits, open_values, parties, two_party, u64
+from .correlations import triple
+from .dealerfree import b2a_pair, b2a_pair_cost, elementwise_triple_cost, only
+from .shares import shares_of
 
 PROTOCOL = "bool2pc"
 PROTOCOL_RADIX4 = "bool2pc.radix4"
@@ -226,7 +229,6 @@ def zero_bits(ctx, device, d):
 
 def _compare_with(circuit):
     def lower(ctx, node):
-        from .arith2pc import shares_of
         device = _device(ctx, node.result)
         p0, p1 = parties(device)
         a, b = (shares_of(ctx, v, device) for v in node.operands)
@@ -252,7 +254,6 @@ def _lt_cost(node, module):
 # round per AND layer (see dealerfree)
 
 def _and_cost_ot(words, layers):
-    from .dealerfree import elementwise_triple_cost
     return elementwise_triple_cost(words, "bool") + Cost(WORD * words * 4, layers) \
         + Cost(0, layers - 1)
 
@@ -465,7 +466,6 @@ def _b2a_pair(ctx, device, words, bit_shape):
     """Random r: ({p: XOR share of r's words}, {p: additive shares of r's bits}).
     From the dealer (P1 gets a correction), or by bit-OLE on ``offline: he`` devices."""
     if device.offline == "he":
-        from .dealerfree import b2a_pair
         return b2a_pair(ctx, device, words, bit_shape)
     p0, p1 = parties(device)
     dealt = Dealt(ctx, device, ("rb", "ra"))
@@ -496,7 +496,6 @@ def _to_arith_cost(sizes, dealer_free):
     opened = sum(_words(n) if packed else n for n, packed in sizes)  # by each party
     bits = [n if packed else 64 * n for n, packed in sizes]  # of the pairs' r
     if dealer_free:
-        from .dealerfree import b2a_pair_cost
         return sum((b2a_pair_cost(b) for b in bits), Cost()) + Cost(WORD * 2 * opened, 1)
     # the dealer sends P1 one correction word per bit of r
     return Cost(WORD * (sum(bits) + 2 * opened), 1)
@@ -666,7 +665,6 @@ def _rules(op, accepts, result_kind, cost, cost_ot, lower, wants, doc, doc_ot):
     """An op that consumes correlations: ``bool2pc`` on dealer devices, ``bool2pc.ot``
     (same lowering, AND triples and B2A pairs by OT between the two parties) on
     ``offline: he`` devices."""
-    from .dealerfree import only
     register(PROTOCOL, op, device="MPC", accepts=only("dealer", accepts),
              result_kind=result_kind, cost=cost, lower=lower, wants=wants, doc=doc)
     register(PROTOCOL_OT, op, device="MPC", accepts=only("he", accepts),
@@ -674,7 +672,6 @@ def _rules(op, accepts, result_kind, cost, cost_ot, lower, wants, doc, doc_ot):
 
 
 def _dealer_only(accepts):
-    from .dealerfree import only
     return only("dealer", accepts)
 
 

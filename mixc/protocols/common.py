@@ -1,14 +1,18 @@
-"""Lowering helpers shared by the 2-party protocols (arith2pc, bool2pc).
+"""Lowering helpers shared by the 2-party protocols (arith2pc, bool2pc, and the
+others that produce or read their shares).
 
-Both protocols hold a secret as one share per party of the MPC device and
-get correlated randomness from a dealer (or, on an ``offline: he`` device,
-from the two parties themselves: ``dealerfree``): the dealer shares a PRG key with
-each party, so every party's part of a triple is drawn from a PRG stream,
-and the dealer sends P1 only the correction that makes the triple hold.
-Arithmetic shares combine with + (mod 2^64); boolean shares with XOR.
+Both protocols hold a secret as one share per party of the MPC device:
+arithmetic shares combine with + (mod 2^64), boolean shares with XOR. Their
+correlated randomness comes from a dealer that shares a PRG key with each
+party (``Dealt``: every party's part is drawn from a PRG stream), or, on an
+``offline: he`` device, from the two parties themselves; ``correlations``
+picks the source. This module imports no other protocol module: the
+protocols import it.
 """
 from ..errors import MixcError
 from ..passes.lower import DEALER, seed_name
+
+RING_BYTES = 8  # one element of Z_2^64
 
 # How shares of each ring combine, and how a correction is made.
 COMBINE = {"arith": "add", "bool": "xor"}
@@ -59,31 +63,6 @@ class Dealt:
         """``owner``'s PRG value ``name``, drawn at ``party`` (the owner or the dealer)."""
         seed, ids = self.streams[owner]
         return self.ctx.random(party, seed, shape, ids[name])
-
-
-def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
-    """Shares {party: (a, b, c)} with c = product(a, b) over the ring; the dealer sends c1 only.
-
-    On an ``offline: he`` device the two parties make the triple themselves
-    (``dealerfree.triple``: OT for elementwise and AND triples, HE for matrix
-    products; ``product.op``/``product.attrs`` name the product when it is not
-    ``mul``/``and``)."""
-    if device.offline == "he":
-        from .dealerfree import triple as dealer_free_triple
-        return dealer_free_triple(ctx, device, shape_a, shape_b, product, ring)
-    p0, p1 = parties(device)
-    dealt = Dealt(ctx, device, ("a", "b", "c"))
-    combine, correct = COMBINE[ring], CORRECT[ring]
-    a = ctx.emit(DEALER, combine, [dealt.draw(DEALER, p0, "a", shape_a),
-                                   dealt.draw(DEALER, p1, "a", shape_a)], "plain")
-    b = ctx.emit(DEALER, combine, [dealt.draw(DEALER, p0, "b", shape_b),
-                                   dealt.draw(DEALER, p1, "b", shape_b)], "plain")
-    c = product(DEALER, a, b, "plain")
-    c1 = ctx.emit(DEALER, correct, [c, dealt.draw(DEALER, p0, "c", c.type.shape)], ring)
-    return {p0: (dealt.draw(p0, p0, "a", shape_a), dealt.draw(p0, p0, "b", shape_b),
-                 dealt.draw(p0, p0, "c", c.type.shape)),
-            p1: (dealt.draw(p1, p1, "a", shape_a), dealt.draw(p1, p1, "b", shape_b),
-                 ctx.xfer(c1, p1, "triple correction", ring))}
 
 
 def open_values(ctx, device, *openings, ring="arith"):

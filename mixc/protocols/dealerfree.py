@@ -4,8 +4,8 @@ On an MPC device with ``offline: he`` the two parties P0 and P1 make every
 correlation themselves; no third party appears in the bundle. ``arith2pc``
 and ``bool2pc`` lower exactly as with a dealer (Beaver openings, AND gates,
 B2A openings), and only the *source* of the correlations changes:
-``common.triple``, ``arith2pc._truncate`` and ``bool2pc``'s B2A pair call
-this module when the device is dealer-free.
+``correlations.triple``, ``correlations.truncate`` and ``bool2pc``'s B2A pair
+call this module when the device is dealer-free.
 
 Every correlation is explicit in the per-party programs:
 
@@ -63,7 +63,7 @@ use the tags ``[tag_base, tag_base + 2^20)`` (``tag_base`` = 2^48 +
 session * 2^40, far above the tags of ordinary messages; each call takes
 the next ones). Each call is numbered (``seq``) in the order both parties
 run it. Everything above except truncation's masked bits depends on no
-input, so it is moved to the start of both programs (``he.hoist``): each
+input, so it is moved to the start of both programs (``hepack.hoist``): each
 party's program opens with its offline part, in the same order at both.
 
 Costs (declared, for the selector and ``--cost-report``; offline and online
@@ -85,6 +85,7 @@ from ..ir.ops import infer
 from ..passes.lower import seed_name
 from . import Cost
 from .common import parties, u64
+from .hepack import Product, apply_local, he_keys, hoist
 
 # The protocol names of the dealer-free rules (same lowerings as arith2pc/bool2pc).
 PROTOCOLS = ("arith2pc.he", "bool2pc.ot")
@@ -184,7 +185,7 @@ def _broadcast(ctx, party, value, shape):
 def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
     """Shares {party: (a, b, c)} with c = product(a, b), made by the two parties alone.
     The triple depends on no input: its ops move to the start of both programs
-    (``he.hoist``), so every party makes its correlations before it reads an input."""
+    (``hepack.hoist``), so every party makes its correlations before it reads an input."""
     op = getattr(product, "op", "and" if ring == "bool" else "mul")
     if op in ("dot_general", "conv_general_dilated"):
         make = _batched_matmul_triple if op == "dot_general" and any(product.attrs["batch"]) \
@@ -201,7 +202,6 @@ def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
 def _offline(ctx, fn, *args):
     """fn(*args), its nodes moved to the program's start (after keys and sessions, which
     the caller made first: they are inserted at the start themselves)."""
-    from .he import hoist
     start = len(ctx.out.nodes)
     out = fn(*args)
     hoist(ctx, start)
@@ -209,7 +209,6 @@ def _offline(ctx, fn, *args):
 
 
 def _he_keys_both(ctx, device):
-    from .he import he_keys
     p0, p1 = parties(device)
     return he_keys(ctx, p0, p1), he_keys(ctx, p1, p0)
 
@@ -249,7 +248,7 @@ def _elementwise_triple(ctx, device, shape_a, shape_b, product, ring="arith"):
 
 
 def _probe(op, attrs, shape_a, shape_b):
-    """A stand-in node with the product's operand and result shapes (for he.Product)."""
+    """A stand-in node with the product's operand and result shapes (for hepack.Product)."""
     ta = TensorType("u64", tuple(shape_a), "?", "arith")
     tb = TensorType("u64", tuple(shape_b), "?", "arith")
     ((_, shape_c),) = infer(op, [ta, tb], attrs)
@@ -258,7 +257,7 @@ def _probe(op, attrs, shape_a, shape_b):
 
 
 def matmul_orientation(op, attrs, shape_a, shape_b):
-    """(index of the operand to encrypt, its he.Product): the cheaper packing plan."""
+    """(index of the operand to encrypt, its hepack.Product): the cheaper packing plan."""
     try:
         key = (op, tuple(sorted(attrs.items())), tuple(shape_a), tuple(shape_b))
         hash(key)
@@ -274,7 +273,6 @@ _ORIENTATIONS = {}
 
 def _orientation(op, attrs, shape_a, shape_b):
     from ..runtime import he as rhe
-    from .he import Product
     node = _probe(op, attrs, shape_a, shape_b)
     best = None
     for xi in (1, 0):
@@ -291,7 +289,7 @@ def _orientation(op, attrs, shape_a, shape_b):
 
 
 def _matmul_triple(ctx, device, shape_a, shape_b, product):
-    from .he import apply_local, he_keys  # keys: made by the caller (triple)
+    # the HE keys (he_keys) were made by the caller (triple)
     p0, p1 = parties(device)
     attrs = dict(getattr(product, "attrs", {}))
     xi, prod = matmul_orientation(product.op, attrs, shape_a, shape_b)

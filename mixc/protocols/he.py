@@ -85,10 +85,9 @@ import numpy as np
 from ..errors import MixcError
 from ..ir.ops import OPS
 from . import Cost, register
-from .hepack import (HE_PUBLIC_KEY, Product, apply_local, apply_numpy, he_keys, hoist,
-                     product_cost)
+from .hepack import Product, apply_local, apply_numpy, he_keys, product_cost
 from .hepack import he_runtime as _he
-from .plaintext import MPC_PUBLIC_OPS
+from .plaintext import MPC_PUBLIC_OPS, lower_local
 from .private import HE_PROTOCOL, owner_of
 
 PROTOCOL = "he"
@@ -639,8 +638,8 @@ def _lower_to_mpc(ctx, node):
     arithmetic shares; extra fraction bits (after products) are truncated (TruncPr)."""
     (x,) = node.operands
     if x.type.kind == "private":
-        from .private import _lower_share
-        return _lower_share(ctx, node)
+        from .shares import share_private
+        return share_private(ctx, node)
     low = _Lowering(ctx, node)
     mpc = ctx.device_of(node.result)
     u, t, _ = low.refresh(x)
@@ -648,8 +647,8 @@ def _lower_to_mpc(ctx, node):
     from .common import frac_bits
     extra = _state(ctx)[x].frac - frac_bits(mpc, x.type.dtype)
     if extra:
-        from .arith2pc import _truncate
-        shares = _truncate(ctx, mpc, shares, extra)
+        from .correlations import truncate
+        shares = truncate(ctx, mpc, shares, extra)
     ctx.parts[node.result] = shares
 
 
@@ -754,11 +753,6 @@ def _all_public(kinds, node, module):
     return all(k == "public" for k in kinds)
 
 
-def _lower_public(ctx, node):
-    from .plaintext import _lower_local
-    _lower_local(ctx, node)
-
-
 for _op in AFFINE + PRODUCTS:
     register(PROTOCOL, _op, device="HE", accepts=_mixed, result_kind="he", cost=_cost,
              lower=_lower, doc="a linear op on ciphertexts under the key owner's key")
@@ -784,7 +778,7 @@ register(PROTOCOL, "reveal", device="PYU", accepts=_from_he, result_kind="plain"
          doc="sanitised ciphertexts to the key owner, who decrypts (masked, to the evaluator)")
 for _op in sorted(set(("constant",) + AFFINE + PRODUCTS + MPC_PUBLIC_OPS)):
     register(PUBLIC_PROTOCOL, _op, device="HE", accepts=_all_public, result_kind="public",
-             cost=lambda n, m: Cost(), lower=_lower_public,
+             cost=lambda n, m: Cost(), lower=lower_local,
              doc="public values on an HE device: computed by both parties")
 __all__ = ["PROTOCOL", "HE_PROTOCOL", "place_kind", "Product", "he_keys"]
 

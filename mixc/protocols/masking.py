@@ -26,7 +26,8 @@ shares of the product, exactly like ``arith2pc`` shares, so the following
 layers (bias add, relu, ...) continue on them. The patent's bias b is added
 by S into its share (``private_add``: free), the same as folding it into
 W.r + b - s. Fixed point: x and W carry f fraction bits each, so the shares
-are truncated by ``arith2pc``'s TruncPr (error at most 2^-f).
+are truncated as ``arith2pc`` truncates (``correlations.truncate``: TruncPr,
+error at most 2^-f).
 
 What each side sees: S sees Enc(r) (IND-CPA under C's key) and x - r
 (uniform, r is C's alone); C sees a sanitised Enc(W.r - s) (W.r - s is
@@ -44,9 +45,9 @@ from __future__ import annotations
 
 from ..passes.lower import seed_name
 from . import Cost, register
-from .arith2pc import RING_BYTES, _trunc_cost, _truncate
-from .common import frac_bits, parties
-from .he import Product, apply_local, he_keys, hoist
+from .common import RING_BYTES, frac_bits, parties
+from .correlations import dealer_truncation_cost, truncate
+from .hepack import Product, apply_local, he_keys, hoist, product_cost
 from .private import owner_of
 
 PROTOCOL = "masking"
@@ -79,11 +80,11 @@ def _accepts(kinds, node, module):
 
 def _cost(node, module):
     xi, wi = _roles(tuple(v.type.kind for v in node.operands), node, module)
-    from .he import product_cost
     enc, out = product_cost(node, xi)
     f = frac_bits(module.devices[node.result.type.place], node.result.type.dtype)
     online = Cost(RING_BYTES * node.operands[xi].type.size, 1)
-    return Cost(enc + out) + online + (_trunc_cost(node.result.type.size) if f else Cost())
+    trunc = dealer_truncation_cost(node.result.type.size) if f else Cost()
+    return Cost(enc + out) + online + trunc
 
 
 def _lower(ctx, node):
@@ -140,7 +141,7 @@ def _lower(ctx, node):
     u = ctx.emit(client, "reshape", [u], "arith", {"new_sizes": (prod.M, prod.N)})
     share_c = apply_local(ctx, client, u, prod.out_steps, "arith")
     shares = {client: share_c, server: share_s}
-    ctx.parts[node.result] = _truncate(ctx, device, shares, f) if f else shares
+    ctx.parts[node.result] = truncate(ctx, device, shares, f) if f else shares
 
 
 def _owner(ctx, value):

@@ -19,8 +19,9 @@ def _pyu_party(ctx, value):
     return party
 
 
-def _lower_local(ctx, node):
-    """Run the op where its device lives: its PYU party, or every MPC party on public values."""
+def lower_local(ctx, node):
+    """Run the op where its device lives: its PYU party, or every MPC party on public values
+    (also ``he``'s rule for public values on an HE device: every party of the device)."""
     device = ctx.source.devices[node.results[0].type.place]
     kind = "plain" if device.kind == "PYU" else "public"
     pieces = {}
@@ -76,7 +77,7 @@ def _all_public(kinds, node, module):
 
 for _op in ("input", "call", "dp_noise", "loop_index"):
     register(PROTOCOL, _op, device="PYU", accepts=_all_plain, result_kind="plain",
-             cost=_free, lower=_lower_local)
+             cost=_free, lower=lower_local)
 register(PROTOCOL, "output", device="PYU", accepts=_all_plain, result_kind="plain",
          cost=_free, lower=_lower_output)
 register(PROTOCOL, "to", device="PYU", accepts=_all_plain, result_kind="plain",
@@ -93,4 +94,4 @@ MPC_PUBLIC_OPS = ("constant", "add", "sub", "mul", "div", "neg", "max", "min", "
                   "loop_index", "dynamic_slice", "dynamic_update_slice")
 for _op in MPC_PUBLIC_OPS:
     register(PROTOCOL, _op, device="MPC", accepts=_all_public, result_kind="public",
-             cost=_free, lower=_lower_local)
+             cost=_free, lower=lower_local)

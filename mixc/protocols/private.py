@@ -112,26 +112,11 @@ def _lower_reveal(ctx, node):
 
 
 def _lower_share(ctx, node):
-    """private -> arith: the owner keeps x - r, the other party draws r (same PRG key)."""
-    from ..passes.lower import seed_name
-    from .common import frac_bits, parties
-    (x,) = node.operands
-    device = ctx.device_of(node.result)
-    owner = _owner_in_parts(ctx, x)
-    f = frac_bits(device, x.type.dtype)
-    encoded = ctx.emit(owner, "encode", [ctx.parts[x][owner]], "plain", {"frac_bits": f})
-    shape = x.type.shape
-    pieces = {}
-    for other in parties(device):
-        if other == owner:
-            continue
-        seed = seed_name(owner, other)
-        stream = ctx.stream(seed)
-        pieces[other] = ctx.random(other, seed, shape, stream)
-        mask = ctx.random(owner, seed, shape, stream)
-        encoded = ctx.emit(owner, "sub", [encoded, mask], "arith")
-    pieces[owner] = encoded
-    ctx.parts[node.result] = pieces
+    """private -> arith: the owner keeps x - r, the other party draws r (same PRG key);
+    ``shares.share_private``, which ``he`` uses too (imported here, not at the top:
+    ``shares`` imports ``passes.lower``, whose package imports this module)."""
+    from .shares import share_private
+    share_private(ctx, node)
 
 
 def _lower_add(ctx, node):

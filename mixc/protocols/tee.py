@@ -66,8 +66,9 @@ def _lower_local(ctx, node):
 
 
 def _lower_reveal_into_tee(ctx, node):
-    from .arith2pc import _lower_reveal
-    _lower_reveal(ctx, node)
+    """The 2-party arithmetic reveal (``shares.reveal_shares``), into the TEE party."""
+    from .shares import reveal_shares
+    reveal_shares(ctx, node)
 
 
 def _move_cost(node, module):

@@ -1,0 +1,80 @@
+"""Making and opening arithmetic shares: lowerings several protocols share.
+
+An arithmetic share of x on a 2-party MPC device is a ring element per party
+with x0 + x1 = x (mod 2^64), fixed point with the device's fraction bits
+(``common.frac_bits``). Here are the ways into and out of that form that more
+than one protocol uses:
+
+- ``encoded_public`` and ``shares_of``: a public value as a ring element, and
+  as trivial shares (P0 holds encode(x), P1 holds 0); ``arith2pc`` and
+  ``bool2pc`` read public operands this way, and ``arith2pc`` registers
+  ``shares_of`` as the public sharing of kind ``arith`` (loops);
+- ``share_private``: a value private to one party of the device (kind
+  ``private``) becomes shares, the owner masking it with PRG words from the
+  pairwise key (no bytes cross): ``private``'s ``share`` conversion, and
+  ``he``'s ``to`` of a party's private value from an HE device into MPC;
+- ``reveal_shares``: every party sends its share to the destination, which
+  adds them and decodes: ``arith2pc``'s reveal to a PYU and ``tee``'s opening
+  of shares inside a TEE.
+"""
+from ..passes.lower import seed_name
+from .common import frac_bits, parties, u64
+
+
+def encoded_public(ctx, party, value, frac):
+    """A public plaintext value at ``party`` as a ring element (not a share)."""
+    return ctx.emit(party, "encode", [value], "public", {"frac_bits": frac})
+
+
+def zero_share(ctx, party, shape):
+    """A share of zeros of ``shape`` at ``party``."""
+    zero = u64(ctx, party, 0)
+    return ctx.emit(party, "broadcast_in_dim", [zero], "arith",
+                    {"shape": tuple(shape), "broadcast_dimensions": ()})
+
+
+def shares_of(ctx, value, device):
+    """Shares of ``value`` at both parties; a public value becomes (encode, 0)."""
+    p0, p1 = parties(device)
+    if value.type.kind == "arith":
+        return ctx.parts[value]
+    f = frac_bits(device, value.type.dtype)
+    return {p0: encoded_public(ctx, p0, ctx.parts[value][p0], f),
+            p1: zero_share(ctx, p1, value.type.shape)}
+
+
+def share_private(ctx, node):
+    """Lower ``node`` (one operand, private to one party of the result's device) to
+    arithmetic shares: the owner keeps x - r, the other party draws r (same PRG key)."""
+    (x,) = node.operands
+    device = ctx.device_of(node.result)
+    (owner,) = ctx.parts[x]
+    f = frac_bits(device, x.type.dtype)
+    encoded = ctx.emit(owner, "encode", [ctx.parts[x][owner]], "plain", {"frac_bits": f})
+    shape = x.type.shape
+    pieces = {}
+    for other in parties(device):
+        if other == owner:
+            continue
+        seed = seed_name(owner, other)
+        stream = ctx.stream(seed)
+        pieces[other] = ctx.random(other, seed, shape, stream)
+        mask = ctx.random(owner, seed, shape, stream)
+        encoded = ctx.emit(owner, "sub", [encoded, mask], "arith")
+    pieces[owner] = encoded
+    ctx.parts[node.result] = pieces
+
+
+def reveal_shares(ctx, node):
+    """Lower ``node`` (one arithmetic-shared operand, a result on a one-party device):
+    the other parties send their shares to the destination, which adds and decodes."""
+    (x,) = node.operands
+    device = ctx.source.devices[x.type.place]
+    (dst,) = ctx.device_of(node.result).parties
+    shares = ctx.parts[x]
+    received = [s if p == dst else ctx.xfer(s, dst, "share (reveal)", "arith")
+                for p, s in shares.items()]
+    total = ctx.emit(dst, "add", received, "plain")
+    f = frac_bits(device, x.type.dtype)
+    ctx.parts[node.result] = {dst: ctx.emit(dst, "decode", [total], "plain",
+                                            {"frac_bits": f, "dtype": x.type.dtype})}

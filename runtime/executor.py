@@ -70,7 +70,9 @@ def _plan_nodes(nodes):
         operands = tuple(n.operands)
         dead = tuple(v for j, v in enumerate(operands)
                      if last_use[v] == i and v not in operands[:j])
-        steps.append((n, _kind(n.op), operands, tuple(n.results), dead))
+        kind = _kind(n.op)
+        pure = OPS[n.op].impl if kind is None and len(n.results) == 1 else None
+        steps.append((n, kind, operands, tuple(n.results), dead, pure))
     return steps
 
 
@@ -144,14 +146,21 @@ class PartyExecutor:
         return outputs
 
     def _steps(self, plan, env, outputs, checkpoint=None, progress=None):
-        """Run ``plan`` in ``env``; a body's ``yield`` returns the next carried values."""
+        """Run ``plan`` in ``env``; a body's ``yield`` returns the next carried values.
+
+        A pure op (``OPS[op].impl``) is called right here, not through ``_eval``, unless
+        a subclass overrides ``_eval`` to watch every op: it is most of a program's
+        nodes, and the per-node overhead is what a many-round protocol waits on."""
         total = len(plan)
         evaluate = self._eval
-        for i, (node, kind, operands, results, dead) in enumerate(plan):
+        inline = type(self)._eval is PartyExecutor._eval
+        for i, (node, kind, operands, results, dead, pure) in enumerate(plan):
             if checkpoint is not None and i == checkpoint[0]:
                 checkpoint[1]()
             args = [env[v] for v in operands]
-            if kind == "output":
+            if pure is not None and inline:
+                env[results[0]] = np.asarray(pure(node.attrs, *args))
+            elif kind == "output":
                 outputs[node.attrs["name"]] = np.asarray(args[0])
             elif kind == "yield":
                 return args

@@ -191,3 +191,18 @@ def test_dp_noise_inside_a_lax_loop_is_refused(cluster):
     prog, _ = secure_program(cluster, f, rnd(4))
     with pytest.raises(TraceError, match=r"test_loops.py:\d+: a mixc.dp mechanism inside a lax loop"):
         build(prog)
+
+
+def test_an_operand_of_two_products_is_opened_once(cluster, plain):
+    """x @ w and x.T @ g in one block: x - a is opened once and the dealer builds both
+    triples on the same mask; the result still matches JAX."""
+    def f(x, w):
+        g = x @ w
+        return x.T @ g
+    x, w = rnd(8, 5), rnd(5, seed=1)
+    prog, inputs = secure_program(cluster, f, x, w)
+    bundle = build(prog, verify_between=True)
+    sends = [n for n in walk(bundle.programs["alice"].nodes)
+             if n.op == "send" and n.attrs["what"].startswith("masked operand")]
+    assert [tuple(n.operands[0].type.shape) for n in sends].count((8, 5)) == 1
+    np.testing.assert_allclose(simulate(bundle, inputs), plain(f, x, w), atol=ATOL)

@@ -41,6 +41,8 @@ class LowerContext:
         self._tags = {}     # (sender, receiver) -> last tag
         self._streams = {}  # seed name -> last stream id
         self._consts = {}   # (party, kind, dtype, shape, bytes) -> value: one node per constant
+        self.block = {}     # what a protocol reuses within the current block (see ``scoped``)
+        self._producers = None
         self.loc = None
 
     def device_of(self, value):
@@ -79,6 +81,18 @@ class LowerContext:
             self._consts[key] = self.emit(party, "constant", (), kind, {"value": value})
         return self._consts[key]
 
+    def scoped(self, name):
+        """A dict a protocol keeps for the block being lowered: what it made here may be
+        reused later in the same block (never in another, where it is not defined)."""
+        return self.block.setdefault(name, {})
+
+    def producer(self, value):
+        """The global node that made ``value`` (None for block arguments and inputs)."""
+        if self._producers is None:
+            from ..ir.core import walk
+            self._producers = {r: n for n in walk(self.source.nodes) for r in n.results}
+        return self._producers.get(value)
+
     def add_party(self, party):
         if party not in self.out.parties:
             self.out.parties = tuple(self.out.parties) + (party,)
@@ -110,8 +124,8 @@ def _lower_loop(ctx, node):
     operands = [piece for pieces in entering for piece in pieces.values()]
     args = _bind(ctx, body.args, entering)
     n_captured = sum(len(p) for p in entering[:captures])
-    outer_nodes, outer_consts = ctx.out.nodes, ctx._consts
-    ctx.out.nodes, ctx._consts = [], {}
+    outer_nodes, outer_consts, outer_block = ctx.out.nodes, ctx._consts, ctx.block
+    ctx.out.nodes, ctx._consts, ctx.block = [], {}, {}
     try:
         _lower_nodes(ctx, body.nodes[:-1])
         end = body.nodes[-1]
@@ -127,7 +141,7 @@ def _lower_loop(ctx, node):
         ctx.out.nodes.append(Node("yield", tuple(local_yield), (), {}, end.loc))
         nodes = ctx.out.nodes
     finally:
-        ctx.out.nodes, ctx._consts = outer_nodes, outer_consts
+        ctx.out.nodes, ctx._consts, ctx.block = outer_nodes, outer_consts, outer_block
     results = _bind(ctx, node.results, [ctx.parts[a] for a in carried])
     ctx.out.nodes.append(Node("loop", tuple(operands), tuple(results),
                               {"trip_count": node.attrs["trip_count"], "captures": n_captured},

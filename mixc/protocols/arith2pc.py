@@ -25,7 +25,7 @@ parties P0 and P1. Floats are fixed point: round(x * 2^f), f the device's
 """
 import numpy as np
 
-from ..passes.lower import seed_name
+from ..passes.lower import DEALER, seed_name
 from . import Cost, register, register_public_sharing
 from .common import RING_BYTES, frac_bits, open_values, parties, two_party, u64
 from .correlations import dealer_truncation_cost, triple, truncate
@@ -131,16 +131,37 @@ def _lower_convert(ctx, node):
 
 # ------------------------------------------------------------ products
 
-def _beaver(ctx, device, x, y, product, elementwise=False):
+def _beaver(ctx, device, x, y, product, elementwise=False, values=(None, None)):
     """Shares of product(x, y) for secret x, y: one round, masked operands opened.
-    ``elementwise``: the product is ``mul`` of equal shapes, finished by one fused op."""
+    ``elementwise``: the product is ``mul`` of equal shapes, finished by one fused op.
+
+    ``values``: the global values x and y are shares of, when known. An operand
+    already opened as x - a earlier in this block (with the dealer) is not opened
+    again: its mask a and the opened x - a are reused and the dealer's new triple
+    is built on the same a (``_opened_before``). Opening the same x - a once reveals
+    nothing new, and a training step that reads a batch in its forward and its
+    backward product opens the batch once."""
     p0, p1 = parties(device)
-    t = triple(ctx, device, x[p0].type.shape, y[p0].type.shape, product)
-    e, f = open_values(ctx, device,
-                 ({p: ctx.emit(p, "sub", [x[p], t[p][0]], "masked") for p in (p0, p1)},
-                  "masked operand (x - a)"),
-                 ({p: ctx.emit(p, "sub", [y[p], t[p][1]], "masked") for p in (p0, p1)},
-                  "masked operand (y - b)"))
+    reused = [_opened_before(ctx, device, v) for v in values]
+    given = [(r["dealer"], r["mask"]) if r is not None else None for r in reused]
+    t = triple(ctx, device, x[p0].type.shape, y[p0].type.shape, product, given=tuple(given))
+    openings, where = [], []
+    for i, (shares, r, what) in enumerate(((x, reused[0], "masked operand (x - a)"),
+                                           (y, reused[1], "masked operand (y - b)"))):
+        if r is None:
+            where.append(len(openings))
+            openings.append(({p: ctx.emit(p, "sub", [shares[p], t[p][i]], "masked")
+                              for p in (p0, p1)}, what))
+        else:
+            where.append(None)
+    opened = open_values(ctx, device, *openings)
+    e, f = (opened[k] if k is not None else r["opened"] for k, r in zip(where, reused))
+    if device.offline != "he":
+        for i, (v, r, o) in enumerate(zip(values, reused, (e, f))):
+            if v is not None and r is None:
+                ctx.scoped("beaver masks")[v] = {"dealer": t[DEALER][i],
+                                                 "mask": {p: t[p][i] for p in (p0, p1)},
+                                                 "opened": o}
     out = {}
     for p in (p0, p1):
         a, b, c = t[p]
@@ -153,6 +174,34 @@ def _beaver(ctx, device, x, y, product, elementwise=False):
         z = ctx.emit(p, "add", [c, product(p, e[p], rhs, "arith")], "arith")
         out[p] = ctx.emit(p, "add", [z, product(p, a, f[p], "arith")], "arith")
     return out
+
+
+_RELABELLINGS = ("transpose", "reshape")  # ops that only move elements: masks move along
+
+
+def _opened_before(ctx, device, value):
+    """The mask, the dealer's copy of it and the opened value of ``value`` if it (or a
+    value it is a transpose/reshape of) was opened earlier in this block; else None."""
+    if value is None or device.offline == "he":
+        return None
+    cache = ctx.scoped("beaver masks")
+    if value in cache:
+        return cache[value]
+    made_by = ctx.producer(value)
+    if made_by is None or made_by.op not in _RELABELLINGS:
+        return None
+    source = _opened_before(ctx, device, made_by.operands[0])
+    if source is None:
+        return None
+    attrs = {k: v for k, v in made_by.attrs.items() if k != "protocol"}
+
+    def moved(party, piece, kind):
+        return ctx.emit(party, made_by.op, [piece], kind, attrs)
+    cache[value] = entry = {
+        "dealer": moved(DEALER, source["dealer"], "plain"),
+        "mask": {p: moved(p, s, "arith") for p, s in source["mask"].items()},
+        "opened": {p: moved(p, s, "masked") for p, s in source["opened"].items()}}
+    return entry
 
 
 def _product_fn(ctx, node):
@@ -172,7 +221,8 @@ def _lower_product(ctx, node):
     product = _product_fn(ctx, node)
     if a.type.kind == "arith" and b.type.kind == "arith":
         z = _beaver(ctx, device, ctx.parts[a], ctx.parts[b], product,
-                    elementwise=node.op == "mul" and a.type.shape == b.type.shape)
+                    elementwise=node.op == "mul" and a.type.shape == b.type.shape,
+                    values=(a, b))
     else:
         z = {}
         for p in (p0, p1):

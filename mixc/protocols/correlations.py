@@ -25,9 +25,12 @@ from .dealerfree import truncate as dealer_free_truncate
 TRUNC_OFFSET = 62  # x + 2^62 is non-negative for |x| < 2^62
 
 
-def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
+def triple(ctx, device, shape_a, shape_b, product, ring="arith", given=(None, None)):
     """Shares {party: (a, b, c)} with c = product(a, b) over the ring; the dealer sends c1 only.
 
+    ``given``: for a or b, a mask the dealer made earlier in this block, as
+    (the dealer's value, {party: share}), reused instead of a fresh one (an operand
+    opened once as x - a feeds several products: ``arith2pc``'s mask reuse).
     On an ``offline: he`` device the two parties make the triple themselves
     (``dealerfree.triple``: OT for elementwise and AND triples, HE for matrix
     products; ``product.op``/``product.attrs`` name the product when it is not
@@ -35,18 +38,23 @@ def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
     if device.offline == "he":
         return dealer_free_triple(ctx, device, shape_a, shape_b, product, ring)
     p0, p1 = parties(device)
-    dealt = Dealt(ctx, device, ("a", "b", "c"))
+    fresh = [name for name, g in zip("ab", given) if g is None]
+    dealt = Dealt(ctx, device, tuple(fresh) + ("c",))
     combine, correct = COMBINE[ring], CORRECT[ring]
-    a = ctx.emit(DEALER, combine, [dealt.draw(DEALER, p0, "a", shape_a),
-                                   dealt.draw(DEALER, p1, "a", shape_a)], "plain")
-    b = ctx.emit(DEALER, combine, [dealt.draw(DEALER, p0, "b", shape_b),
-                                   dealt.draw(DEALER, p1, "b", shape_b)], "plain")
+
+    def mask(name, shape, g):
+        if g is not None:
+            return g[0], {p: g[1][p] for p in (p0, p1)}
+        at_dealer = ctx.emit(DEALER, combine, [dealt.draw(DEALER, p0, name, shape),
+                                               dealt.draw(DEALER, p1, name, shape)], "plain")
+        return at_dealer, {p: dealt.draw(p, p, name, shape) for p in (p0, p1)}
+    (a, a_shares), (b, b_shares) = mask("a", shape_a, given[0]), mask("b", shape_b, given[1])
     c = product(DEALER, a, b, "plain")
     c1 = ctx.emit(DEALER, correct, [c, dealt.draw(DEALER, p0, "c", c.type.shape)], ring)
-    return {p0: (dealt.draw(p0, p0, "a", shape_a), dealt.draw(p0, p0, "b", shape_b),
-                 dealt.draw(p0, p0, "c", c.type.shape)),
-            p1: (dealt.draw(p1, p1, "a", shape_a), dealt.draw(p1, p1, "b", shape_b),
-                 ctx.xfer(c1, p1, "triple correction", ring))}
+    shares = {p0: (a_shares[p0], b_shares[p0], dealt.draw(p0, p0, "c", c.type.shape)),
+              p1: (a_shares[p1], b_shares[p1], ctx.xfer(c1, p1, "triple correction", ring))}
+    shares[DEALER] = (a, b)
+    return shares
 
 
 def truncate(ctx, device, x, bits):

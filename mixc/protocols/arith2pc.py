@@ -30,7 +30,7 @@ from . import Cost, register, register_public_sharing
 from .common import RING_BYTES, frac_bits, open_values, parties, two_party, u64
 from .correlations import dealer_truncation_cost, triple, truncate
 from .dealerfree import elementwise_triple_cost, matmul_triple_cost, only, truncation_cost
-from .shares import encoded_public, reveal_shares, shares_of
+from .shares import encoded_public, reveal_shares, run_time_slice_rule, shares_of
 
 PROTOCOL = "arith2pc"
 PROTOCOL_HE = "arith2pc.he"  # the same on ``offline: he`` devices: no dealer (dealerfree.py)
@@ -470,27 +470,7 @@ for _op in ("and", "or", "xor", "not"):
 
 # ------------------------------------------------------------ run-time slices (loops)
 
-def _run_time_slice_operands(kinds, node, module):
-    """Shared or public data, starts every party knows (a loop's counter)."""
-    n_data = 1 if node.op == "dynamic_slice" else 2
-    return ("arith" in kinds[:n_data] and all(k in ("arith", "public") for k in kinds[:n_data])
-            and all(k == "public" for k in kinds[n_data:]) and two_party(node, module))
-
-
-def _lower_run_time_slice(ctx, node):
-    """Each party slices (or updates) its own share at the public starts."""
-    device = _device(ctx, node.result)
-    n_data = 1 if node.op == "dynamic_slice" else 2
-    data = [shares_of(ctx, v, device) for v in node.operands[:n_data]]
-    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
-    ctx.parts[node.result] = {
-        p: ctx.emit(p, node.op, [d[p] for d in data] + [ctx.parts[s][p]
-                                                          for s in node.operands[n_data:]],
-                    "arith", attrs)
-        for p in parties(device)}
-
-
+_slice_accepts, _lower_slice = run_time_slice_rule("arith", shares_of)
 for _op in ("dynamic_slice", "dynamic_update_slice"):
-    _rule(_op, _run_time_slice_operands, _free, _lower_run_time_slice,
-          "local on shares, at starts every party knows")
+    _rule(_op, _slice_accepts, _free, _lower_slice, "local on shares, at starts every party knows")
 register_public_sharing("arith", shares_of)

@@ -45,7 +45,7 @@ from . import Cost, register, register_public_sharing
 from .common import Dealt, frac_bits, open_values, parties, two_party, u64
 from .correlations import triple
 from .dealerfree import b2a_pair, b2a_pair_cost, elementwise_triple_cost, only
-from .shares import shares_of
+from .shares import run_time_slice_rule, shares_of
 
 PROTOCOL = "bool2pc"
 PROTOCOL_RADIX4 = "bool2pc.radix4"
@@ -745,29 +745,9 @@ _rules("convert_element_type", _float_to_int, "arith", _rounding_cost, _rounding
 
 # ------------------------------------------------------------ run-time slices (loops)
 
-def _run_time_slice_words(kinds, node, module):
-    """XOR-shared words (not packed bits) or public data, public starts."""
-    n_data = 1 if node.op == "dynamic_slice" else 2
-    return ("bool" in kinds[:n_data] and all(k in ("bool", "public") for k in kinds[:n_data])
-            and all(k == "public" for k in kinds[n_data:]) and not _packed(node.result.type.dtype)
-            and two_party(node, module))
-
-
-def _lower_run_time_slice(ctx, node):
-    """Each party slices (or updates) its own XOR share's words at the public starts."""
-    device = ctx.device_of(node.result)
-    n_data = 1 if node.op == "dynamic_slice" else 2
-    data = [bool_shares_of(ctx, v, device) for v in node.operands[:n_data]]
-    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
-    ctx.parts[node.result] = {
-        p: ctx.emit(p, node.op, [d[p] for d in data] + [ctx.parts[s][p]
-                                                          for s in node.operands[n_data:]],
-                    "bool", attrs)
-        for p in parties(device)}
-
-
+_slice_accepts, _lower_slice = run_time_slice_rule("bool", bool_shares_of, words_only=True)
 for _op in ("dynamic_slice", "dynamic_update_slice"):
-    register(PROTOCOL, _op, device="MPC", accepts=_run_time_slice_words, result_kind="bool",
-             cost=lambda n, m: Cost(), lower=_lower_run_time_slice, wants="bool",
+    register(PROTOCOL, _op, device="MPC", accepts=_slice_accepts, result_kind="bool",
+             cost=lambda n, m: Cost(), lower=_lower_slice, wants="bool",
              doc="local on XOR shares of words, at starts every party knows")
 register_public_sharing("bool", bool_shares_of)

@@ -15,7 +15,10 @@ than one protocol uses:
   ``he``'s ``to`` of a party's private value from an HE device into MPC;
 - ``reveal_shares``: every party sends its share to the destination, which
   adds them and decodes: ``arith2pc``'s reveal to a PYU and ``tee``'s opening
-  of shares inside a TEE.
+  of shares inside a TEE;
+- ``run_time_slice_rule``: dynamic_slice / dynamic_update_slice at starts
+  every party knows (a loop's counter), local on each party's share of either
+  kind (``arith2pc`` and ``bool2pc`` register it with their own share reader).
 """
 from ..passes.lower import seed_name
 from .common import frac_bits, parties, u64
@@ -78,3 +81,31 @@ def reveal_shares(ctx, node):
     f = frac_bits(device, x.type.dtype)
     ctx.parts[node.result] = {dst: ctx.emit(dst, "decode", [total], "plain",
                                             {"frac_bits": f, "dtype": x.type.dtype})}
+
+
+def run_time_slice_rule(share_kind, shares_fn, words_only=False):
+    """(accepts, lower) of dynamic_slice / dynamic_update_slice on ``share_kind`` shares
+    read by ``shares_fn(ctx, value, device)``, starts public; ``words_only``: not for
+    packed bits (bool values), whose slices are not whole words."""
+    def data_count(node):
+        return 1 if node.op == "dynamic_slice" else 2
+
+    def accepts(kinds, node, module):
+        from .common import two_party
+        n = data_count(node)
+        return (share_kind in kinds[:n] and all(k in (share_kind, "public") for k in kinds[:n])
+                and all(k == "public" for k in kinds[n:]) and two_party(node, module)
+                and not (words_only and node.result.type.dtype == "bool"))
+
+    def lower(ctx, node):
+        device = ctx.device_of(node.result)
+        n = data_count(node)
+        data = [shares_fn(ctx, v, device) for v in node.operands[:n]]
+        starts = node.operands[n:]
+        attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
+        ctx.parts[node.result] = {
+            p: ctx.emit(p, node.op, [d[p] for d in data] + [ctx.parts[s][p] for s in starts],
+                        share_kind, attrs)
+            for p in parties(device)}
+    lower.__doc__ = "Each party slices (or updates) its own share at the public starts."
+    return accepts, lower

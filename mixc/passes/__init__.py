@@ -5,12 +5,13 @@ order, each a module with ``run(module) -> module`` whose docstring states the
 invariant it establishes. ``verify`` runs after each pass when asked (tests
 do); the traced IR has no kinds yet, so checking starts after ``place``.
 """
-from . import fold_scalars, insert_transfers, lower, partition, place, select_protocols, verify
+from . import batch_comparisons, fold_scalars, insert_transfers, lower, partition, place, select_protocols, verify
 
 PIPELINE = [
     ("place", place.run),
     ("insert_transfers", insert_transfers.run),
     ("fold_scalars", fold_scalars.run),
+    ("batch_comparisons", batch_comparisons.run),
     ("select_protocols", select_protocols.run),
     ("lower", lower.run),
     ("partition", partition.run),

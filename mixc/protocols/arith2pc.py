@@ -259,9 +259,49 @@ def _product_cost(node, module):
     out = node.result.type.size
     cost = Cost()
     if a.type.kind == "arith" and b.type.kind == "arith":
-        # dealer's c1, then each party opens both masked operands
-        cost = Cost(RING_BYTES * (out + 2 * (_words(a.type) + _words(b.type))), 1)
+        # dealer's c1, then each party opens the masked operands not opened before
+        reused = _reused_openings(module).get(node, ())
+        opened = sum(_words(v.type) for i, v in enumerate((a, b)) if i not in reused)
+        cost = Cost(RING_BYTES * (out + 2 * opened), 1)
     return cost + (dealer_truncation_cost(out) if f else Cost())
+
+
+_MASKED_PRODUCTS = ("mul", "dot_general", "conv_general_dilated")
+
+
+def _reused_openings(module):
+    """{product node: indices of operands whose opening an earlier product in the same
+    block made} (what ``_opened_before`` will reuse), computed once per module."""
+    cached = module.__dict__.get("_reused_openings")
+    if cached is not None and cached[0] == len(module.nodes):
+        return cached[1]
+    from ..ir.core import walk
+    made_by = {r: n for n in walk(module.nodes) for r in n.results}
+
+    def chain(v):
+        """v and what it relabels, transitively: where ``_opened_before`` looks."""
+        yield v
+        while v in made_by and made_by[v].op in _RELABELLINGS:
+            v = made_by[v].operands[0]
+            yield v
+
+    reused = {}
+
+    def scan(nodes):
+        opened = set()
+        for n in nodes:
+            if n.body is not None:
+                scan(n.body.nodes)
+            if n.op not in _MASKED_PRODUCTS or any(v.type.kind == "public" for v in n.operands):
+                continue
+            for i, v in enumerate(n.operands):
+                if any(u in opened for u in chain(v)):
+                    reused.setdefault(n, set()).add(i)
+                else:
+                    opened.add(v)
+    scan(module.nodes)
+    module.__dict__["_reused_openings"] = (len(module.nodes), reused)
+    return reused
 
 
 def _div_cost(node, module):

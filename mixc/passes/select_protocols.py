@@ -138,7 +138,7 @@ def _weights(nodes, times, out):
 
 
 def _scaled(cost, times):
-    return Cost(cost.bytes * times, cost.rounds * times)
+    return cost.times(times)
 
 
 def run(module):

@@ -27,20 +27,28 @@ from dataclasses import dataclass, field
 class Cost:
     bytes: int = 0
     rounds: int = 0
+    ops: int = 0  # party-local ops all parties run, where a rule's choice changes them
 
     def __add__(self, other):
-        return Cost(self.bytes + other.bytes, self.rounds + other.rounds)
+        return Cost(self.bytes + other.bytes, self.rounds + other.rounds, self.ops + other.ops)
+
+    def times(self, n):
+        return Cost(self.bytes * n, self.rounds * n, self.ops * n)
 
 
 @dataclass(frozen=True)
 class NetworkProfile:
-    """Turns a Cost into estimated seconds: bytes / bandwidth + rounds * latency."""
+    """Turns a Cost into estimated seconds: bytes / bandwidth + rounds * latency + ops *
+    per_op (the executor's overhead per party-local op, which circuits of many small
+    ops on packed bits pay more than their bytes)."""
     name: str
     bandwidth: float  # bytes per second
     latency: float    # seconds per round
+    per_op: float = 4e-6  # seconds per party-local op (measured: a few microseconds)
 
     def seconds(self, cost: Cost) -> float:
-        return cost.bytes / self.bandwidth + cost.rounds * self.latency
+        return (cost.bytes / self.bandwidth + cost.rounds * self.latency
+                + cost.ops * self.per_op)
 
 
 NETWORKS = {

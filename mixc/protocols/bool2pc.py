@@ -246,8 +246,13 @@ def _lt_words(n):
     return n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
 
 
+# party-local ops of one comparison circuit, all parties together (whatever its width:
+# the ops work on packed words); counted from the lowered programs
+_LT_OPS, _LT_RADIX4_OPS = 480, 1350
+
+
 def _lt_cost(node, module):
-    return Cost(_and_cost(_lt_words(node.operands[0].type.size)), 7)
+    return Cost(_and_cost(_lt_words(node.operands[0].type.size)), 7, _LT_OPS)
 
 
 # dealer-free (``offline: he``, protocol ``bool2pc.ot``): AND triples by OT, one offline
@@ -273,7 +278,7 @@ def _lt_radix4_cost(node, module):
         group_words = -(-n // 4 ** (level + 1))
         products = 3 if level == 2 else 4
         words += WORD * group_words * (2 * 7 + _R4_SUBSETS[products])
-    return Cost(words, 4)
+    return Cost(words, 4, _LT_RADIX4_OPS)
 
 
 def _eq_words(n):

@@ -351,7 +351,8 @@ def _dynamic_slice_impl(a, x, *starts):
     sizes = a["sizes"]
     index = tuple(slice(b, b + n) for b, n in
                   ((_start_of(s, n, d), n) for s, n, d in zip(starts, sizes, x.shape)))
-    return np.array(x[index])
+    window = x[index]  # a view where it is contiguous: nothing writes into a value once made
+    return window if window.flags.c_contiguous else np.ascontiguousarray(window)
 
 
 def _dynamic_update_slice_impl(a, x, update, *starts):

@@ -292,6 +292,7 @@ class Link:
         self._pending = {}                                  # (peer, tag) -> payload
         self._pending_bytes = dict.fromkeys(self.peers, 0)  # peer -> bytes waiting here
         self._blocked = False   # our party waits (in recv, or for a peer to take messages)
+        self._held = 0          # senders waiting for us to take their messages
         self._received = {p: _TagSet() for p in self.peers}
         self._failed = {}                                   # peer -> reason
         self._closed = False
@@ -332,7 +333,8 @@ class Link:
                     self._received[peer].add(tag)
                     self._pending_bytes[peer] -= _size(payload)
                     self._blocked = False
-                    self._cond.notify_all()  # a sender held back by _MAX_PENDING may go on
+                    if self._held:
+                        self._cond.notify_all()  # a sender held back by _MAX_PENDING may go on
                     return payload
                 if tag in self._received[peer]:
                     raise PeerError(peer, f"message tag {tag} was already received", op=op)
@@ -347,7 +349,8 @@ class Link:
                         peer, f"timed out after {self.timeout:g} s waiting for message tag {tag}", op=op)
                 if not self._blocked:
                     self._blocked = True
-                    self._cond.notify_all()
+                    if self._held:
+                        self._cond.notify_all()
                 self._cond.wait(deadline - now)
 
     def stats(self):
@@ -393,7 +396,8 @@ class Link:
             self._pending_bytes[peer] += _size(payload)
             self._bytes_recv[peer] += nbytes
             self._msgs_recv[peer] += 1
-            self._cond.notify_all()
+            if self._blocked or self._held:  # someone waits on this condition
+                self._cond.notify_all()
             return True
 
     def _fail(self, peer, reason):
@@ -443,9 +447,13 @@ class _InProcessLink(Link):
             self._cond.notify_all()
         try:
             with dest._cond:
-                while (dest._pending_bytes[self.party] > _MAX_PENDING and not dest._blocked
-                       and not dest._closed and self.party not in dest._failed):
-                    dest._cond.wait(0.05)
+                dest._held += 1
+                try:
+                    while (dest._pending_bytes[self.party] > _MAX_PENDING and not dest._blocked
+                           and not dest._closed and self.party not in dest._failed):
+                        dest._cond.wait(0.05)
+                finally:
+                    dest._held -= 1
         finally:
             with self._cond:
                 self._blocked = False

@@ -88,7 +88,8 @@ Methods, and behaviour outside the range:
 - rsqrt: as sqrt; degree-8 q ~ 16/sqrt(m); (2^-j/16) q. x < 2^-8
   (including x <= 0): 16; x >= 2^14: 2^-7.
 - logistic (sigmoid): s = sign x; a = min(|x|, 8.25) (x < 0, x < 8.25 and
-  -x < 8.25 batched into one comparison layer); degree-8 minimax p ~ sigmoid(a) on [0, 8.25], fitted
+  -x < 8.25 batched into one comparison layer; above 2^16 elements x < 0 then
+  |x| < 8.25, two layers of fewer bytes); degree-8 minimax p ~ sigmoid(a) on [0, 8.25], fitted
   jointly with the saturation error and with p(0) = 1/2 exactly;
   1/2 + s (p - 1/2). So sigmoid(0) = 1/2, sigmoid(-x) = 1 - sigmoid(x)
   exactly, and it is continuous; for |x| > 8.25 it is constant:
@@ -654,9 +655,18 @@ def rsqrt(x, *, lo=None, hi=None):
 
 # ---------------------------------------------------------------- sigmoid / tanh
 
+# Above this many elements a comparison's bytes outweigh its rounds and local work.
+_WIDE = 1 << 16
+
+
 def _odd_saturating(x, clamp, scale, coeffs):
-    """sign(x) and p(min(|x|, clamp)): the three comparisons (x < 0, x < clamp,
-    -x < clamp) are one batched comparison of 3|x| elements, so they cost one layer."""
+    """sign(x) and p(min(|x|, clamp)). Narrow x: the three comparisons (x < 0, x < clamp,
+    -x < clamp) are one batched comparison of 3|x| elements, so they cost one layer.
+    Wide x: two comparisons of |x| elements (x < 0, then |x| < clamp), two layers and
+    two thirds of the bytes."""
+    if x.size > _WIDE:
+        s = _sign(x)
+        return s, _poly(jnp.minimum(s * x, clamp) * scale - 1.0, coeffs)
     bounds = jnp.asarray([0.0, clamp, clamp], jnp.float32).reshape((3,) + (1,) * x.ndim)
     below = jnp.stack([x, x, -x]) < bounds
     s = jnp.where(below[0], -1.0, 1.0).astype(jnp.float32)
@@ -674,7 +684,7 @@ def sigmoid(x):
     p(a) ~ sigmoid(a) on [0, 8.25] fitted jointly with the saturation error and
     with p(0) = 1/2 exactly, result 1/2 + s * (p - 1/2): sigmoid(0) = 1/2 and
     sigmoid(-x) = 1 - sigmoid(x) exactly. 7 products, depth 6, 3 comparisons
-    (1 layer). Outside [-8.25, 8.25] it returns the constants
+    (1 layer; above 2^16 elements 2 comparisons in 2 layers, fewer bytes). Outside [-8.25, 8.25] it returns the constants
     p(8.25) = 1 - 1.6e-4 and 1 - p(8.25), within the bound of 1 and 0.
     """
     x = _f32(x)

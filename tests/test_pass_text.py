@@ -48,7 +48,6 @@ def test_pass_output(path):
     if os.environ.get("MIXC_WRITE_EXPECTED"):
         expected_path.write_text(printed, encoding="utf-8")
     expected = _strip_comments(expected_path.read_text(encoding="utf-8"))
-    if printed != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), printed.splitlines(True),
-                                            expected_path.name, "printed"))
-        pytest.fail(f"{name} on {path.name} printed something else:\n{diff}")
+    diff = "".join(difflib.unified_diff(expected.splitlines(True), printed.splitlines(True),
+                                        expected_path.name, "printed"))
+    assert printed == expected, f"{name} on {path.name} printed something else:\n{diff}"

@@ -232,16 +232,21 @@ def _unary(fn):
     return make
 
 
-def _make_lr(c, args):
+def _vertical_lr(c, args, train, name):
+    """LR on features split between p1 (x1) and p2 (x2, labels y); (w, b) to p1."""
     x1_0, x2_0, y_0 = args
 
-    @mixc.program
-    def lr_train_10k(x1: mixc.Input(c.p1, x1_0.shape), x2: mixc.Input(c.p2, x2_0.shape),
-                     y: mixc.Input(c.p2, y_0.shape)):
-        w, b = mixc.device(c.mpc)(lr_train)(mixc.to(x1, c.mpc), mixc.to(x2, c.mpc),
-                                           mixc.to(y, c.mpc))
+    def prog(x1: mixc.Input(c.p1, x1_0.shape), x2: mixc.Input(c.p2, x2_0.shape),
+             y: mixc.Input(c.p2, y_0.shape)):
+        w, b = mixc.device(c.mpc)(train)(mixc.to(x1, c.mpc), mixc.to(x2, c.mpc),
+                                        mixc.to(y, c.mpc))
         return mixc.reveal(w, c.p1), mixc.reveal(b, c.p1)
-    return lr_train_10k, lr_train, ("x1", "x2", "y")
+    prog.__name__ = prog.__qualname__ = name
+    return mixc.program(prog), train, ("x1", "x2", "y")
+
+
+def _make_lr(c, args):
+    return _vertical_lr(c, args, lr_train, "lr_train_10k")
 
 
 def _make_mlp(c, args):
@@ -260,18 +265,9 @@ def _make_mlp(c, args):
 
 
 def _make_lr_sgd(c, args, steps=None):
-    x1_0, x2_0, y_0 = args
-
     def train(x1, x2, y):
         return lr_sgd(x1, x2, y, steps=steps)
-
-    @mixc.program
-    def lr_sgd_60k(x1: mixc.Input(c.p1, x1_0.shape), x2: mixc.Input(c.p2, x2_0.shape),
-                   y: mixc.Input(c.p2, y_0.shape)):
-        w, b = mixc.device(c.mpc)(train)(mixc.to(x1, c.mpc), mixc.to(x2, c.mpc),
-                                        mixc.to(y, c.mpc))
-        return mixc.reveal(w, c.p1), mixc.reveal(b, c.p1)
-    return lr_sgd_60k, train, ("x1", "x2", "y")
+    return _vertical_lr(c, args, train, "lr_sgd_60k")
 
 
 def _make_mlp_train(c, args, steps=None):

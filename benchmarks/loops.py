@@ -1,7 +1,7 @@
 """Scale checks for loops (issue "Loops stay loops"): build cost against trip count,
 and memory of a long training run.
 
-    python benchmarks/loops.py [build] [memory]
+    python benchmarks/loops.py [build] [memory] [dealer_free]
 
 Prints one JSON line per check:
 
@@ -12,6 +12,11 @@ Prints one JSON line per check:
 - ``memory``: 1000 steps of that LR under ``simulate`` in a fresh process:
   ``peak_rss_mb`` of that process (target < 1536), ``wall_s``, the largest
   |mixc weights - plain JAX weights| (target < 0.05) and both accuracies.
+- ``dealer_free``: the same LR on a dealer-free MPC device (``offline: he``,
+  ``examples/two_party_he.devices``: correlations made by the two parties per
+  iteration, by OT and HE) built at 10 and at 500 steps (``build_s_*``,
+  ``program_bytes_*``, their ratios: about 1), and a 20-step run under
+  ``simulate`` (``wall_s_20``, ``weights_max_abs_err_20`` against plain JAX).
 """
 import json
 import os
@@ -42,8 +47,8 @@ def train(steps):
     return fn
 
 
-def program(steps):
-    cluster = mixc.init_device(os.path.join(ROOT, "examples", "two_party.devices"))
+def program(steps, devices="two_party.devices"):
+    cluster = mixc.init_device(os.path.join(ROOT, "examples", devices))
 
     @mixc.program
     def lr(x: mixc.Input(cluster.p1, (N, D)), y: mixc.Input(cluster.p2, (N,))):
@@ -75,7 +80,7 @@ def memory_check(steps=1000):
     x, y = data()
     prog = program(steps)
     t = time.perf_counter()
-    w = prog.simulate(x=x, y=y)["w"]
+    w = prog.simulate(x=x, y=y, check_ranges=False)["w"]  # the parties' own cost
     wall = time.perf_counter() - t
     ref = np.asarray(train(steps)(jnp.asarray(x), jnp.asarray(y)))
     acc = lambda v: float(np.mean(((x @ v) > 0) == (y > 0.5)))  # noqa: E731
@@ -85,8 +90,29 @@ def memory_check(steps=1000):
             "accuracy": acc(w), "plain_accuracy": acc(ref)}
 
 
+def dealer_free_check(run_steps=20):
+    rec = {"check": "dealer_free"}
+    devices = "two_party_he.devices"
+    program(10, devices).build()  # warm-up
+    for steps in (10, 500):
+        t = time.perf_counter()
+        bundle = program(steps, devices).build()
+        rec[f"build_s_{steps}"] = round(time.perf_counter() - t, 4)
+        rec[f"program_bytes_{steps}"] = sum(len(bundle.text(p)) for p in bundle.parties)
+    rec["build_ratio"] = round(rec["build_s_500"] / rec["build_s_10"], 3)
+    rec["size_ratio"] = round(rec["program_bytes_500"] / rec["program_bytes_10"], 3)
+    x, y = data()
+    prog = program(run_steps, devices)
+    t = time.perf_counter()
+    w = prog.simulate(x=x, y=y, check_ranges=False)["w"]  # the parties' own cost
+    rec[f"wall_s_{run_steps}"] = round(time.perf_counter() - t, 3)
+    ref = np.asarray(train(run_steps)(jnp.asarray(x), jnp.asarray(y)))
+    rec[f"weights_max_abs_err_{run_steps}"] = float(np.abs(w - ref).max())
+    return rec
+
+
 def main(argv):
-    checks = argv or ["build", "memory"]
+    checks = argv or ["build", "memory", "dealer_free"]
     for check in checks:
         if check == "build":
             print(json.dumps(build_check()), flush=True)
@@ -96,8 +122,10 @@ def main(argv):
             print(out.strip(), flush=True)
         elif check == "_memory":
             print(json.dumps(memory_check()), flush=True)
+        elif check == "dealer_free":
+            print(json.dumps(dealer_free_check()), flush=True)
         else:
-            raise SystemExit(f"unknown check {check!r}: build, memory")
+            raise SystemExit(f"unknown check {check!r}: build, memory, dealer_free")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """mixc's side of the side-by-side benchmark with SPU (see benchmarks/README.md).
 
     python benchmarks/run.py [NAME ...] [--reps 3] [--network lan] [--offline dealer|he] [--steps N]
+                             [--ring 64|128]
+                              [--check-ranges]
 
 Runs the workloads of ``shared/peer/spu_peer.py`` with the same names, sizes
 and seeds (``np.random.default_rng(0)``, data drawn in the order of that
@@ -29,6 +31,10 @@ prints one JSON line per workload:
 - ``ops``: per party, how many times a run executes each op (a loop body's
   ops counted once per iteration; ``op_counts``).
 
+``--check-ranges`` also times each workload with ``simulate``'s range sanitizer
+on (``check_ranges_wall_s``, ``check_ranges_ratio`` to ``wall_s``, and the
+``range_warnings`` a run gives); ``wall_s`` is always without it.
+
 ``--steps N`` trains lr_sgd_60k and mlp_train_100 for N steps instead of
 468 and 100 (same inputs, for quick checks); the plain JAX reference then
 trains for N steps too. Their ``lax.fori_loop`` is one loop in the party
@@ -47,6 +53,9 @@ unphased: correlations made where they are used), ``dealer_free`` (no dealer
 party in the bundle) and ``protocols`` (the protocol chosen for each product
 and comparison).
 
+``--ring 128`` runs them on ``examples/two_party_ring128.devices`` (shares in
+Z_2^128, 40 fraction bits; dealer only); each record then has ``"ring": 128``.
+
 A workload that mixc cannot build yet prints
 ``{"name", "system", "skipped": "<error>", "build_s", "peak_rss_mb"}``
 (``build_s``: until the build failed); one that builds but fails to run
@@ -61,6 +70,7 @@ import resource
 import sys
 import time
 import traceback
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +84,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = os.path.join(ROOT, "examples", "two_party.devices")
 HE_SYSTEM = "mixc-he"
 HE_DEVICES = os.path.join(ROOT, "examples", "two_party_he.devices")
+RING128_DEVICES = os.path.join(ROOT, "examples", "two_party_ring128.devices")
 
 
 # ------------------------------------------------------------- the functions
@@ -652,7 +663,7 @@ def run_one_phased(name, cluster, data, reps, network, prefer=(), steps=None):
     rec["dealer_free"] = "dealer" not in bundle.parties
     try:
         t = time.perf_counter()
-        mixc.bundle.simulate(bundle, inputs)  # warm-up, unphased
+        mixc.bundle.simulate(bundle, inputs, check_ranges=False)  # warm-up, unphased
         rec["inline_wall_s"] = round(time.perf_counter() - t, 4)
         runs = []
         for _ in range(reps):
@@ -686,7 +697,25 @@ def run_one_phased(name, cluster, data, reps, network, prefer=(), steps=None):
     return rec
 
 
-def run_one(name, cluster, data, reps, network, steps=None):
+def time_range_checks(bundle, inputs, reps, wall_s):
+    """``--check-ranges``: the median of ``reps`` runs with simulate's range sanitizer on
+    (its set-up, the re-lowering of the global IR, included), its ratio to ``wall_s``, and
+    how many RangeWarnings a run gives."""
+    times = []
+    for _ in range(reps):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            t = time.perf_counter()
+            mixc.bundle.simulate(bundle, inputs, check_ranges=True)
+            times.append(time.perf_counter() - t)
+    checked = sorted(times)[len(times) // 2]
+    return {"check_ranges_wall_s": round(checked, 4),
+            "check_ranges_ratio": round(checked / wall_s, 3),
+            "range_warnings": [str(w.message) for w in seen
+                               if issubclass(w.category, mixc.RangeWarning)]}
+
+
+def run_one(name, cluster, data, reps, network, steps=None, check_ranges=False):
     rec = {"name": name, "system": SYSTEM}
     args = data[name]
     if name in TRAINING:
@@ -704,14 +733,16 @@ def run_one(name, cluster, data, reps, network, steps=None):
     inputs = dict(zip(input_names, args))
     try:
         stats = {}
-        mixc.bundle.simulate(bundle, inputs)  # warm-up
+        mixc.bundle.simulate(bundle, inputs, check_ranges=False)  # warm-up
         times = []
         for _ in range(reps):
             stats = {}
             t = time.perf_counter()
-            out = mixc.bundle.simulate(bundle, inputs, stats=stats)
+            out = mixc.bundle.simulate(bundle, inputs, stats=stats, check_ranges=False)
             times.append(time.perf_counter() - t)
         rec["wall_s"] = round(sorted(times)[len(times) // 2], 4)
+        if check_ranges:
+            rec.update(time_range_checks(bundle, inputs, reps, rec["wall_s"]))
         rec.update(score(name, fn, args, out))
         sent = {p: int(s["bytes_sent_total"]) for p, s in stats.items()}
         rec["bytes_sent"] = sent
@@ -753,7 +784,15 @@ def main(argv=None):
                     help="train lr_sgd_60k and mlp_train_100 for N SGD steps instead of "
                          "their real 468 and 100 (same inputs; the plain-JAX reference "
                          "trains for N steps too): for quick checks. Default: the real sizes")
+    ap.add_argument("--check-ranges", action="store_true",
+                    help="also time simulate with its range sanitizer on: check_ranges_wall_s, "
+                         "check_ranges_ratio (to wall_s) and the range_warnings given")
+    ap.add_argument("--ring", type=int, default=64, choices=(64, 128),
+                    help="the MPC device's share ring: 64 bits, or 128 "
+                         "(examples/two_party_ring128.devices, 40 fraction bits; dealer only)")
     a = ap.parse_args(argv)
+    if a.ring == 128 and a.offline == "he":
+        ap.error("--ring 128 runs with --offline dealer only: dealer-free correlations are 64-bit")
     unknown = [n for n in a.names if n not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
@@ -762,17 +801,20 @@ def main(argv=None):
     if a.steps is not None and a.steps < 1:
         ap.error("--steps must be at least 1")
     he = a.offline == "he"
-    cluster = mixc.init_device(HE_DEVICES if he else DEVICES)
+    cluster = mixc.init_device(HE_DEVICES if he else RING128_DEVICES if a.ring == 128 else DEVICES)
     names = a.names or list(WORKLOADS)
     data = make_data(0, training=any(n in TRAINING for n in names))
     for name in names:
         try:
             rec = (run_one_phased(name, cluster, data, a.reps, a.network, a.prefer, a.steps)
-                   if he else run_one(name, cluster, data, a.reps, a.network, a.steps))
+                   if he else run_one(name, cluster, data, a.reps, a.network, a.steps,
+                                      a.check_ranges))
         except Exception as e:  # noqa: BLE001 - never let one workload end the run
             rec = {"name": name, "system": HE_SYSTEM if he else SYSTEM, "error": _message(e),
                    "build_s": None}
         rec["peak_rss_mb"] = peak_rss_mb()
+        if a.ring != 64:
+            rec["ring"] = a.ring
         print(json.dumps(rec), flush=True)
     return 0
 

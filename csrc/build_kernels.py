@@ -25,7 +25,7 @@ import sys
 from cffi import FFI
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = ["ring.c", "matmul.c", "prg.c", "bits.c", "he.c", "fused.c", "ot.c"]
+_SOURCES = ["ring.c", "matmul.c", "prg.c", "bits.c", "he.c", "fused.c", "ot.c", "ring128.c"]
 
 
 def _rel(path):

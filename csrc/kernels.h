@@ -210,6 +210,42 @@ void mixc_gilboa_send(const uint64_t *q, size_t n, const uint64_t *s, const uint
                       uint64_t *share, uint64_t *dpack);
 void mixc_gilboa_recv_hash(const uint64_t *t, size_t n, uint64_t *share);
 void mixc_gilboa_recv_fix(const uint64_t *b, const uint64_t *dpack, size_t n, uint64_t *share);
+/* ---- ring Z_2^128 (csrc/ring128.c), for ``ring: 128`` MPC devices ----
+ * Element i of n is words [2i] (bits 0..63) and [2i+1] (bits 64..127); sizes
+ * count elements.  Elementwise kernels follow the aliasing rule above.
+ * Shifts take 0 <= bits <= 127.  rowsum: out[r] = sum of row r of an m x k array.
+ * encode/decode: as mixc_encode_fixed/decode_fixed with |round(x 2^f)| < 2^127.
+ * beaver_finish/truncpr_finish: the fused kernels below over Z_2^128; truncpr
+ *   (1 <= bits <= 126): c_low = (c << 1) >> (bits + 1), c_msb = c >> 127,
+ *   t = msb - 2*c_msb*msb (+ c_msb if first),
+ *   out = (t << (127 - bits)) - low (+ c_low - 2^(126 - bits) if first).
+ * matmul_low: C (M x N elements) (+)= A . BT^T with full 128-bit products, A
+ *   (M x K) and BT (N x K) uint64 words with row strides lda, ldb; C must not
+ *   overlap A or BT. */
+void mixc_r128_add(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n);
+void mixc_r128_sub(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n);
+void mixc_r128_mul(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n);
+void mixc_r128_neg(const uint64_t *a, uint64_t *out, size_t n);
+void mixc_r128_shl(const uint64_t *a, uint64_t *out, size_t n, unsigned bits);
+void mixc_r128_lrshift(const uint64_t *a, uint64_t *out, size_t n, unsigned bits);
+void mixc_r128_arshift(const uint64_t *a, uint64_t *out, size_t n, unsigned bits);
+void mixc_r128_rowsum(const uint64_t *a, uint64_t *out, size_t m, size_t k);
+size_t mixc_r128_encode(const double *x, uint64_t *out, size_t n, unsigned frac_bits);
+void mixc_r128_decode(const uint64_t *u, double *out, size_t n, unsigned frac_bits);
+void mixc_r128_beaver_finish(const uint64_t *c, const uint64_t *e, const uint64_t *f,
+                             const uint64_t *a, const uint64_t *b, uint64_t *out,
+                             size_t n, int first);
+void mixc_r128_truncpr_finish(const uint64_t *c, const uint64_t *msb, const uint64_t *low,
+                              uint64_t *out, size_t n, unsigned bits, int first);
+/* matmul: C (M x N) = A (M x K) . B (K x N), all Z_2^128 elements, row-major;
+ * ws >= mixc_r128_matmul_ws_words(M, K, N) words. Returns 1 when done (AVX-512
+ * IFMA kernel), 0 when this build has no IFMA kernel (then nothing is written:
+ * use matmul_low and 64-bit GEMMs), -1 when ws is too small. */
+size_t mixc_r128_matmul_ws_words(size_t M, size_t K, size_t N);
+int mixc_r128_matmul(const uint64_t *A, const uint64_t *B, uint64_t *C,
+                     size_t M, size_t K, size_t N, uint64_t *ws, size_t ws_words);
+void mixc_r128_matmul_low(const uint64_t *A, size_t lda, const uint64_t *BT, size_t ldb,
+                          uint64_t *C, size_t M, size_t K, size_t N, int accumulate);
 /* CDEF-END */
 
 #endif /* MIXC_KERNELS_H */

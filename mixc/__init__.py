@@ -7,10 +7,10 @@ process that only runs a compiled program starts without loading JAX.
 import importlib
 
 from .config import Cluster, Device, init_device
-from .errors import MixcError
+from .errors import MixcError, RangeWarning
 
-__all__ = ["Cluster", "Device", "Input", "MixcError", "Program", "device", "dp", "fori_loop",
-           "init_device", "plaintext_to", "program", "reveal", "to"]
+__all__ = ["Cluster", "Device", "Input", "MixcError", "Program", "RangeWarning", "device", "dp",
+           "fori_loop", "init_device", "plaintext_to", "program", "reveal", "to"]
 __version__ = "0.1.0"
 
 _FRONTEND = ("Input", "Program", "device", "fori_loop", "plaintext_to", "program", "reveal", "to")

@@ -32,14 +32,14 @@ by public constants (local, plus one truncation round each) are not counted.
 ===========  ===============  ====  =======  =======  =======  ====  =====  ==========
 function     range            kind  bound    f32      fxp      prod  depth  cmp (lyr)
 ===========  ===============  ====  =======  =======  =======  ====  =====  ==========
-exp          [-16, 12]        rel   1.0e-4   3.0e-5   6.6e-5   8     7      2 (1)
-log          [2^-10, 2^10]    abs   4.0e-5   1.5e-5   2.6e-5   5     4      11 (1)
-reciprocal   |x| in [2^-8,    rel   1.5e-5   1.8e-6   8.1e-6   9     7      12 (2)
-             2^12], either
+exp          [-16, 30]        rel   1.0e-4   2.9e-5   6.3e-5   10    8      4 (1)
+log          [2^-18, 2^45)    abs   4.0e-5   1.6e-5   2.6e-5   8     5      32 (1)
+reciprocal   |x| in [2^-18,   rel*  1.5e-5   1.8e-6   7.6e-6   10    7      21 (2)
+             2^45), either
              sign
-div(a, b)    |b| as above     rel   1.5e-5   1.8e-6   (below)  10    8      12 (2)
-sqrt         [2^-8, 2^14]     rel   1.0e-5   1.5e-6   5.7e-6   7     5      13 (1)
-rsqrt        [2^-8, 2^14]     rel   3.0e-5   2.0e-5   2.2e-5   6     5      12 (1)
+div(a, b)    |b| as above     rel   1.5e-5   1.8e-6   (below)  16    8      33 (2)
+sqrt         [2^-18, 2^45)    rel   1.0e-5   1.5e-6   5.5e-6   9     6      32 (1)
+rsqrt        [2^-18, 2^45)    rel*  3.0e-5   2.0e-5   2.2e-5   8     6      32 (1)
 logistic     all of R         abs   2.5e-4   1.6e-4   1.8e-4   7     6      2 (2)
 tanh         all of R         abs   4.0e-4   3.2e-4   3.5e-4   7     6      2 (2)
 erf          all of R         abs   2.5e-4   1.6e-4   1.7e-4   7     6      2 (2)
@@ -59,34 +59,65 @@ softmax      any logits,      abs   1.0e-4   5.7e-6   5.6e-5   9+    14+    (bel
 log_softmax  as softmax       abs   1.5e-4   4.2e-5   1.1e-4   8+    11+    (below)
 ===========  ===============  ====  =======  =======  =======  ====  =====  ==========
 
+"rel*": the relative bound holds where the result is above ``RESOLUTION_FLOORS``
+(2^-16 for reciprocal, i.e. |x| <= 2^16; 2^-15 for rsqrt, x <= 2^30); smaller results,
+which have at most 2 or 3 of the 18 fraction bits, are within 2^-17 (measured: 2^-17 in
+float32 and fixed point). 2^45 is where the 64-bit ring with 18 fraction bits ends (its
+largest value is 2^45 - 2^-18); 2^-18 is its smallest positive value.
+
 Methods, and behaviour outside the range:
 
-- exp: two comparisons (x < -16, x > 12) clamp x with one product;
-  P(y) ~ 8 e^y, degree-8 minimax on y = x/8 in [-2, 1.5]; e^x = (P^2/64)^4
-  (3 squarings). Below -16 the polynomial's argument and constant term are
-  both zeroed, so exp(x) = 0 exactly (true value < 1.2e-7, under the 2^-18
-  resolution; no e^-16 floor adding n * 1e-7 to a softmax sum). Above 12:
-  e^12 = 162754.8. Outputs stay below 2^18.
-- log: comparisons with 4^j, j = -5..5, give m = x 4^-j in [1, 4) (one
-  product) and the offset j ln 4 (free); degree-8 minimax q ~ 8 log m;
-  q/8 + j ln 4. x < 2^-10 (including x <= 0): log 2^-10 = -6.93;
-  x >= 2^10: log 2^10 = 6.93.
-- reciprocal: s = sign x (one comparison), a = s x; comparisons with 4^j,
-  j = -4..6, give m = a 4^-j and f = s 4^-j / 16 (one product each);
-  degree-12 minimax q ~ 16/m; f q. |x| < 2^-8 gives s * 256 (x = 0: +256);
-  |x| >= 2^12 gives s * 2^-12.
-- div(a, b): (a q) f with q, f from reciprocal's reduction of b, so small
-  quotients keep their relative precision (a * reciprocal(b) would first
-  round 1/b to a multiple of 2^-18). |err| <= 1.5e-5 |a/b| in float32 and
-  <= 1.5e-5 |a/b| + 2^-17 (1 + 1/(4|b|)) in fixed point (measured: half of
-  that); needs |a| < 2^22. Outside the range of |b|: a times reciprocal's
-  saturated value.
-- sqrt: as reciprocal without the sign, plus a comparison x > 0; degree-8
-  q ~ 16 sqrt(m); (2^j/16) q. 0 < x < 2^-8: the chord 16 x (one product,
-  in parallel; absolute error <= 2^-6, at x = 2^-10); x <= 0: 0;
-  x >= 2^14: 128.
-- rsqrt: as sqrt; degree-8 q ~ 16/sqrt(m); (2^-j/16) q. x < 2^-8
-  (including x <= 0): 16; x >= 2^14: 2^-7.
+- exp: four comparisons (x < -16, x >= 11, x >= 20, x > 30; one layer)
+  clamp x to [-16, 30] with one select and pick a shift r 13 ln 2, r = 0, 1
+  or 2 (from 11 and from 20), that brings x' = x - r 13 ln 2 into
+  [-16, 12]; there P(y) ~ 8 e^y, degree-8 minimax on y = x'/8 in [-2, 1.5],
+  and e^x' = (P^2/64)^4 (3 squarings); e^x = e^x' 2^(13 r) by additions
+  (doublings, exact) and two selects, which have no truncation and so no 2^26
+  limit. The shifted x' stay in [1.99, 11.98], where e^x' has its relative
+  error. Below -16 the polynomial's argument and constant term are both
+  zeroed, so exp(x) = 0 exactly (true value < 1.2e-7, under the 2^-18
+  resolution; no e^-16 floor adding n * 1e-7 to a softmax sum). Above 30:
+  e^30 = 1.07e13 = 2^43.3, the largest value kept (room for a sum below the
+  ring's 2^45; e^31.19 would be the end). Results above 2^26 (x > 18.0)
+  are right but cannot be a factor of a fixed-point product, whose value
+  must stay below 2^26 (simulate's range sanitizer warns). Never wraps.
+- Full-range reduction (log, sqrt, rsqrt, div; reciprocal up to 4^10):
+  comparisons with 4^j, j = -9..22, one layer, give the piece
+  [4^j, 4^(j+1)) of x; m = x 4^-j in [1, 4) needs 4^-j >= 2^-18 (a
+  constant) and a product below 2^26, so pieces beyond 4^9 are scaled from
+  "tiers" x 2^-18 (j <= 18) and x 2^-36 (j <= 22), made by public products
+  from x (0 below 2^-18: one select, the pieces' bits are ready by then;
+  x - 2^44 on the top piece, so that no product reaches 2^26): three
+  products in parallel, one per tier, each 0 off its pieces. Every
+  piecewise constant is a select of public constants from the same bits.
+- log: that reduction; degree-8 minimax q ~ 8 log m; q/8 + j ln 4.
+  x < 2^-18 (x <= 0 in fixed point): log 2^-18 = -12.48.
+- reciprocal: s = sign x and a = |x| (one comparison, one select: s x would
+  be a truncated product); comparisons with 4^j, j = -9..10, give m = a 4^-j
+  and f = s 4^-j / 16 up to 4^8 (4^-j/16 >= 2^-18); degree-12 minimax
+  q ~ 16/m; f q. From 2^16 to 2^20, where 1/x is 4 units of 2^-18 or less,
+  the middle of 1/x on each piece (2 and 1 units); from 2^20 on, 0.
+  x = 0 gives 2^18 (the value at 2^-18).
+- div(a, b): ``div_parts`` of b: the full-range reduction of |b| and
+  reciprocal's core give 1/b = q sum_t g_t 2^(-18 t), g_t = sign(b) 4^-j 2^(18 t)
+  / 16 on the one tier t (j <= 7 + 9t) where it is a multiple of 2^-18;
+  ``divide``: sum_t ((a q) g_t) 2^(-18 t), the 2^-18 factors by public
+  products after the quotient is formed, so small quotients keep their
+  relative precision (a * reciprocal(b) would first round 1/b to a multiple
+  of 2^-18). |err| <= 1.5e-5 |a/b| in float32 and <= 1.5e-5 |a/b| +
+  2^-17 (1 + 1/(4|b|)) in fixed point (measured: half of that); needs
+  |a| < 2^22 (a q < 2^26) and |a/b| < 2^26. b = 0 gives 0. Narrowed
+  (``lo``/``hi``): reciprocal's narrow reduction, 10 products, 12 comparisons.
+- sqrt: the full-range reduction; degree-8 q ~ 16 sqrt(m); (2^j/16) q (from
+  2^-13 to 2^18, all constants). x < 2^-18 (x <= 0): 0.
+- rsqrt: as sqrt with q ~ 16/sqrt(m) and (2^-j/16) q up to 4^15; from 2^30
+  on, where 1/sqrt(x) <= 8 units of 2^-18, the middle of 1/sqrt(x) on each
+  piece. x < 2^-18 (x <= 0): 2^9, the value at 2^-18.
+- ``lo``/``hi`` (log, reciprocal, div, sqrt, rsqrt) narrow the range to
+  powers of 4 within [4^-8, 4^10] (reciprocal: 4^8) without tiers, one
+  comparison per factor of 4; outside it, the value at the nearer end (sqrt
+  below it: the chord 2^-L x). The narrow defaults before the full ranges
+  were log [2^-10, 2^10], reciprocal [2^-8, 2^12], sqrt/rsqrt [2^-8, 2^14].
 - logistic (sigmoid): s = sign x; a = min(|x|, 8.25) (x < 0, x < 8.25 and
   -x < 8.25 batched into one comparison layer; above 2^16 elements x < 0 then
   |x| < 8.25, two layers of fewer bytes); degree-8 minimax p ~ sigmoid(a) on [0, 8.25], fitted
@@ -186,7 +217,10 @@ magnitude before truncation, and adds up to one unit, 2^-18, unbiased):
 - Inputs are clamped or range-reduced *before* any product that could grow,
   so every input with |x| < 2^25 (in particular [-2^15, 2^15]) keeps every
   product below 2^26 (the tests check it on [-2^15, 2^15]); no wrap-around,
-  and no NaN/inf in float32.
+  and no NaN/inf in float32. exp, log, reciprocal, sqrt and rsqrt do for
+  every input the ring holds (|x| < 2^45; clamps and absolute values by
+  selects, which have no truncation), and div for every b with |a| < 2^22
+  and |a/b| < 2^26 (the tests check these on every magnitude up to 2^45).
 - exp: x/8 is rounded to 2^-18 and the 3 squarings multiply that error by 8:
   a relative error floor of ~8 * 2^-19 = 1.5e-5 whatever the polynomial.
 - Polynomial cores compute s*f(m) with s = 8 or 16 so their outputs use more
@@ -210,7 +244,7 @@ select between public constants with a secret predicate is free after the
 comparison (the bit times a constant); the range reductions use one
 comparison per factor of 4 of range, all in one layer, shared by every
 piecewise constant: narrowing ``lo``/``hi`` removes comparisons (e.g.
-``reciprocal(x, lo=0.5, hi=64)``: 6 instead of 12). Polynomials use baby steps
+``reciprocal(x, lo=0.5, hi=64)``: 6 instead of 21). Polynomials use baby steps
 t, t^2, t^3, t^4 and Horner in t^4 (degree 8: 4 products, depth 3; degree 12:
 5 products, depth 4).
 
@@ -228,12 +262,12 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["exp", "log", "reciprocal", "div", "sqrt", "rsqrt", "sigmoid", "tanh", "erf",
-           "sin", "cos", "tan", "atan", "atan2", "asin", "acos",
+__all__ = ["exp", "log", "reciprocal", "div", "div_parts", "divide", "sqrt", "rsqrt",
+           "sigmoid", "tanh", "erf", "sin", "cos", "tan", "atan", "atan2", "asin", "acos",
            "sinh", "cosh", "asinh", "acosh", "atanh",
            "softmax", "log_softmax", "APPROXIMATIONS", "BINARY_APPROXIMATIONS",
-           "ERROR_BOUNDS", "SOFTMAX_ERROR", "LOG_SOFTMAX_ERROR", "FIXED_POINT_ATOL",
-           "allowed_error"]
+           "ERROR_BOUNDS", "RESOLUTION_FLOORS", "RESOLUTION_ERROR", "SOFTMAX_ERROR",
+           "LOG_SOFTMAX_ERROR", "FIXED_POINT_ATOL", "allowed_error"]
 
 FRACTION_BITS = 18
 _SCALE = float(1 << FRACTION_BITS)
@@ -259,6 +293,13 @@ _EXP_COEFFS = _dyadic(2097151, 2097168, 1048607, 349478, 87294, 17495, 2980, 429
 _EXP_OUT_SCALE = 8.0
 _EXP_LO, _EXP_HI = -16.0, 12.0
 _EXP_SQUARINGS = 3
+# exp's full range: x in [11, 20) and [20, 30] are shifted down by 13 ln 2 once or twice
+# into [1.99, 11.98], where the narrow exp keeps its relative error, and its result doubled
+# 13 or 26 times; above 30 (e^30 = 2^43.3) it saturates.
+_EXP_SHIFT_BITS = 13
+_EXP_SHIFT = _q(_EXP_SHIFT_BITS * math.log(2.0))
+_EXP_SHIFT_AT = (11.0, 20.0)
+_EXP_MAX = 30.0
 
 # sigmoid: p(t) ~ sigmoid(a), a = min(|x|, 8.25), t = a * q(2/8.25) - 1;
 # p(-1) = 1/2 exactly (and tanh's p(-1) = 0).
@@ -295,6 +336,12 @@ _CORES = {
 _LOG_RANGE = (-5, 5)        # [2^-10, 2^10]   ⊇ [1e-3, 1e3]
 _RECIP_RANGE = (-4, 6)      # [2^-8, 2^12]
 _SQRT_RANGE = (-4, 7)       # [2^-8, 2^14]    ⊇ [1e-2, 1e4]
+# the defaults: every positive fixed-point value, [2^-18, 2^45) = [4^-9, 4^22.5)
+_FULL_RANGE = (-9, 23)
+_RING_MIN, _RING_TOP = 2.0 ** -18, 2.0 ** 45
+_RECIP_FULL = (-9, 10)          # 1/x below 2^-20 from 4^10 on: 0
+_RECIP_CONSTANT_FROM = 8        # from 4^8 = 2^16, 1/x < 2^-16: a constant per piece
+_RSQRT_CONSTANT_FROM = 15       # from 4^15 = 2^30, 1/sqrt(x) <= 2^-15: likewise
 
 
 # ---------------------------------------------------------------- building blocks
@@ -412,7 +459,21 @@ def _log4_range(lo, hi, default, max_h=10):
     return L, H
 
 
-def _reduce4(a, L, H, *, saturate_lo=True, saturate_hi=True, nonpos_region=False):
+# A public product must stay below 2^26 and no fixed-point constant is below 2^-18, so a
+# piece [4^j, 4^(j+1)) with j > 9 cannot be scaled to [1, 4) by one product: it is scaled
+# from a "tier" a 2^-(18 t), t = 1 up to 4^19 and t = 2 up to the ring's top 2^45, made by
+# public products (and the tier's scale 4^-j 2^(18 t) is then at least 2^-18).
+_TIER_BITS = 18
+_TIER_TOP = 22          # the last piece, [2^44, 2^45), held by the ring up to its sign bit
+
+
+def _tier(j):
+    """The tier whose scale 4^-j 2^(18 t) is a multiple of 2^-18: t = ceil((j - 9) / 9)."""
+    return max(0, -(-(j - 9) // 9))
+
+
+def _reduce4(a, L, H, *, saturate_lo=True, saturate_hi=True, nonpos_region=False,
+             constant_from=None, nonnegative=False):
     """Range reduction of a secret a > 0 by powers of 4.
 
     Pieces j = L .. H-1 are [4^j, 4^(j+1)). Returns ``(m, tables)`` with
@@ -422,7 +483,11 @@ def _reduce4(a, L, H, *, saturate_lo=True, saturate_hi=True, nonpos_region=False
     comparisons, one per spec ``f_piece`` or ``(f_piece, below, above,
     nonpos)``: ``f_piece(j)`` on piece j, ``below`` under 4^L (default: piece
     L's value), ``above`` from 4^H (default: piece H-1's), and ``nonpos`` for
-    a <= 0 (only with ``nonpos_region``; default: ``below``).
+    a <= 0 (only with ``nonpos_region``; default: ``below``). Pieces from
+    ``constant_from`` on are not scaled (m = 4 there: the caller's tables give the
+    result). Pieces beyond 4^9 are scaled from tiers of public products (``_tier``), which
+    needs the reduction to reach the ring's top (H = 23, no saturation above); their input
+    is a select of 0 below 4^L (one product) unless the caller knows a is ``nonnegative``.
 
     Comparisons: one per threshold 4^(L+1) .. 4^(H-1), plus 4^L and 4^H when
     saturating, plus a > 0 with ``nonpos_region``; all on a, in one layer.
@@ -458,10 +523,38 @@ def _reduce4(a, L, H, *, saturate_lo=True, saturate_hi=True, nonpos_region=False
         return _piecewise(bits, [region_table(*s) if isinstance(s, tuple) else region_table(s)
                                  for s in specs])
 
-    scale, offset = tables((lambda j: 4.0 ** -j, 0.0, 0.0, 0.0),
-                           (lambda j: 0.0, 1.0, 4.0, 1.0))
-    m = _add(_mul(a, scale), offset)
+    scaled_to = H if constant_from is None else min(H, constant_from)
+    tiers = sorted({_tier(j) for j in range(L, scaled_to)})
+    if tiers[-1] > 0 and (H <= _TIER_TOP or saturate_hi or not (saturate_lo or nonnegative)):
+        raise ValueError(f"pieces up to 4^{scaled_to - 1} need a reduction from a floor to "
+                         f"4^{_TIER_TOP}")
+    scales = tables(*[(lambda j, t=t: 4.0 ** -j * 2.0 ** (_TIER_BITS * t)
+                       if j < scaled_to and _tier(j) == t else 0.0, 0.0, 0.0, 0.0)
+                      for t in tiers])
+    (offset,) = tables((lambda j: 0.0 if j < scaled_to else 4.0, 1.0, 4.0, 1.0))
+    m, tiered = offset, [a]
+    if tiers[-1] > 0:
+        tier_input = a if nonnegative else jnp.where(bits[nonpos_region], a, 0.0)
+        tiered += _tiers_of(tier_input, tiers[-1], tables)
+    for y, scale in zip(tiered, scales):
+        m = _add(m, _mul(y, scale))
     return m, tables
+
+
+def _tiers_of(a, top, tables):
+    """[a 2^-18, a 2^-36][: top] for 0 <= a < 2^45 by public products, exact but for their
+    truncation. a 2^-18 is taken as (a - 2^44) 2^-18 + 2^26 on the top piece, so that no
+    product's value reaches 2^26 (the top piece's bit is one of the reduction's
+    comparisons)."""
+    values = []
+    if top >= 1:
+        top_piece, top_tier = tables(
+            lambda j: 4.0 ** _TIER_TOP if j >= _TIER_TOP else 0.0,
+            lambda j: 4.0 ** _TIER_TOP * 2.0 ** -_TIER_BITS if j >= _TIER_TOP else 0.0)
+        values.append((a - top_piece) * 2.0 ** -_TIER_BITS + top_tier)
+    if top >= 2:
+        values.append(values[0] * 2.0 ** -_TIER_BITS)
+    return values
 
 
 def _core(m, name):
@@ -472,8 +565,18 @@ def _core(m, name):
 
 # ---------------------------------------------------------------- exp
 
+def _exp_core(y, c0):
+    """e^y for y in [-16, 12] by the polynomial in y/8 with constant term c0 (0 zeroes it)
+    and three squarings: 7 products, depth 6."""
+    p = _poly(y * (1.0 / 2 ** _EXP_SQUARINGS), (0.0,) + tuple(_EXP_COEFFS[1:])) + c0
+    z = (p * p) * (1.0 / _EXP_OUT_SCALE ** 2)
+    for _ in range(_EXP_SQUARINGS - 1):
+        z = z * z
+    return z
+
+
 def _exp_clamped(x, saturate_hi=True):
-    """e^x with x < -16 -> exactly 0 and (if saturate_hi) x > 12 -> e^12.
+    """e^x on [-16, 12] with x < -16 -> exactly 0 and (if saturate_hi) x > 12 -> e^12.
 
     Below -16 the polynomial's argument and its constant term are both set to
     0 (selects of public constants and one product k*x), so P = 0 and the
@@ -488,25 +591,42 @@ def _exp_clamped(x, saturate_hi=True):
     else:
         k = jnp.where(lo_b, 1.0, 0.0)
         xc = x - k * x                                     # x, 0 below
-    c0 = jnp.where(lo_b, 0.0, _EXP_COEFFS[0])
-    p = _poly(xc * (1.0 / 2 ** _EXP_SQUARINGS), (0.0,) + tuple(_EXP_COEFFS[1:])) + c0
-    z = (p * p) * (1.0 / _EXP_OUT_SCALE ** 2)
-    for _ in range(_EXP_SQUARINGS - 1):
-        z = z * z
+    return _exp_core(xc, jnp.where(lo_b, 0.0, _EXP_COEFFS[0]))
+
+
+def _doubled(z, times):
+    """z 2^times by additions: exact, and free of the 2^26 bound of a truncated product."""
+    for _ in range(times):
+        z = z + z
     return z
 
 
 def exp(x):
-    """e^x: relative error <= 1.0e-4 on [-16, 12] (see the module table).
+    """e^x: relative error <= 1.0e-4 on [-16, 30] (see the module table).
 
-    Method: clamp x to [-16, 12] (two comparisons in one layer, one product),
-    a degree-8 minimax polynomial P(y) ~ 8 e^y on y = x/8 in [-2, 1.5] (4
-    products, depth 3), then e^x = (P^2/64)^4 (3 squarings). 8 products,
-    depth 7. Outside: x < -16 gives exactly 0 (e^-16 = 1.1e-7 is below the
-    2^-18 resolution); x > 12 gives e^12 = 162754.8. Results stay below 2^18
-    and every product below 2^26, for any input.
+    Method: four comparisons of x in one layer (-16, 11, 20, 30) give the clamp of x to
+    [-16, 30] (one select) and a region r in {0, 1, 2} (x < 11, [11, 20), from 20);
+    the narrow exp below of x' = x - 13 r ln 2, which stays in [-16, 12], gives
+    z = e^x'; e^x = z 2^(13 r) as z + [r >= 1] z (2^13 - 1) + [r = 2] z (2^26 - 2^13),
+    the doublings by additions (exact) and the two terms selects (products without a
+    truncation, so no 2^26 limit): 10 products, depth 8, for any input the ring holds.
+    Outside: x < -16 gives exactly 0 (e^-16 = 1.1e-7 is below the 2^-18 resolution);
+    x > 30 gives e^30 = 1.07e13 (2^43.3): the largest value kept, with room for a sum,
+    below the ring's 2^45. Results above 2^26 = e^18.0 cannot be a factor of a
+    fixed-point product (it would wrap; simulate's range sanitizer warns).
     """
-    return _exp_clamped(_f32(x))
+    x = _f32(x)
+    lo_b, mid_b, top_b, hi_b = (x < _EXP_LO, x >= _EXP_SHIFT_AT[0], x >= _EXP_SHIFT_AT[1],
+                                x > _EXP_MAX)
+    shift = jnp.where(mid_b, _EXP_SHIFT, 0.0) + jnp.where(top_b, _EXP_SHIFT, 0.0)
+    # one select clamps x (lo_b and hi_b exclude each other: their XOR, local, is "outside");
+    # k * x as in the narrow exp would be a truncated product, wrapping beyond 2^26
+    xc = jnp.where(lo_b ^ hi_b, jnp.where(hi_b, _EXP_MAX, 0.0), x) - shift
+    z = _exp_core(xc, jnp.where(lo_b, 0.0, _EXP_COEFFS[0]))
+    step = _doubled(z, _EXP_SHIFT_BITS)
+    # discarded terms stay below e^12 2^26 = 2^43.3: no intermediate leaves the ring
+    return (z + jnp.where(mid_b, step - z, 0.0)
+            + jnp.where(top_b, _doubled(step, _EXP_SHIFT_BITS) - step, 0.0))
 
 
 # ---------------------------------------------------------------- log
@@ -515,17 +635,22 @@ _LN4 = math.log(4.0)
 
 
 def log(x, *, lo=None, hi=None):
-    """Natural log: absolute error <= 4.0e-5 on [2^-10, 2^10] (⊇ [1e-3, 1e3]).
+    """Natural log: absolute error <= 4.0e-5 on [2^-18, 2^45), every positive fixed-point
+    value (see the module table).
 
-    Method: comparisons of x against 4^j (j = -5..5, 11 comparisons, one
-    layer) give m = x * 4^-j in [1, 4) (one product) and the offset j*ln 4
-    (free); a degree-8 minimax polynomial gives 8 log(m) (depth 3), divided
-    by 8. 5 products, depth 4.
-    Outside: x < 2^-10 (including x <= 0) gives log(2^-10) = -6.93; x >= 2^10
-    gives log(2^10) = 6.93. ``lo``/``hi`` (public floats) change the range,
-    rounded out to powers of 4: one comparison per factor of 4.
+    Method: comparisons of x against 4^j (j = -9..22, 32 comparisons, one layer) give
+    m = x * 4^-j in [1, 4) (a select of x, 0 below 2^-18, then three products in
+    parallel, one per tier of ``_reduce4``) and the offset j*ln 4 (free); a degree-8
+    minimax polynomial gives 8 log(m) (depth 3), divided by 8. 8 products, depth 5
+    (plus two public products before m for x >= 2^20). x < 2^-18 (x <= 0 in fixed
+    point) gives log(2^-18) = -12.48.
+    ``lo``/``hi`` (public floats) narrow the range, rounded out to powers of 4 within
+    [4^-8, 4^10]: one comparison per factor of 4 (the default before the full range was
+    [2^-10, 2^10], 11 comparisons), and outside it the value at the nearer end.
     """
     x = _f32(x)
+    if lo is None and hi is None:
+        return _log_pos(x, *_FULL_RANGE, saturate_hi=False)
     L, H = _log4_range(lo, hi, _LOG_RANGE)
     return _log_pos(x, L, H)
 
@@ -548,23 +673,48 @@ def _log_reduce(x, L, H, **reduce_options):
 
 # ---------------------------------------------------------------- reciprocal / div
 
-def reciprocal(x, *, lo=None, hi=None):
-    """1/x: relative error <= 1.5e-5 for |x| in [2^-8, 2^12] (either sign).
+def _abs(x):
+    """(x < 0, |x|): one comparison and a select, exact for any |x| < 2^45 (sign(x) * x
+    would be a truncated product, limited to 2^26)."""
+    negative = x < 0
+    return negative, jnp.where(negative, -x, x)
 
-    Method: s = sign(x) (one comparison), a = s*x; comparisons of a against
-    4^j (j = -4..6, 11 comparisons, one layer) give m = a * 4^-j in [1, 4)
-    and the factor f = s * 4^-j / 16 (one product each, in parallel); a
-    degree-12 minimax polynomial q(m) ~ 16/m (5 products, depth 4); result
-    f * q. 9 products, depth 7, 12 comparisons in 2 layers.
-    Outside: |x| < 2^-8 gives s * 256 (x = 0 gives +256); |x| >= 2^12 gives
-    s * 2^-12. In fixed point the result's resolution 2^-18 dominates for
-    large |x| (1/4096 is 64 units; see FIXED_POINT_ATOL): for a quotient use
-    ``div``, which keeps the relative precision.
+
+def _piece_middle(j, root):
+    """The middle of f's values on piece j for f = x^(-1/root): f(4^(j+1)) to f(4^j),
+    rounded to 2^-18 (within 2^-17 of f there from j = 8 (root 1) or 15 (root 2) on)."""
+    top = 4.0 ** (-j / root)
+    return _q((top + top * 4.0 ** (-1 / root)) / 2)
+
+
+def reciprocal(x, *, lo=None, hi=None):
+    """1/x: relative error <= 1.5e-5 for |x| in [2^-18, 2^16] (either sign); from 2^16 to
+    the ring's top, where 1/x has at most 2 of 18 fraction bits, within 2^-17 of it.
+
+    Method: s = sign(x) and a = |x| (one comparison, one select); comparisons of a
+    against 4^j (j = -9..10, 20 comparisons, one layer) give m = a * 4^-j in [1, 4) and
+    the factor f = s * 4^-j / 16 up to 4^8 (one product each); a degree-12 minimax
+    polynomial q(m) ~ 16/m (5 products, depth 4); result f * q + s c, c the middle of
+    1/x on [4^8, 4^9) and [4^9, 4^10) (2.5 and 0.625 units of 2^-18, rounded), 0 from
+    4^10 on. 10 products, depth 7, 21 comparisons in 2 layers. x = 0 gives 2^18 (the
+    value at 2^-18). ``lo``/``hi`` narrow the range of |x| (within [4^-8, 4^8], 1/|x| ->
+    the value at the nearer end outside): one comparison less per factor of 4. In fixed
+    point the result's resolution 2^-18 dominates for large |x| (1/4096 is 64 units; see
+    FIXED_POINT_ATOL): for a quotient use ``div``, which keeps the relative precision.
     """
     x = _f32(x)
+    negative, a = _abs(x)
+    s = jnp.where(negative, -1.0, 1.0).astype(jnp.float32)
+    if lo is None and hi is None:
+        L, H = _RECIP_FULL
+        m, tables = _reduce4(a, L, H, constant_from=_RECIP_CONSTANT_FROM)
+        q, scale = _core(m, "reciprocal")
+        f, c = tables((lambda j: 4.0 ** -j / scale if j < _RECIP_CONSTANT_FROM else 0.0,
+                       None, 0.0), (lambda j: 0.0 if j < _RECIP_CONSTANT_FROM
+                                    else _piece_middle(j, 1), None, 0.0))
+        return _mul(s * f, q) + s * c
     L, H = _log4_range(lo, hi, _RECIP_RANGE, max_h=8)
-    s = _sign(x)
-    return _recip_pos(s * x, L, H, sign=s)
+    return _recip_pos(a, L, H, sign=s)
 
 
 def _recip_parts(a, L, H, saturate_lo=True, saturate_hi=True):
@@ -583,24 +733,58 @@ def _recip_pos(a, L, H, sign=None):
 
 
 def div(a, b, *, lo=None, hi=None):
-    """a / b for |b| in [2^-8, 2^12] (``lo``/``hi``: the range of |b|).
+    """a / b: relative error <= 1.5e-5 of a/b, plus a few units of 2^-18 in fixed point,
+    for |b| in [2^-18, 2^45), |a| < 2^22 and |a/b| < 2^26 (``lo``/``hi``: a narrower
+    range of |b|, as ``reciprocal``'s).
 
-    Method: reciprocal's reduction of |b| gives 1/b = (s * f) * q with q in
-    [1, 16]; the result is (a * q) * (s * f), so small quotients keep their
-    relative precision in fixed point (a * reciprocal(b) would first round 1/b,
-    e.g. 1/4000 is only 66 units of 2^-18). Depth 8 (7 in b, 1 in a), 12
-    comparisons in 2 layers. Relative error <= 1.5e-5 of a/b, plus a few
-    units of 2^-18 in fixed point; |a * q| must stay below 2^26, i.e.
-    |a| < 2^22. Outside the range of |b|, as reciprocal: a * (+-256) or
-    a * (+-2^-12).
+    Method: ``div_parts`` of b gives 1/b = q sum_t g_t 2^(-18 t), q in [1, 16]; the result
+    is sum_t ((a q) g_t) 2^(-18 t) (``divide``), so the quotient keeps its relative
+    precision in fixed point however small (a * reciprocal(b) would first round 1/b:
+    1/4000 is only 66 units of 2^-18), and |b| beyond 2^16, whose 4^-j / 16 is below
+    2^-18, gets its factor from public 2^-18 products of (a q) g_t. 16 products,
+    depth 8 (7 in b, 1 in a), 33 comparisons in 2 layers; narrowed: as ``reciprocal``
+    plus one product. b = 0 gives 0 (JAX: inf or nan).
     """
+    if lo is None and hi is None:
+        return divide(a, div_parts(b))
     q, g = reciprocal_parts(b, lo=lo, hi=hi)
     return (_f32(a) * q) * g
 
 
+def div_parts(b):
+    """(q, g0, g1, g2) with 1/b = q (g0 + g1 2^-18 + g2 2^-36) for |b| in [2^-18, 2^45):
+    q in [1, 16] and g_t = sign(b) 4^-j 2^(18 t) / 16 public-valued on the tier t that
+    keeps it a multiple of 2^-18 (0 on the others, and for b = 0); ``divide`` applies
+    them, so a divisor broadcast over many numerators is reduced once."""
+    b = _f32(b)
+    negative, a = _abs(b)
+    m, tables = _reduce4(a, *_FULL_RANGE, saturate_hi=False, nonnegative=True)
+    q, scale = _core(m, "reciprocal")
+
+    def factor(t):  # 4^-j / 16 2^(18 t) >= 2^-18 from j = 7 + 9 t down
+        return (lambda j: 4.0 ** -j / scale * 2.0 ** (_TIER_BITS * t)
+                if _tier(j + 2) == t else 0.0, 0.0)
+    g = jnp.stack(tables(*[factor(t) for t in range(3)]))
+    g = jnp.where(negative, -g, g)
+    return (q, g[0], g[1], g[2])
+
+
+def divide(a, parts):
+    """a / b from ``div_parts(b)``: the (a q) g_t of each tier, scaled back by public
+    2^-18 products (each below 2^26 for |a/b| < 2^8 on tier 1 and 2^-10 on tier 2,
+    which |a| < 2^22 ensures)."""
+    q, *g = parts
+    aq = _f32(a) * q
+    result = aq * g[0]
+    low = aq * g[1] + (aq * g[2]) * 2.0 ** -_TIER_BITS
+    return result + low * 2.0 ** -_TIER_BITS
+
+
 def reciprocal_parts(b, *, lo=None, hi=None):
-    """(q, g) with 1/b = q * g, q in [1, 16] and g = sign(b) * 4^-j / 16 public-valued:
-    ``div``'s two factors, so a divisor broadcast over many numerators is reduced once."""
+    """(q, g) with 1/b = q * g, q in [1, 16] and g = sign(b) * 4^-j / 16 public-valued,
+    for |b| in [2^-8, 2^12] (``lo``/``hi`` as ``reciprocal``'s; outside, as
+    ``reciprocal``'s narrow saturation): ``div``'s two factors on a narrow range, so a
+    divisor broadcast over many numerators is reduced once (``div_parts``: any |b|)."""
     b = _f32(b)
     L, H = _log4_range(lo, hi, _RECIP_RANGE, max_h=8)
     s = _sign(b)
@@ -611,41 +795,57 @@ def reciprocal_parts(b, *, lo=None, hi=None):
 # ---------------------------------------------------------------- sqrt / rsqrt
 
 def sqrt(x, *, lo=None, hi=None):
-    """sqrt(x): relative error <= 1.0e-5 on [2^-8, 2^14] (⊇ [1e-2, 1e4]).
+    """sqrt(x): relative error <= 1.0e-5 on [2^-18, 2^45), every positive fixed-point
+    value.
 
-    Method: comparisons of x against 0 and 4^j (j = -4..7, 13 comparisons,
-    one layer) give m = x * 4^-j in [1, 4) and the factor 2^j / 16; a
-    degree-8 minimax polynomial q(m) ~ 16 sqrt(m) (depth 3); result
-    (2^j / 16) * q. Below 2^-8 the result is the chord 16 * x (one product
-    in parallel), so it goes to 0 at 0. 7 products, depth 5.
-    Outside: 0 < x < 2^-8 gives 16 x (absolute error <= 2^-6 = 0.0156, at
-    x = 2^-10); x <= 0 gives 0; x >= 2^14 gives 2^7 = 128.
+    Method: comparisons of x against 4^j (j = -9..22, 32 comparisons, one layer) give
+    m = x * 4^-j in [1, 4) (as ``log``'s) and the factor 2^j / 16; a degree-8 minimax
+    polynomial q(m) ~ 16 sqrt(m) (depth 3); result (2^j / 16) * q. 9 products, depth 6.
+    x < 2^-18 (x <= 0 in fixed point) gives 0. ``lo``/``hi`` narrow the range within
+    [4^-8, 4^10] (one comparison less per factor of 4): then 0 < x < 4^L gives the chord
+    2^-L x (one product in parallel; with the old default [2^-8, 2^14], absolute error
+    <= 2^-6 at 2^-10), x <= 0 gives 0 and x >= 4^H gives 2^H.
     """
     x = _f32(x)
-    L, H = _log4_range(lo, hi, _SQRT_RANGE)
-    m, root_of = _sqrt_reduce(x, L, H, nonpos_region=True)
+    if lo is None and hi is None:
+        m, root_of = _sqrt_reduce(x, *_FULL_RANGE, saturate_hi=False, chord=False)
+    else:
+        L, H = _log4_range(lo, hi, _SQRT_RANGE)
+        m, root_of = _sqrt_reduce(x, L, H, nonpos_region=True)
     return root_of(_core(m, "sqrt")[0])
 
 
-def _sqrt_reduce(x, L, H, **reduce_options):
+def _sqrt_reduce(x, L, H, chord=True, **reduce_options):
     """(m, root_of): sqrt(x) = root_of(q) for q the sqrt core at m (left to the caller, so
-    two square roots can share one evaluation of the core on stacked arguments); with the
-    region below 4^L, the chord 2^-L x there; 0 for x <= 0 with ``nonpos_region``."""
+    two square roots can share one evaluation of the core on stacked arguments); with
+    ``chord``, the chord 2^-L x in the region below 4^L (0 there otherwise); 0 for x <= 0
+    with ``nonpos_region``."""
     m, tables = _reduce4(x, L, H, **reduce_options)
     _, scale = _CORES["sqrt"]
     f, g = tables((lambda j: 2.0 ** j / scale, 0.0, 2.0 ** (H - 1) / scale, 0.0),
-                  (lambda j: 0.0, 2.0 ** -L, 0.0, 0.0))
+                  (lambda j: 0.0, 2.0 ** -L if chord else 0.0, 0.0, 0.0))
     return m, lambda q: _add(_mul(f, q), _mul(g, x))
 
 
 def rsqrt(x, *, lo=None, hi=None):
-    """1/sqrt(x): relative error <= 3.0e-5 on [2^-8, 2^14].
+    """1/sqrt(x): relative error <= 3.0e-5 on [2^-18, 2^30]; from 2^30 to the ring's top,
+    where it is below 2^-15 (8 units of 2^-18), within 2^-17 of it.
 
-    Method as ``sqrt`` (12 comparisons, one layer) with a degree-8 minimax
-    polynomial for 16/sqrt(m) and the factor 2^-j / 16. 6 products, depth 5.
-    Outside: x < 2^-8 (including x <= 0) gives 16; x >= 2^14 gives 2^-7.
+    Method as ``sqrt`` (32 comparisons, one layer) with a degree-8 minimax polynomial for
+    16/sqrt(m) and the factor 2^-j / 16 up to 4^15; from there the middle of 1/sqrt(x)
+    on each piece (rounded to 2^-18). 8 products, depth 6. x < 2^-18 (x <= 0 in fixed
+    point) gives 2^9, the value at 2^-18. ``lo``/``hi`` narrow the range within
+    [4^-8, 4^10] (one comparison less per factor of 4); outside, the value at the
+    nearer end.
     """
     x = _f32(x)
+    if lo is None and hi is None:
+        m, tables = _reduce4(x, *_FULL_RANGE, saturate_hi=False,
+                             constant_from=_RSQRT_CONSTANT_FROM)
+        q, scale = _core(m, "rsqrt")
+        f, c = tables(lambda j: 2.0 ** -j / scale if j < _RSQRT_CONSTANT_FROM else 0.0,
+                      lambda j: 0.0 if j < _RSQRT_CONSTANT_FROM else _piece_middle(j, 2))
+        return _add(_mul(f, q), c)
     L, H = _log4_range(lo, hi, _SQRT_RANGE)
     m, tables = _reduce4(x, L, H)
     q, scale = _core(m, "rsqrt")
@@ -893,8 +1093,9 @@ _LOG_ARG_H = 10      # log's argument (about 2|x|) reduced on [1, 4^10]: |x| < 2
 
 
 def _exp_pair(x):
-    """(e^x, e^-x) from one ``exp`` of [x, -x] stacked."""
-    e = exp(jnp.stack((x, -x)))
+    """(e^x, e^-x) from one narrow exp (saturating at e^12) of [x, -x] stacked: their sum
+    and difference are halved by a truncated product, which e^x beyond e^18 would wrap."""
+    e = _exp_clamped(jnp.stack((x, -x)))
     return e[0], e[1]
 
 
@@ -1058,14 +1259,15 @@ BINARY_APPROXIMATIONS = {"div": div, "atan2": atan2}
 ERROR_BOUNDS = {
     # name: (lo, hi, max_err, kind) -- kind "abs" or "rel" (see the module docstring:
     # "rel" in fixed point allows FIXED_POINT_ATOL on top)
-    "exp": (_EXP_LO, _EXP_HI, 1.0e-4, "rel"),
-    "log": (2.0 ** -10, 2.0 ** 10, 4.0e-5, "abs"),
+    "exp": (_EXP_LO, _EXP_MAX, 1.0e-4, "rel"),
+    "log": (_RING_MIN, _RING_TOP, 4.0e-5, "abs"),
     "logistic": (-2.0 ** 15, 2.0 ** 15, 2.5e-4, "abs"),   # holds on all of R
     "tanh": (-2.0 ** 15, 2.0 ** 15, 4.0e-4, "abs"),       # holds on all of R
     "erf": (-2.0 ** 15, 2.0 ** 15, 2.5e-4, "abs"),        # holds on all of R
-    "sqrt": (2.0 ** -8, 2.0 ** 14, 1.0e-5, "rel"),
-    "rsqrt": (2.0 ** -8, 2.0 ** 14, 3.0e-5, "rel"),
-    "reciprocal": (2.0 ** -8, 2.0 ** 12, 1.5e-5, "rel"),  # and the same for -x
+    # the ranges end below _RING_TOP = 2^45, the first value fixed point cannot hold
+    "sqrt": (_RING_MIN, _RING_TOP, 1.0e-5, "rel"),
+    "rsqrt": (_RING_MIN, _RING_TOP, 3.0e-5, "rel"),       # see RESOLUTION_FLOORS
+    "reciprocal": (_RING_MIN, _RING_TOP, 1.5e-5, "rel"),  # and -x; see RESOLUTION_FLOORS
     "atan": (-2.0 ** 15, 2.0 ** 15, 2.5e-5, "abs"),       # holds on all of R
     # asin, acos, atanh: every fixed-point value in (-1, 1); float32 inputs closer to +-1
     # are below their reductions of 1 - |x|
@@ -1078,13 +1280,22 @@ ERROR_BOUNDS = {
     "atanh": (-1.0 + 2.0 ** -18, 1.0 - 2.0 ** -18, 4.0e-5, "abs"),
 }
 
+RESOLUTION_FLOORS = {"reciprocal": 2.0 ** -16, "rsqrt": 2.0 ** -15}
+"""Results at or below these magnitudes (at most 2 or 3 of the 18 fraction bits) are a
+rounded constant per factor of 4 of x, within RESOLUTION_ERROR of the function, in float32
+as in fixed point; the relative bound holds above."""
+RESOLUTION_ERROR = 2.0 ** -17
+
 SOFTMAX_ERROR = 1.0e-4
 LOG_SOFTMAX_ERROR = 1.5e-4
 
 
 def allowed_error(name, reference, fixed_point=False):
-    """Per-element error allowed by ``ERROR_BOUNDS[name]`` at true values ``reference``."""
+    """Per-element error allowed by ``ERROR_BOUNDS[name]`` (and ``RESOLUTION_FLOORS``) at
+    true values ``reference``."""
     _, _, err, kind = ERROR_BOUNDS[name]
     ref = np.abs(np.asarray(reference, np.float64))
     bound = err * ref if kind == "rel" else np.full_like(ref, err)
+    if name in RESOLUTION_FLOORS:
+        bound = np.where(ref <= RESOLUTION_FLOORS[name], RESOLUTION_ERROR, bound)
     return bound + FIXED_POINT_ATOL if (fixed_point and kind == "rel") else bound

@@ -333,7 +333,8 @@ def audit_text(name, snapshots, final) -> str:
             parties, form = _seen_by(selected, r)
             proto = n.attrs.get("protocol", "")
             verb = "sees" if len(parties) == 1 else "each see"
-            lines.append(f"{_desc(r)} = {n.op} [{proto}]{_at(n.loc)}{_per_iteration(loops)}: "
+            op = f"input {n.attrs['name']}" if n.op == "input" else n.op  # params/w: a leaf
+            lines.append(f"{_desc(r)} = {op} [{proto}]{_at(n.loc)}{_per_iteration(loops)}: "
                          f"{', '.join(parties)} {verb} {form}")
 
     # ------------------------------------------------------------- messages

@@ -49,6 +49,11 @@ class PrintedStages(Mapping):
     def __len__(self):
         return len(self._modules)
 
+    def module(self, name):
+        """The Module after pass ``name`` if this build kept it (None if only its text)."""
+        m = self._modules.get(name)
+        return None if m is None or isinstance(m, str) else m
+
 
 class Bundle:
     def __init__(self, name, stages, programs, manifest):
@@ -216,9 +221,7 @@ def build(program, passes=None, verify_between=False, network="lan", prefer=None
         "program": program.name,
         "parties": list(final.parties),
         "passes": list(stages),
-        "inputs": {n.attrs["name"]: {"party": n.results[0].type.place,
-                                     "dtype": n.attrs["dtype"], "shape": list(n.attrs["shape"])}
-                   for n in final.nodes if n.op == "input"},
+        "inputs": _input_records(final, programs),
         "outputs": {n.attrs["name"]: n.operands[0].type.place
                     for n in final.nodes if n.op == "output"},
         "structure": program.output_structure,
@@ -229,6 +232,57 @@ def build(program, passes=None, verify_between=False, network="lan", prefer=None
     bundle.cost_report = getattr(selected, "cost_report", None)
     bundle.graph_module = selected or module  # for graph.html, drawn when saved
     return bundle
+
+
+def _input_records(module, programs):
+    """The manifest's record of each input array: its party, dtype and shape; for a leaf
+    of a tree input (named ``<parameter>/<path>``, see ``mixc.Input``) the parameter
+    (``tree``) and its path in the tree (``leaf``); for an input its party encodes in
+    fixed point as read, the encoding's ``frac_bits`` and ``ring_bits`` (``mixc run``
+    checks the values against them when it loads the file)."""
+    from .runtime.executor import encoded_inputs
+    encoded = {}
+    for party_program in programs.values():
+        encoded.update(encoded_inputs(party_program))
+    records = {}
+    for n in module.nodes:
+        if n.op != "input":
+            continue
+        name = n.attrs["name"]
+        record = {"party": n.results[0].type.place, "dtype": n.attrs["dtype"],
+                  "shape": list(n.attrs["shape"])}
+        tree, is_leaf, path = name.partition("/")
+        if is_leaf:
+            record.update(tree=tree, leaf=path)
+        if name in encoded:
+            record.update(zip(("frac_bits", "ring_bits"), encoded[name]))
+        records[name] = record
+    return records
+
+
+def input_trees(manifest):
+    """Tree parameter -> the input names of its leaves, in the manifest's order."""
+    trees = {}
+    for name, spec in manifest["inputs"].items():
+        if "tree" in spec:
+            trees.setdefault(spec["tree"], []).append(name)
+    return trees
+
+
+def grouped_input_names(manifest, names):
+    """Input names for a message, sorted: a tree parameter all of whose leaves are
+    among ``names`` is named once, as the parameter."""
+    names = list(names)
+    for tree, leaves in input_trees(manifest).items():
+        if all(leaf in names for leaf in leaves):
+            names = [tree] + [n for n in names if n not in leaves]
+    return sorted(names)
+
+
+def input_party(manifest, name):
+    """The party owning input ``name`` (an input array or a tree parameter)."""
+    declared = manifest["inputs"]
+    return declared[name if name in declared else input_trees(manifest)[name][0]]["party"]
 
 
 def restructure(manifest, outputs):
@@ -245,29 +299,76 @@ def restructure(manifest, outputs):
 
 
 def inputs_by_party(manifest, inputs):
+    """Party -> its inputs by name. A tree parameter's value is the pytree of arrays
+    its ``mixc.Input`` declared (one array per leaf); a leaf may also be given alone
+    by its input name (``params/w``)."""
     declared = manifest["inputs"]
+    inputs = _flatten_trees(manifest, inputs)
     missing = sorted(set(declared) - set(inputs))
     if missing:
-        raise InputError(f"missing input(s) {', '.join(missing)}")
+        raise InputError(f"missing input(s) {', '.join(grouped_input_names(manifest, missing))}")
     unknown = sorted(set(inputs) - set(declared))
     if unknown:
         raise InputError(f"unknown input(s) {', '.join(unknown)} (the program takes "
-                         f"{', '.join(declared)})")
+                         f"{', '.join(grouped_input_names(manifest, declared))})")
     out = {p: {} for p in manifest["parties"]}
     for name, spec in declared.items():
         out[spec["party"]][name] = inputs[name]
     return out
 
 
-def simulate(bundle, inputs, timeout=120.0, stats=None):
-    """Run every party's program in its own thread over in-process links."""
+def _flatten_trees(manifest, inputs):
+    """``inputs`` with each tree parameter's pytree replaced by its leaves' arrays."""
+    trees = input_trees(manifest)
+    flat = {}
+    for name, value in inputs.items():
+        leaves = _tree_leaves(manifest, name, value, trees[name]) if name in trees \
+            else {name: value}
+        for leaf, array in leaves.items():
+            if leaf in flat:
+                raise InputError(f"input {leaf!r} given twice (alone and in its tree)")
+            flat[leaf] = array
+    return flat
+
+
+def _tree_leaves(manifest, name, value, declared):
+    """Leaf input name -> array of the pytree ``value`` given for tree parameter ``name``."""
+    import jax
+    from .frontend import leaf_path
+    paths = [manifest["inputs"][leaf]["leaf"] for leaf in declared]
+    pairs, _ = jax.tree_util.tree_flatten_with_path(value)
+    given = {leaf_path(path): array for path, array in pairs}
+    if "" in given:
+        raise InputError(f"input {name!r} is a tree with leaves {', '.join(paths)}: give the "
+                         f"same tree of arrays, not one {type(value).__name__}")
+    extra = sorted(set(given) - set(paths))
+    if extra:
+        raise InputError(f"input {name!r} has leaf {extra[0]!r}, which the program does not "
+                         f"declare (its leaves: {', '.join(paths)})")
+    missing = [p for p in paths if p not in given]
+    if missing:
+        raise InputError(f"input {name!r} has no leaf {missing[0]!r} (its leaves: "
+                         f"{', '.join(paths)})")
+    return {f"{name}/{path}": given[path] for path in paths}
+
+
+def simulate(bundle, inputs, timeout=120.0, stats=None, check_ranges=True):
+    """Run every party's program in its own thread over in-process links.
+
+    ``check_ranges``: reconstruct the secret values and warn (``mixc.RangeWarning``, once
+    per source line) where one leaves the range its op is right in
+    (``mixc.runtime.sanitizer``)."""
     from .runtime.executor import PartyExecutor
     from .runtime.links import InProcessHub
     per_party = inputs_by_party(bundle.manifest, inputs)
     hub = InProcessHub(list(bundle.parties), timeout=timeout)
     links = {p: hub.link(p) for p in bundle.parties}
-    executors = {p: PartyExecutor(bundle.programs[p], p, links[p], per_party[p])
-                 for p in bundle.parties}
+    sanitizer = None
+    if check_ranges:
+        from .runtime.sanitizer import RangeSanitizer
+        sanitizer = RangeSanitizer(bundle)
+    make = PartyExecutor if sanitizer is None else sanitizer.executor
+    executors = {p: make(bundle.programs[p], p, links[p], per_party[p]) for p in bundle.parties}
     results, errors = {}, {}
 
     def work(party):
@@ -281,6 +382,8 @@ def simulate(bundle, inputs, timeout=120.0, stats=None):
         t.start()
     for t in threads:
         t.join()
+    if sanitizer is not None:
+        sanitizer.warn()
     if stats is not None:
         stats.update({p: links[p].stats() for p in bundle.parties})
     for link in links.values():

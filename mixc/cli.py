@@ -7,6 +7,7 @@ Usage::
                  [--output OUTDIR] [--timeout S] [--session HEX] [--tls KEYDIR]
                  [--progress|--no-progress]
     mixc run DIR --local [--input NAME=FILE ...] [--output OUTDIR] [--timeout S] [--tls KEYDIR]
+                 [--check-ranges]
     mixc show DIR [--party NAME | --after PASS]
     mixc audit DIR
     mixc keygen KEYDIR (--parties a,b,... | --bundle DIR) [--days N]
@@ -45,12 +46,25 @@ in KEYDIR, so parties can be added later. Give each host ``ca.crt``,
 ``P.crt`` and ``P.key`` of its own party only; ``ca.key`` stays with whoever
 issues certificates.
 
+Inputs: ``--input NAME=FILE`` with a ``.npy`` or ``.csv`` file per input
+array. A tree input (``mixc.Input(p, {"w": ..., "b": ...})``) takes one
+``.npz`` holding one array per leaf, keyed by the leaf's path (``w``,
+``layers.0.b``); a leaf may instead be given alone by its input name
+(``params/w=w.npy``). Values NaN/inf or outside the fixed-point range of the
+device that reads them are refused when loaded, naming the element's index.
+
 ``run --local`` starts every party of the bundle (the dealer too) as a
 ``python -m mixc run --party`` child process on 127.0.0.1, each given only
 its own inputs and a fresh random session id. With ``--output OUTDIR`` party
 P writes ``OUTDIR/P/<name>.npy``; without it the outputs are printed. If a
 party fails, the others are stopped and the first root-cause error (a
 party's own failure rather than "my peer went away") is reported.
+
+``run --local --check-ranges`` runs every party in this one process instead
+(threads over in-process links, as ``simulate``), so it can put the parties'
+shares back together and warn -- one ``mixc: warning: FILE:LINE: ...`` line on
+stderr per source line -- where a secret value leaves the range its op is
+right in (``mixc.runtime.sanitizer``); outputs as with ``--local``.
 
 Progress: a single updating line on stderr when stderr is a terminal and the
 run has taken more than ~2 s; ``--progress`` forces it on from the start,
@@ -200,7 +214,8 @@ def _parser():
     mode.add_argument("--local", action="store_true",
                       help="start every party as a local process on 127.0.0.1")
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
-                   help="an input (.npy or .csv); repeat for each input")
+                   help="an input (.npy or .csv; a tree input's leaves in one .npz, keyed "
+                        "by their paths); repeat for each input")
     r.add_argument("--peers", action="append", default=[], metavar="NAME=HOST:PORT,...",
                    help="every party's address, this party's own included")
     r.add_argument("--output", metavar="OUTDIR",
@@ -215,6 +230,9 @@ def _parser():
                         "(made by mixc keygen)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="force the progress line on/off (default: on a terminal, after ~2 s)")
+    r.add_argument("--check-ranges", action="store_true",
+                   help="with --local: run every party in this process and warn where a "
+                        "secret value leaves the range its op is right in (as simulate)")
     r.add_argument("--report", action="store_true", help=argparse.SUPPRESS)  # --local child
     r.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # --local child's listener
     r.set_defaults(func=cmd_run, subparser=r)
@@ -561,34 +579,110 @@ def _parse_assignments(items, what):
 
 
 def _check_input_names(manifest, given, party=None):
-    declared = manifest["inputs"]
-    unknown = sorted(set(given) - set(declared))
+    """Every NAME of ``given`` is an input array or a tree parameter (whose .npz gives
+    each of its leaves), of ``party`` if one is given; none of ``party``'s (or of any
+    party's) inputs is missing."""
+    from .bundle import grouped_input_names, input_party, input_trees
+    declared, trees = manifest["inputs"], input_trees(manifest)
+    unknown = sorted(n for n in given if n not in declared and n not in trees)
     if unknown:
-        raise InputError(f"unknown input(s) {', '.join(unknown)} (the program takes "
-                         f"{', '.join(declared) or 'no inputs'})")
+        takes = ", ".join(grouped_input_names(manifest, declared)) or "no inputs"
+        raise InputError(f"unknown input(s) {', '.join(unknown)} (the program takes {takes})")
+    twice = sorted(n for n in given if declared.get(n, {}).get("tree") in given)
+    if twice:
+        raise InputError(f"input {twice[0]!r} given twice: alone and in the .npz of "
+                         f"{declared[twice[0]]['tree']!r}")
     if party is not None:
-        foreign = sorted(n for n in given if declared[n]["party"] != party)
+        foreign = sorted(n for n in given if input_party(manifest, n) != party)
         if foreign:
             n = foreign[0]
-            raise InputError(f"input {n!r} belongs to party {declared[n]['party']!r}, not "
+            raise InputError(f"input {n!r} belongs to party {input_party(manifest, n)!r}, not "
                              f"{party!r}: give each party only its own inputs")
-        wanted = sorted(n for n, s in declared.items() if s["party"] == party)
-    else:
-        wanted = sorted(declared)
-    missing = [n for n in wanted if n not in given]
+    covered = {leaf for n in given for leaf in trees.get(n, [n])}
+    missing = [n for n, spec in declared.items()
+               if n not in covered and party in (None, spec["party"])]
     if missing:
-        owners = ", ".join(f"{n} (party {declared[n]['party']})" for n in missing)
+        owners = ", ".join(f"{n} (party {input_party(manifest, n)}"
+                           + (f", an .npz of leaves {', '.join(_leaf_keys(manifest, n))})"
+                              if n in trees else ")")
+                           for n in grouped_input_names(manifest, missing))
         raise InputError(f"missing input(s) {owners}: pass --input NAME=FILE")
 
 
-def load_input(name, path, spec):
-    """Read ``path`` (.npy or .csv) as input ``name`` declared by ``spec``; checked."""
-    from .runtime.executor import check_input
+def _leaf_keys(manifest, tree):
+    """The array names of a tree parameter's .npz: its leaves' paths."""
+    from .bundle import input_trees
+    return [manifest["inputs"][leaf]["leaf"] for leaf in input_trees(manifest)[tree]]
+
+
+def load_inputs(manifest, given):
+    """Input name -> checked array, for each NAME=FILE of ``given`` (names checked)."""
+    from .bundle import input_trees
+    trees = input_trees(manifest)
+    inputs = {}
+    for n, f in given.items():
+        if n in trees:
+            inputs.update(load_tree_input(n, f, {leaf: manifest["inputs"][leaf]
+                                                 for leaf in trees[n]}))
+        else:
+            inputs[n] = load_input(n, f, manifest["inputs"][n])
+    return inputs
+
+
+def _existing_file(name, path):
     p = Path(path)
     if not p.exists():
         raise InputError(f"input {name!r}: no such file {path}")
     if not p.is_file():
         raise InputError(f"input {name!r}: {path} is not a file")
+    return p
+
+
+def load_tree_input(name, path, leaves):
+    """Read the .npz ``path`` of tree parameter ``name``: one array per leaf of
+    ``leaves`` (input name -> manifest record), keyed by the leaf's path."""
+    import zipfile
+    p = _existing_file(name, path)
+    keys = {spec["leaf"]: leaf for leaf, spec in leaves.items()}
+    if p.suffix.lower() != ".npz":
+        raise InputError(f"input {name!r} is a tree of arrays: give an .npz holding "
+                         f"{', '.join(keys)}, not {path}")
+    try:
+        archive = np.load(p, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise InputError(f"input {name!r}: {path} holds one array, not one per leaf "
+                             f"({', '.join(keys)})")
+        with archive:
+            extra = sorted(set(archive.files) - set(keys))
+            if extra:
+                raise InputError(f"input {name!r}: {path} holds {extra[0]!r}, which is not a "
+                                 f"leaf of {name} (its leaves: {', '.join(keys)})")
+            missing = [k for k in keys if k not in archive.files]
+            if missing:
+                raise InputError(f"input {name!r}: {path} has no array {missing[0]!r} "
+                                 f"(the leaves of {name}: {', '.join(keys)})")
+            arrays = {keys[k]: archive[k] for k in keys}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"input {name!r}: cannot read {path} as .npz: "
+                         f"{_one_line(e)}") from None
+    return {leaf: _checked(leaf, arrays[leaf], leaves[leaf], path) for leaf in leaves}
+
+
+def _checked(name, arr, spec, path):
+    """``arr`` as input ``name`` (declared by manifest record ``spec``), checked."""
+    from .runtime.executor import check_encodable, check_input
+    try:
+        arr = check_input(name, arr, spec["dtype"], tuple(spec["shape"]))
+        if "frac_bits" in spec:
+            check_encodable(name, spec["party"], arr, spec["frac_bits"], spec["ring_bits"])
+    except InputError as e:
+        raise InputError(f"{e} (read from {path})") from None
+    return arr
+
+
+def load_input(name, path, spec):
+    """Read ``path`` (.npy or .csv) as input ``name`` declared by ``spec``; checked."""
+    p = _existing_file(name, path)
     shape = tuple(spec["shape"])
     suffix = p.suffix.lower()
     if suffix == ".npy":
@@ -603,10 +697,7 @@ def load_input(name, path, spec):
         arr = _load_csv(name, p, path, spec["dtype"], shape)
     else:
         raise InputError(f"input {name!r}: {path}: unsupported file type (use .npy or .csv)")
-    try:
-        return check_input(name, arr, spec["dtype"], shape)
-    except InputError as e:
-        raise InputError(f"{e} (read from {path})") from None
+    return _checked(name, arr, spec, path)
 
 
 def _load_csv(name, p, shown, dtype, shape):
@@ -649,8 +740,60 @@ def cmd_run(args):
     if args.local:
         if args.peers:
             raise _Usage("--peers is for --party; --local picks loopback addresses itself")
-        return _run_local(args)
+        return _run_checked(args) if args.check_ranges else _run_local(args)
+    if args.check_ranges:
+        raise _Usage("--check-ranges needs --local: only a run holding every party's shares "
+                     "can check what they stand for")
     return _run_party(args)
+
+
+def _run_checked(args):
+    """``run --local --check-ranges``: every party in this process, one thread each over
+    in-process links (as ``simulate``), so the range sanitizer sees every party's shares;
+    each RangeWarning is one ``mixc: warning:`` line on stderr."""
+    import warnings
+    from .bundle import Bundle, simulate
+    from .errors import RangeWarning
+    if args.tls is not None:
+        raise _Usage("--check-ranges runs every party in one process, with no connections "
+                     "to secure: drop --tls")
+    manifest = _load_manifest(args.bundle)
+    given = _parse_assignments(args.input, "--input")
+    _check_input_names(manifest, given)
+    inputs = load_inputs(manifest, given)
+    bundle = Bundle.load(args.bundle)     # checks each party's program against the manifest
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", RangeWarning)
+        result = simulate(bundle, inputs, timeout=args.timeout, check_ranges=True)
+    for w in seen:
+        if issubclass(w.category, RangeWarning):
+            print(f"mixc: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for name, value in _outputs_by_name(manifest, result).items():
+        party = manifest["outputs"][name]
+        if args.output:
+            outdir = Path(args.output) / party
+            outdir.mkdir(parents=True, exist_ok=True)
+            write_outputs(outdir, {name: value})
+            print(f"{party}: wrote {outdir / f'{name}.npy'}")
+        else:
+            _print_output(name, party, value)
+    print(f"audit: mixc audit {args.bundle}")
+    return 0
+
+
+def _outputs_by_name(manifest, result):
+    """``simulate``'s result (the structure the program returned) by output name."""
+    names = list(manifest["outputs"])
+    structure = manifest["structure"]
+    if structure == "dict":
+        return dict(result)
+    if structure == "tuple":
+        return dict(zip(names, result))
+    if structure == "single":
+        return {names[0]: result}
+    return {}
 
 
 def _parse_peers(items):
@@ -760,7 +903,7 @@ def _run_party(args):
     session = _session(args, manifest)
     given = _parse_assignments(args.input, "--input")
     _check_input_names(manifest, given, party)
-    inputs = {n: load_input(n, f, manifest["inputs"][n]) for n, f in given.items()}
+    inputs = load_inputs(manifest, given)
     names = _output_names(manifest, party)
     bundle = Bundle.load(directory, parties=[party])
     progress = _progress_for(args, party)
@@ -945,8 +1088,7 @@ def _run_local(args):
     _check_runnable(directory, manifest, parties)
     given = _parse_assignments(args.input, "--input")
     _check_input_names(manifest, given)
-    for n, f in given.items():           # fail here, once, rather than in every child
-        load_input(n, f, manifest["inputs"][n])
+    load_inputs(manifest, given)          # fail here, once, rather than in every child
     session = args.session.lower() if args.session else os.urandom(16).hex()
     if args.session:
         _session(args, manifest)          # validates the hex
@@ -995,6 +1137,7 @@ def _run_local(args):
 
 def _start_children(args, manifest, given, session, outroot, debug):
     """Run one child process per party until all finished or one failed; -> children."""
+    from .bundle import input_party
     from .runtime.links import listen
     parties = list(manifest["parties"])
     # bound here, before any party starts, so no party's outgoing connection
@@ -1014,7 +1157,7 @@ def _start_children(args, manifest, given, session, outroot, debug):
                    "--output", str(outroot / p), "--report",
                    "--listen-fd", str(listeners[p].fileno())]
             for n, f in given.items():
-                if manifest["inputs"][n]["party"] == p:
+                if input_party(manifest, n) == p:
                     cmd += ["--input", f"{n}={Path(f).resolve()}"]
             if args.tls is not None:
                 cmd += ["--tls", str(Path(args.tls).resolve())]

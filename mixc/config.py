@@ -11,7 +11,8 @@ The format (SPEC §2, grammar in ``grammars/devices.lark``)::
           type: MPC                       # secret shares among 2 or 3 parties
           domain: ["alice", "bob"]
           offline: dealer                 # or: he   (where triples come from)
-          fraction_bits: 18               # fixed point, 1..40
+          fraction_bits: 18               # fixed point, 1..40 (1..48 with ring: 128)
+          ring: 64                        # or: 128   (shares in Z_2^64 or Z_2^128)
       - he:
           type: HE                        # ciphertexts under key_owner's key
           domain: ["alice", "bob"]
@@ -60,7 +61,7 @@ DEVICE_KINDS = ("PYU", "MPC", "HE", "TEE")
 #: Option keys each kind accepts besides ``type`` and ``domain``.
 OPTIONS: Mapping[str, tuple[str, ...]] = {
     "PYU": (),
-    "MPC": ("offline", "fraction_bits"),
+    "MPC": ("offline", "fraction_bits", "ring"),
     "HE": ("key_owner", "fraction_bits"),
     "TEE": (),
 }
@@ -69,6 +70,12 @@ OFFLINE_MODES = ("dealer", "he")
 DEFAULT_OFFLINE = "dealer"
 DEFAULT_FRACTION_BITS = 18
 FRACTION_BITS_RANGE = (1, 40)
+#: MPC share rings (bits); 128 is SPU's FM128: more range and fraction bits, ~2-3x the cost.
+RINGS = (64, 128)
+DEFAULT_RING = 64
+#: The most fraction bits each ring takes: a product carries 2f bits before truncation,
+#: which must stay below the ring's truncation bound with room for the integer part.
+MAX_FRACTION_BITS = {64: FRACTION_BITS_RANGE[1], 128: 48}
 MPC_PARTIES = (2, 3)
 #: Upper bound on one ``range(a,b)``: a typo such as range(0,30000000) must
 #: be an error, not a hang.
@@ -119,6 +126,11 @@ class Device:
         if self.kind in ("MPC", "HE"):
             return self.option("fraction_bits", DEFAULT_FRACTION_BITS)
         return None
+
+    @property
+    def ring(self) -> int | None:
+        """MPC: the bits of the share ring, 64 (default) or 128; None for other kinds."""
+        return self.option("ring", DEFAULT_RING) if self.kind == "MPC" else None
 
     @property
     def key_owner(self) -> str | None:
@@ -988,14 +1000,18 @@ class _Builder:
                                    f"offline must be 'dealer' or 'he', got {_describe_value(v)}")
                 opts[k] = word
             elif k == "fraction_bits":
-                lo, hi = FRACTION_BITS_RANGE
+                lo, hi = FRACTION_BITS_RANGE[0], MAX_FRACTION_BITS[self.ring_option(fields)]
                 if not (isinstance(v, Tree) and v.data == "int"):
                     raise _fail_at(_where(v),
                                    f"fraction_bits must be an integer in {lo}..{hi}, got {_describe_value(v)}")
                 bits = _int(v.children[0], v.children[0])
                 if not lo <= bits <= hi:
-                    raise _fail_at(v.children[0], f"fraction_bits must be an integer in {lo}..{hi}, got {bits}")
+                    raise _fail_at(v.children[0], f"fraction_bits must be an integer in {lo}..{hi}, "
+                                                  f"got {bits}{self.ring_note(fields, bits)}")
                 opts[k] = bits
+            elif k == "ring":
+                if self.ring_option(fields) != DEFAULT_RING:  # the default is left out: equal configs
+                    opts[k] = self.ring_option(fields)
             elif k == "key_owner":
                 if isinstance(v, Tree) and v.data == "list":
                     raise _fail_at(_where(v), "key_owner must be one party, not a list")
@@ -1006,3 +1022,20 @@ class _Builder:
                                           f"one of the parties of HE device '{name}' ({', '.join(parties)})")
                 opts[k] = owners[0]
         return sorted(opts.items())
+
+    def ring_option(self, fields):
+        """The ``ring`` an MPC device's fields ask for (checked: 64 or 128)."""
+        if "ring" not in fields:
+            return DEFAULT_RING
+        v = fields["ring"][1]
+        bits = _int(v.children[0], v.children[0]) if isinstance(v, Tree) and v.data == "int" else None
+        if bits not in RINGS:
+            raise _fail_at(_where(v), f"ring must be 64 or 128, got {_describe_value(v)}")
+        return bits
+
+    def ring_note(self, fields, bits):
+        """Why ``bits`` fraction bits are refused on a 64-bit ring when a 128-bit one takes them."""
+        ring = self.ring_option(fields)
+        if ring == 64 and bits <= MAX_FRACTION_BITS[128]:
+            return " (up to 48 with ring: 128)"
+        return f" (on a {ring}-bit ring)" if ring != DEFAULT_RING else ""

@@ -36,6 +36,17 @@ class InputError(MixcError):
     """A missing, unreadable, or wrongly shaped/typed input."""
 
 
+class NumericError(MixcError):
+    """A value an op cannot compute on at run time (NaN/inf, or outside the fixed-point
+    range); names the op, the party and the author's ``file:line``."""
+
+
+class RangeWarning(UserWarning):
+    """A value outside the range where the op that made it is exact or its approximation
+    holds (``simulate``'s range sanitizer), or a constant that fixed point cannot keep (at
+    build time); names the author's ``file:line``."""
+
+
 class PeerError(MixcError):
     """A peer that disappeared, stalled, or sent something malformed."""
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import TraceError
+from .errors import InputError, TraceError
 from .ir.core import Block, Module, Node, TensorType
 from .ir.ops import dtype_name, opdef
 from .translate import _NP, _author_frame, _constant, _loc, _translate, _where
@@ -41,20 +41,100 @@ def _tracer() -> "_Trace":
 
 
 class Input:
-    """A private input of a program, owned by a PYU device."""
+    """A private input of a program, owned by a PYU device.
+
+    ``shape`` is one array's shape, or a pytree (dict/list/tuple/namedtuple) whose
+    leaves are shapes or ``jax.ShapeDtypeStruct``s (a model's parameters): the
+    program then receives the same pytree of device values. A leaf's dtype is its
+    ShapeDtypeStruct's, else ``dtype``. Each leaf is one input of the built program,
+    named ``<parameter>/<path>`` where the path joins the leaf's dict keys, sequence
+    indices and attribute names with "." (``params/w``, ``params/layers.0.b``)."""
 
     def __init__(self, device, shape, dtype=jnp.float32):
         if getattr(device, "kind", None) != "PYU":
             raise TraceError(f"{_where()}: an Input must live on a PYU device, not "
                              f"{getattr(device, 'name', device)!r}")
-        self.device, self.shape = device, tuple(int(d) for d in shape)
-        self.dtype = dtype_name(np.dtype(dtype))
-        if self.dtype not in ("f32", "i32", "bool"):
-            raise TraceError(f"{_where()}: Input dtype must be float32, int32 or bool, "
-                             f"not {np.dtype(dtype)}")
+        self.device = device
+        if _is_shape(shape):
+            self.tree = None
+            self.shape, self.dtype = _leaf_spec(shape, dtype, "")
+            self.leaves = [("", self.shape, self.dtype)]
+            return
+        self.tree = shape
+        flat, self.treedef = jax.tree_util.tree_flatten_with_path(shape, is_leaf=_is_shape)
+        if not flat:
+            raise TraceError(f"{_where()}: an Input's tree of shapes has no leaves: {shape!r}")
+        self.leaves = []
+        for path, leaf in flat:
+            name = leaf_path(path)
+            self.leaves.append((name,) + _leaf_spec(leaf, dtype, name))
+        names = [n for n, _, _ in self.leaves]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise TraceError(f"{_where()}: two leaves of an Input's tree are both named "
+                             f"{twice[0]!r}")
+
+    def leaf_name(self, parameter, path):
+        """The input name of the leaf at ``path`` of ``parameter`` (see the class doc)."""
+        return f"{parameter}/{path}" if self.tree is not None else parameter
 
     def __repr__(self):
-        return f"Input({self.device.name}, {self.shape}, {self.dtype})"
+        if self.tree is None:
+            return f"Input({self.device.name}, {self.shape}, {self.dtype})"
+        leaves = ", ".join(f"{n}: {d}{list(s)}" for n, s, d in self.leaves)
+        return f"Input({self.device.name}, {{{leaves}}})"
+
+
+def _is_shape(x):
+    """A leaf of an Input's tree: one array's shape (a tuple/list of ints: one holding
+    any int is taken for a shape, and refused unless all are) or a
+    ``jax.ShapeDtypeStruct``."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return True
+    return (isinstance(x, (tuple, list)) and not hasattr(x, "_fields")
+            and (not x or any(_is_dim(d) for d in x)))
+
+
+def _is_dim(d):
+    return isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+
+
+def _leaf_spec(leaf, dtype, name):
+    """(shape, dtype name) of one leaf of an Input, or a TraceError naming the leaf."""
+    what = f"leaf {name!r} of an Input" if name else "an Input"
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        shape, dtype = leaf.shape, leaf.dtype
+    elif _is_shape(leaf) and all(_is_dim(d) for d in leaf):
+        shape = leaf
+    else:
+        raise TraceError(f"{_where()}: {what} is {leaf!r}; a shape is a tuple of ints "
+                         "(or a jax.ShapeDtypeStruct)")
+    if any(int(d) < 0 for d in shape):
+        raise TraceError(f"{_where()}: {what} has a negative dimension: {tuple(shape)}")
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        np_dtype = None
+    if np_dtype not in _INPUT_DTYPES:
+        raise TraceError(f"{_where()}: Input dtype must be float32, int32 or bool, "
+                         f"not {np_dtype or dtype}" + (f" (leaf {name!r})" if name else ""))
+    return tuple(int(d) for d in shape), _INPUT_DTYPES[np_dtype]
+
+
+_INPUT_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.int32): "i32", np.dtype(np.bool_): "bool"}
+
+
+def leaf_path(path):
+    """A pytree key path as text: keys, indices and attribute names joined by "."."""
+    parts = []
+    for key in path:
+        for field in ("key", "idx", "name"):
+            if hasattr(key, field):
+                parts.append(str(getattr(key, field)))
+                break
+        else:
+            parts.append(str(key))
+    return ".".join(parts)
 
 
 class DeviceValue:
@@ -394,6 +474,8 @@ def _move(op, x, dev, explicit_label):
     frame = _author_frame()
     if not isinstance(x, DeviceValue):
         raise TraceError(f"{_where(frame)}: {op}() takes a device value, not {type(x).__name__}")
+    if x.device.name == dev.name:  # already there (plaintext, if dev is a PYU): nothing to do
+        return x
     trace.use_device(dev)
     t = x.value.type.with_(place=dev.name)
     node = trace.emit(op, [x.value], [t], {"explicit": True}, _loc(frame))
@@ -504,6 +586,9 @@ def fori_loop(lower, upper, body_fun, init_val):
 
 
 def _keeps_loops(device):
+    """Whether a ``mixc.fori_loop`` whose body uses ``device`` stays a loop: on PYU, TEE
+    and MPC devices (with a dealer or dealer-free); on HE devices it unrolls
+    (``translate_control.keeps_loops`` says why)."""
     from .translate import keeps_loops
     return device.kind in ("PYU", "TEE") or keeps_loops(device)
 
@@ -522,6 +607,8 @@ class Program:
     def __init__(self, fn):
         self.fn = fn
         self.name = fn.__name__
+        self.prefer = ()
+        self._simulated = None  # (build options, bundle) of the last simulate
         try:
             sig = inspect.signature(fn, eval_str=True)
         except Exception:  # noqa: BLE001 - string annotations that do not evaluate
@@ -548,13 +635,8 @@ class Program:
         trace.module.stage = "trace"
         _state.trace = trace
         try:
-            args = {}
-            for pname, spec in self.inputs.items():
-                trace.use_device(spec.device)
-                t = TensorType(spec.dtype, spec.shape, spec.device.name)
-                node = trace.emit("input", (), [t], {"name": pname, "dtype": spec.dtype,
-                                                     "shape": spec.shape}, None)
-                args[pname] = DeviceValue(node.result, spec.device, pname)
+            args = {pname: self._input_values(trace, pname, spec)
+                    for pname, spec in self.inputs.items()}
             result = self.fn(**args)
             self._outputs(trace, result)
         finally:
@@ -562,6 +644,21 @@ class Program:
         m = trace.module
         m.parties = tuple(sorted({p for d in m.devices.values() for p in d.parties}))
         return m
+
+    @staticmethod
+    def _input_values(trace, pname, spec):
+        """One ``input`` op per leaf of ``spec``; the parameter's value (a device
+        value, or the tree of them)."""
+        trace.use_device(spec.device)
+        values = []
+        for path, shape, dtype in spec.leaves:
+            name = spec.leaf_name(pname, path)
+            node = trace.emit("input", (), [TensorType(dtype, shape, spec.device.name)],
+                              {"name": name, "dtype": dtype, "shape": shape}, None)
+            values.append(DeviceValue(node.result, spec.device, name))
+        if spec.tree is None:
+            return values[0]
+        return jax.tree_util.tree_unflatten(spec.treedef, values)
 
     def _outputs(self, trace, result):
         if isinstance(result, dict):
@@ -592,9 +689,48 @@ class Program:
         return build(self, passes=passes, network=network, verify_between=verify_between,
                      prefer=prefer)
 
-    def simulate(self, **inputs):
-        from .bundle import simulate
-        return simulate(self.build(), inputs)
+    BUILD_OPTIONS = ("passes", "network", "verify_between", "prefer")
+
+    def simulate(self, inputs=None, /, **kwargs):
+        """Run every party's program in this process; the outputs in the structure the
+        program returned.
+
+        Inputs are keywords named after the program's parameters (a tree input takes
+        the pytree of arrays its ``mixc.Input`` declared), or one dict given as the
+        only positional argument. Every other keyword is an option: ``passes``,
+        ``network``, ``verify_between`` and ``prefer`` for the build, the rest
+        (``timeout``, ...) for ``mixc.bundle.simulate``. A parameter named like an
+        option is an input when given by keyword; to pass that option as well, give
+        the inputs as the dict (then every keyword is an option).
+
+        The build is cached on this Program, keyed by the build options: a second call
+        with new inputs neither retraces nor rebuilds, and any other options rebuild.
+        As with ``jax.jit``, what the program's Python reads when traced (a global, a
+        closed-over list) is read at the first call with those options."""
+        from . import bundle as bundles
+        if inputs is None:
+            inputs = {k: kwargs.pop(k) for k in list(kwargs) if k in self.inputs}
+        elif not isinstance(inputs, dict):
+            raise InputError(f"{self.name}.simulate takes its inputs as keywords or as one "
+                             f"dict, not a {type(inputs).__name__}")
+        build_options = {k: kwargs.pop(k) for k in self.BUILD_OPTIONS if k in kwargs}
+        run_options = set(inspect.signature(bundles.simulate).parameters) - {"bundle", "inputs"}
+        unknown = sorted(set(kwargs) - run_options)
+        if unknown:
+            options = ", ".join(self.BUILD_OPTIONS + tuple(sorted(run_options)))
+            raise InputError(f"unknown input(s) or option(s) {', '.join(unknown)} to "
+                             f"{self.name}.simulate (its inputs: {', '.join(self.inputs)}; "
+                             f"options: {options})")
+        return bundles.simulate(self._simulated_build(**build_options), inputs, **kwargs)
+
+    def _simulated_build(self, passes=None, network="lan", verify_between=False, prefer=None):
+        """The bundle ``simulate`` runs: the last one built, if built with these options."""
+        key = (None if passes is None else tuple(passes), network, bool(verify_between),
+               tuple(self.prefer if prefer is None else prefer))
+        if self._simulated is None or self._simulated[0] != key:
+            self._simulated = (key, self.build(passes=passes, network=network,
+                                               verify_between=verify_between, prefer=prefer))
+        return self._simulated[1]
 
 
 def program(fn=None, *, prefer=()):

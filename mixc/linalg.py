@@ -194,7 +194,8 @@ def cholesky(a):
     columns = []
     for j in range(n):
         pivot = a[..., 0, 0]
-        inverse_root = approx.rsqrt(pivot)
+        # the narrow range: a pivot d <= 0 gives r = 16, so d r stays small and <= 0
+        inverse_root = approx.rsqrt(pivot, lo=2.0 ** -8, hi=2.0 ** 14)
         # one Newton step: the approximation's error down to fixed point's resolution
         inverse_root = inverse_root * (1.5 - 0.5 * ((pivot * inverse_root) * inverse_root))
         column = a[..., :, 0] * inverse_root[..., None]

@@ -20,10 +20,15 @@ from .translate_core import (_NP, _aval_type, _constant, _inline, _known_value, 
 
 
 def keeps_loops(dev):
-    """Whether loops on ``dev`` stay ``loop`` ops: on 2-party MPC devices with a dealer.
-    (Dealer-free correlations are hoisted to the program's start and HE values carry
-    per-step fraction bits, so loops there still unroll.)"""
-    return dev.kind == "MPC" and dev.offline != "he"
+    """Whether loops on ``dev`` stay ``loop`` ops: on 2-party MPC devices, with a dealer or
+    dealer-free (``offline: he``: each iteration makes its own correlations at the start
+    of the body, ``dealerfree``). On HE devices loops unroll: a ciphertext's fraction bits
+    grow with every product by a fixed-point plaintext, and additive HE cannot rescale a
+    ciphertext without the key owner's help (a round trip), so a carried ciphertext would
+    not keep one type -- fraction bits, and the element layout the lowering tracks --
+    across iterations; keeping the loops where it does would need a refresh at the back
+    edge where it does not, which is not built."""
+    return dev.kind == "MPC"
 
 
 def _i32(trace, value, dev, loc):

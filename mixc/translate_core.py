@@ -22,9 +22,10 @@ import os
 import jax
 import numpy as np
 
-from .errors import TraceError
+from .errors import TraceError, VerifyError
 from .ir.core import TensorType
-from .ir.ops import dtype_name
+from .ir.ops import dtype_name, infer
+from .sanitize import warn_imprecise_constant
 
 # every mixc module, this one included, lives here: frames in it are not the author's
 _MIXC_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -73,6 +74,7 @@ def _constant(trace, value, dev, loc):
         value = value.astype(np.float32)
     if value.dtype == np.int64:
         value = value.astype(np.int32)
+    warn_imprecise_constant(trace, value, dev, loc)
     t = TensorType(dtype_name(value.dtype), value.shape, dev.name)
     return trace.emit("constant", (), [t], {"value": value}, loc).result
 
@@ -108,6 +110,52 @@ def register(rules, linear=(), approximated=()):
     _APPROXIMATED.update(approximated)
 
 
+# jnp functions with a better way on secrets than the jaxpr JAX makes of them, by
+# the name of their jit: [(reference, rule)]. The rule runs where the call's jaxpr is
+# the one ``reference`` makes (so a user function of the same name is inlined as usual).
+CALLS = {}
+
+
+def register_calls(calls):
+    """Adds ``{jit name: [(reference function, rule), ...]}`` to ``CALLS``."""
+    twice = sorted(CALLS.keys() & calls.keys())
+    if twice:
+        raise ValueError(f"call rules registered twice: {twice}")
+    CALLS.update(calls)
+
+
+_REFERENCE_JAXPRS = {}
+
+
+def _call_rule(trace, eqn, ins):
+    """The rule of a jnp function called here (``CALLS``), if its jaxpr is the reference
+    one and some operand is secret; None: inline the call."""
+    name = eqn.params.get("name")
+    if name not in CALLS or _all_known(trace, ins):
+        return None
+    avals = tuple(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, weak_type=v.aval.weak_type)
+                  for v in eqn.invars)
+    text = str(eqn.params["jaxpr"])
+    for number, (reference, rule) in enumerate(CALLS[name]):
+        key = (name, number, tuple((a.shape, a.dtype, a.weak_type) for a in avals))
+        if key not in _REFERENCE_JAXPRS:
+            _REFERENCE_JAXPRS[key] = _reference_text(reference, avals, name)
+        if _REFERENCE_JAXPRS[key] == text:
+            return rule
+    return None
+
+
+def _reference_text(reference, avals, name):
+    """The printed jaxpr of the call ``name`` that ``reference`` makes on ``avals``; None
+    where it makes none (or cannot take such operands)."""
+    try:
+        eqns = jax.make_jaxpr(reference)(*avals).eqns
+    except (TypeError, ValueError):     # operands the reference does not take
+        return None
+    calls = [e for e in eqns if e.params.get("name") == name]
+    return str(calls[0].params["jaxpr"]) if len(calls) == 1 else None
+
+
 # The walker.
 
 def _translate(trace, jaxpr, env, dev, frame, pinned=False):
@@ -118,20 +166,55 @@ def _translate(trace, jaxpr, env, dev, frame, pinned=False):
         loc = _loc(eframe)
         ins = [_read(trace, env, v, dev, loc) for v in eqn.invars]
         sub = _inner_jaxpr(eqn)
-        if sub is not None:
+        rule = _call_rule(trace, eqn, ins) if sub is not None else None
+        block, start = trace.block, len(trace.block.nodes)
+        if sub is not None and rule is None:
             outs = _translate_call(trace, sub, ins, dev, eframe, loc, pinned)
         else:
-            rule = _rule(trace, eqn.primitive.name, ins, dev, eframe)
+            rule = rule or _rule(trace, eqn.primitive.name, ins, dev, eframe)
             trace.frame = eframe
             outs = rule(trace, eqn, ins, dev, loc)
+            _check_types(block.nodes[start:], eqn, outs, eframe)
         for var, v in zip(eqn.outvars, outs):
             env[var] = v
     return [_read(trace, env, v, dev, _loc(frame)) for v in jaxpr.outvars]
 
 
+def _check_types(nodes, eqn, outs, frame):
+    """Every IR op a rule emitted types as its type rule says, and the rule's results
+    have JAX's dtypes and shapes: an op whose operands disagree (an int32 operand of a
+    float product, encoded without fraction bits) would compute a wrong value silently,
+    so it is a compile error at the author's line instead."""
+    for node in nodes:
+        if node.op in ("call", "loop"):
+            continue
+        try:
+            expected = infer(node.op, [v.type for v in node.operands], node.attrs)
+        except VerifyError as e:
+            raise TraceError(f"{_where(frame)}: '{eqn.primitive.name}' made an ill-typed "
+                             f"{node.op}: {e}") from None
+        got = [(r.type.dtype, tuple(r.type.shape)) for r in node.results]
+        if got != [(d, tuple(s)) for d, s in expected]:
+            raise TraceError(f"{_where(frame)}: '{eqn.primitive.name}' made a {node.op} "
+                             f"typed {got} where its operands make {expected}")
+    for var, v in zip(eqn.outvars, outs):
+        try:
+            want = (dtype_name(var.aval.dtype), tuple(var.aval.shape))
+        except VerifyError as e:
+            raise TraceError(f"{_where(frame)}: '{eqn.primitive.name}': {e} on a secret "
+                             "device") from None
+        if (v.type.dtype, tuple(v.type.shape)) != want:
+            raise TraceError(f"{_where(frame)}: '{eqn.primitive.name}' here gives "
+                             f"{v.type.dtype}{list(v.type.shape)} where JAX gives "
+                             f"{want[0]}{list(want[1])}")
+
+
 def _eqn_frame(eqn, frame):
     from jax._src import source_info_util
-    f = source_info_util.user_frame(eqn.source_info.traceback)
+    # not mixc's own frames: a jnp function placed as it is (device(mpc)(jnp.negative))
+    # has none of the author's inside it, and its line is the device call's
+    f = next((f for f in source_info_util.user_frames(eqn.source_info.traceback)
+              if not os.path.abspath(f.file_name).startswith(_MIXC_DIR)), None)
     if f is None:
         return frame
     return f.file_name, f.start_line

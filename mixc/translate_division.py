@@ -9,13 +9,14 @@ the ranges it is exact in.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .errors import TraceError
 from .translate_arith import _elementwise
 from .translate_core import _inline_function, _known_value, _macro, register
-from .translate_nonlinear import _approx_attr
+from .translate_nonlinear import _approx_attr, range_marked
 
 
 def _int_quotient(x, d):
@@ -79,27 +80,48 @@ def _integer_division(remainder):
     return rule
 
 
-_RECIPROCAL_PARTS = _macro(_approx_attr("reciprocal_parts"))
-_SECRET_DIV = _macro(_approx_attr("div"))
+_DIV_PARTS = range_marked("reciprocal", _macro(_approx_attr("div_parts")))
+_DIVIDE = _macro(lambda params: _divide)
+_SECRET_DIV = range_marked("reciprocal", _macro(_approx_attr("div")), operand=1)
+
+
+def _divide(a, *parts):
+    """``approx.divide`` of a by a divisor's broadcast ``approx.div_parts``."""
+    from . import approx
+    return approx.divide(a, parts)
+
+
+def _select_quotient(cases):
+    """a / select_n(p, c0, c1, ...) for known nonzero c_k (the gradient of max and min
+    divides by a select of 1 and 2) as select_n(p, a / c0, a / c1, ...): products with
+    known reciprocals and a select, no approximation."""
+    def quotient(a, p):
+        return jax.lax.select_n(p, *[a / np.asarray(c, np.float32) for c in cases])
+    return quotient
 
 
 def _div(trace, eqn, ins, dev, loc):
-    """Division by a public value is a product with its reciprocal; by a secret, the
-    reciprocal is approximated, before any broadcast of the divisor (softmax divides a
-    row by its broadcast sum: one reciprocal per row, not per element)."""
+    """Division by a public value is a product with its reciprocal; by a secret select of
+    known values, a select of such products; by any other secret, the reciprocal is
+    approximated, before any broadcast of the divisor (softmax divides a row by its
+    broadcast sum: one reduction per row, not per element)."""
     if np.issubdtype(eqn.outvars[0].aval.dtype, np.integer):
         return _integer_division(remainder=False)(trace, eqn, ins, dev, loc)
     if ins[1] in trace.public:
         return _elementwise("div")(trace, eqn, ins, dev, loc)
     divisor = ins[1]
     made_by = trace.producer.get(divisor)
+    if made_by is not None and made_by.op == "select_n":
+        cases = [_known_value(trace, v) for v in made_by.operands[1:]]
+        if all(c is not None and np.all(c != 0) for c in cases):
+            return _inline_function(trace, _select_quotient(cases),
+                                    [ins[0], made_by.operands[0]], dev)
     if made_by is not None and made_by.op == "broadcast_in_dim":
         (small,) = made_by.operands
-        parts = _RECIPROCAL_PARTS(trace, eqn, [small], dev, loc)
-        q, g = (trace.emit("broadcast_in_dim", [v], [divisor.type], dict(made_by.attrs),
-                           loc).result for v in parts)
-        (scaled,) = _elementwise("mul")(trace, eqn, [ins[0], q], dev, loc)
-        return _elementwise("mul")(trace, eqn, [scaled, g], dev, loc)
+        parts = _DIV_PARTS(trace, eqn, [small], dev, loc)
+        wide = [trace.emit("broadcast_in_dim", [v], [divisor.type], dict(made_by.attrs),
+                           loc).result for v in parts]
+        return _DIVIDE(trace, eqn, [ins[0], *wide], dev, loc)
     return _SECRET_DIV(trace, eqn, ins, dev, loc)
 
 
@@ -124,7 +146,7 @@ def _rem(trace, eqn, ins, dev, loc):
     that close to 0 or |y|), for
     - y known when compiling: |x| < 2^f and |x/y| < 2^22; the quotient is a product
       with 1/|y| computed from y as encoded (error < |x| 2^-(f+1) + 2^-f + |x/y| 2^-24);
-    - a secret y: |x| < 2^22, 2^-8 <= |y| <= 2^12 and |x/y| < 2^16 (approx.div, whose
+    - a secret y: |x| < 2^22, 2^-8 <= |y| < 2^45 and |x/y| < 2^16 (approx.div, whose
       error 1.5e-5 |x/y| + 2^-17 (1 + 1/(4|y|)) stays below one there).
     A zero divisor, or one that encodes to 0, gives x (JAX: NaN)."""
     if np.issubdtype(eqn.outvars[0].aval.dtype, np.integer):

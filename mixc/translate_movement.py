@@ -9,7 +9,8 @@ known positions: local on shares and on ciphertexts alike. Starts every party
 learns only at run time (a loop's counter) keep the dynamic slice op itself;
 secret indices go to ``mixc.translate_secret_index``. Scatters that combine
 (+, *, max, min) and pooling (``reduce_window``) take their operands in layers of
-known positions and combine or reduce them.
+known positions and combine or reduce them; so does the gradient of max pooling
+(``select_and_scatter_add``), after a one-hot of each window's maximum.
 """
 from __future__ import annotations
 
@@ -50,6 +51,36 @@ def _stack(trace, eqn, ins, dev, loc):
                                    {"new_sizes": shape}, loc).result)
     t = [_aval_type(v.aval, dev) for v in eqn.outvars]
     return trace.emit("concatenate", expanded, t, {"dimension": axis}, loc).results
+
+
+def _split(trace, eqn, ins, dev, loc):
+    """jnp.split / array_split: one slice per piece."""
+    (x,) = ins
+    axis, start, pieces = int(eqn.params["axis"]), 0, []
+    for size, var in zip(eqn.params["sizes"], eqn.outvars):
+        begin, end = [0] * len(x.type.shape), list(x.type.shape)
+        begin[axis], end[axis] = start, start + int(size)
+        pieces.append(trace.emit("slice", [x], [_aval_type(var.aval, dev)],
+                                 {"start": tuple(begin), "limit": tuple(end),
+                                  "strides": (1,) * len(begin)}, loc).result)
+        start += int(size)
+    return pieces
+
+
+def _unstack(trace, eqn, ins, dev, loc):
+    """jnp.unstack: one slice per index along the axis, without that axis."""
+    (x,) = ins
+    axis, shape = int(eqn.params["axis"]), tuple(x.type.shape)
+    pieces = []
+    for i, var in enumerate(eqn.outvars):
+        begin, end = [0] * len(shape), list(shape)
+        begin[axis], end[axis] = i, i + 1
+        piece = trace.emit("slice", [x], [x.type.with_(shape=tuple(b - a for a, b in zip(
+            begin, end)), place=dev.name)], {"start": tuple(begin), "limit": tuple(end),
+                                            "strides": (1,) * len(shape)}, loc).result
+        t = _aval_type(var.aval, dev)
+        pieces.append(trace.emit("reshape", [piece], [t], {"new_sizes": t.shape}, loc).result)
+    return pieces
 
 
 # Movement by indices known when compiling: one ``take``.
@@ -245,6 +276,60 @@ def _reduce_window(reduce, padding_value):
     return rule
 
 
+def _select_and_scatter_add(trace, eqn, ins, dev, loc):
+    """The gradient of max (min) pooling: each window's source value is added at the
+    window's first largest (smallest) element, as XLA selects it. The windows are taken
+    at known positions as pooling takes them; argmax's tree and one equality test per
+    window element make a one-hot of each window's choice, which weighs the source
+    value (one product); the weighted values go back to their known positions by
+    layers of takes (one per window overlapping an element)."""
+    source, operand = ins
+    p = eqn.params
+    rank = len(operand.type.shape)
+    reads = _window_positions(operand.type.shape, {
+        "window_dimensions": p["window_dimensions"], "window_strides": p["window_strides"],
+        "padding": p["padding"], "base_dilation": (1,) * rank, "window_dilation": (1,) * rank})
+    largest = p["select_prim"] is jax.lax.ge_p
+    n = operand.type.size
+    reads = np.where(reads < 0, n, reads)
+    padded = _flat_with(trace, operand, _POOL_FLOOR if largest else -_POOL_FLOOR, dev, loc)
+    windows = _take(trace, padded, reads, operand.type.with_(shape=reads.shape, place=dev.name),
+                    loc)
+
+    def weigh(windows, source):
+        first = jnp.argmax(windows, axis=0) if largest else jnp.argmin(windows, axis=0)
+        offsets = np.arange(reads.shape[0]).reshape((-1,) + (1,) * source.ndim)
+        return jnp.where(first[None] == offsets, source[None], jnp.zeros_like(windows))
+    (weighted,) = _inline_function(trace, weigh, [windows, source], dev)
+    flat = _flat_with(trace, weighted, 0, dev, loc)
+    t = _aval_type(eqn.outvars[0].aval, dev)
+    total = None
+    for layer in _layers_back(reads, n):
+        moved = _take(trace, flat, layer.reshape(t.shape), t, loc)
+        total = moved if total is None else trace.emit("add", [total, moved], [t], {}, loc).result
+    if total is None:
+        return [_constant(trace, np.zeros(t.shape, _NP[t.dtype]), dev, loc)]
+    return [total]
+
+
+def _layers_back(reads, n):
+    """Take positions, one array of ``n`` per layer, that add the values read at
+    ``reads`` (flat positions in [0, n]; n is padding) back where they were read: in
+    layer l, each element takes its l-th reader, or ``reads.size`` (a zero) if none."""
+    flat = reads.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    targets = flat[order]
+    rank = np.arange(flat.size) - np.searchsorted(targets, targets, side="left")
+    layers = []
+    for layer_number in range(int(rank.max()) + 1 if flat.size else 0):
+        chosen = (rank == layer_number) & (targets < n)
+        if chosen.any():
+            layer = np.full(n, flat.size, np.int64)
+            layer[targets[chosen]] = order[chosen]
+            layers.append(layer)
+    return layers
+
+
 def _sum_leading(trace, eqn, ins, dev, loc):
     """The sum over the leading axis: reduce_sum is one op, no tree."""
     (x,) = ins
@@ -261,7 +346,7 @@ register({
     "slice": _simple("slice", _slice_attrs),
     "concatenate": _simple("concatenate", lambda p: {"dimension": int(p["dimension"])}),
     "pad": _simple("pad", lambda p: {"config": tuple(_ints(c) for c in p["padding_config"])}),
-    "stack": _stack,
+    "stack": _stack, "split": _split, "unstack": _unstack,
     "gather": _movement({0}), "dynamic_slice": _movement({0}), "rev": _movement({0}),
     "tile": _movement({0}), "dynamic_update_slice": _movement({0, 1}),
     "scatter": _movement({0, 2}), "scatter-add": _scatter_combining,
@@ -270,6 +355,7 @@ register({
     "reduce_window_sum": _reduce_window(_sum_leading, 0),
     "reduce_window_max": _reduce_window(_REDUCE_MAX, _POOL_FLOOR),
     "reduce_window_min": _reduce_window(_REDUCE_MIN, -_POOL_FLOOR),
+    "select_and_scatter_add": _select_and_scatter_add,
 }, linear=("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate", "pad",
-           "gather", "dynamic_slice", "rev", "tile", "dynamic_update_slice", "scatter",
+           "split", "unstack", "gather", "dynamic_slice", "rev", "tile", "dynamic_update_slice", "scatter",
            "scatter-add", "reduce_window_sum"))

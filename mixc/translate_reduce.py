@@ -5,15 +5,18 @@ or products, which cost a round each: max, min, product, any/all and
 argmax/argmin are log-depth trees of pairwise combines, cumulative ops a
 log-depth associative scan, and sort a bitonic network whose compare-exchanges
 move elements by known positions; all are JAX functions of supported ops,
-traced and inlined.
+traced and inlined. ``jnp.searchsorted`` (and so ``jnp.interp``, ``jnp.digitize``)
+counts the sorted array's elements below each query: one layer of comparisons.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .translate_core import _ints, _macro, _simple, register
+from .translate_core import _inline_function, _ints, _macro, _simple, register, register_calls
 
 _lax = jax.lax
 
@@ -145,6 +148,21 @@ def _top_k(params):
     return fn
 
 
+def _searchsorted(side):
+    """jnp.searchsorted(a, v, side) of a sorted ``a``: how many elements of ``a`` lie
+    below each ``v`` (left), or not above it (right). JAX's binary search would read
+    ``a`` at secret positions in each of its log n steps; counting costs n comparisons
+    per query, all in one layer, and a local sum."""
+    def rule(trace, eqn, ins, dev, loc):
+        dtype = eqn.outvars[0].aval.dtype
+
+        def count(a, v):
+            below = a < v[..., None] if side == "left" else a <= v[..., None]
+            return jnp.sum(below, axis=-1, dtype=dtype)
+        return _inline_function(trace, count, ins, dev)
+    return rule
+
+
 # the rules pooling (mixc.translate_movement) folds its windows with
 _REDUCE_MAX = _reduce_tree(jnp.maximum)
 _REDUCE_MIN = _reduce_tree(jnp.minimum)
@@ -158,5 +176,9 @@ register({
     "argmin": _arg_tree(lambda lo, hi: _lax.lt(hi, lo)),
     "cumsum": _cumulative(jnp.add), "cumprod": _cumulative(jnp.multiply),
     "cummax": _cumulative(jnp.maximum), "cummin": _cumulative(jnp.minimum),
+    "cumlogsumexp": _cumulative(jnp.logaddexp),
     "sort": _macro(_bitonic_sort), "top_k": _macro(_top_k),
-}, linear=("reduce_sum", "cumsum"))
+}, linear=("reduce_sum", "cumsum"), approximated=("cumlogsumexp",))
+register_calls({"searchsorted": [
+    (functools.partial(jnp.searchsorted, side=side), _searchsorted(side))
+    for side in ("left", "right")]})

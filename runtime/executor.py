@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ..errors import InputError, MixcError
+from ..errors import InputError, MixcError, NumericError
 from ..ir.core import collector_paused, walk
 from ..ir.ops import NUMPY_DTYPES, OPS
 from . import kernels
@@ -36,6 +36,63 @@ def check_input(name, value, dtype, shape):
     if arr.dtype.kind not in _ACCEPTED_KINDS[dtype]:
         raise InputError(f"input {name!r} has dtype {arr.dtype}, the program declares {dtype}")
     return arr.astype(NUMPY_DTYPES[dtype], copy=False)
+
+
+def encoded_inputs(program):
+    """Input name -> (fraction bits, ring bits) of the fixed-point encoding a party's
+    program applies to it as read (the narrowest range if it is encoded twice)."""
+    names = {n.result: n.attrs["name"] for n in program.nodes if n.op == "input"}
+    found = {}
+    for n in program.nodes:
+        if n.op == "encode" and n.operands[0] in names:
+            name = names[n.operands[0]]
+            spec = (n.attrs["frac_bits"], int(n.result.type.dtype[1:]))
+            if name not in found or _limit(*spec) < _limit(*found[name]):
+                found[name] = spec
+    return found
+
+
+def _limit(frac_bits, ring_bits):
+    """The magnitude from which ``round(x * 2^frac_bits)`` no longer fits the ring."""
+    return 2.0 ** (ring_bits - 1 - frac_bits)
+
+
+def first_unencodable(values, frac_bits, ring_bits):
+    """(index, value) of the first element that is NaN/inf or out of the fixed-point
+    range (as ``kernels.encode_fixed`` decides), or None."""
+    limit = 2.0 ** (ring_bits - 1)
+    values = np.asarray(values)
+    if values.size and values.dtype.kind in "fiub":
+        # One pass in the input's own dtype settles the common case (a training set is
+        # 10^7-10^8 values); NaN makes the peak NaN and takes the exact path below.
+        peak = float(np.max(np.abs(values)))
+        if peak * 2.0 ** frac_bits < limit / 2:
+            return None
+    x = np.asarray(values, dtype=np.float64)
+    scaled = np.rint(x * 2.0 ** frac_bits)
+    bad = ~((scaled >= -limit) & (scaled < limit))
+    if not bad.any():
+        return None
+    index = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    return tuple(int(i) for i in index), float(x[index])
+
+
+def unencodable_why(index, value, frac_bits, ring_bits):
+    """``value`` at ``index`` and why fixed point cannot hold it, for an error message."""
+    at = f" at index [{', '.join(map(str, index))}]" if index else ""
+    if np.isfinite(value):
+        return (f"{value:g}{at}, outside the fixed-point range |x| < "
+                f"2^{ring_bits - 1 - frac_bits} ({frac_bits} fraction bits)")
+    return f"{value}{at}, which fixed point cannot encode"
+
+
+def check_encodable(name, party, values, frac_bits, ring_bits):
+    """InputError, naming input ``name`` of ``party`` and the first bad element, unless
+    every value of it encodes in fixed point."""
+    bad = first_unencodable(values, frac_bits, ring_bits)
+    if bad is not None:
+        raise InputError(f"input {name!r} of party {party!r} holds "
+                         f"{unencodable_why(*bad, frac_bits, ring_bits)}")
 
 
 _SPECIAL_KINDS = ("input", "dp_noise_op", "random", "send", "recv", "encode", "decode", "call_op",
@@ -108,8 +165,11 @@ class PartyExecutor:
         if unknown:
             raise InputError(f"party {self.party!r} has no input(s) named {', '.join(unknown)} "
                              f"(its inputs: {', '.join(sorted(declared)) or 'none'})")
-        return {k: check_input(k, inputs[k], n.attrs["dtype"], n.attrs["shape"])
-                for k, n in declared.items()}
+        checked = {k: check_input(k, inputs[k], n.attrs["dtype"], n.attrs["shape"])
+                   for k, n in declared.items()}
+        for k, (frac_bits, ring_bits) in encoded_inputs(self.program).items():
+            check_encodable(k, self.party, checked[k], frac_bits, ring_bits)
+        return checked
 
     def _agree_keys(self):
         seeds = sorted({n.attrs["seed"] for n in walk(self.program.nodes) if n.op == "random"})
@@ -154,23 +214,30 @@ class PartyExecutor:
         total = len(plan)
         evaluate = self._eval
         inline = type(self)._eval is PartyExecutor._eval
-        for i, (node, kind, operands, results, dead, pure) in enumerate(plan):
-            if checkpoint is not None and i == checkpoint[0]:
-                checkpoint[1]()
-            args = [env[v] for v in operands]
-            if pure is not None and inline:
-                env[results[0]] = np.asarray(pure(node.attrs, *args))
-            elif kind == "output":
-                outputs[node.attrs["name"]] = np.asarray(args[0])
-            elif kind == "yield":
-                return args
-            else:
-                for r, val in zip(results, evaluate(node, kind, args)):
-                    env[r] = val
-            for v in dead:
-                env.pop(v, None)
-            if progress is not None and (i % 256 == 0 or i == total - 1):
-                progress(i + 1, total)
+        node = None
+        try:
+            for i, (node, kind, operands, results, dead, pure) in enumerate(plan):
+                if checkpoint is not None and i == checkpoint[0]:
+                    checkpoint[1]()
+                args = [env[v] for v in operands]
+                if pure is not None and inline:
+                    env[results[0]] = np.asarray(pure(node.attrs, *args))
+                elif kind == "output":
+                    outputs[node.attrs["name"]] = np.asarray(args[0])
+                elif kind == "yield":
+                    return args
+                else:
+                    for r, val in zip(results, evaluate(node, kind, args)):
+                        env[r] = val
+                for v in dead:
+                    env.pop(v, None)
+                if progress is not None and (i % 256 == 0 or i == total - 1):
+                    progress(i + 1, total)
+        except (ValueError, ArithmeticError) as e:
+            # a value an op cannot compute on: say which op, where the author wrote it
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise NumericError(f"{node.loc or '<no source line>'}: {node.op} failed on party "
+                               f"{self.party!r}: {type(e).__name__}: {msg}") from e
         return []
 
     def _eval(self, node, kind, args):
@@ -178,7 +245,8 @@ class PartyExecutor:
         subclass hooks in to watch or change what a party computes (as torch.fx's
         Interpreter.run_node)."""
         if kind is None:
-            return [np.asarray(OPS[node.op].impl(node.attrs, *args))]
+            out = OPS[node.op].impl(node.attrs, *args)
+            return [np.asarray(out)] if len(node.results) == 1 else [np.asarray(x) for x in out]
         return self._handlers[kind](node, args)
 
     # -- ops the executor runs itself (the rest are ``OPS[op].impl``)
@@ -224,7 +292,8 @@ class PartyExecutor:
     def _random(self, node, args):
         a = node.attrs
         stream = self._per_iteration(a["stream"], node)
-        return [kernels.keystream_words(self.keys[a["seed"]], stream, a["shape"])]
+        draw = kernels.r128_keystream if a.get("ring") == 128 else kernels.keystream_words
+        return [draw(self.keys[a["seed"]], stream, a["shape"])]
 
     def _describe(self, node):
         """What a message op does, for the peer errors it may raise (made once per node)."""
@@ -251,11 +320,39 @@ class PartyExecutor:
         return [np.asarray(self.link.recv(a["from"], tag, op=self._describe(node)))]
 
     def _encode(self, node, args):
-        return [kernels.encode_fixed(np.asarray(args[0], dtype=np.float64),
-                                     node.attrs["frac_bits"])]
+        frac_bits = node.attrs["frac_bits"]
+        try:
+            encode = kernels.r128_encode if node.attrs.get("ring") == 128 else kernels.encode_fixed
+            return [encode(np.asarray(args[0], dtype=np.float64), frac_bits)]
+        except ValueError:
+            ring_bits = int(node.result.type.dtype[1:])
+            bad = first_unencodable(args[0], frac_bits, ring_bits)
+            if bad is None:
+                raise
+        raise NumericError(f"{node.loc or '<no source line>'}: {self._made_by(node.operands[0])}, "
+                           f"encoded in fixed point here, holds "
+                           f"{unencodable_why(*bad, frac_bits, ring_bits)} (party {self.party!r})")
+
+    def _made_by(self, value):
+        """What computed ``value`` in this party's program, as an author would say it."""
+        node = next((n for n in walk(self.program.nodes) if value in n.results), None)
+        if node is None:
+            return "a loop's carried or captured value"
+        if node.op == "input":
+            return f"input {node.attrs['name']!r}"
+        if node.op == "constant":
+            return "a public constant"
+        if node.op == "call":
+            return f"the result of {node.attrs.get('fn', 'a function')} on this party"
+        return f"the result of {node.op}"
 
     def _decode(self, node, args):
         a = node.attrs
+        if args[0].dtype == kernels.U128:  # the 128-bit ring: its low word holds an integer
+            if a["dtype"] == "f32":
+                return [kernels.r128_decode(args[0], a["frac_bits"]).astype(np.float32)]
+            return [np.ascontiguousarray(args[0]["lo"]).view(np.int64)
+                    .astype(NUMPY_DTYPES[a["dtype"]])]
         if a["dtype"] == "f32":
             return [kernels.decode_fixed(args[0], a["frac_bits"]).astype(np.float32)]
         return [args[0].view(np.int64).astype(NUMPY_DTYPES[a["dtype"]])]
@@ -273,7 +370,7 @@ class PartyExecutor:
 
     def _ot(self, node, args):  # two-party OT subprotocols: dealer-free correlations
         from . import ot_ops
-        return ot_ops.run(self, node.op, node.attrs, args)
+        return ot_ops.run(self, node, args)
 
     def _bits_pack(self, node, args):
         return [kernels.bits_pack(np.ascontiguousarray(args[0]).reshape(-1))]

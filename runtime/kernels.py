@@ -51,6 +51,23 @@ __all__ = [
     "lrshift",
     "prg_fill",
     "Prg",
+    "U128",
+    "r128_from_int",
+    "r128_to_int",
+    "r128_add",
+    "r128_sub",
+    "r128_mul",
+    "r128_neg",
+    "r128_shl",
+    "r128_lrshift",
+    "r128_arshift",
+    "r128_rowsum",
+    "r128_matmul",
+    "r128_encode",
+    "r128_decode",
+    "r128_beaver_finish",
+    "r128_truncpr_finish",
+    "r128_keystream",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -556,7 +573,7 @@ class Prg:
 # terms.  out= follows the elementwise rule: it may be one of the operands.
 # --------------------------------------------------------------------------
 
-__all__ += ["beaver_finish", "and_finish", "truncpr_finish"]
+__all__ += ["beaver_finish", "and_finish", "truncpr_finish", "finish_verified"]
 
 
 def _check_first(first, fn: str) -> int:
@@ -586,6 +603,19 @@ def _fused(fn: str, c_fn, out, c_args, **operands) -> np.ndarray:
     res = _out(out, ops[0].shape, _U64, fn, ops)
     if res.size:
         c_fn(*[_p64(x) for x in ops], _p64(res), res.size, *c_args)
+    return res
+
+
+def finish_verified(name, operands, *scalars) -> np.ndarray:
+    """The fused kernel ``name`` ("beaver_finish", "and_finish", "truncpr_finish") on
+    operands the IR verifier has already checked (uint64, one shape; ``scalars``:
+    the kernel's bits/first), without the public functions' per-call checks: the
+    executor runs thousands of these per training step."""
+    ops = [x if x.flags.c_contiguous else np.ascontiguousarray(x) for x in operands]
+    res = np.empty(ops[0].shape, dtype=_U64)
+    if res.size:
+        getattr(lib, "mixc_" + name)(*[_p64(x) for x in ops], _p64(res), res.size,
+                                     *[int(v) for v in scalars])
     return res
 
 
@@ -624,3 +654,227 @@ def truncpr_finish(c, msb, low, bits, first, out=None) -> np.ndarray:
         raise ValueError(f"{fn}: bits must be an int in [1, 62], got {bits!r}")
     fst = _check_first(first, fn)
     return _fused(fn, lib.mixc_truncpr_finish, out, (int(bits), fst), c=c, msb=msb, low=low)
+
+
+# --------------------------------------------------------------------------
+# ring Z_2^128 (``ring: 128`` MPC devices; csrc/ring128.c)
+#
+# A u128 array has the numpy dtype ``U128`` (mixc.ir.ops): two little-endian
+# uint64 words per element, low first -- the memory of the C kernels'
+# unsigned __int128. numpy refuses arithmetic on it, so nothing computes on
+# ring-128 values by accident; these functions do, modulo 2^128, with the
+# conventions above (inputs must already be U128, out as for the u64 kernels).
+# --------------------------------------------------------------------------
+
+from mixc.ir.ops import U128  # noqa: E402  (the IR's dtype table owns the dtype)
+
+MASK128 = (1 << 128) - 1
+
+
+def _u128_in(x, fn: str, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype != U128:
+        raise ValueError(f"{fn}: {name} must have dtype u128, got {arr.dtype}")
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+
+
+def _p128(arr: np.ndarray):
+    """uint64_t* to the words of a C-contiguous U128 array."""
+    return ffi.cast("uint64_t *", ffi.from_buffer(arr))
+
+
+def r128_from_int(values) -> np.ndarray:
+    """Python ints (any shape, any sign) as U128 ring elements, taken mod 2^128."""
+    ints = np.asarray(values, dtype=object)
+    out = np.empty(ints.shape, dtype=U128)
+    flat = [int(v) & MASK128 for v in ints.reshape(-1)]
+    out["lo"].reshape(-1)[...] = [v & MASK64 for v in flat]
+    out["hi"].reshape(-1)[...] = [v >> 64 for v in flat]
+    return out
+
+
+def r128_to_int(a) -> np.ndarray:
+    """U128 ring elements as Python ints in [0, 2^128) (object array)."""
+    a = _u128_in(a, "r128_to_int", "a")
+    lo, hi = a["lo"].astype(object), a["hi"].astype(object)
+    return (hi << 64) | lo
+
+
+def r128_words(a) -> np.ndarray:
+    """The uint64 words of U128 elements: shape + (2,), low word first (a view when it can)."""
+    a = _u128_in(a, "r128_words", "a")
+    return a.view(_U64).reshape(a.shape + (2,))
+
+
+def r128_from_words(words) -> np.ndarray:
+    """U128 elements from uint64 words of shape s + (2,) (low word first)."""
+    w = _u64_in(words, "r128_from_words", "words")
+    if w.ndim == 0 or w.shape[-1] != 2:
+        raise ValueError(f"r128_from_words: words must have a last axis of 2, got {w.shape}")
+    return w.view(U128).reshape(w.shape[:-1])
+
+
+def r128_widen(a) -> np.ndarray:
+    """uint64 words zero-extended to U128 elements."""
+    a = _u64_in(a, "r128_widen", "a")
+    out = np.zeros(a.shape, dtype=U128)
+    out["lo"] = a
+    return out
+
+
+def _r128_operand(b, shape, fn: str) -> np.ndarray:
+    if _is_scalar_int(b):
+        return np.broadcast_to(r128_from_int(int(b)), shape)
+    b = _u128_in(b, fn, "b")
+    if b.shape != shape:
+        raise ValueError(f"{fn}: shape mismatch {shape} vs {b.shape}")
+    return b
+
+
+def _r128_elementwise(fn: str, c_fn, out, c_args, *operands) -> np.ndarray:
+    ops = [o if o.flags.c_contiguous else np.ascontiguousarray(o) for o in operands]
+    res = _out(out, ops[0].shape, U128, fn, ops)
+    if res.size:
+        c_fn(*[_p128(x) for x in ops], _p128(res), res.size, *c_args)
+    return res
+
+
+def _r128_binary(fn, c_fn, a, b, out):
+    a = _u128_in(a, fn, "a")
+    return _r128_elementwise(fn, c_fn, out, (), a, _r128_operand(b, a.shape, fn))
+
+
+def r128_add(a, b, out=None) -> np.ndarray:
+    """a + b mod 2^128 (b may be an int scalar)."""
+    return _r128_binary("r128_add", lib.mixc_r128_add, a, b, out)
+
+
+def r128_sub(a, b, out=None) -> np.ndarray:
+    """a - b mod 2^128 (b may be an int scalar)."""
+    return _r128_binary("r128_sub", lib.mixc_r128_sub, a, b, out)
+
+
+def r128_mul(a, b, out=None) -> np.ndarray:
+    """Elementwise a * b mod 2^128 (b may be an int scalar)."""
+    return _r128_binary("r128_mul", lib.mixc_r128_mul, a, b, out)
+
+
+def r128_neg(a, out=None) -> np.ndarray:
+    """-a mod 2^128."""
+    return _r128_elementwise("r128_neg", lib.mixc_r128_neg, out, (), _u128_in(a, "r128_neg", "a"))
+
+
+def _r128_shift(fn, c_fn, a, bits, out):
+    s = _check_bits(bits, fn, "bits", 127)
+    return _r128_elementwise(fn, c_fn, out, (s,), _u128_in(a, fn, "a"))
+
+
+def r128_shl(a, bits: int, out=None) -> np.ndarray:
+    """a << bits mod 2^128 (0..127)."""
+    return _r128_shift("r128_shl", lib.mixc_r128_shl, a, bits, out)
+
+
+def r128_lrshift(a, bits: int, out=None) -> np.ndarray:
+    """Logical right shift by bits (0..127)."""
+    return _r128_shift("r128_lrshift", lib.mixc_r128_lrshift, a, bits, out)
+
+
+def r128_arshift(a, bits: int, out=None) -> np.ndarray:
+    """Arithmetic right shift of the int128 view by bits (0..127)."""
+    return _r128_shift("r128_arshift", lib.mixc_r128_arshift, a, bits, out)
+
+
+def r128_rowsum(a) -> np.ndarray:
+    """Sums of the rows of a 2-D U128 array, mod 2^128 (shape (m,))."""
+    a = _u128_in(a, "r128_rowsum", "a")
+    if a.ndim != 2:
+        raise ValueError(f"r128_rowsum: a must be 2-D, got shape {a.shape}")
+    out = np.empty(a.shape[0], dtype=U128)
+    if out.size:
+        lib.mixc_r128_rowsum(_p128(a), _p128(out), a.shape[0], a.shape[1])
+    return out
+
+
+def r128_matmul(a, b) -> np.ndarray:
+    """Matrix product a (M x K) . b (K x N) mod 2^128 (U128, 2-D).
+
+    Where the build has AVX-512 IFMA, one C kernel on 52-bit limbs
+    (csrc/ring128.c). Elsewhere: with a = al + 2^64 ah and b = bl + 2^64 bh: al.bl in full 128 bits (the C
+    kernel, one 64x64->128 multiply per term) plus 2^64 (al.bh + ah.bl), whose
+    low 64 bits are two blocked uint64 GEMMs (``ring_matmul``)."""
+    fn = "r128_matmul"
+    a, b = _u128_in(a, fn, "a"), _u128_in(b, fn, "b")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"{fn}: cannot multiply shapes {a.shape} . {b.shape}")
+    (M, K), N = a.shape, b.shape[1]
+    out = np.empty((M, N), dtype=U128)
+    if out.size == 0:
+        return out
+    ws = _workspace(lib.mixc_r128_matmul_ws_words(M, K, N))
+    if lib.mixc_r128_matmul(_p128(a), _p128(b), _p128(out), M, K, N, _p64(ws), ws.size) == 1:
+        return out  # the AVX-512 IFMA kernel
+    al, ah = np.ascontiguousarray(a["lo"]), np.ascontiguousarray(a["hi"])
+    bl, bh = np.ascontiguousarray(b["lo"]), np.ascontiguousarray(b["hi"])
+    blt = np.ascontiguousarray(bl.T)
+    lib.mixc_r128_matmul_low(_p64(al), K, _p64(blt), K, _p128(out), M, K, N, 0)
+    cross = ring_matmul(al, bh)
+    ring_matmul(ah, bl, out=cross, accumulate=True)
+    high = out["hi"]
+    ring_add(np.ascontiguousarray(high), cross, out=cross)
+    high[...] = cross
+    return out
+
+
+def r128_encode(x, frac_bits: int) -> np.ndarray:
+    """Fixed-point encode into Z_2^128: round(x * 2^frac_bits) (half to even); ValueError
+    if a value is NaN/inf or does not fit int128."""
+    fn = "r128_encode"
+    f = _check_bits(frac_bits, fn, "frac_bits", 126)
+    xa = np.asarray(x)
+    if xa.dtype.kind not in "fiub":
+        raise ValueError(f"{fn}: x must be a real number array, got dtype {xa.dtype}")
+    xa = np.asarray(xa, dtype=_F64, order="C")
+    res = np.empty(xa.shape, dtype=U128)
+    if xa.size and lib.mixc_r128_encode(_pf64(xa), _p128(res), xa.size, f):
+        raise ValueError(f"{fn}: value(s) are NaN/inf or out of range (|x| * 2^{f} must be < 2^127)")
+    return res
+
+
+def r128_decode(u, frac_bits: int) -> np.ndarray:
+    """Fixed-point decode: (u as int128) / 2^frac_bits as float64."""
+    fn = "r128_decode"
+    f = _check_bits(frac_bits, fn, "frac_bits", 126)
+    u = _u128_in(u, fn, "u")
+    res = np.empty(u.shape, dtype=_F64)
+    if u.size:
+        lib.mixc_r128_decode(_p128(u), _pf64(res), u.size, f)
+    return res
+
+
+def r128_beaver_finish(c, e, f, a, b, first) -> np.ndarray:
+    """``beaver_finish`` over Z_2^128: c + e*b + f*a (+ e*f if first)."""
+    fn = "r128_beaver_finish"
+    ops = [_u128_in(x, fn, n) for x, n in zip((c, e, f, a, b), "cefab")]
+    if len({o.shape for o in ops}) != 1:
+        raise ValueError(f"{fn}: operands have different shapes")
+    return _r128_elementwise(fn, lib.mixc_r128_beaver_finish, None,
+                             (_check_first(first, fn),), *ops)
+
+
+def r128_truncpr_finish(c, msb, low, bits, first) -> np.ndarray:
+    """``truncpr_finish`` over Z_2^128 (bits 1..126): the top bit is bit 127 and the
+    offset 2^126 (see csrc/kernels.h)."""
+    fn = "r128_truncpr_finish"
+    if not _is_scalar_int(bits) or not 1 <= int(bits) <= 126:
+        raise ValueError(f"{fn}: bits must be an int in [1, 126], got {bits!r}")
+    ops = [_u128_in(x, fn, n) for x, n in zip((c, msb, low), ("c", "msb", "low"))]
+    if len({o.shape for o in ops}) != 1:
+        raise ValueError(f"{fn}: operands have different shapes")
+    return _r128_elementwise(fn, lib.mixc_r128_truncpr_finish, None,
+                             (int(bits), _check_first(first, fn)), *ops)
+
+
+def r128_keystream(key: PrgKey, stream: int, shape) -> np.ndarray:
+    """Uniform U128 elements: the words of ``keystream_words`` two by two (low first)."""
+    shape = tuple(shape)
+    return keystream_words(key, stream, shape + (2,)).view(U128).reshape(shape)

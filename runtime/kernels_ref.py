@@ -292,3 +292,92 @@ def truncpr_finish(c, msb, low, bits, first):
         if _first01(first):
             y = y + (c_low - np.uint64(1 << (62 - bits)))
     return np.asarray(y, dtype=np.uint64)
+
+
+# ---- ring Z_2^128: Python ints (object arrays), sharing nothing with csrc/ring128.c ----
+# Inputs and outputs are object arrays of ints in [0, 2^128); tests convert with
+# kernels.r128_to_int / r128_from_int.
+
+MASK128 = (1 << 128) - 1
+
+
+def _ints(x) -> np.ndarray:
+    return np.vectorize(lambda v: int(v) & MASK128, otypes=[object])(np.asarray(x, dtype=object))
+
+
+def r128_add(a, b):
+    return _ints(_ints(a) + _ints(b))
+
+
+def r128_sub(a, b):
+    return _ints(_ints(a) - _ints(b))
+
+
+def r128_mul(a, b):
+    return _ints(_ints(a) * _ints(b))
+
+
+def r128_neg(a):
+    return _ints(-_ints(a))
+
+
+def _signed128(v):
+    v = int(v)
+    return v - (1 << 128) if v >> 127 else v
+
+
+def r128_shl(a, bits):
+    return _ints(np.vectorize(lambda v: int(v) << bits, otypes=[object])(_ints(a)))
+
+
+def r128_lrshift(a, bits):
+    return np.vectorize(lambda v: int(v) >> bits, otypes=[object])(_ints(a))
+
+
+def r128_arshift(a, bits):
+    return _ints(np.vectorize(lambda v: _signed128(v) >> bits, otypes=[object])(_ints(a)))
+
+
+def r128_rowsum(a):
+    return _ints(_ints(a).sum(axis=1))
+
+
+def r128_matmul(a, b):
+    a, b = _ints(a), _ints(b)
+    return _ints(a.dot(b)) if a.size and b.size else np.zeros((a.shape[0], b.shape[1]), object)
+
+
+def r128_encode(x, frac_bits):
+    """round(x * 2^f) half to even, exactly: from the float's exact rational value."""
+    from fractions import Fraction
+    out = []
+    for v in np.asarray(x, dtype=np.float64).reshape(-1):
+        if not np.isfinite(v):
+            raise ValueError("value out of range")
+        q = round(Fraction(float(v)) * (1 << frac_bits))  # Fraction rounds half to even
+        if not -(1 << 127) <= q < (1 << 127):
+            raise ValueError("value out of range")
+        out.append(q & MASK128)
+    return np.array(out, dtype=object).reshape(np.shape(x))
+
+
+def r128_decode(u, frac_bits):
+    return np.vectorize(lambda v: float(_signed128(v)) / 2.0 ** frac_bits,
+                        otypes=[np.float64])(_ints(u))
+
+
+def r128_beaver_finish(c, e, f, a, b, first):
+    c, e, f, a, b = (_ints(x) for x in (c, e, f, a, b))
+    return _ints(c + e * b + f * a + (e * f if _first01(first) else 0))
+
+
+def r128_truncpr_finish(c, msb, low, bits, first):
+    def one(ci, mi, li):
+        c_low = ((ci << 1) & MASK128) >> (bits + 1)
+        c_msb = ci >> 127
+        t = mi - 2 * c_msb * mi + (c_msb if first else 0)
+        y = (t << (127 - bits)) - li
+        if first:
+            y += c_low - (1 << (126 - bits))
+        return y & MASK128
+    return np.vectorize(one, otypes=[object])(_ints(c), _ints(msb), _ints(low))

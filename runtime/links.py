@@ -174,6 +174,7 @@ _DTYPES = {
 }
 # wire dtypes are little-endian
 _DTYPES = {c: d.newbyteorder("<") for c, d in _DTYPES.items()}
+_DTYPES[15] = np.dtype([("lo", "<u8"), ("hi", "<u8")])  # a Z_2^128 share (mixc.ir.ops.U128)
 _CODES = {d: c for c, d in _DTYPES.items()}
 _DIMS = [struct.Struct(f"<{n}Q") for n in range(_MAX_NDIM + 1)]
 _GOODBYE = _HEADER.pack(_FRAME_MAGIC, _KIND_GOODBYE, 0, 0, 0, 0, 0)
@@ -293,6 +294,7 @@ class Link:
         self._pending_bytes = dict.fromkeys(self.peers, 0)  # peer -> bytes waiting here
         self._blocked = False   # our party waits (in recv, or for a peer to take messages)
         self._held = 0          # senders waiting for us to take their messages
+        self._awaiting = None   # the (peer, tag) our recv waits for: only its arrival wakes us
         self._received = {p: _TagSet() for p in self.peers}
         self._failed = {}                                   # peer -> reason
         self._closed = False
@@ -351,7 +353,11 @@ class Link:
                     self._blocked = True
                     if self._held:
                         self._cond.notify_all()
-                self._cond.wait(deadline - now)
+                self._awaiting = key
+                try:
+                    self._cond.wait(deadline - now)
+                finally:
+                    self._awaiting = None
 
     def stats(self):
         with self._cond:
@@ -396,7 +402,7 @@ class Link:
             self._pending_bytes[peer] += _size(payload)
             self._bytes_recv[peer] += nbytes
             self._msgs_recv[peer] += 1
-            if self._blocked or self._held:  # someone waits on this condition
+            if self._awaiting == key:  # held-back senders wait for fewer bytes, not more
                 self._cond.notify_all()
             return True
 

@@ -72,7 +72,9 @@ stays bounded (a few batches in flight) and the round count does not grow.
 Each call starts its column keystreams on a 128-word boundary.
 
 Tags: the session uses tags in ``[tag_base, tag_base + 2**20)``, the same
-sequence on both sides (each call reserves two per batch).
+sequence on both sides (each call reserves two per batch). A call made under
+``tags_from(start)`` (an OT call inside a loop body, once per iteration) takes
+them from ``[start, start + 2**8)`` instead (up to 128 batches per call).
 
 Security: semi-honest, 128-bit computational security (kappa = 128, ed25519
 at ~126-bit, AES-128 / ChaCha20 with 128-bit keys). ``prg`` must be this
@@ -83,6 +85,7 @@ consistency check on u, i.e. no KOS).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 
@@ -98,11 +101,12 @@ except ImportError as exc:  # pragma: no cover - pynacl is a dependency
 
 from mixc._ckernels import ffi, lib
 
-__all__ = ["OTSession", "TAG_SPAN", "BATCH_WORDS", "base_ot_send", "base_ot_recv",
-           "transpose128", "ot_hash"]
+__all__ = ["OTSession", "TAG_SPAN", "CALL_TAG_SPAN", "BATCH_WORDS", "base_ot_send",
+           "base_ot_recv", "transpose128", "ot_hash"]
 
 KAPPA = 128
 TAG_SPAN = 1 << 20
+CALL_TAG_SPAN = 1 << 8       # tags of one call run in a window of its own (``tags_from``)
 BATCH_WORDS = 1 << 13        # column words per message: 2^19 OTs, u = 8 MB
 _LAG = 2                     # batches the receiver side runs ahead (see _run)
 _CHUNK = 128                 # csrc/ot.c's chunk (CW): BATCH_WORDS is a multiple of it
@@ -277,6 +281,7 @@ class OTSession:
         self.party = 0 if i_am_sender_of_base else 1
         self.tag_base = int(tag_base)
         self._next = 0
+        self._window = None  # (first tag, tags used) while ``tags_from`` is in force
         self._ready = False
         self._ws = np.empty(int(lib.mixc_iknp_ws_words()), dtype=_U64)
         # my extension-sender instance (id = self.party) and receiver instance (1 - party)
@@ -303,12 +308,31 @@ class OTSession:
         }
 
     def _tags(self, k: int) -> int:
+        if self._window is not None:
+            start, used = self._window
+            if used + k > CALL_TAG_SPAN:
+                raise MixcError(f"OTSession with {self.peer!r}: one OT call inside a loop needs "
+                                f"more than {CALL_TAG_SPAN} tags ({used + k}); make it smaller")
+            self._window = (start, used + k)
+            return start + used
         if self._next + k > TAG_SPAN:
             raise MixcError(f"OTSession with {self.peer!r}: tag space of 2^20 tags exhausted "
                             f"({self._next} used, {k} more needed); start a new session")
         t = self.tag_base + self._next
         self._next += k
         return t
+
+    @contextlib.contextmanager
+    def tags_from(self, start: int):
+        """Within the block, calls take their tags from ``[start, start + CALL_TAG_SPAN)``
+        instead of the session's own sequence: an OT call inside a loop runs once per
+        iteration, and the executor gives each run a window of its own (``ot_ops``), so a
+        loop of any length never exhausts the session's 2^20 tags or reuses a tag."""
+        outer, self._window = self._window, (int(start), 0)
+        try:
+            yield
+        finally:
+            self._window = outer
 
     def _send(self, tag, arr, op):
         self._bytes_sent += arr.nbytes

@@ -5,7 +5,13 @@ device (``offline: he``; lowered by ``mixc.protocols.dealerfree``).
 OTs run at once, so they land in the program's offline part) and keeps it on the
 executor; its result is a one-byte token that every later ot op of the pair takes as
 its first operand. Both parties run the matching ops in the same order, which the
-session's own tag counter relies on (``seq`` numbers the calls; a call never runs twice).
+session's own tag counter relies on (``seq`` numbers the calls; a call never runs twice,
+and one inside a loop body runs once per iteration). A call inside a loop body takes
+its tags from a window of its own: static tags ``LOOP_TAGS + seq * 2^8`` offset by the
+iteration as the executor offsets every tag in a loop, so a loop of any length neither
+exhausts the session's tags nor reuses one; its OT extension keystreams go on where the
+previous call stopped (never reused), and its random choices come from the session's
+private PRG, so every iteration's correlations are fresh.
 
 - ``ot.ole`` (role send: ``ole_send``, recv: ``ole_recv``), ``ot.bit_ole``
   (``bit_ole_send``/``bit_ole_recv``), ``ot.and`` (``and_send``/``and_recv``):
@@ -23,12 +29,21 @@ from ..errors import MixcError
 from .kernels import Prg
 
 
+# Static tags of OT calls inside loop bodies: call ``seq`` owns [LOOP_TAGS + seq * span,
+# + span), span = ot.CALL_TAG_SPAN, above every tag a program numbers itself (those count
+# up from 1 per pair of parties); the executor offsets them per iteration like any tag
+# (+ (iteration + 1) * 2^32). Their low 32 bits, at least 2^31, set them apart from the
+# iterations' ordinary tags (below 2^31) and the session's own (2^48 + s * 2^40 + < 2^20).
+LOOP_TAGS = 1 << 31
+
+
 def _sessions(ex):
     return ex.__dict__.setdefault("_ot_sessions", {})
 
 
-def run(ex, op, a, args):
+def run(ex, node, args):
     from . import ot
+    op, a = node.op, node.attrs
     sessions = _sessions(ex)
     peer = a["peer"]
     if op == "ot.session":
@@ -37,15 +52,29 @@ def run(ex, op, a, args):
         s = ot.OTSession(ex.link, peer, bool(a["base_sender"]), Prg(os.urandom(32), 0),
                          int(a["tag_base"]))
         s._setup()  # base OTs now: at session start, before any input is read
-        sessions[peer] = (s, set())
+        sessions[peer] = (s, {})
         return [np.zeros(1, dtype=np.uint8)]
     if peer not in sessions:
         raise MixcError(f"{op}: party {ex.party!r} has no OT session with {peer!r}")
-    s, done = sessions[peer]
+    s, last_run = sessions[peer]
     seq = int(a["seq"])
-    if seq in done:
-        raise MixcError(f"{op}: OT call #{seq} with {peer!r} runs twice")
-    done.add(seq)
+    iteration = -1 if ex._iteration is None else ex._iteration[0]
+    # a call runs once per iteration of its loop, whose flat numbers only grow
+    if seq in last_run and iteration <= last_run[seq]:
+        raise MixcError(f"{op}: OT call #{seq} with {peer!r} runs twice"
+                        + ("" if iteration < 0 else f" in loop iteration {iteration}"))
+    last_run[seq] = iteration
+    if ex._iteration is None:
+        return _call(s, op, a, args)
+    static = LOOP_TAGS + seq * ot.CALL_TAG_SPAN
+    if static >= 1 << 32:
+        raise MixcError(f"{node.loc or op}: OT call #{seq} inside a loop: at most "
+                        f"{((1 << 32) - LOOP_TAGS) // ot.CALL_TAG_SPAN} OT calls per program")
+    with s.tags_from(ex._per_iteration(static, node)):
+        return _call(s, op, a, args)
+
+
+def _call(s, op, a, args):
     if op in ("ot.arith_triple", "ot.and_triple"):
         shape = tuple(a["shape"])
         n = int(np.prod(shape, dtype=np.int64))

@@ -83,6 +83,8 @@ def work(tmp_path_factory):
         "empty.csv": lambda p: p.write_text(""),
         "binary.csv": lambda p: p.write_bytes(b"\xff\xfe\x00\x01" * 8),
         "input.txt": lambda p: p.write_text("1 2 3\n"),
+        "nan.npy": lambda p: np.save(p, np.where(np.arange(12).reshape(4, 3) == 5, np.nan, a)),
+        "huge.csv": lambda p: p.write_text("1,2,3\n1,2,3\n1,-1e15,3\n1,2,3\n"),
     }
     for name, make in files.items():
         make(d / name)
@@ -135,6 +137,10 @@ def input_cases(d):
         (f"a={d / 'input.txt'}", ["input.txt", "unsupported file type"]),
         (f"a={d / 'dir.npy'}", ["dir.npy", "not a file"]),
         (f"a={d / 'nope.npy'}", ["nope.npy", "no such file"]),
+        (f"a={d / 'nan.npy'}", ["input 'a' of party 'alice' holds nan at index [1, 2], which "
+                                "fixed point cannot encode", "nan.npy"]),
+        (f"a={d / 'huge.csv'}", ["input 'a' of party 'alice' holds -1e+15 at index [2, 1], "
+                                 "outside the fixed-point range |x| < 2^45", "huge.csv"]),
     ]
 
 
@@ -150,10 +156,64 @@ def test_bad_inputs_fail_before_connecting(work, sentinels, capsys):
         assert_one_line_error(run_main(capsys, *args), *needles)
         assert not sentinels.touched(), (arg, "connected before rejecting the input")
     # the same inputs given to --local: rejected once, in the parent, before any child starts
-    for arg, needles in input_cases(d)[:4]:
+    for arg, needles in input_cases(d)[:4] + input_cases(d)[-2:]:
         res = run_main(capsys, "run", d / "bundle", "--local", "--input", arg, "--input",
                        f"b={d / 'b.npy'}")
         assert_one_line_error(res, *needles)
+
+
+TREE_PROGRAM = f'''
+import mixc
+from mixc import device, reveal
+
+cluster = mixc.init_device({str(DEVICES)!r})
+p1, p2, mpc = cluster.p1, cluster.p2, cluster.mpc
+
+
+@mixc.program
+def affine(params: mixc.Input(p2, {{"w": (3, 2), "b": (2,)}}), x: mixc.Input(p1, (4, 3))):
+    y = device(mpc)(lambda p, x: x @ p["w"] + p["b"])(params, x)
+    return {{"y": reveal(y, p1)}}
+'''
+
+
+def test_bad_tree_inputs_fail_before_connecting(tmp_path, sentinels, capsys):
+    """``--input params=params.npz``: one array per leaf path; anything else is one line
+    naming the leaf, before bob connects to anyone."""
+    d = tmp_path
+    (d / "affine.py").write_text(TREE_PROGRAM)
+    assert run_main(capsys, "build", d / "affine.py", "-o", d / "bundle").returncode == 0
+    w, b = np.ones((3, 2), np.float32), np.ones(2, np.float32)
+    np.savez(d / "good.npz", w=w, b=b)
+    np.savez(d / "no_b.npz", w=w)
+    np.savez(d / "extra.npz", w=w, b=b, c=b)
+    np.savez(d / "shape.npz", w=w.T, b=b)
+    np.savez(d / "nan.npz", w=w, b=np.array([1, np.nan], np.float32))
+    np.save(d / "w.npy", w)
+    np.save(d / "b.npy", b)
+    shutil.copy(d / "w.npy", d / "one.npz")
+    (d / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
+    cases = [
+        ([f"params={d / 'no_b.npz'}"], ["input 'params'", "no_b.npz has no array 'b'"]),
+        ([f"params={d / 'extra.npz'}"], ["extra.npz holds 'c', which is not a leaf of params"]),
+        ([f"params={d / 'shape.npz'}"], ["input 'params/w' has shape (2, 3)", "(3, 2)",
+                                         "shape.npz"]),
+        ([f"params={d / 'nan.npz'}"], ["input 'params/b' of party 'bob' holds nan at index [1]"]),
+        ([f"params={d / 'w.npy'}"], ["'params' is a tree of arrays: give an .npz holding b, w"]),
+        ([f"params={d / 'one.npz'}"], ["one.npz holds one array, not one per leaf"]),
+        ([f"params={d / 'junk.npz'}"], ["cannot read", "junk.npz as .npz"]),
+        ([f"params={d / 'good.npz'}", f"params/w={d / 'w.npy'}"],
+         ["input 'params/w' given twice: alone and in the .npz of 'params'"]),
+        ([f"params/w={d / 'w.npy'}"], ["missing input(s) params/b (party bob)"]),
+        ([], ["missing input(s) params (party bob, an .npz of leaves b, w)"]),
+        ([f"params={d / 'good.npz'}", f"x={d / 'w.npy'}"], ["'x' belongs to party 'alice'"]),
+        ([f"param={d / 'good.npz'}"], ["unknown input(s) param", "takes params, x"]),
+    ]
+    for inputs, needles in cases:
+        args = ["run", d / "bundle", "--party", "bob", "--peers", sentinels.peers(),
+                "--timeout", "1", *[x for i in inputs for x in ("--input", i)]]
+        assert_one_line_error(run_main(capsys, *args), *needles)
+        assert not sentinels.touched(), (inputs, "connected before rejecting the input")
 
 
 def test_unreadable_input_file(work, tmp_path):
@@ -193,8 +253,8 @@ def test_bad_bundles(work, sentinels, capsys, tmp_path):
     (broken / "alice.mir").write_text("".join(text))
     edited = copy("edited")
     (edited / "alice.mir").write_text(
-        (edited / "alice.mir").read_text().replace('"masked operand (x - a)"',
-                                                   '"masked operand (x + a)"'))
+        (edited / "alice.mir").read_text().replace('masked operand (x - a)',
+                                                   'masked operand (x + a)'))
     badjson = copy("badjson")
     (badjson / "manifest.json").write_text("{ not json")
     nomir = copy("nomir")

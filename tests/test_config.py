@@ -441,7 +441,7 @@ def test_syntax_errors(text, where, phrase):
           type: MPC
           domain: [alice, bob]
           key_owner: alice
-    """, "6:7", "unknown option 'key_owner' for an MPC device (allowed: type, domain, offline, fraction_bits)"),
+    """, "6:7", "unknown option 'key_owner' for an MPC device (allowed: type, domain, offline, fraction_bits, ring)"),
     # bad option values
     ("""
       - m:

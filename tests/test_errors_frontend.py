@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax import lax
 
 import mixc
@@ -286,8 +288,88 @@ def test_good_inputs_run(mul_bundle):
     ({"x": GOOD["x"]}, r"missing input.*\bn\b"),
     ({"n": GOOD["n"]}, r"missing input.*\bx\b"),
     ({**GOOD, "z": np.ones(3, np.float32)}, r"unknown input.*\bz\b"),
+    ({"x": np.array([[1, np.nan, 2], [3, 4, 5]], np.float32), "n": GOOD["n"]},
+     r"^input 'x' of party 'alice' holds nan at index \[0, 1\], which fixed point cannot encode"),
+    ({"x": np.array([[1, 2, 3], [4, 5, -np.inf]], np.float32), "n": GOOD["n"]},
+     r"'x' of party 'alice' holds -inf at index \[1, 2\]"),
+    ({"x": np.array([[1, 2, 3], [4, 2.0 ** 46, 5]], np.float32), "n": GOOD["n"]},
+     r"'x' of party 'alice' holds 7\.03687e\+13 at index \[1, 1\], outside the fixed-point "
+     r"range \|x\| < 2\^45 \(18 fraction bits\)"),
 ])
 def test_bad_inputs_refused_before_any_party_runs(mul_bundle, no_party_runs, inputs, pattern):
     with pytest.raises(InputError, match=pattern) as e:
         simulate(mul_bundle, inputs)
     assert "\n" not in str(e.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(exponent=st.floats(40, 47), sign=st.sampled_from([-1.0, 1.0]),
+       special=st.sampled_from([None, np.nan, np.inf, -np.inf]), frac_bits=st.sampled_from([0, 18]))
+def test_input_check_agrees_with_the_encoder(exponent, sign, special, frac_bits):
+    """The input check refuses exactly what kernels.encode_fixed cannot encode."""
+    from mixc.runtime import kernels
+    from mixc.runtime.executor import first_unencodable
+    value = sign * 2.0 ** (exponent + 18 - frac_bits) if special is None else special
+    x = np.array([1.0, value, 2.0])
+    try:
+        kernels.encode_fixed(x, frac_bits)
+        encodes = True
+    except ValueError:
+        encodes = False
+    bad = first_unencodable(x, frac_bits, 64)
+    assert (bad is None) == encodes
+    if bad is not None:
+        assert bad[0] == (1,) and np.array_equal(bad[1], value, equal_nan=True)
+
+
+# ------------------------------------------------------- values that fail at run time
+
+def test_public_constant_that_cannot_be_encoded_names_the_line(cluster):
+    from mixc.errors import NumericError
+
+    @mixc.program
+    def prog(x: mixc.Input(cluster.p1, (3,))):
+        y = mixc.device(cluster.mpc)(lambda a: a + jnp.inf)(x)  # OFFENDING-inf-constant
+        return mixc.reveal(y, cluster.p1)
+    with pytest.raises(NumericError, match="a public constant, encoded in fixed point here, "
+                                           "holds inf") as e:
+        prog.simulate(x=np.ones(3, np.float32))
+    assert_at(e.value, "OFFENDING-inf-constant")
+
+
+def test_plaintext_result_that_cannot_be_encoded_names_the_line(cluster):
+    from mixc.errors import NumericError
+
+    @mixc.program
+    def prog(x: mixc.Input(cluster.p1, (3,))):
+        y = mixc.device(cluster.p1)(lambda a: a / (a - 1))(x)
+        z = mixc.device(cluster.mpc)(jnp.negative)(y)  # OFFENDING-inf-result
+        return mixc.reveal(z, cluster.p1)
+    np.testing.assert_allclose(prog.simulate(x=np.full(3, 3, np.float32)), -1.5, atol=1e-4)
+    with np.errstate(divide="ignore"), pytest.raises(
+            NumericError, match=r"result of <lambda> on this party, encoded in fixed point here, "
+                                r"holds inf at index \[1\], which fixed point cannot encode "
+                                r"\(party 'alice'\)") as e:
+        prog.simulate(x=np.array([3, 1, 2], np.float32))
+    assert_at(e.value, "OFFENDING-inf-result")
+
+
+def test_op_failing_on_a_value_names_op_party_and_line(cluster, monkeypatch):
+    """Any ValueError/ArithmeticError of a run-time kernel becomes one line naming
+    the op, the party and the author's line (decode_fixed raises one for a bad
+    argument)."""
+    from mixc.errors import NumericError
+    from mixc.runtime import kernels
+
+    @mixc.program
+    def prog(x: mixc.Input(cluster.p1, (3,))):
+        y = mixc.device(cluster.mpc)(lambda a: a * a)(x)
+        return mixc.reveal(y, cluster.p1)  # OFFENDING-decode
+
+    def failing(u, frac_bits, out=None):
+        raise ValueError("decode_fixed: u must be a uint64 array")
+    monkeypatch.setattr(kernels, "decode_fixed", failing)
+    with pytest.raises(NumericError, match=r"decode failed on party 'alice': ValueError: "
+                                           r"decode_fixed: u must be") as e:
+        prog.simulate(x=np.ones(3, np.float32))
+    assert_at(e.value, "OFFENDING-decode")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 # plaintext that one party of an MPC or HE device holds alone (the others hold
 # nothing): the server's weights kept unshared for the masking protocol.
 KINDS = ("plain", "public", "arith", "bool", "he", "masked", "private")
-DTYPES = ("f32", "f64", "i32", "i64", "u8", "u32", "u64", "bool")
+DTYPES = ("f32", "f64", "i32", "i64", "u8", "u32", "u64", "u128", "bool")
 
 
 @dataclass(frozen=True)

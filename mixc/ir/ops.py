@@ -17,8 +17,15 @@ import numpy as np
 
 from ..errors import VerifyError
 
+# A Z_2^128 ring element (``ring: 128`` MPC devices). numpy has no uint128: an element is two
+# little-endian uint64 words, low first (the memory of the C kernels' unsigned __int128). Ops
+# that only move elements work on it as on any dtype; numpy refuses arithmetic on it, which
+# runs in runtime.kernels' r128_* (``_ring128`` below), so nothing computes on it by accident.
+U128 = np.dtype([("lo", "<u8"), ("hi", "<u8")])
 NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64,
-                "u8": np.uint8, "u32": np.uint32, "u64": np.uint64, "bool": np.bool_}
+                "u8": np.uint8, "u32": np.uint32, "u64": np.uint64, "bool": np.bool_,
+                "u128": U128}
+RING_DTYPES = ("u64", "u128")  # the dtypes of shares: lowered values of any logical dtype
 DTYPE_NAMES = {np.dtype(v): k for k, v in NUMPY_DTYPES.items()}
 
 
@@ -39,14 +46,18 @@ class OpDef:
     results: int | None = 1     # None: as many as the type rule returns
     optional: tuple = ()        # names of optional attributes
     doc: str = ""
+    pure: bool = False          # results depend on operands and attrs alone (no party state,
+                                # peer, PRG stream or iteration): safe to compute once, anywhere
 
 
 OPS: dict[str, OpDef] = {}
 
 
-def op(name, operands=1, attrs=(), optional=(), results=1, impl=None, doc=""):
+def op(name, operands=1, attrs=(), optional=(), results=1, impl=None, doc="", pure=None):
+    """Declare op ``name``; ``pure`` defaults to whether it has a numpy ``impl``."""
     def register(type_rule):
-        OPS[name] = OpDef(name, operands, tuple(attrs), type_rule, impl, results, tuple(optional), doc)
+        OPS[name] = OpDef(name, operands, tuple(attrs), type_rule, impl, results, tuple(optional), doc,
+                          impl is not None if pure is None else pure)
         return type_rule
     return register
 
@@ -218,7 +229,9 @@ def _broadcast_in_dim(ts, a):
     return [(d, tuple(a["shape"]))]
 
 
-@op("reshape", attrs=("new_sizes",), impl=lambda a, x: np.reshape(x, a["new_sizes"]))
+@op("reshape", attrs=("new_sizes",), optional=("approx_range",),
+    impl=lambda a, x: np.reshape(x, a["new_sizes"]),
+    doc="approx_range: (approximation, lo, hi) its input must lie in (see mixc.sanitize)")
 def _reshape(ts, a):
     d, s = ts[0]
     if int(np.prod(s)) != int(np.prod(a["new_sizes"])):
@@ -390,24 +403,55 @@ def _dynamic_update_slice(ts, a):
 
 # ------------------------------------------------------ lowered (per-party) ops
 
-@op("random", operands=0, attrs=("shape", "seed", "stream"),
-    doc="uniform u64 words from the ChaCha20 stream (key of `seed`, nonce `stream`)")
+def ring_dtype(a):
+    """The ring an op's ``ring`` attribute names (bits, 64 when absent) as an IR dtype."""
+    bits = a.get("ring", 64)
+    if bits not in (64, 128):
+        raise VerifyError(f"ring must be 64 or 128, got {bits!r}")
+    return f"u{bits}"
+
+
+@op("random", operands=0, attrs=("shape", "seed", "stream"), optional=("ring",),
+    doc="uniform ring words (u64, or u128 with ring=128) from the ChaCha20 stream (key of "
+        "`seed`, nonce `stream`)")
 def _random(ts, a):
-    return [("u64", tuple(a["shape"]))]
+    return [(ring_dtype(a), tuple(a["shape"]))]
 
 
-@op("encode", attrs=("frac_bits",), doc="plaintext to ring: round(x * 2^frac_bits) mod 2^64")
+@op("encode", attrs=("frac_bits",), optional=("ring",), pure=True,
+    doc="plaintext to ring: round(x * 2^frac_bits) mod 2^64 (2^128 with ring=128)")
 def _encode(ts, a):
-    return [("u64", ts[0][1])]
+    return [(ring_dtype(a), ts[0][1])]
 
 
-@op("decode", attrs=("frac_bits", "dtype"), doc="ring to plaintext: signed value / 2^frac_bits")
+@op("ring_widen", pure=True, impl=lambda a, x: _kernels().r128_widen(x),
+    doc="u64 ring words zero-extended to u128 (0/1 bits and words into the 128-bit ring)")
+def _ring_widen(ts, a):
+    if ts[0][0] != "u64":
+        raise VerifyError("ring_widen takes u64 words")
+    return [("u128", ts[0][1])]
+
+
+@op("ring_words", pure=True, impl=lambda a, x: np.ascontiguousarray(_kernels().r128_words(x)),
+    doc="the two u64 words of each u128 element, low word first: a trailing axis of 2")
+def _ring_words(ts, a):
+    if ts[0][0] != "u128":
+        raise VerifyError("ring_words takes u128 values")
+    return [("u64", ts[0][1] + (2,))]
+
+
+def _kernels():
+    from ..runtime import kernels
+    return kernels
+
+
+@op("decode", attrs=("frac_bits", "dtype"), pure=True, doc="ring to plaintext: signed value / 2^frac_bits")
 def _decode(ts, a):
     return [(a["dtype"], ts[0][1])]
 
 
 def _integer_only(ts, a):
-    if ts[0][0] not in ("u64", "i32", "u32", "i64"):
+    if ts[0][0] not in ("u64", "u128", "i32", "u32", "i64"):
         raise VerifyError("shifts take integer values")
     return [ts[0]]
 
@@ -433,6 +477,35 @@ op("ashr", attrs=("bits",), impl=_ashr, doc="arithmetic (sign-filling) right shi
     doc="global lowered IR only: the operand's party sends it, the result's party receives it")
 def _xfer(ts, a):
     return [ts[0]]
+
+
+def _unpack_impl(a, x):
+    pieces, start = [], 0
+    for shape in a["shapes"]:
+        size = int(np.prod(shape, dtype=np.int64))
+        pieces.append(x[start:start + size].reshape(shape))
+        start += size
+    return pieces
+
+
+@op("pack", operands=None, pure=True,
+    impl=lambda a, *xs: np.concatenate([np.ravel(x) for x in xs]),
+    doc="per-party IR: the operands' elements one after another, flat (several values, one message)")
+def _pack(ts, a):
+    dtypes = {d for d, _ in ts}
+    if len(dtypes) != 1:
+        raise VerifyError(f"pack: operands have different dtypes {sorted(dtypes)}")
+    return [(ts[0][0], (sum(int(np.prod(s, dtype=np.int64)) for _, s in ts),))]
+
+
+@op("unpack", attrs=("shapes",), results=None, pure=True, impl=_unpack_impl,
+    doc="per-party IR: a pack's values back, one per shape")
+def _unpack(ts, a):
+    (d, s), = ts
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in a["shapes"]]
+    if len(s) != 1 or s[0] != sum(sizes):
+        raise VerifyError(f"unpack: {s} does not hold shapes {tuple(a['shapes'])}")
+    return [(d, tuple(shape)) for shape in a["shapes"]]
 
 
 @op("send", attrs=("to", "tag", "what"), results=0, doc="per-party IR: send a value to a peer")
@@ -489,18 +562,18 @@ def _words(n):
     return -(-n // 64)
 
 
-@op("bits_pack", doc="bit 0 of each element, packed 64 to a u64 word (element k: bit k%64 of word k//64)")
+@op("bits_pack", pure=True, doc="bit 0 of each element, packed 64 to a u64 word (element k: bit k%64 of word k//64)")
 def _bits_pack(ts, a):
     n = int(np.prod(ts[0][1], dtype=np.int64))
     return [("u64", (_words(n),))]
 
 
-@op("bits_unpack", attrs=("shape",), doc="packed bits back to one 0/1 word per element")
+@op("bits_unpack", attrs=("shape",), pure=True, doc="packed bits back to one 0/1 word per element")
 def _bits_unpack(ts, a):
     return [("u64", tuple(a["shape"]))]
 
 
-@op("bits_unzip", results=2, doc="even- and odd-indexed bits of a packed bit stream, each packed")
+@op("bits_unzip", results=2, pure=True, doc="even- and odd-indexed bits of a packed bit stream, each packed")
 def _bits_unzip(ts, a):
     (n,) = ts[0][1]
     half = -(-n // 2)
@@ -512,16 +585,16 @@ def _bits_unzip(ts, a):
 # truncation: one pass over memory instead of ten, and one readable line in the IR.
 
 def _fused(ts, a):
-    if any(d != "u64" for d, _ in ts):
-        raise VerifyError("fused protocol steps take u64 ring values")
+    if len({d for d, _ in ts}) != 1 or ts[0][0] not in RING_DTYPES:
+        raise VerifyError("fused protocol steps take ring values of one ring (u64 or u128)")
     return _same(ts, a)
 
 
 def _kernel(name):
     def impl(a, *xs):
         from ..runtime import kernels
-        return getattr(kernels, name)(*[np.asarray(x, order="C") for x in xs],
-                                      *[a[k] for k in ("bits", "first") if k in a])
+        return kernels.finish_verified(name, [np.asarray(x) for x in xs],
+                                       *[a[k] for k in ("bits", "first") if k in a])
     return impl
 
 
@@ -873,3 +946,24 @@ def _he_mm_eval(ts, a):
 def _he_mm_decrypt(ts, a):
     M, K, N = (int(v) for v in a["plan"][:3])
     return [("u64", (M, N))]
+
+
+# ------------------------------------------------------ u128 ring values
+# numpy cannot compute on U128: each arithmetic op's impl hands u128 operands to
+# runtime.ringops.U128_OPS, and keeps its numpy path for every other dtype.
+
+def _ring128(name):
+    plain = OPS[name].impl
+
+    def impl(a, *xs):
+        if any(getattr(x, "dtype", None) == U128 for x in xs):
+            from ..runtime import ringops
+            return ringops.U128_OPS[name](a, *xs)
+        return plain(a, *xs)
+    OPS[name] = OpDef(**{**OPS[name].__dict__, "impl": impl})
+
+
+for _name in ("add", "sub", "mul", "neg", "shl", "lshr", "ashr", "reduce_sum", "dot_general",
+              "and", "or", "xor", "not", "beaver_finish", "truncpr_finish",
+              "conv_general_dilated"):
+    _ring128(_name)

@@ -5,7 +5,8 @@ order, each a module with ``run(module) -> module`` whose docstring states the
 invariant it establishes. ``verify`` runs after each pass when asked (tests
 do); the traced IR has no kinds yet, so checking starts after ``place``.
 """
-from . import batch_comparisons, fold_scalars, insert_transfers, lower, partition, place, select_protocols, verify
+from . import (batch_comparisons, coalesce_messages, fold_scalars, hoist_invariants,
+               insert_transfers, lower, partition, place, select_protocols, verify)
 
 PIPELINE = [
     ("place", place.run),
@@ -14,7 +15,9 @@ PIPELINE = [
     ("batch_comparisons", batch_comparisons.run),
     ("select_protocols", select_protocols.run),
     ("lower", lower.run),
+    ("hoist_invariants", hoist_invariants.run),
     ("partition", partition.run),
+    ("coalesce_messages", coalesce_messages.run),
 ]
 
 

@@ -11,7 +11,14 @@ per element of what it scales), so scaling the smallest value costs least
 and rounds least. Authors write this all the time: ``w - lr * x.T @ g``
 parses as ``(lr * x.T) @ g``, and ``w - lr * grad(loss)(w)`` scales a
 weight-sized gradient made from a batch-sized one.
+
+Also: a chain of two known public scales, ``c2 * (c1 * x)`` or ``(c1 * x) / c2``
+(``lr * mean(g)``, ``lr * x.T @ g / n``), becomes one scale by their product when
+that product is exact in fixed point: one truncation instead of two, no rounding
+added. Other chains stay, since a small product would lose bits.
 """
+import numpy as np
+
 from ..ir.core import Node
 
 _THROUGH = ("transpose", "reshape")  # linear, so they commute with a scalar product
@@ -105,6 +112,47 @@ class _Block:
         self.renamed[mul.result] = value
         self.dropped.add(mul)
 
+    def known_scale(self, node):
+        """(factor, secret operand) when ``node`` multiplies or divides a secret f32 value
+        by a public scalar whose value is a constant."""
+        if node.op == "mul":
+            pair = _split(node)
+        elif node.op == "div" and _public_scalar(node.operands[1]) \
+                and node.operands[0].type.kind != "public" and node.result.type.dtype == "f32":
+            pair = (node.operands[1], node.operands[0])
+        else:
+            return None
+        constant = self.producer.get(pair[0]) if pair is not None else None
+        if constant is None or constant.op != "constant":
+            return None
+        factor = float(np.asarray(constant.attrs["value"]))
+        return (factor if node.op == "mul" else 1.0 / factor), pair[1]
+
+    def chained_scale(self, node):
+        """``c2 * (c1 * x)`` (or with divisions) -> ``(c1 c2) * x`` when c1 c2 is exact in
+        fixed point: one truncation instead of two, and no rounding of its own."""
+        outer = self.known_scale(node)
+        if outer is None or not self.only_use(outer[1]):
+            return
+        made_by = self.producer.get(outer[1])
+        inner = self.known_scale(made_by) if made_by is not None and made_by not in self.dropped \
+            else None
+        if inner is None:
+            return
+        factor = inner[0] * outer[0]
+        f = self.module.devices[node.result.type.place].fraction_bits
+        encoded = factor * 2.0 ** f
+        if not (factor != 0 and float(np.float32(factor)) == factor and encoded == int(encoded)
+                and abs(encoded) < 2.0 ** 31):
+            return
+        scalar = node.operands[0] if node.op == "mul" and _public_scalar(node.operands[0]) \
+            else node.operands[1]
+        constant = Node("constant", (), (self.module.new_value(scalar.type),),
+                        {"value": np.asarray(factor, np.float32)}, node.loc)
+        self.before.setdefault(node, []).append(constant)
+        node.op, node.operands = "mul", (constant.result, inner[1])
+        self.dropped.add(made_by)
+
     def run(self):
         for index, n in enumerate(self.nodes):
             if n.results and self.on_mpc(n) and n.op == "mul":
@@ -114,12 +162,22 @@ class _Block:
             out.extend(self.before.get(n, ()))
             n.operands = tuple(self._final(v) for v in n.operands)
             if n.body is not None:
-                n.body.nodes = _Block(self.module, n.body.nodes).run()
+                n.body.nodes = _fold(self.module, n.body.nodes)
             out.append(n)
             if n.op == "dot_general" and self.on_mpc(n):
                 scaled = self.scaled_operand(n)
                 if scaled is not None:
                     out.append(scaled)
+        return [n for n in out if n not in self.dropped]
+
+    def fold_chains(self):
+        for n in self.nodes:
+            if n.results and n not in self.dropped and self.on_mpc(n):
+                self.chained_scale(n)
+        out = []
+        for n in self.nodes:
+            out.extend(self.before.get(n, ()))
+            out.append(n)
         return [n for n in out if n not in self.dropped]
 
     def _final(self, v):
@@ -128,6 +186,12 @@ class _Block:
         return v
 
 
+def _fold(module, nodes):
+    """Both rewrites of the scale's place, then chains of scales (which the first may
+    have made) in one."""
+    return _Block(module, _Block(module, nodes).run()).fold_chains()
+
+
 def run(module):
-    module.nodes = _Block(module, module.nodes).run()
+    module.nodes = _fold(module, module.nodes)
     return module.renumbered()

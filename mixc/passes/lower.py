@@ -42,6 +42,8 @@ class LowerContext:
         self._streams = {}  # seed name -> last stream id
         self._consts = {}   # (party, kind, dtype, shape, bytes) -> value: one node per constant
         self.block = {}     # what a protocol reuses within the current block (see ``scoped``)
+        self.program_nodes = self.out.nodes  # the top-level block, while a loop body is lowered
+        self._captures = []  # per loop body being lowered: {program-level value: block argument}
         self._producers = None
         self.loc = None
 
@@ -86,6 +88,17 @@ class LowerContext:
         reused later in the same block (never in another, where it is not defined)."""
         return self.block.setdefault(name, {})
 
+    def captured(self, value):
+        """``value``, made at program level (a session token, an HE key), as the block being
+        lowered sees it: inside a loop body, a block argument of that loop (an extra captured
+        operand, added when the loop node is made), so a body reads only its arguments."""
+        if not self._captures:
+            return value
+        frame = self._captures[-1]
+        if value not in frame:
+            frame[value] = self.out.new_value(value.type)
+        return frame[value]
+
     def producer(self, value):
         """The global node that made ``value`` (None for block arguments and inputs)."""
         if self._producers is None:
@@ -126,6 +139,7 @@ def _lower_loop(ctx, node):
     n_captured = sum(len(p) for p in entering[:captures])
     outer_nodes, outer_consts, outer_block = ctx.out.nodes, ctx._consts, ctx.block
     ctx.out.nodes, ctx._consts, ctx.block = [], {}, {}
+    ctx._captures.append({})
     try:
         _lower_nodes(ctx, body.nodes[:-1])
         end = body.nodes[-1]
@@ -142,6 +156,11 @@ def _lower_loop(ctx, node):
         nodes = ctx.out.nodes
     finally:
         ctx.out.nodes, ctx._consts, ctx.block = outer_nodes, outer_consts, outer_block
+        extra = ctx._captures.pop()
+    # program-level values the body reads (ctx.captured), as the enclosing block sees them
+    operands[n_captured:n_captured] = [ctx.captured(v) for v in extra]
+    args[n_captured:n_captured] = extra.values()
+    n_captured += len(extra)
     results = _bind(ctx, node.results, [ctx.parts[a] for a in carried])
     ctx.out.nodes.append(Node("loop", tuple(operands), tuple(results),
                               {"trip_count": node.attrs["trip_count"], "captures": n_captured},
@@ -161,10 +180,18 @@ def _lower_nodes(ctx, nodes):
             raise NotImplementedError(f"{node.loc or node.op}: {e} is not implemented") from None
 
 
-def run(module):
+def lowered(module):
+    """The context that lowered ``module``: ``ctx.out`` is the lowered module and
+    ``ctx.parts`` maps each global value to its local pieces (``simulate``'s range
+    sanitizer reads both)."""
     load()
     ctx = LowerContext(module)
     _lower_nodes(ctx, module.nodes)
-    out = ctx.out
-    out.devices = dict(module.devices)
-    return out
+    ctx.out.devices = dict(module.devices)
+    return ctx
+
+
+def run(module):
+    ctx = lowered(module)
+    ctx.out.parts = ctx.parts  # not printed: what ``simulate``'s range sanitizer reads
+    return ctx.out

@@ -99,15 +99,17 @@ def split(module):
     Its devices are those of the party and of the peers it exchanges messages
     with, so a reader (and the verifier) can tell what each peer is: a TEE's
     party, an MPC party, a PYU's owner."""
+    return {party: project(module, party).renumbered() for party in module.parties}
+
+
+def project(module, party):
+    """``party``'s program, its values those of ``module`` (``split`` renumbers them)."""
     from ..ir.core import walk
-    programs = {}
-    for party in module.parties:
-        m = module.fresh()
-        m.name = f"{module.name}:{party}"
-        m.nodes = _project(module.nodes, party)
-        nodes = list(walk(m.nodes))
-        peers = _messages(nodes, "send", "to") | _messages(nodes, "recv", "from")
-        m.devices = {k: d for k, d in module.devices.items()
-                     if party in d.parties or peers & set(d.parties)}
-        programs[party] = m.renumbered()
-    return programs
+    m = module.fresh()
+    m.name = f"{module.name}:{party}"
+    m.nodes = _project(module.nodes, party)
+    nodes = list(walk(m.nodes))
+    peers = _messages(nodes, "send", "to") | _messages(nodes, "recv", "from")
+    m.devices = {k: d for k, d in module.devices.items()
+                 if party in d.parties or peers & set(d.parties)}
+    return m

@@ -39,7 +39,7 @@ The leak checks, each with a hand-written leaking program in
 """
 from ..errors import VerifyError
 from ..ir.core import walk
-from ..ir.ops import infer
+from ..ir.ops import RING_DTYPES, infer
 from ..protocols import rule
 
 DEVICE_KINDS = {"PYU": {"plain"}, "MPC": {"public", "arith", "bool", "private"},
@@ -72,7 +72,7 @@ def _check_types(node):
     got = [(r.type.dtype, tuple(r.type.shape)) for r in node.results]
     # Lowered shares are ring words whatever the logical dtype was.
     if len(got) != len(expected) or any(
-            g != e and not (g[0] == "u64" or e[0] == "u64") or g[1] != e[1]
+            g != e and not (g[0] in RING_DTYPES or e[0] in RING_DTYPES) or g[1] != e[1]
             for g, e in zip(got, expected)):
         _fail(node, f"results {got} do not match the type rule's {expected}")
 
@@ -206,7 +206,7 @@ def _roles(module):
     return roles
 
 
-def _is_reveal_label(what):
+def is_reveal_label(what):
     return what.endswith("(reveal)")
 
 
@@ -225,7 +225,7 @@ def _check_endpoints(node, v, src, dst, what, roles):
         needs(dst, ("TEE",), "a TEE's party")
     elif what == FROM_TEE:
         needs(src, ("TEE",), "a TEE's party")
-    elif _is_reveal_label(what):
+    elif is_reveal_label(what):
         needs(dst, ("PYU", "TEE"), "the owner of a PYU or TEE device (where reveals go)")
 
 
@@ -235,6 +235,7 @@ class _Flow:
     def __init__(self):
         self.private, self.seeds = {}, {}
         self.made_by = {}  # value -> the op that made it
+        self.packed = {}   # a pack's result -> the values in it (checked one by one when sent)
 
     def op(self, node, party):
         ins = node.operands
@@ -253,6 +254,8 @@ class _Flow:
             # this program cannot see
             private = node.results[0].type.kind == "plain"
             seeds = frozenset() if private else frozenset({f"?{node.attrs['from']}"})
+        if node.op == "pack":
+            self.packed[node.result] = node.operands
         for r in node.results:
             self.private[r], self.seeds[r] = private, seeds
             self.made_by[r] = node.op
@@ -291,7 +294,7 @@ def _check_flow(node, party, flow):
 
 def _check_unmaskable(node, v, src, dst, what, flow, roles):
     """A share of private data goes only to an MPC (or HE) party, with a mask it cannot remove."""
-    if v.type.kind not in SHARE_KINDS or _is_reveal_label(what) or not flow.private.get(v):
+    if v.type.kind not in SHARE_KINDS or is_reveal_label(what) or not flow.private.get(v):
         return
     if dst in roles and not roles[dst] & {"MPC", "HE"}:
         _fail(node, f"{src} sends {dst} %{v.id} ({what!r}), a {v.type.kind} value of private "
@@ -372,7 +375,8 @@ class _Lowered:
                                           or flow.made_by.get(v, "he.keygen") != "he.keygen"):
                 _fail(node, f"{party} sends %{v.id} as an HE public key, but it is not one "
                             "made by he.keygen")
-            _check_unmaskable(node, v, party, dst, what, flow, roles)
+            for part in flow.packed.get(v, (v,)):
+                _check_unmaskable(node, part, party, dst, what, flow, roles)
             if node.op == "send":
                 self.sends[(party, dst, node.attrs["tag"])] = node
         if node.op == "recv":

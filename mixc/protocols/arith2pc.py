@@ -1,7 +1,8 @@
-"""Two-party semi-honest additive sharing over Z_2^64 with fixed point.
+"""Two-party semi-honest additive sharing over Z_2^64 (or Z_2^128) with fixed point.
 
-A secret x is held as shares x0 + x1 = x (mod 2^64) by the MPC device's two
-parties P0 and P1. Floats are fixed point: round(x * 2^f), f the device's
+A secret x is held as shares x0 + x1 = x (mod 2^k) by the MPC device's two
+parties P0 and P1; k is the device's ring, 64 or 128 (``ring: 128``; every
+ring value is made through ``ring.Ring``, the ops are the same on both). Floats are fixed point: round(x * 2^f), f the device's
 ``fraction_bits`` (default 18); int32 values use f = 0.
 
 - Sharing an input: the owner and the other party draw the same PRG words r
@@ -21,15 +22,17 @@ parties P0 and P1. Floats are fixed point: round(x * 2^f), f the device's
   and fix the wrap of the top bit with the dealer's shares of msb(r). For
   |x| < 2^62 (values below 2^(62-2f) in magnitude before truncation, i.e.
   |value| < 2^26 at f = 18) the result is x / 2^f with an error of at most
-  one unit in the last place (2^-f), never a wrap-around.
+  one unit in the last place (2^-f), never a wrap-around. On the 128-bit
+  ring the offset is 2^126: |value| < 2^46 at f = 40.
 """
 import numpy as np
 
 from ..passes.lower import DEALER, seed_name
 from . import Cost, register, register_public_sharing
-from .common import RING_BYTES, frac_bits, open_values, parties, two_party, u64
+from .common import RING_BYTES, frac_bits, open_values, parties, ring_bytes, two_party
 from .correlations import dealer_truncation_cost, triple, truncate
 from .dealerfree import elementwise_triple_cost, matmul_triple_cost, only, truncation_cost
+from .ring import ring_of
 from .shares import encoded_public, reveal_shares, run_time_slice_rule, shares_of
 
 PROTOCOL = "arith2pc"
@@ -48,22 +51,23 @@ def _lower_share(ctx, node):
     p0, p1 = parties(device)
     (owner,) = ctx.device_of(x).parties
     f = frac_bits(device, x.type.dtype)
-    encoded = ctx.emit(owner, "encode", [ctx.parts[x][owner]], "plain", {"frac_bits": f})
+    ring = ring_of(device)
+    encoded = ring.encode(ctx, owner, ctx.parts[x][owner], f, "plain")
     shape = x.type.shape
     if owner in (p0, p1):
         other = p1 if owner == p0 else p0
         seed = seed_name(owner, other)
         stream = ctx.stream(seed)
-        mask_at_owner = ctx.random(owner, seed, shape, stream)
+        mask_at_owner = ring.random(ctx, owner, seed, shape, stream)
         ctx.parts[node.result] = {
             owner: ctx.emit(owner, "sub", [encoded, mask_at_owner], "arith"),
-            other: ctx.random(other, seed, shape, stream)}
+            other: ring.random(ctx, other, seed, shape, stream)}
     else:
         seed = seed_name(owner, p0)
         stream = ctx.stream(seed)
-        share0 = ctx.random(owner, seed, shape, stream)
+        share0 = ring.random(ctx, owner, seed, shape, stream)
         share1 = ctx.emit(owner, "sub", [encoded, share0], "arith")
-        ctx.parts[node.result] = {p0: ctx.random(p0, seed, shape, stream),
+        ctx.parts[node.result] = {p0: ring.random(ctx, p0, seed, shape, stream),
                                   p1: ctx.xfer(share1, p1, "share", "arith")}
 
 
@@ -71,14 +75,14 @@ def _share_cost(node, module):
     (x,) = node.operands
     (owner,) = module.devices[x.type.place].parties
     inside = owner in module.devices[node.result.type.place].parties
-    return Cost(0, 0) if inside else Cost(x.type.size * RING_BYTES, 1)
+    return Cost(0, 0) if inside else Cost(x.type.size * ring_bytes(module, node.result), 1)
 
 
 def _reveal_cost(node, module):
     (x,) = node.operands
     (dst,) = module.devices[node.result.type.place].parties
     senders = sum(1 for p in module.devices[x.type.place].parties if p != dst)
-    return Cost(senders * x.type.size * RING_BYTES, 1)
+    return Cost(senders * x.type.size * ring_bytes(module, x), 1)
 
 
 # ------------------------------------------------------------ linear ops
@@ -97,7 +101,7 @@ def _lower_linear(ctx, node):
             s = ctx.parts[shared][p]
             if p == p0:
                 enc = encoded_public(ctx, p, ctx.parts[public][p],
-                                     frac_bits(device, public.type.dtype))
+                                     frac_bits(device, public.type.dtype), device)
                 operands = [s, enc] if a is shared else [enc, s]
                 pieces[p] = ctx.emit(p, node.op, operands, "arith")
             elif node.op == "sub" and b is shared:
@@ -110,8 +114,8 @@ def _lower_linear(ctx, node):
             raise NotImplementedError("pad with a secret padding value on MPC")
         f = frac_bits(device, x.type.dtype)
         for p in (p0, p1):
-            fill = (encoded_public(ctx, p, ctx.parts[pad_value][p], f) if p == p0
-                    else u64(ctx, p, 0))
+            fill = (encoded_public(ctx, p, ctx.parts[pad_value][p], f, device) if p == p0
+                    else ring_of(device).const(ctx, p, 0))
             pieces[p] = ctx.emit(p, "pad", [ctx.parts[x][p], fill], "arith", attrs)
     else:
         shares = [shares_of(ctx, v, device) for v in node.operands]
@@ -217,6 +221,8 @@ def _lower_product(ctx, node):
     device = _device(ctx, node.result)
     p0, p1 = parties(device)
     a, b = node.operands
+    if node.op == "conv_general_dilated":
+        ring_of(device).require_64("conv_general_dilated", device)
     f = frac_bits(device, node.result.type.dtype)
     product = _product_fn(ctx, node)
     if a.type.kind == "arith" and b.type.kind == "arith":
@@ -227,7 +233,7 @@ def _lower_product(ctx, node):
         z = {}
         for p in (p0, p1):
             pieces = [ctx.parts[v][p] if v.type.kind == "arith"
-                      else encoded_public(ctx, p, ctx.parts[v][p], f) for v in (a, b)]
+                      else encoded_public(ctx, p, ctx.parts[v][p], f, device) for v in (a, b)]
             z[p] = product(p, pieces[0], pieces[1], "arith")
     ctx.parts[node.result] = truncate(ctx, device, z, f) if f else z
 
@@ -243,7 +249,8 @@ def _lower_div(ctx, node):
     for p in parties(device):
         one = ctx.const(p, np.float32(1.0))
         recip = ctx.emit(p, "div", [one, ctx.parts[c][p]], "public")
-        z[p] = ctx.emit(p, "mul", [ctx.parts[x][p], encoded_public(ctx, p, recip, f)], "arith")
+        z[p] = ctx.emit(p, "mul", [ctx.parts[x][p], encoded_public(ctx, p, recip, f, device)],
+                        "arith")
     ctx.parts[node.result] = truncate(ctx, device, z, f)
 
 
@@ -262,8 +269,8 @@ def _product_cost(node, module):
         # dealer's c1, then each party opens the masked operands not opened before
         reused = _reused_openings(module).get(node, ())
         opened = sum(_words(v.type) for i, v in enumerate((a, b)) if i not in reused)
-        cost = Cost(RING_BYTES * (out + 2 * opened), 1)
-    return cost + (dealer_truncation_cost(out) if f else Cost())
+        cost = Cost(ring_bytes(module, node.result) * (out + 2 * opened), 1)
+    return cost + (dealer_truncation_cost(out, ring_bytes(module, node.result)) if f else Cost())
 
 
 _MASKED_PRODUCTS = ("mul", "dot_general", "conv_general_dilated")
@@ -305,7 +312,7 @@ def _reused_openings(module):
 
 
 def _div_cost(node, module):
-    return dealer_truncation_cost(node.result.type.size)
+    return dealer_truncation_cost(node.result.type.size, ring_bytes(module, node.result))
 
 
 def _free(node, module):
@@ -376,9 +383,9 @@ def _lower_select(ctx, node):
         for p in (p0, p1):
             diff = ctx.emit(p, "sub", [ctx.parts[true_case][p], ctx.parts[false_case][p]], "public")
             scaled = ctx.emit(p, "mul", [_broadcast_to(ctx, p, pred[p], diff.type.shape),
-                                         encoded_public(ctx, p, diff, frac)], "arith")
+                                         encoded_public(ctx, p, diff, frac, device)], "arith")
             out[p] = (ctx.emit(p, "add", [scaled, encoded_public(ctx, p, ctx.parts[false_case][p],
-                                                                  frac)], "arith")
+                                                                  frac, device)], "arith")
                       if p == p0 else scaled)
         ctx.parts[node.result] = out
         return
@@ -403,7 +410,8 @@ def _lower_logic(ctx, node):
     xs = [shares_of(ctx, v, device) for v in node.operands]
     if node.op == "not":
         (x,) = xs
-        ctx.parts[node.result] = {p0: ctx.emit(p0, "sub", [u64(ctx, p0, 1), x[p0]], "arith"),
+        one = ring_of(device).const(ctx, p0, 1)
+        ctx.parts[node.result] = {p0: ctx.emit(p0, "sub", [one, x[p0]], "arith"),
                                   p1: ctx.emit(p1, "neg", [x[p1]], "arith")}
         return
     x, y = xs
@@ -421,7 +429,7 @@ def _lower_logic(ctx, node):
 
 def _beaver_cost(node, module):
     n = node.result.type.size
-    return Cost(RING_BYTES * 5 * n, 1)
+    return Cost(ring_bytes(module, node.result) * 5 * n, 1)
 
 
 def _select_cost(node, module):
@@ -439,8 +447,8 @@ def _lower_dp_noise(ctx, node):
     device = _device(ctx, node.result)
     attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
     ctx.parts[node.result] = {
-        p: ctx.emit(p, "encode", [ctx.emit(p, "dp_noise", [], "arith", attrs)], "arith",
-                    {"frac_bits": frac_bits(device, node.result.type.dtype)})
+        p: ring_of(device).encode(ctx, p, ctx.emit(p, "dp_noise", [], "arith", attrs),
+                                  frac_bits(device, node.result.type.dtype), "arith")
         for p in parties(device)}
 
 

@@ -14,6 +14,10 @@ XOR, NOT and shifts are local; AND uses a dealer-made AND triple
   neighbours: G' = G_odd XOR (P_odd AND G_even), P' = P_odd AND P_even, so
   level k ANDs only n * 64 / 2^k bits. 6 levels + 1 AND round, then
   msb = x_63 XOR y_63 XOR carry. Exact whenever |a - b| < 2^63 in the ring.
+  On a ``ring: 128`` device each element is its two words, low first (``ring_words``):
+  one stream of 128 positions, 7 levels (only the top word's bit 63 is the
+  identity); ``eq`` ANDs 128 bits. The radix-4 tree, A2B of full words,
+  floor/round and dealer-free B2A pairs are 64-bit only (NotImplementedError).
 - ``eq`` is a zero test: x = (a - b)_0 and y = -(a - b)_1 are equal iff
   every bit of NOT(x XOR y) is 1, an AND tree over 64 bits (6 rounds).
 - Conversions: a 0/1 arithmetic value becomes boolean locally (the low bit
@@ -45,6 +49,7 @@ from . import Cost, register, register_public_sharing
 from .common import Dealt, frac_bits, open_values, parties, two_party, u64
 from .correlations import triple
 from .dealerfree import b2a_pair, b2a_pair_cost, elementwise_triple_cost, only
+from .ring import ring_of
 from .shares import run_time_slice_rule, shares_of
 
 PROTOCOL = "bool2pc"
@@ -69,7 +74,16 @@ def _words(n):
 # ------------------------------------------------------------ AND gates
 
 def and_gates(ctx, device, pairs):
-    """Boolean shares of x AND y for each pair of shares, all in one round."""
+    """Boolean shares of x AND y for each pair of shares, all in one round.
+
+    Gates on flat words (the comparison circuits' packed bits) run as one gate on
+    their concatenation: one triple and two openings in all instead of per gate, the
+    same bytes in half the messages or fewer."""
+    if len(pairs) > 1 and all(len(x[p].type.shape) == 1 and x[p].type.shape == y[p].type.shape
+                              for x, y in pairs for p in x):
+        return _split_words(ctx, and_gates(ctx, device, [(_concat_words(ctx, [x for x, _ in pairs]),
+                                                          _concat_words(ctx, [y for _, y in pairs]))])[0],
+                            [x for x, _ in pairs])
     p0, p1 = parties(device)
 
     def product(party, a, b, kind):
@@ -90,6 +104,24 @@ def and_gates(ctx, device, pairs):
         # z = c ^ (e & b) ^ (f & a) (^ e & f at P0)
         out.append({p: ctx.emit(p, "and_finish", [t[p][2], e[p], f[p], t[p][0], t[p][1]], "bool",
                                 {"first": p == p0}) for p in (p0, p1)})
+    return out
+
+
+def _concat_words(ctx, values):
+    """Each party's flat words of ``values``, one after another."""
+    return {p: ctx.emit(p, "concatenate", [v[p] for v in values], values[0][p].type.kind,
+                        {"dimension": 0}) for p in values[0]}
+
+
+def _split_words(ctx, joined, like):
+    """``joined`` cut back into pieces as long as each of ``like``."""
+    out, start = [], 0
+    for v in like:
+        n = next(iter(v.values())).type.shape[0]
+        out.append({p: ctx.emit(p, "slice", [s], s.type.kind, {"start": (start,), "limit": (start + n,),
+                                                               "strides": (1,)})
+                    for p, s in joined.items()})
+        start += n
     return out
 
 
@@ -114,7 +146,10 @@ def _flat(ctx, shares):
 # ------------------------------------------------------------ comparisons
 
 def _carry_inputs(ctx, device, d):
-    """Flattened d, and the (generate, propagate) words of x + y for the carry into bit 63."""
+    """The words holding each element's top bit, and the (generate, propagate) words of
+    x + y for the carry into it (bit 63 of the top word)."""
+    if ring_of(device).words > 1:
+        return _carry_inputs_wide(ctx, device, d)
     p0, p1 = parties(device)
     d = _flat(ctx, d)
     low = {p: ctx.emit(p, "and", [d[p], u64(ctx, p, LOW63)], "plain") for p in (p0, p1)}
@@ -124,6 +159,43 @@ def _carry_inputs(ctx, device, d):
     # Position 63 is the identity of the combine (G=0, P=1), so 64 positions reduce evenly.
     prop = {p0: ctx.emit(p0, "or", [low[p0], u64(ctx, p0, 1 << 63)], "bool"), p1: low[p1]}
     return d, g, prop
+
+
+def _element_words(ctx, device, d):
+    """Each party's flattened shares of a wide ring as u64 words, shape (n, words)."""
+    return {p: ctx.emit(p, "ring_words", [s], s.type.kind) for p, s in _flat(ctx, d).items()}
+
+
+def _per_word(ctx, party, values, n, kind):
+    """A public word per position of an element (low word first), for all n elements,
+    flattened like ``_element_words``."""
+    row = ctx.const(party, np.array(values, dtype=np.uint64))
+    full = ctx.emit(party, "broadcast_in_dim", [row], kind,
+                    {"shape": (n, len(values)), "broadcast_dimensions": (1,)})
+    return ctx.emit(party, "reshape", [full], kind, {"new_sizes": (n * len(values),)})
+
+
+def _carry_inputs_wide(ctx, device, d):
+    """``_carry_inputs`` on a ring of several words per element: an element's words, low
+    first, are one stream of ring.bits carry positions; the top word's bit 63 is the
+    identity of the combine (G=0, P=1), every other position is x's and y's bits."""
+    p0, p1 = parties(device)
+    w = ring_of(device).words
+    words = _element_words(ctx, device, d)
+    n = words[p0].type.shape[0]
+    flat = {p: ctx.emit(p, "reshape", [s], "plain", {"new_sizes": (n * w,)})
+            for p, s in words.items()}
+    keep = [(1 << 64) - 1] * (w - 1) + [LOW63]
+    low = {p: ctx.emit(p, "and", [flat[p], _per_word(ctx, p, keep, n, "public")], "plain")
+           for p in (p0, p1)}
+    zeros = {p: ctx.emit(p, "xor", [low[p], low[p]], "bool") for p in (p0, p1)}
+    (g,) = and_gates(ctx, device, [({p0: low[p0], p1: zeros[p1]}, {p0: zeros[p0], p1: low[p1]})])
+    identity = _per_word(ctx, p0, [0] * (w - 1) + [1 << 63], n, "public")
+    prop = {p0: ctx.emit(p0, "or", [low[p0], identity], "bool"), p1: low[p1]}
+    top = {p: ctx.emit(p, "slice", [s], "plain", {"start": (0, w - 1), "limit": (n, w),
+                                                  "strides": (1, 1)})
+           for p, s in words.items()}
+    return _flat(ctx, top), g, prop
 
 
 def _with_top_bits(ctx, d, carry):
@@ -136,10 +208,11 @@ def _with_top_bits(ctx, d, carry):
 def msb_bits(ctx, device, d):
     """Packed boolean shares of msb(d) for arithmetic shares d (any shape, flattened)."""
     d, g, prop = _carry_inputs(ctx, device, d)
-    for level in range(6):
+    levels = ring_of(device).bits.bit_length() - 1  # log2 of the carry positions
+    for level in range(levels):
         g_even, g_odd = _unzip(ctx, g)
         p_even, p_odd = _unzip(ctx, prop)
-        last = level == 5
+        last = level == levels - 1
         pairs = [(p_odd, g_even)] + ([] if last else [(p_odd, p_even)])
         products = and_gates(ctx, device, pairs)
         g = _xor(ctx, g_odd, products[0])
@@ -161,17 +234,17 @@ def multi_and(ctx, device, inputs, products):
     subsets = sorted({t for s in products for k in range(2, len(s) + 1)
                       for t in itertools.combinations(s, k)})
     dealt = Dealt(ctx, device, [f"a{i}" for i in range(len(inputs))] + [str(t) for t in subsets])
-    masks = {i: ctx.emit(DEALER, "xor", [dealt.draw(DEALER, p0, f"a{i}", shape),
-                                         dealt.draw(DEALER, p1, f"a{i}", shape)], "plain")
+    masks = {i: ctx.emit(DEALER, "xor", [dealt.draw(DEALER, p0, f"a{i}", shape, words=True),
+                                         dealt.draw(DEALER, p1, f"a{i}", shape, words=True)], "plain")
              for i in range(len(inputs))}
-    shares = {(p, (i,)): dealt.draw(p, p, f"a{i}", shape)
+    shares = {(p, (i,)): dealt.draw(p, p, f"a{i}", shape, words=True)
               for p in (p0, p1) for i in range(len(inputs))}
     for t in subsets:
         product = masks[t[0]]
         for i in t[1:]:
             product = ctx.emit(DEALER, "and", [product, masks[i]], "plain")
-        correction = ctx.emit(DEALER, "xor", [product, dealt.draw(DEALER, p0, str(t), shape)], "bool")
-        shares[(p0, t)] = dealt.draw(p0, p0, str(t), shape)
+        correction = ctx.emit(DEALER, "xor", [product, dealt.draw(DEALER, p0, str(t), shape, words=True)], "bool")
+        shares[(p0, t)] = dealt.draw(p0, p0, str(t), shape, words=True)
         shares[(p1, t)] = ctx.xfer(correction, p1, "AND tuple correction", "bool")
     opened = open_values(ctx, device, *[
         ({p: ctx.emit(p, "xor", [x[p], shares[(p, (i,))]], "masked") for p in (p0, p1)},
@@ -198,6 +271,7 @@ def multi_and(ctx, device, inputs, products):
 def msb_bits_radix4(ctx, device, d):
     """msb(d) like ``msb_bits``, but each level combines four positions with one-round
     multi-input ANDs: 3 levels instead of 6, more dealt words."""
+    ring_of(device).require_64("the radix-4 comparison (bool2pc.radix4)", device)
     d, g, prop = _carry_inputs(ctx, device, d)
     for level in range(3):
         (g0, g2), (g1, g3) = (_unzip(ctx, half) for half in _unzip(ctx, g))
@@ -218,10 +292,14 @@ def msb_bits_radix4(ctx, device, d):
 def zero_bits(ctx, device, d):
     """Packed boolean shares of (d == 0) for arithmetic shares d."""
     p0, p1 = parties(device)
+    ring = ring_of(device)
     d = _flat(ctx, d)
     # d0 + d1 == 0 iff d0 == -d1 iff NOT(d0 XOR -d1) is all ones
     z = {p0: ctx.emit(p0, "not", [d[p0]], "bool"), p1: ctx.emit(p1, "neg", [d[p1]], "bool")}
-    for _ in range(6):
+    if ring.words > 1:  # an element's words, one after another: one stream of ring.bits bits
+        z = {p: ctx.emit(p, "reshape", [w], "bool", {"new_sizes": (w.type.size,)})
+             for p, w in _element_words(ctx, device, z).items()}
+    for _ in range(ring.bits.bit_length() - 1):
         even, odd = _unzip(ctx, z)
         (z,) = and_gates(ctx, device, [(even, odd)])
     return z
@@ -251,8 +329,14 @@ def _lt_words(n):
 _LT_OPS, _LT_RADIX4_OPS = 480, 1350
 
 
+def _ring_words(node, module):
+    """u64 words per element of the operands' ring: the circuits' inputs per element."""
+    return ring_of(module.devices[node.operands[0].type.place]).words
+
+
 def _lt_cost(node, module):
-    return Cost(_and_cost(_lt_words(node.operands[0].type.size)), 7, _LT_OPS)
+    words = _ring_words(node, module)  # a 128-bit ring: twice the words, one more level
+    return Cost(_and_cost(_lt_words(node.operands[0].type.size * words)), 6 + words, _LT_OPS)
 
 
 # dealer-free (``offline: he``, protocol ``bool2pc.ot``): AND triples by OT, one offline
@@ -286,7 +370,8 @@ def _eq_words(n):
 
 
 def _eq_cost(node, module):
-    return Cost(_and_cost(_eq_words(node.operands[0].type.size)), 6)
+    words = _ring_words(node, module)
+    return Cost(_and_cost(_eq_words(node.operands[0].type.size * words)), 5 + words)
 
 
 def _eq_cost_ot(node, module):
@@ -391,6 +476,8 @@ def _lower_structural(ctx, node):
 def _lower_a2b(ctx, node):
     (x,) = node.operands
     device = _device(ctx, x)
+    if not _packed(x.type.dtype):
+        ring_of(device).require_64("arithmetic-to-boolean conversion of full words", device)
     if _packed(x.type.dtype):
         # 0/1 values: the low bit of x0 + x1 is x0_0 ^ x1_0
         ctx.parts[node.result] = {p: ctx.emit(p, "bits_pack", [s], "bool")
@@ -434,8 +521,11 @@ def to_arith(ctx, device, values):
     round: a random r held both ways masks x, c = x ^ r is opened, and
     x = sum_i 2^i (c_i + r_i (1 - 2 c_i)) from the additive shares of r's bits."""
     p0, p1 = parties(device)
+    ring = ring_of(device)
     pending, openings = [], []
     for shares, shape, packed in values:
+        if not packed:
+            ring.require_64("boolean-to-arithmetic conversion of full words", device)
         n = int(np.prod(shape, dtype=np.int64))
         words = (_words(n),) if packed else (n,)
         bit_shape = (n,) if packed else (n, 64)
@@ -450,9 +540,11 @@ def to_arith(ctx, device, values):
     for c, (shape, n, packed, bit_shape, ra) in zip(opened, pending):
         out = {}
         for p in (p0, p1):
-            c_bits = ctx.emit(p, "bits_unpack", [c[p]], "masked", {"shape": bit_shape})
-            flip = ctx.emit(p, "sub", [u64(ctx, p, 1), ctx.emit(p, "shl", [c_bits], "masked",
-                                                                {"bits": 1})], "masked")
+            c_bits = ring.widen(ctx, p, ctx.emit(p, "bits_unpack", [c[p]], "masked",
+                                                 {"shape": bit_shape}), "masked")
+            flip = ctx.emit(p, "sub", [ring.const(ctx, p, 1),
+                                       ctx.emit(p, "shl", [c_bits], "masked", {"bits": 1})],
+                            "masked")
             term = ctx.emit(p, "mul", [ra[p], flip], "arith")
             if packed:
                 opened_bits = c_bits
@@ -475,13 +567,14 @@ def _b2a_pair(ctx, device, words, bit_shape):
     p0, p1 = parties(device)
     dealt = Dealt(ctx, device, ("rb", "ra"))
     # dealer: r = rb0 ^ rb1, additive shares of each of r's bits; P1 gets a correction
-    r = ctx.emit(DEALER, "xor", [dealt.draw(DEALER, p0, "rb", words),
-                                 dealt.draw(DEALER, p1, "rb", words)], "plain")
-    r_bits = ctx.emit(DEALER, "bits_unpack", [r], "plain", {"shape": bit_shape})
+    r = ctx.emit(DEALER, "xor", [dealt.draw(DEALER, p0, "rb", words, words=True),
+                                 dealt.draw(DEALER, p1, "rb", words, words=True)], "plain")
+    r_bits = ring_of(device).widen(
+        ctx, DEALER, ctx.emit(DEALER, "bits_unpack", [r], "plain", {"shape": bit_shape}), "plain")
     ra1 = ctx.emit(DEALER, "sub", [r_bits, dealt.draw(DEALER, p0, "ra", bit_shape)], "arith")
     ra = {p0: dealt.draw(p0, p0, "ra", bit_shape),
           p1: ctx.xfer(ra1, p1, "bit-conversion pair correction", "arith")}
-    return {p: dealt.draw(p, p, "rb", words) for p in (p0, p1)}, ra
+    return {p: dealt.draw(p, p, "rb", words, words=True) for p in (p0, p1)}, ra
 
 
 # AND words per element in the Kogge-Stone adder: the first generate, two per level at
@@ -684,7 +777,13 @@ _rules("lt", _arith_operands, "bool", _lt_cost, _lt_cost_ot, _compare_with(msb_b
        "msb of the difference: radix-2 carry tree, 7 rounds",
        "msb of the difference: radix-2 carry tree, 7 rounds; AND triples by OT")
 # radix-4 multi-ANDs need dealt subset products: dealer devices only
-register(PROTOCOL_RADIX4, "lt", device="MPC", accepts=_dealer_only(_arith_operands),
+def _radix4_operands(kinds, node, module):
+    """Arithmetic operands on a 64-bit ring (the radix-4 tree reduces 64 positions)."""
+    return _arith_operands(kinds, node, module) \
+        and ring_of(module.devices[node.operands[0].type.place]).words == 1
+
+
+register(PROTOCOL_RADIX4, "lt", device="MPC", accepts=_dealer_only(_radix4_operands),
          result_kind="bool", cost=_lt_radix4_cost, lower=_compare_with(msb_bits_radix4),
          wants="arith",
          doc="msb of the difference: radix-4 carry tree of one-round multi-ANDs, 4 rounds")

@@ -6,13 +6,14 @@ arithmetic shares combine with + (mod 2^64), boolean shares with XOR. Their
 correlated randomness comes from a dealer that shares a PRG key with each
 party (``Dealt``: every party's part is drawn from a PRG stream), or, on an
 ``offline: he`` device, from the two parties themselves; ``correlations``
-picks the source. This module imports no other protocol module: the
-protocols import it.
+picks the source. This module imports no other protocol module but ``ring``
+(the device's share ring): the protocols import it.
 """
 from ..errors import MixcError
 from ..passes.lower import DEALER, seed_name
+from .ring import ring_of
 
-RING_BYTES = 8  # one element of Z_2^64
+RING_BYTES = 8  # one element of Z_2^64 (``ring.Ring.bytes`` on a device's own ring)
 
 # How shares of each ring combine, and how a correction is made.
 COMBINE = {"arith": "add", "bool": "xor"}
@@ -44,9 +45,14 @@ def frac_bits(device, dtype):
 
 
 def u64(ctx, party, value):
-    """A public ring constant at ``party``."""
+    """A public u64 word at ``party`` (a 64-bit ring constant, or packed bits)."""
     import numpy as np
     return ctx.const(party, np.uint64(value % (1 << 64)))
+
+
+def ring_bytes(module, value):
+    """Bytes of one share element of ``value``'s MPC device (its ring)."""
+    return ring_of(module.devices[value.type.place]).bytes
 
 
 class Dealt:
@@ -54,15 +60,18 @@ class Dealt:
 
     def __init__(self, ctx, device, names):
         ctx.add_party(DEALER)
-        self.ctx, self.streams = ctx, {}
+        self.ctx, self.streams, self.ring = ctx, {}, ring_of(device)
         for p in parties(device):
             seed = seed_name(p, DEALER)
             self.streams[p] = (seed, {n: ctx.stream(seed) for n in names})
 
-    def draw(self, party, owner, name, shape):
-        """``owner``'s PRG value ``name``, drawn at ``party`` (the owner or the dealer)."""
+    def draw(self, party, owner, name, shape, words=False):
+        """``owner``'s PRG value ``name``, drawn at ``party`` (the owner or the dealer): ring
+        elements of the device's ring, or u64 ``words`` (boolean shares' packed bits)."""
         seed, ids = self.streams[owner]
-        return self.ctx.random(party, seed, shape, ids[name])
+        if words:
+            return self.ctx.random(party, seed, shape, ids[name])
+        return self.ring.random(self.ctx, party, seed, shape, ids[name])
 
 
 def open_values(ctx, device, *openings, ring="arith"):

@@ -11,18 +11,17 @@ they hand shares to an MPC device) call this module, which picks the source
 from the device.
 
 Truncation with a dealer is the TruncPr of Escudero et al. (CRYPTO 2020):
-with r from the dealer, open c = x + 2^62 + r and fix the wrap of the top bit
-with the dealer's shares of msb(r). For |x| < 2^62 the result is x / 2^f
-with an error of at most one unit in the last place (2^-f), never a
-wrap-around.
+with r from the dealer, open c = x + 2^(k-2) + r (k = 64 or 128, the device's
+ring) and fix the wrap of the top bit with the dealer's shares of msb(r). For
+|x| < 2^(k-2) the result is x / 2^f with an error of at most one unit in the
+last place (2^-f), never a wrap-around.
 """
 from ..passes.lower import DEALER
 from . import Cost
-from .common import COMBINE, CORRECT, RING_BYTES, Dealt, open_values, parties, u64
+from .common import COMBINE, CORRECT, RING_BYTES, Dealt, open_values, parties
 from .dealerfree import triple as dealer_free_triple
 from .dealerfree import truncate as dealer_free_truncate
-
-TRUNC_OFFSET = 62  # x + 2^62 is non-negative for |x| < 2^62
+from .ring import ring_of
 
 
 def triple(ctx, device, shape_a, shape_b, product, ring="arith", given=(None, None)):
@@ -41,17 +40,21 @@ def triple(ctx, device, shape_a, shape_b, product, ring="arith", given=(None, No
     fresh = [name for name, g in zip("ab", given) if g is None]
     dealt = Dealt(ctx, device, tuple(fresh) + ("c",))
     combine, correct = COMBINE[ring], CORRECT[ring]
+    words = ring == "bool"  # AND triples are on u64 words of bits whatever the device's ring
+
+    def draw(party, owner, name, shape):
+        return dealt.draw(party, owner, name, shape, words=words)
 
     def mask(name, shape, g):
         if g is not None:
             return g[0], {p: g[1][p] for p in (p0, p1)}
-        at_dealer = ctx.emit(DEALER, combine, [dealt.draw(DEALER, p0, name, shape),
-                                               dealt.draw(DEALER, p1, name, shape)], "plain")
-        return at_dealer, {p: dealt.draw(p, p, name, shape) for p in (p0, p1)}
+        at_dealer = ctx.emit(DEALER, combine, [draw(DEALER, p0, name, shape),
+                                               draw(DEALER, p1, name, shape)], "plain")
+        return at_dealer, {p: draw(p, p, name, shape) for p in (p0, p1)}
     (a, a_shares), (b, b_shares) = mask("a", shape_a, given[0]), mask("b", shape_b, given[1])
     c = product(DEALER, a, b, "plain")
-    c1 = ctx.emit(DEALER, correct, [c, dealt.draw(DEALER, p0, "c", c.type.shape)], ring)
-    shares = {p0: (a_shares[p0], b_shares[p0], dealt.draw(p0, p0, "c", c.type.shape)),
+    c1 = ctx.emit(DEALER, correct, [c, draw(DEALER, p0, "c", c.type.shape)], ring)
+    shares = {p0: (a_shares[p0], b_shares[p0], draw(p0, p0, "c", c.type.shape)),
               p1: (a_shares[p1], b_shares[p1], ctx.xfer(c1, p1, "triple correction", ring))}
     shares[DEALER] = (a, b)
     return shares
@@ -64,13 +67,14 @@ def truncate(ctx, device, x, bits):
         return dealer_free_truncate(ctx, device, x, bits)
     p0, p1 = parties(device)
     shape = x[p0].type.shape
+    ring = ring_of(device)
     dealt = Dealt(ctx, device, ("r", "msb", "low"))
 
     def draw(party, owner, name):
         return dealt.draw(party, owner, name, shape)
 
     r = ctx.emit(DEALER, "add", [draw(DEALER, p0, "r"), draw(DEALER, p1, "r")], "plain")
-    msb = ctx.emit(DEALER, "lshr", [r], "plain", {"bits": 63})
+    msb = ctx.emit(DEALER, "lshr", [r], "plain", {"bits": ring.bits - 1})
     low = ctx.emit(DEALER, "lshr", [ctx.emit(DEALER, "shl", [r], "plain", {"bits": 1})],
                    "plain", {"bits": bits + 1})
     msb1 = ctx.emit(DEALER, "sub", [msb, draw(DEALER, p0, "msb")], "arith")
@@ -82,14 +86,14 @@ def truncate(ctx, device, x, bits):
     for p in (p0, p1):
         xs = x[p]
         if p == p0:
-            xs = ctx.emit(p, "add", [xs, u64(ctx, p, 1 << TRUNC_OFFSET)], "arith")
+            xs = ctx.emit(p, "add", [xs, ring.const(ctx, p, 1 << ring.trunc_offset)], "arith")
         masked[p] = ctx.emit(p, "add", [xs, mine[p][0]], "masked")
     (c,) = open_values(ctx, device, (masked, "masked value (x + r) for truncation"))
     return {p: ctx.emit(p, "truncpr_finish", [c[p], mine[p][1], mine[p][2]], "arith",
                         {"bits": bits, "first": p == p0}) for p in (p0, p1)}
 
 
-def dealer_truncation_cost(size):
+def dealer_truncation_cost(size, element_bytes=RING_BYTES):
     """Declared cost of ``truncate`` on a dealer device for ``size`` elements: the dealer
     sends the msb and low corrections; each party opens x + r (one round)."""
-    return Cost(RING_BYTES * size * 4, 1)
+    return Cost(element_bytes * size * 4, 1)

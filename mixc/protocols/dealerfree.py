@@ -63,8 +63,30 @@ use the tags ``[tag_base, tag_base + 2^20)`` (``tag_base`` = 2^48 +
 session * 2^40, far above the tags of ordinary messages; each call takes
 the next ones). Each call is numbered (``seq``) in the order both parties
 run it. Everything above except truncation's masked bits depends on no
-input, so it is moved to the start of both programs (``hepack.hoist``): each
+input, so it is moved to the start of its block (``hepack.hoist``): each
 party's program opens with its offline part, in the same order at both.
+
+**Loops** (``lax.fori_loop``/``scan``/``while_loop`` stay ``loop`` ops here
+as with a dealer): the correlations a loop body consumes are made *in the
+body, once per iteration*, hoisted to the start of the body (not of the
+program), so iteration k's triples and truncation bits are made right before
+iteration k uses them. (Batching all iterations' correlations ahead of the
+loop would make the program's offline part, and its memory, grow with the
+trip count, and would need run-time slicing of every correlation at the
+counter; per iteration, memory stays flat and the program text does not
+depend on the trip count.) The session and the HE key pairs are still made
+once, at the program's start (``hepack.at_program_start``), and reach the
+body as captured operands. Nothing repeats across iterations: a body's
+``random`` streams (the parties' triple shares and masks) are offset per
+iteration by the executor; an OT call in a body takes its tags from a
+window of its own per iteration (``runtime.ot_ops``: static tags
+``2^31 + seq * 2^8``, offset by the iteration like every tag in a loop), so
+a long loop never exhausts the session's 2^20 tags; its OT extension
+keystreams continue where the last call stopped and its random choices
+come from the session's private PRG; each HE encryption and evaluation
+seeds a fresh stream from ``os.urandom``. Per iteration, the cost is that
+of one run of the body's correlations (the selector multiplies it by the
+trip count). An OT call running twice in one iteration is an error.
 
 Costs (declared, for the selector and ``--cost-report``; offline and online
 bytes together, offline rounds included): IKNP correlated OT costs the
@@ -85,7 +107,8 @@ from ..ir.ops import infer
 from ..passes.lower import seed_name
 from . import Cost
 from .common import parties, u64
-from .hepack import Product, apply_local, he_keys, hoist
+from .hepack import Product, apply_local, at_program_start, he_keys, hoist
+from .ring import ring_of
 
 # The protocol names of the dealer-free rules (same lowerings as arith2pc/bool2pc).
 PROTOCOLS = ("arith2pc.he", "bool2pc.ot")
@@ -135,23 +158,25 @@ def only(mode, accepts):
 # ------------------------------------------------------------ OT sessions and ops
 
 def ot_session(ctx, device):
-    """Each party's OT-session token for the device's two parties: made once, at the
-    start of both programs (``ot.session`` runs the base OTs)."""
+    """The OT session of the device's two parties: {"tokens": {party: its token, as the
+    block being lowered sees it}, "seq": calls numbered so far}. Made once, at the start
+    of both programs (``ot.session`` runs the base OTs), even when a loop body asks first."""
     sessions = ctx.__dict__.setdefault("_ot_sessions", {})
     key = tuple(sorted(parties(device)))  # one session per pair of parties, whatever device
     if key not in sessions:
-        at = ctx.__dict__.setdefault("_he_front", 0)  # shared with he_keys: front inserts
         base = OT_TAG_BASE + len(sessions) * OT_SESSION_STRIDE
         toks = {}
         first, second = key
-        for i, (me, peer) in enumerate(((first, second), (second, first))):
-            node = ctx.out.add("ot.session", (), [TensorType("u8", (1,), me, "public")],
-                               {"peer": peer, "base_sender": me == first, "tag_base": base},
-                               None, at=at + i)
+        for me, peer in ((first, second), (second, first)):
+            node = at_program_start(ctx, "ot.session", (),
+                                    [TensorType("u8", (1,), me, "public")],
+                                    {"peer": peer, "base_sender": me == first,
+                                     "tag_base": base})
             toks[me] = node.result
-        ctx.__dict__["_he_front"] = at + 2
-        sessions[key] = {"tokens": toks, "seq": 0}
-    return sessions[key]
+        sessions[key] = {"program_tokens": toks, "seq": 0}
+    s = sessions[key]
+    s["tokens"] = {p: ctx.captured(t) for p, t in s["program_tokens"].items()}
+    return s
 
 
 def _ot_pair(ctx, device, op, x0, x1, kind, what):
@@ -184,9 +209,12 @@ def _broadcast(ctx, party, value, shape):
 
 def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
     """Shares {party: (a, b, c)} with c = product(a, b), made by the two parties alone.
-    The triple depends on no input: its ops move to the start of both programs
-    (``hepack.hoist``), so every party makes its correlations before it reads an input."""
+    The triple depends on no input: its ops move to the start of the block (the program,
+    or the loop body that uses it: once per iteration; ``hepack.hoist``), so every party
+    makes its correlations before it reads an input."""
     op = getattr(product, "op", "and" if ring == "bool" else "mul")
+    if ring != "bool":  # AND triples are on u64 words of bits, on any device ring
+        ring_of(device).require_64(f"dealer-free (offline: he) triples for {op}", device)
     if op in ("dot_general", "conv_general_dilated"):
         make = _batched_matmul_triple if op == "dot_general" and any(product.attrs["batch"]) \
             else _matmul_triple
@@ -200,8 +228,8 @@ def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
 
 
 def _offline(ctx, fn, *args):
-    """fn(*args), its nodes moved to the program's start (after keys and sessions, which
-    the caller made first: they are inserted at the start themselves)."""
+    """fn(*args), its nodes moved to the start of the block being lowered (in the program,
+    after keys and sessions, which are inserted at its start themselves)."""
     start = len(ctx.out.nodes)
     out = fn(*args)
     hoist(ctx, start)
@@ -374,6 +402,7 @@ def _batched_matmul_triple(ctx, device, shape_a, shape_b, product):
 
 def truncate(ctx, device, x, bits):
     """Shares of x / 2^bits without a dealer (see the module docstring for the proof)."""
+    ring_of(device).require_64("dealer-free (offline: he) truncation", device)
     p0, p1 = parties(device)
     shape = tuple(x[p0].type.shape)
     n = int(np.prod(shape, dtype=np.int64))
@@ -416,6 +445,7 @@ def truncate(ctx, device, x, bits):
 
 def b2a_pair(ctx, device, words, bit_shape):
     """({p: XOR share of random words r}, {p: additive shares of r's bits}) from bit-OLE."""
+    ring_of(device).require_64("dealer-free (offline: he) boolean-to-arithmetic pairs", device)
     ot_session(ctx, device)
     return _offline(ctx, _b2a_pair, ctx, device, words, bit_shape)
 
@@ -469,13 +499,22 @@ def matmul_triple_cost(op, attrs, shape_a, shape_b):
 
 # ------------------------------------------------------------ audit
 
+def _runs(nodes, times=1):
+    """(node, how many times it runs) for every node, those in loop bodies included: an
+    OT call in a loop body runs once per iteration, and is counted so."""
+    for n in nodes:
+        yield n, times
+        if n.body is not None:
+            yield from _runs(n.body.nodes, times * int(n.attrs.get("trip_count", 1)))
+
+
 def audit_lines(selected, final):
     """Trust lines: where each dealer-free MPC device's correlations come from."""
     devices = [d for d in selected.devices.values() if d.kind == "MPC" and dealer_free(d)]
     if not devices:
         return []
-    ot_use = {}  # (what, pair) -> elements (words for AND triples)
-    for n in final.nodes:
+    ot_use = {}  # (what, pair) -> elements (words for AND triples), every iteration counted
+    for n, times in _runs(final.nodes):
         if not n.op.startswith("ot.") or n.op == "ot.session":
             continue
         me, peer = n.results[0].type.place, n.attrs["peer"]
@@ -485,9 +524,9 @@ def audit_lines(selected, final):
         if n.op in ("ot.ole", "ot.and") and n.attrs["what"] in (ARITH_TRIPLE, AND_TRIPLE):
             size //= 2  # a broadcast triple takes two OLE calls
         key = (n.attrs["what"], (me, peer))
-        ot_use[key] = ot_use.get(key, 0) + size
+        ot_use[key] = ot_use.get(key, 0) + size * times
     keyed = set()  # parties whose key encrypts matmul-triple shares
-    for n in final.nodes:
+    for n, _times in _runs(final.nodes):
         if n.op in ("send", "xfer") and MATMUL_TRIPLE in n.attrs.get("what", "") \
                 and n.attrs["what"].startswith("HE ciphertext: Enc(") and " under " in n.attrs["what"]:
             keyed.add(n.operands[0].type.place)
@@ -525,7 +564,7 @@ def audit_lines(selected, final):
 def ot_message_lines(final):
     """Audit lines for the traffic inside ot.* ops (not ``send``/``recv`` nodes)."""
     calls = {}
-    for n in final.nodes:
+    for n, times in _runs(final.nodes):
         if not n.op.startswith("ot."):
             continue
         me, peer = n.results[0].type.place, n.attrs["peer"]
@@ -533,7 +572,7 @@ def ot_message_lines(final):
             continue
         entry = calls.setdefault((me, peer), {})
         what = "base OTs (session setup)" if n.op == "ot.session" else n.attrs["what"]
-        entry[what] = entry.get(what, 0) + 1
+        entry[what] = entry.get(what, 0) + times
     out = []
     for (a, b), whats in sorted(calls.items()):
         listed = ", ".join(f"{k} x{v}" for k, v in sorted(whats.items()))

@@ -89,6 +89,7 @@ from .hepack import Product, apply_local, apply_numpy, he_keys, product_cost
 from .hepack import he_runtime as _he
 from .plaintext import MPC_PUBLIC_OPS, lower_local
 from .private import HE_PROTOCOL, owner_of
+from .ring import ring_of
 
 PROTOCOL = "he"
 PUBLIC_PROTOCOL = "he_public"
@@ -640,8 +641,9 @@ def _lower_to_mpc(ctx, node):
     if x.type.kind == "private":
         from .shares import share_private
         return share_private(ctx, node)
-    low = _Lowering(ctx, node)
     mpc = ctx.device_of(node.result)
+    ring_of(mpc).require_64("HE values into MPC shares", mpc)  # HE plaintexts are mod 2^64
+    low = _Lowering(ctx, node)
     u, t, _ = low.refresh(x)
     shares = {low.owner: u, low.ev: t}
     from .common import frac_bits

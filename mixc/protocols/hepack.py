@@ -7,8 +7,11 @@ lives here, so none of them imports another's internals:
 
 - ``he_keys``: one key pair per (owner, evaluator), generated at the start of
   the owner's program; the public key is sent once (``HE public key``);
-- ``hoist``: move work that depends on no input to the start of the program
-  (after the key generation), so it runs, and is sent, before anything waits;
+- ``hoist``: move work that depends on no input to the start of the block
+  being lowered (the program's, after the key generation; a loop body's, so
+  it runs once per iteration), so it runs, and is sent, before anything waits;
+- ``at_program_start``: what is made once per run (key pairs, OT sessions),
+  at the program's start even when a loop body asks for it first;
 - ``Product``: how a bilinear op (``dot_general``, ``conv_general_dilated``)
   becomes W (M x K, plaintext) . X (K x N, encrypted) in the matrix-product
   packing, with the local reshapes/transposes on each side (``apply_local``
@@ -34,35 +37,51 @@ def he_runtime():
 
 def he_keys(ctx, owner, evaluator):
     """(secret key at owner, public key at evaluator): one key pair per (owner, evaluator),
-    generated at the start of the owner's program; the public key is sent once."""
+    generated at the start of the owner's program; the public key is sent once. Inside a
+    loop body they are the loop's captured copies (``ctx.captured``)."""
     keys = ctx.__dict__.setdefault("_he_keys", {})
     if (owner, evaluator) not in keys:
         from ..ir.core import TensorType
         h = he_runtime()
         ctx.add_party(owner)
-        at = ctx.__dict__.setdefault("_he_front", 0)
-        node = ctx.out.add("he.keygen", (), [TensorType("u8", (h.SK_BYTES,), owner, "plain"),
-                                             TensorType("u8", (h.PK_BYTES,), owner, "public")],
-                           {}, None, at=at)
-        sk, pk = node.results
+        sk, pk = at_program_start(ctx, "he.keygen", (), [
+            TensorType("u8", (h.SK_BYTES,), owner, "plain"),
+            TensorType("u8", (h.PK_BYTES,), owner, "public")], {}).results
         tags = ctx._tags
         tags[(owner, evaluator)] = tag = tags.get((owner, evaluator), 0) + 1
-        sent = ctx.out.add("xfer", [pk], [pk.type.with_(place=evaluator)],
-                           {"tag": tag, "what": HE_PUBLIC_KEY}, None, at=at + 1).result
-        ctx.__dict__["_he_front"] = at + 2
+        sent = at_program_start(ctx, "xfer", [pk], [pk.type.with_(place=evaluator)],
+                                {"tag": tag, "what": HE_PUBLIC_KEY}).result
         keys[(owner, evaluator)] = (sk, sent)
-    return keys[(owner, evaluator)]
+    return tuple(ctx.captured(v) for v in keys[(owner, evaluator)])
+
+
+def at_program_start(ctx, op, operands, result_types, attrs):
+    """A node made once per run, before any other work: inserted at the start of the
+    whole program (after those inserted there before it), even while a loop body is
+    being lowered. Key pairs and OT sessions are made this way."""
+    from ..ir.core import Node
+    at = ctx.__dict__.setdefault("_program_front", 0)
+    node = Node(op, tuple(operands), tuple(ctx.out.new_value(t) for t in result_types),
+                dict(attrs), None)
+    ctx.program_nodes.insert(at, node)
+    ctx.__dict__["_program_front"] = at + 1
+    return node
 
 
 def hoist(ctx, start):
-    """Move the nodes emitted since index ``start`` to the front of the program (after the
-    key generation): work that depends on no input (e.g. the masking protocol's Enc(r))
-    then runs, and is sent, before anything waits."""
+    """Move the nodes emitted since index ``start`` to the front of the block being lowered
+    (in the program, after the key generation and OT sessions; in a loop body, its start):
+    work that depends on no input (e.g. the masking protocol's Enc(r), dealer-free
+    triples) then runs, and is sent, before anything waits -- in a loop, once per
+    iteration, before the iteration's first product."""
     moved = ctx.out.nodes[start:]
     del ctx.out.nodes[start:]
-    at = ctx.__dict__.setdefault("_he_front", 0)
+    front = ctx.scoped("hepack.hoist")  # per block: a body's front is its own
+    at = front.get("hoisted", 0)
+    if ctx.out.nodes is ctx.program_nodes:
+        at += ctx.__dict__.get("_program_front", 0)
     ctx.out.nodes[at:at] = moved
-    ctx.__dict__["_he_front"] = at + len(moved)
+    front["hoisted"] = front.get("hoisted", 0) + len(moved)
 
 
 # ------------------------------------------------------------ layouts of products

@@ -46,6 +46,7 @@ from __future__ import annotations
 from ..passes.lower import seed_name
 from . import Cost, register
 from .common import RING_BYTES, frac_bits, parties
+from .ring import ring_of
 from .correlations import dealer_truncation_cost, truncate
 from .hepack import Product, apply_local, he_keys, hoist, product_cost
 from .private import owner_of
@@ -90,6 +91,7 @@ def _cost(node, module):
 def _lower(ctx, node):
     kinds = tuple(v.type.kind for v in node.operands)
     device = ctx.device_of(node.result)
+    ring_of(device).require_64(f"masked {node.op} with private weights (HE offline phase)", device)
     p0, p1 = parties(device)
     x_i, w_i = _roles(kinds, node, ctx.source)
     x, w = node.operands[x_i], node.operands[w_i]

@@ -34,6 +34,7 @@ itself, does not count: the author put the function on MPC.) Everything else is 
 """
 from . import Cost, register, rules_for
 from .plaintext import MPC_PUBLIC_OPS
+from .ring import ring_of
 
 PROTOCOL = "private"          # MPC: kept at its owner, computed there in the clear
 ADD_PROTOCOL = "private_add"  # MPC: share + owner's plaintext
@@ -126,8 +127,8 @@ def _lower_add(ctx, node):
     device = ctx.device_of(node.result)
     shared, private = (a, b) if a.type.kind == "arith" else (b, a)
     owner = _owner_in_parts(ctx, private)
-    enc = ctx.emit(owner, "encode", [ctx.parts[private][owner]], "plain",
-                   {"frac_bits": frac_bits(device, private.type.dtype)})
+    enc = ring_of(device).encode(ctx, owner, ctx.parts[private][owner],
+                                 frac_bits(device, private.type.dtype), "plain")
     out = {}
     for p, s in ctx.parts[shared].items():
         if p != owner:

@@ -21,17 +21,18 @@ than one protocol uses:
   kind (``arith2pc`` and ``bool2pc`` register it with their own share reader).
 """
 from ..passes.lower import seed_name
-from .common import frac_bits, parties, u64
+from .common import frac_bits, parties
+from .ring import ring_of
 
 
-def encoded_public(ctx, party, value, frac):
-    """A public plaintext value at ``party`` as a ring element (not a share)."""
-    return ctx.emit(party, "encode", [value], "public", {"frac_bits": frac})
+def encoded_public(ctx, party, value, frac, device):
+    """A public plaintext value at ``party`` as an element of ``device``'s ring (not a share)."""
+    return ring_of(device).encode(ctx, party, value, frac, "public")
 
 
-def zero_share(ctx, party, shape):
-    """A share of zeros of ``shape`` at ``party``."""
-    zero = u64(ctx, party, 0)
+def zero_share(ctx, party, shape, device):
+    """A share of zeros of ``shape`` at ``party``, in ``device``'s ring."""
+    zero = ring_of(device).const(ctx, party, 0)
     return ctx.emit(party, "broadcast_in_dim", [zero], "arith",
                     {"shape": tuple(shape), "broadcast_dimensions": ()})
 
@@ -42,8 +43,8 @@ def shares_of(ctx, value, device):
     if value.type.kind == "arith":
         return ctx.parts[value]
     f = frac_bits(device, value.type.dtype)
-    return {p0: encoded_public(ctx, p0, ctx.parts[value][p0], f),
-            p1: zero_share(ctx, p1, value.type.shape)}
+    return {p0: encoded_public(ctx, p0, ctx.parts[value][p0], f, device),
+            p1: zero_share(ctx, p1, value.type.shape, device)}
 
 
 def share_private(ctx, node):
@@ -53,7 +54,8 @@ def share_private(ctx, node):
     device = ctx.device_of(node.result)
     (owner,) = ctx.parts[x]
     f = frac_bits(device, x.type.dtype)
-    encoded = ctx.emit(owner, "encode", [ctx.parts[x][owner]], "plain", {"frac_bits": f})
+    ring = ring_of(device)
+    encoded = ring.encode(ctx, owner, ctx.parts[x][owner], f, "plain")
     shape = x.type.shape
     pieces = {}
     for other in parties(device):
@@ -61,8 +63,8 @@ def share_private(ctx, node):
             continue
         seed = seed_name(owner, other)
         stream = ctx.stream(seed)
-        pieces[other] = ctx.random(other, seed, shape, stream)
-        mask = ctx.random(owner, seed, shape, stream)
+        pieces[other] = ring.random(ctx, other, seed, shape, stream)
+        mask = ring.random(ctx, owner, seed, shape, stream)
         encoded = ctx.emit(owner, "sub", [encoded, mask], "arith")
     pieces[owner] = encoded
     ctx.parts[node.result] = pieces

@@ -11,13 +11,14 @@ use, so memory follows the live set, not the program length.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from ..errors import InputError, MixcError, NumericError
 from ..ir.core import collector_paused, walk
-from ..ir.ops import NUMPY_DTYPES, OPS
+from ..ir.ops import NUMPY_DTYPES, OPS, impl_of
 from . import kernels
 
 SEED_TAG = 0
@@ -128,7 +129,7 @@ def _plan_nodes(nodes):
         dead = tuple(v for j, v in enumerate(operands)
                      if last_use[v] == i and v not in operands[:j])
         kind = _kind(n.op)
-        pure = OPS[n.op].impl if kind is None and len(n.results) == 1 else None
+        pure = impl_of(n) if kind is None and len(n.results) == 1 else None
         steps.append((n, kind, operands, tuple(n.results), dead, pure))
     return steps
 
@@ -245,7 +246,7 @@ class PartyExecutor:
         subclass hooks in to watch or change what a party computes (as torch.fx's
         Interpreter.run_node)."""
         if kind is None:
-            out = OPS[node.op].impl(node.attrs, *args)
+            out = impl_of(node)(node.attrs, *args)
             return [np.asarray(out)] if len(node.results) == 1 else [np.asarray(x) for x in out]
         return self._handlers[kind](node, args)
 
@@ -377,8 +378,7 @@ class PartyExecutor:
 
     def _bits_unpack(self, node, args):
         shape = node.attrs["shape"]
-        n = int(np.prod(shape, dtype=np.int64))
-        return [kernels.bits_unpack(args[0], n).reshape(shape)]
+        return [kernels.bits_unpack(args[0], math.prod(shape)).reshape(shape)]
 
     def _bits_unzip(self, node, args):
         return list(kernels.bits_unzip(np.ascontiguousarray(args[0])))

@@ -11,6 +11,7 @@ value kind are decided by the passes and checked by ``passes.verify``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,8 @@ class OpDef:
     doc: str = ""
     pure: bool = False          # results depend on operands and attrs alone (no party state,
                                 # peer, PRG stream or iteration): safe to compute once, anywhere
+    impl_u128: object = None    # the evaluation on u128 ring values, where it differs (numpy
+                                # has no 128-bit integers: runtime.ringops.U128_OPS)
 
 
 OPS: dict[str, OpDef] = {}
@@ -482,7 +485,7 @@ def _xfer(ts, a):
 def _unpack_impl(a, x):
     pieces, start = [], 0
     for shape in a["shapes"]:
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         pieces.append(x[start:start + size].reshape(shape))
         start += size
     return pieces
@@ -953,14 +956,19 @@ def _he_mm_decrypt(ts, a):
 # runtime.ringops.U128_OPS, and keeps its numpy path for every other dtype.
 
 def _ring128(name):
-    plain = OPS[name].impl
-
     def impl(a, *xs):
-        if any(getattr(x, "dtype", None) == U128 for x in xs):
-            from ..runtime import ringops
-            return ringops.U128_OPS[name](a, *xs)
-        return plain(a, *xs)
-    OPS[name] = OpDef(**{**OPS[name].__dict__, "impl": impl})
+        from ..runtime import ringops
+        return ringops.U128_OPS[name](a, *xs)
+    OPS[name] = OpDef(**{**OPS[name].__dict__, "impl_u128": impl})
+
+
+def impl_of(node):
+    """The numpy evaluation of ``node``: its op's ``impl``, or ``impl_u128`` when it reads
+    u128 ring values (chosen from the IR types once, not per call)."""
+    d = OPS[node.op]
+    if d.impl_u128 is not None and any(v.type.dtype == "u128" for v in node.operands):
+        return d.impl_u128
+    return d.impl
 
 
 for _name in ("add", "sub", "mul", "neg", "shl", "lshr", "ashr", "reduce_sum", "dot_general",

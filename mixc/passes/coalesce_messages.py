@@ -4,7 +4,7 @@ Invariant established: within a block, no two ``send``s from party A to party B 
 the same value kind lie in one burst of A's program -- a stretch in which A runs no
 op that can wait (a ``recv``, a loop, a call, an OT subprotocol) -- except sends that
 are disclosures (a reveal, an explicit ``to``, a public value, an HE key: the audit
-shows each of those alone) or not ring words. The sends of a burst become one
+shows each of those alone), not ring words, or large (``MAX_PACKED``). The sends of a burst become one
 ``pack`` of their values, sent where the last of them was, and B's ``recv``s become
 one ``recv`` where the first of them was, followed by an ``unpack`` that defines the
 same values.
@@ -23,6 +23,8 @@ from .verify import is_reveal_label
 
 _PACKABLE_KINDS = ("arith", "bool", "masked")  # plaintext, public and HE messages are disclosures
 _WAITS = ("recv", "loop", "call")
+# Above this many elements a message's fixed cost is noise and packing only copies it.
+MAX_PACKED = 1 << 16
 
 
 def run(module):
@@ -43,7 +45,7 @@ def _waits(node):
 def _packable(node):
     v = node.operands[0]
     return (v.type.kind in _PACKABLE_KINDS and v.type.dtype in ("u64", "u128")
-            and not is_reveal_label(node.attrs["what"]))
+            and v.type.size <= MAX_PACKED and not is_reveal_label(node.attrs["what"]))
 
 
 def _bursts(nodes):

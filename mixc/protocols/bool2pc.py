@@ -73,14 +73,18 @@ def _words(n):
 
 # ------------------------------------------------------------ AND gates
 
+_JOINED_WORDS = 1 << 14  # above it, joining gates only copies words: messages are few anyway
+
+
 def and_gates(ctx, device, pairs):
     """Boolean shares of x AND y for each pair of shares, all in one round.
 
     Gates on flat words (the comparison circuits' packed bits) run as one gate on
     their concatenation: one triple and two openings in all instead of per gate, the
-    same bytes in half the messages or fewer."""
+    same bytes in half the messages or fewer (for up to ``_JOINED_WORDS`` words)."""
     if len(pairs) > 1 and all(len(x[p].type.shape) == 1 and x[p].type.shape == y[p].type.shape
-                              for x, y in pairs for p in x):
+                              for x, y in pairs for p in x) \
+            and sum(next(iter(x.values())).type.size for x, _ in pairs) <= _JOINED_WORDS:
         return _split_words(ctx, and_gates(ctx, device, [(_concat_words(ctx, [x for x, _ in pairs]),
                                                           _concat_words(ctx, [y for _, y in pairs]))])[0],
                             [x for x, _ in pairs])

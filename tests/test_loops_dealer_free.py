@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -42,18 +41,7 @@ def rnd(*shape, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
 
 
-def loops_of(bundle, party):
-    return [n for n in walk(bundle.programs[party].nodes) if n.op == "loop"]
-
-
-def sgd(steps, bs=10):
-    def train(x, y):
-        def step(i, w):
-            xb = lax.dynamic_slice(x, (i * bs, 0), (bs, x.shape[1]))
-            yb = lax.dynamic_slice(y, (i * bs,), (bs,))
-            return w - 0.5 * xb.T @ (jax.nn.sigmoid(xb @ w) - yb) / bs
-        return lax.fori_loop(0, steps, step, jnp.zeros(x.shape[1]))
-    return train
+from test_loops import loop_nodes as loops_of, sgd  # noqa: E402 - the same programs, dealer-free
 
 
 def lr_data(n=200):

@@ -24,6 +24,10 @@ the handshake (hello + verdict), then frames -- and, at frame ``--at``
 ``none``      pass everything through (with ``--record FILE``: save the
               client's bytes of the first connection, to replay later).
 
+``--capture DIR`` saves every byte forwarded, each connection's two
+directions to files ``N-c2s.bin`` and ``N-s2c.bin`` (what a passive
+eavesdropper on the path would see).
+
 With ``--tls`` it parses TLS records instead of frames: the fault hits the
 first application-data record that starts after ``--after-bytes`` bytes
 (default 8192, well past the TLS and link handshakes); ``garble`` flips a
@@ -49,8 +53,9 @@ import time
 from pathlib import Path
 
 HELLO = struct.Struct("<4sHHHH")
+HELLO_KEYS = 64                  # the party's session contribution and X25519 public key
 VERDICT = struct.Struct("<4sBH")
-HEADER = struct.Struct("<4sBBBBQQ")
+HEADER = struct.Struct("<4sBBBBQQ8s")
 TLS_HEADER = struct.Struct(">BHH")
 FAULTS = ("none", "reset", "garble", "truncate", "duplicate", "stall")
 
@@ -173,13 +178,13 @@ def pump_frames(opts, src, dst, record):
     s = Stream(src)
     head = s.read(HELLO.size)
     _, _, ln, ls, lh = HELLO.unpack(head)
-    _send(dst, head + s.read(ln + ls + lh), record)
+    _send(dst, head + s.read(ln + ls + lh + HELLO_KEYS), record)
     head = s.read(VERDICT.size)
     _send(dst, head + s.read(VERDICT.unpack(head)[2]), record)
     index = 0
     while True:
         header = s.read(HEADER.size)
-        _, kind, _, ndim, _, tag, length = HEADER.unpack(header)
+        _, kind, _, ndim, _, tag, length, _ = HEADER.unpack(header)
         dims = s.read(8 * ndim) if kind == 1 else b""
         frame = header + dims
         index += 1
@@ -231,7 +236,7 @@ def pump_tls(opts, src, dst, record):
         seen += len(header) + length
 
 
-def pump_plain(src, dst):
+def pump_plain(src, dst, record=None):
     while True:
         try:
             data = src.recv(1 << 16)
@@ -244,10 +249,38 @@ def pump_plain(src, dst):
                 except OSError:
                     pass
             return
-        _send(dst, data)
+        _send(dst, data, record)
 
 
 _recorded = threading.Event()
+_connections = iter(range(1, 1 << 30))
+
+
+class _Sinks:
+    """Where a direction's bytes are written: the --record file and/or a --capture file."""
+
+    def __init__(self, files):
+        self.files = [f for f in files if f is not None]
+
+    def write(self, data):
+        for f in self.files:
+            f.write(data)
+
+    def close(self):
+        for f in self.files:
+            f.close()
+
+
+def _capture_files(opts):
+    """-> (client->server, server->client) files of a new connection under --capture DIR
+    (unbuffered: a test reads them while the proxy still runs), or (None, None)."""
+    if not opts.capture:
+        return None, None
+    with _lock:
+        n = next(_connections)
+    d = Path(opts.capture)
+    return (open(d / f"{n}-c2s.bin", "wb", buffering=0),  # noqa: SIM115 - closed by _Sinks
+            open(d / f"{n}-s2c.bin", "wb", buffering=0))  # noqa: SIM115
 
 
 def handle(opts, client):
@@ -259,13 +292,16 @@ def handle(opts, client):
     server.settimeout(None)
     client.settimeout(None)
     _conns.extend([client, server])
-    record = None
+    first = None
     if opts.record:
         with _lock:
             if not _recorded.is_set():
                 _recorded.set()
-                record = open(opts.record, "wb")  # noqa: SIM115 - closed below
-    back = threading.Thread(target=pump_plain, args=(server, client), daemon=True)
+                first = open(opts.record, "wb")  # noqa: SIM115 - closed below
+    to_server, to_client = _capture_files(opts)
+    record = _Sinks([first, to_server])
+    back = threading.Thread(target=pump_plain, args=(server, client, _Sinks([to_client])),
+                            daemon=True)
     back.start()
     try:
         (pump_tls if opts.tls else pump_frames)(opts, client, server, record)
@@ -276,8 +312,7 @@ def handle(opts, client):
         except OSError:
             pass
     finally:
-        if record is not None:
-            record.close()
+        record.close()
 
 
 def serve(opts):
@@ -307,14 +342,14 @@ def replay(opts):
     sock.settimeout(5)
     # the hello first, as a party would; then whatever else was recorded
     _, _, ln, ls, lh = HELLO.unpack_from(data)
-    cut = HELLO.size + ln + ls + lh
+    cut = HELLO.size + ln + ls + lh + HELLO_KEYS
     try:
         sock.sendall(data[:cut])
         say(f"replayed a hello of {cut} bytes")
         stream = Stream(sock)
         head = stream.read(HELLO.size)
         _, _, ln, ls, lh = HELLO.unpack(head)
-        stream.read(ln + ls + lh)
+        stream.read(ln + ls + lh + HELLO_KEYS)
         head = stream.read(VERDICT.size)
         _, status, lv = VERDICT.unpack(head)
         text = stream.read(lv).decode(errors="replace")
@@ -425,7 +460,7 @@ class Proc:
 
 
 def mixc_party(bundle, party, peers, *, inputs=(), output=None, timeout=5, session=None,
-               tls=None, extra=()):
+               tls=None, extra=(), env=None):
     """Start ``mixc run BUNDLE --party PARTY`` (``peers``: {party: (host, port)})."""
     cmd = [sys.executable, "-m", "mixc", "run", str(bundle), "--party", party,
            "--peers", ",".join(f"{p}={h}:{port}" for p, (h, port) in peers.items()),
@@ -438,11 +473,11 @@ def mixc_party(bundle, party, peers, *, inputs=(), output=None, timeout=5, sessi
         cmd += ["--session", session]
     if tls is not None:
         cmd += ["--tls", str(tls)]
-    return Proc(party, cmd + [str(x) for x in extra])
+    return Proc(party, cmd + [str(x) for x in extra], env=env)
 
 
-def start_proxy(target, fault="none", at=2, *, tls=False, record=None, max_seconds=30,
-                extra=()):
+def start_proxy(target, fault="none", at=2, *, tls=False, record=None, capture=None,
+                max_seconds=30, extra=()):
     """Start this file as a proxy to ``target`` (host, port); -> (Proc, listening port)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--target", f"{target[0]}:{target[1]}",
            "--fault", fault, "--at", str(at), "--max-seconds", str(max_seconds)]
@@ -450,6 +485,8 @@ def start_proxy(target, fault="none", at=2, *, tls=False, record=None, max_secon
         cmd.append("--tls")
     if record:
         cmd += ["--record", str(record)]
+    if capture:
+        cmd += ["--capture", str(capture)]
     proxy = Proc("proxy", cmd + [str(x) for x in extra])
     _, line = proxy.wait_line("ready ", 10)
     return proxy, int(line.split()[1])
@@ -478,6 +515,8 @@ def main(argv=None):
     ap.add_argument("--tls", action="store_true", help="the connections are TLS")
     ap.add_argument("--after-bytes", type=int, default=8192)
     ap.add_argument("--record", metavar="FILE")
+    ap.add_argument("--capture", metavar="DIR",
+                    help="save every connection's bytes, each direction to its own file")
     ap.add_argument("--replay", metavar="FILE")
     ap.add_argument("--max-seconds", type=float, default=60.0)
     opts = ap.parse_args(argv)

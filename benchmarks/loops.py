@@ -1,7 +1,7 @@
 """Scale checks for loops (issue "Loops stay loops"): build cost against trip count,
 and memory of a long training run.
 
-    python benchmarks/loops.py [build] [memory] [dealer_free]
+    python benchmarks/loops.py [build] [memory] [dealer_free] [he_device]
 
 Prints one JSON line per check:
 
@@ -17,6 +17,8 @@ Prints one JSON line per check:
   iteration, by OT and HE) built at 10 and at 500 steps (``build_s_*``,
   ``program_bytes_*``, their ratios: about 1), and a 20-step run under
   ``simulate`` (``wall_s_20``, ``weights_max_abs_err_20`` against plain JAX).
+- ``he_device``: minibatch linear regression on an HE device (alice's model
+  encrypted under her key, bob's rows in the clear), the same four figures.
 """
 import json
 import os
@@ -111,8 +113,69 @@ def dealer_free_check(run_steps=20):
     return rec
 
 
+HE_DEVICE = """
+domain: ["alice", "bob"]
+device:
+  - p1:
+      type: PYU
+      domain: "alice"
+  - p2:
+      type: PYU
+      domain: "bob"
+  - he:
+      type: HE
+      domain: ["alice", "bob"]
+      key_owner: "alice"
+"""
+
+
+def he_train(steps):
+    """Minibatch linear regression on an HE device: alice's model under her own key,
+    bob's rows in the clear at bob."""
+    def fn(w0, x, y):
+        def step(i, w):
+            j = i % (x.shape[0] // BS)
+            xb = lax.dynamic_slice(x, (j * BS, 0), (BS, x.shape[1]))
+            yb = lax.dynamic_slice(y, (j * BS,), (BS,))
+            return w - 0.1 * xb.T @ (xb @ w - yb) / BS
+        return lax.fori_loop(0, steps, step, w0)
+    return fn
+
+
+def he_program(steps):
+    cluster = mixc.init_device(HE_DEVICE)
+
+    @mixc.program
+    def lr(w0: mixc.Input(cluster.p1, (D,)), x: mixc.Input(cluster.p2, (N, D)),
+           y: mixc.Input(cluster.p2, (N,))):
+        return {"w": mixc.reveal(mixc.device(cluster.he)(he_train(steps))(w0, x, y), cluster.p1)}
+    return lr
+
+
+def he_device_check(run_steps=20):
+    """``he_device``: that regression built at 10 and 500 steps (ratios about 1) and run
+    for ``run_steps`` under ``simulate`` against plain JAX."""
+    rec = {"check": "he_device"}
+    he_program(10).build()  # warm-up
+    for steps in (10, 500):
+        t = time.perf_counter()
+        bundle = he_program(steps).build()
+        rec[f"build_s_{steps}"] = round(time.perf_counter() - t, 4)
+        rec[f"program_bytes_{steps}"] = sum(len(bundle.text(p)) for p in bundle.parties)
+    rec["build_ratio"] = round(rec["build_s_500"] / rec["build_s_10"], 3)
+    rec["size_ratio"] = round(rec["program_bytes_500"] / rec["program_bytes_10"], 3)
+    x, y = data()
+    w0 = np.zeros(D, np.float32)
+    t = time.perf_counter()
+    w = he_program(run_steps).simulate(w0=w0, x=x, y=y, check_ranges=False)["w"]
+    rec[f"wall_s_{run_steps}"] = round(time.perf_counter() - t, 3)
+    ref = np.asarray(he_train(run_steps)(jnp.asarray(w0), jnp.asarray(x), jnp.asarray(y)))
+    rec[f"weights_max_abs_err_{run_steps}"] = float(np.abs(w - ref).max())
+    return rec
+
+
 def main(argv):
-    checks = argv or ["build", "memory", "dealer_free"]
+    checks = argv or ["build", "memory", "dealer_free", "he_device"]
     for check in checks:
         if check == "build":
             print(json.dumps(build_check()), flush=True)
@@ -124,8 +187,10 @@ def main(argv):
             print(json.dumps(memory_check()), flush=True)
         elif check == "dealer_free":
             print(json.dumps(dealer_free_check()), flush=True)
+        elif check == "he_device":
+            print(json.dumps(he_device_check()), flush=True)
         else:
-            raise SystemExit(f"unknown check {check!r}: build, memory, dealer_free")
+            raise SystemExit(f"unknown check {check!r}: build, memory, dealer_free, he_device")
 
 
 if __name__ == "__main__":

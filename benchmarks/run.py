@@ -20,7 +20,7 @@ prints one JSON line per workload:
   by plain JAX for the same number of steps), ``params_max_abs_err``
   (max |mixc's trained parameters - plain JAX's|) and ``steps``;
 - ``bytes_sent``: payload bytes each party sent in one run (from the links'
-  stats, the 32-byte PRG key agreement included); ``bytes_total``: their sum;
+  stats; pairwise PRG keys come from the X25519 handshake and send nothing); ``bytes_total``: their sum;
 - ``rounds``: communication rounds, from the party programs (see ``rounds``
   below); ``rounds_in_order``: the same when each party runs its program
   strictly in order, as the executor does;
@@ -56,6 +56,10 @@ and comparison).
 ``--ring 128`` runs them on ``examples/two_party_ring128.devices`` (shares in
 Z_2^128, 40 fraction bits; dealer only); each record then has ``"ring": 128``.
 
+``--parties 3`` runs them on ``examples/three_party.devices`` (alice = p1,
+bob = p2, ``mpc`` replicated over alice, bob and carol: ``protocols/rep3.py``,
+no dealer; ``system`` "mixc-rep3"), timed like the dealer runs.
+
 A workload that mixc cannot build yet prints
 ``{"name", "system", "skipped": "<error>", "build_s", "peak_rss_mb"}``
 (``build_s``: until the build failed); one that builds but fails to run
@@ -85,6 +89,8 @@ DEVICES = os.path.join(ROOT, "examples", "two_party.devices")
 HE_SYSTEM = "mixc-he"
 HE_DEVICES = os.path.join(ROOT, "examples", "two_party_he.devices")
 RING128_DEVICES = os.path.join(ROOT, "examples", "two_party_ring128.devices")
+REP3_SYSTEM = "mixc-rep3"
+THREE_PARTY_DEVICES = os.path.join(ROOT, "examples", "three_party.devices")
 
 
 # ------------------------------------------------------------- the functions
@@ -508,9 +514,8 @@ def rounds(programs, in_order=False):
     With ``in_order=True`` each node also depends on the node before it at
     the same party, since the executor runs a party's program strictly in
     order (a ``recv`` blocks everything after it; ``send`` does not block):
-    the latencies a run of today's executor takes. The PRG key agreement
-    at session start (one message per key, before the program) is not
-    counted in either.
+    the latencies a run of today's executor takes (pairwise PRG keys come
+    from the handshake and take no message).
 
     Loops (a ``loop`` node runs its body ``trip_count`` times): the depths
     above are those of the programs unrolled (``_flatten``: fresh values per
@@ -715,8 +720,8 @@ def time_range_checks(bundle, inputs, reps, wall_s):
                                if issubclass(w.category, mixc.RangeWarning)]}
 
 
-def run_one(name, cluster, data, reps, network, steps=None, check_ranges=False):
-    rec = {"name": name, "system": SYSTEM}
+def run_one(name, cluster, data, reps, network, steps=None, check_ranges=False, system=SYSTEM):
+    rec = {"name": name, "system": system}
     args = data[name]
     if name in TRAINING:
         rec["steps"] = training_steps(name, steps)
@@ -790,6 +795,9 @@ def main(argv=None):
     ap.add_argument("--ring", type=int, default=64, choices=(64, 128),
                     help="the MPC device's share ring: 64 bits, or 128 "
                          "(examples/two_party_ring128.devices, 40 fraction bits; dealer only)")
+    ap.add_argument("--parties", type=int, default=2, choices=(2, 3),
+                    help="3: the same workloads on examples/three_party.devices (replicated "
+                         "sharing among alice, bob and carol, no dealer; system mixc-rep3)")
     a = ap.parse_args(argv)
     if a.ring == 128 and a.offline == "he":
         ap.error("--ring 128 runs with --offline dealer only: dealer-free correlations are 64-bit")
@@ -800,17 +808,21 @@ def main(argv=None):
         ap.error("--reps must be at least 1")
     if a.steps is not None and a.steps < 1:
         ap.error("--steps must be at least 1")
+    if a.parties == 3 and (a.offline == "he" or a.ring != 64):
+        ap.error("--parties 3 runs on the 64-bit ring with no --offline: it has no dealer")
     he = a.offline == "he"
-    cluster = mixc.init_device(HE_DEVICES if he else RING128_DEVICES if a.ring == 128 else DEVICES)
+    system = REP3_SYSTEM if a.parties == 3 else SYSTEM
+    cluster = mixc.init_device(THREE_PARTY_DEVICES if a.parties == 3 else HE_DEVICES if he
+                               else RING128_DEVICES if a.ring == 128 else DEVICES)
     names = a.names or list(WORKLOADS)
     data = make_data(0, training=any(n in TRAINING for n in names))
     for name in names:
         try:
             rec = (run_one_phased(name, cluster, data, a.reps, a.network, a.prefer, a.steps)
                    if he else run_one(name, cluster, data, a.reps, a.network, a.steps,
-                                      a.check_ranges))
+                                      a.check_ranges, system))
         except Exception as e:  # noqa: BLE001 - never let one workload end the run
-            rec = {"name": name, "system": HE_SYSTEM if he else SYSTEM, "error": _message(e),
+            rec = {"name": name, "system": HE_SYSTEM if he else system, "error": _message(e),
                    "build_s": None}
         rec["peak_rss_mb"] = peak_rss_mb()
         if a.ring != 64:

@@ -169,11 +169,12 @@ void mixc_truncpr_finish(const uint64_t *c, const uint64_t *msb, const uint64_t 
 /* ---- IKNP OT extension (csrc/ot.c; used by runtime/ot.py) ----
  * Rows: one 128-bit value per OT, two words (lo = bits 0..63, hi = 64..127).
  * Columns: 128 packed bit streams of n_words words, row j at in + j*stride.
- * H(x) = AES_k(sigma(x)) ^ sigma(x), fixed public k, sigma(hi||lo) = (hi^lo)||hi.
+ * H(i, x) = pi(pi(x) ^ i) ^ pi(x), pi = AES-128 under a fixed public key (GKWY20 tccr);
+ * tweak: 2 words (lo, hi); the row r of a call hashes under (tweak[0] + r, tweak[1]).
  * portable != 0 forces the portable C paths (tests); otherwise VAES / AES-NI /
  * AVX-512+GFNI are picked at run time.
  * transpose128: out (64*n_words rows): row i bit j = column j bit i.
- * ot_hash: out = H(rows ^ delta) (delta: 2 words or NULL), out_words 1 (lo) or 2.
+ * ot_hash: out = H(tweak + r, rows ^ delta) (delta: 2 words or NULL), out_words 1 (lo) or 2.
  * iknp_*_ext: ChaCha20 column j from key keys[32j..], stream, keystream word pos;
  *   recv: t_j = G(k0_j), u_j = t_j ^ G(k1_j) ^ choice, t transposed to rows;
  *   send: q_j = G(k_j) ^ (s_j ? u_j : 0) transposed to rows (s: 2 words);
@@ -188,8 +189,8 @@ void mixc_truncpr_finish(const uint64_t *c, const uint64_t *msb, const uint64_t 
  *   recv_hash: share = sum 2^k H(t)_lo; recv_fix: share += sum 2^k b_k d_k. */
 void mixc_ot_transpose128(const uint64_t *in, size_t stride, size_t n_words, uint64_t *out,
                           int portable);
-void mixc_ot_hash(const uint64_t *rows, size_t n, const uint64_t *delta, uint64_t *out,
-                  unsigned out_words, int portable);
+void mixc_ot_hash(const uint64_t *rows, size_t n, const uint64_t *delta, const uint64_t *tweak,
+                  uint64_t *out, unsigned out_words, int portable);
 size_t mixc_iknp_ws_words(void);
 void mixc_iknp_recv_ext(const uint8_t *keys0, const uint8_t *keys1, uint64_t stream,
                         uint64_t pos, const uint64_t *choice, size_t n_words, uint64_t *u,
@@ -198,17 +199,17 @@ void mixc_iknp_send_ext(const uint8_t *keys, const uint64_t *s, uint64_t stream,
                         const uint64_t *u, size_t n_words, uint64_t *q, uint64_t *ws,
                         size_t ws_words);
 void mixc_ot_hash_bits(const uint64_t *rows, size_t n_words, const uint64_t *delta,
-                       uint64_t *out);
+                       const uint64_t *tweak, uint64_t *out);
 void mixc_bitcot_send(const uint64_t *q, size_t n_words, const uint64_t *s, const uint64_t *x,
-                      uint64_t *m0, uint64_t *d);
+                      const uint64_t *tweak, uint64_t *m0, uint64_t *d);
 void mixc_cot_send(const uint64_t *q, size_t n, const uint64_t *s, const uint64_t *delta,
-                   int delta_per_ot, uint64_t *x, uint64_t *d);
+                   int delta_per_ot, const uint64_t *tweak, uint64_t *x, uint64_t *d);
 void mixc_cot_recv_fix(const uint64_t *h, const uint64_t *choice, const uint64_t *d, size_t n,
                        uint64_t *y);
 size_t mixc_gilboa_words(void);
 void mixc_gilboa_send(const uint64_t *q, size_t n, const uint64_t *s, const uint64_t *a,
-                      uint64_t *share, uint64_t *dpack);
-void mixc_gilboa_recv_hash(const uint64_t *t, size_t n, uint64_t *share);
+                      const uint64_t *tweak, uint64_t *share, uint64_t *dpack);
+void mixc_gilboa_recv_hash(const uint64_t *t, size_t n, const uint64_t *tweak, uint64_t *share);
 void mixc_gilboa_recv_fix(const uint64_t *b, const uint64_t *dpack, size_t n, uint64_t *share);
 /* ---- ring Z_2^128 (csrc/ring128.c), for ``ring: 128`` MPC devices ----
  * Element i of n is words [2i] (bits 0..63) and [2i+1] (bits 64..127); sizes

@@ -14,14 +14,18 @@
  * (mixc_chacha20_fill, csrc/prg.c), so successive batches continue the
  * keystream and never reuse it.
  *
- * Hash: the correlation-robust hash of Guo-Kolesnikov-Katz-Wang-Yang (GKWY20,
- * "Efficient and Secure Multiparty Computation from Fixed-Key Block Ciphers",
- * S&P 2020), H(x) = pi(sigma(x)) ^ sigma(x) with pi = AES-128 under a fixed
- * public key (the first 128 bits of the fraction of pi) and the linear
- * orthomorphism sigma(hi || lo) = (hi ^ lo) || hi.  It is circular
- * correlation robust in the ideal-permutation model, which is what
- * semi-honest IKNP needs for H(q_i) and H(q_i ^ s) with a secret s (it is the
- * hash emp-toolkit uses there).  AES runs on VAES (4 blocks per instruction)
+ * Hash: the tweakable circular-correlation-robust hash of Guo-Kolesnikov-
+ * Katz-Wang-Yang (GKWY20, "Efficient and Secure Multiparty Computation from
+ * Fixed-Key Block Ciphers", S&P 2020, section 7.4), H(i, x) = pi(pi(x) ^ i) ^
+ * pi(x) with pi = AES-128 under a fixed public key (the first 128 bits of the
+ * fraction of pi) and a 128-bit tweak i.  Every OT hashes under its own
+ * tweak: (prefix_lo + j mod 2^64, prefix_hi) for OT j of an IKNP instance
+ * (j counts the instance's OTs over the whole session), the prefix being
+ * derived from the session (runtime/ot.py).  GKWY20 show that without the
+ * tweak the same fixed-key hash across many OTs is not enough (an adversary
+ * gets n tries at once); with distinct tweaks H(j, q_j), H(j, q_j ^ s) are
+ * pseudorandom in the ideal-permutation model.  Two AES calls per hash.
+ * AES runs on VAES (4 blocks per instruction)
  * or AES-NI, picked at run time; a portable table-based AES is the fallback
  * for CPUs without AES-NI (not constant time: the inputs are secret).
  *
@@ -151,99 +155,144 @@ static int have_gfni_transpose(void)
 }
 
 /* ------------------------------------------------------------------------
- * the hash: out[i] = H(in[i] ^ delta) = pi(sigma(y)) ^ sigma(y), y = in[i] ^ delta
+ * the hash: out[i] = H(i', y) = pi(pi(y) ^ i') ^ pi(y), y = in[i] ^ delta,
+ * tweak i' = (tw[0] + i mod 2^64, tw[1]) as an AES block (lo word, hi word).
  * in, out: n rows of 2 words; delta: 2 words or NULL (zero); out may equal in.
  * ------------------------------------------------------------------------ */
 
+static void bytes_of(const uint64_t w[2], uint8_t b[16])
+{
+    for (int k = 0; k < 8; k++) {
+        b[k] = (uint8_t)(w[0] >> (8 * k));
+        b[8 + k] = (uint8_t)(w[1] >> (8 * k));
+    }
+}
+
+static void words_of(const uint8_t b[16], uint64_t w[2])
+{
+    w[0] = w[1] = 0;
+    for (int k = 7; k >= 0; k--) {
+        w[0] = (w[0] << 8) | b[k];
+        w[1] = (w[1] << 8) | b[8 + k];
+    }
+}
+
 static void hash_rows_sw(const uint8_t *rk, const uint64_t *in, const uint64_t *delta,
-                         uint64_t *out, size_t n)
+                         const uint64_t *tw, uint64_t *out, size_t n)
 {
     uint64_t d0 = delta ? delta[0] : 0, d1 = delta ? delta[1] : 0;
     for (size_t i = 0; i < n; i++) {
-        uint64_t lo = in[2 * i] ^ d0, hi = in[2 * i + 1] ^ d1;
-        uint64_t sg[2] = {hi, hi ^ lo}; /* sigma: new lo = hi, new hi = hi ^ lo */
+        uint64_t y[2] = {in[2 * i] ^ d0, in[2 * i + 1] ^ d1}, py[2], z[2];
         uint8_t blk[16], enc[16];
-        for (int b = 0; b < 8; b++) {
-            blk[b] = (uint8_t)(sg[0] >> (8 * b));
-            blk[8 + b] = (uint8_t)(sg[1] >> (8 * b));
-        }
+        bytes_of(y, blk);
         aes128_encrypt_sw(rk, blk, enc);
-        uint64_t e0 = 0, e1 = 0;
-        for (int b = 7; b >= 0; b--) {
-            e0 = (e0 << 8) | enc[b];
-            e1 = (e1 << 8) | enc[8 + b];
-        }
-        out[2 * i] = e0 ^ sg[0];
-        out[2 * i + 1] = e1 ^ sg[1];
+        words_of(enc, py);
+        uint64_t x[2] = {py[0] ^ (tw[0] + (uint64_t)i), py[1] ^ tw[1]};
+        bytes_of(x, blk);
+        aes128_encrypt_sw(rk, blk, enc);
+        words_of(enc, z);
+        out[2 * i] = z[0] ^ py[0];
+        out[2 * i + 1] = z[1] ^ py[1];
     }
 }
 
 #ifdef OT_X86
+#define AES10_NI(v, k)                                   \
+    do {                                                 \
+        for (int m_ = 0; m_ < 8; m_++)                   \
+            v[m_] = _mm_xor_si128(v[m_], k[0]);          \
+        for (int r_ = 1; r_ < 10; r_++)                  \
+            for (int m_ = 0; m_ < 8; m_++)               \
+                v[m_] = _mm_aesenc_si128(v[m_], k[r_]);  \
+        for (int m_ = 0; m_ < 8; m_++)                   \
+            v[m_] = _mm_aesenclast_si128(v[m_], k[10]);  \
+    } while (0)
+
+__attribute__((target("aes,sse4.1")))
+static inline __m128i aes_one_ni(__m128i v, const __m128i k[11])
+{
+    v = _mm_xor_si128(v, k[0]);
+    for (int r = 1; r < 10; r++)
+        v = _mm_aesenc_si128(v, k[r]);
+    return _mm_aesenclast_si128(v, k[10]);
+}
+
 __attribute__((target("aes,sse4.1")))
 static void hash_rows_ni(const uint8_t *rk, const uint64_t *in, const uint64_t *delta,
-                         uint64_t *out, size_t n)
+                         const uint64_t *tw, uint64_t *out, size_t n)
 {
     __m128i k[11];
     for (int r = 0; r < 11; r++)
         k[r] = _mm_loadu_si128((const __m128i *)(rk + 16 * r));
     const __m128i dl = delta ? _mm_loadu_si128((const __m128i *)delta) : _mm_setzero_si128();
-    const __m128i hm = _mm_set_epi64x(-1, 0);
+    const __m128i one = _mm_set_epi64x(0, 1);
+    __m128i t = _mm_loadu_si128((const __m128i *)tw);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m128i x[8], y[8];
+        __m128i p[8], z[8];
+        for (int m = 0; m < 8; m++)
+            p[m] = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 2 * (i + m))), dl);
+        AES10_NI(p, k);
         for (int m = 0; m < 8; m++) {
-            __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 2 * (i + m))), dl);
-            x[m] = _mm_xor_si128(_mm_shuffle_epi32(v, 0x4e), _mm_and_si128(v, hm));
-            y[m] = _mm_xor_si128(x[m], k[0]);
+            z[m] = _mm_xor_si128(p[m], t);
+            t = _mm_add_epi64(t, one);
         }
-        for (int r = 1; r < 10; r++)
-            for (int m = 0; m < 8; m++)
-                y[m] = _mm_aesenc_si128(y[m], k[r]);
-        for (int m = 0; m < 8; m++) {
-            y[m] = _mm_xor_si128(_mm_aesenclast_si128(y[m], k[10]), x[m]);
-            _mm_storeu_si128((__m128i *)(out + 2 * (i + m)), y[m]);
-        }
+        AES10_NI(z, k);
+        for (int m = 0; m < 8; m++)
+            _mm_storeu_si128((__m128i *)(out + 2 * (i + m)), _mm_xor_si128(z[m], p[m]));
     }
     for (; i < n; i++) {
-        __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 2 * i)), dl);
-        __m128i x = _mm_xor_si128(_mm_shuffle_epi32(v, 0x4e), _mm_and_si128(v, hm));
-        __m128i y = _mm_xor_si128(x, k[0]);
-        for (int r = 1; r < 10; r++)
-            y = _mm_aesenc_si128(y, k[r]);
-        y = _mm_xor_si128(_mm_aesenclast_si128(y, k[10]), x);
-        _mm_storeu_si128((__m128i *)(out + 2 * i), y);
+        __m128i p = aes_one_ni(
+            _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 2 * i)), dl), k);
+        __m128i z = aes_one_ni(_mm_xor_si128(p, t), k);
+        t = _mm_add_epi64(t, one);
+        _mm_storeu_si128((__m128i *)(out + 2 * i), _mm_xor_si128(z, p));
     }
 }
 
+#define VW 4 /* zmm registers (4 blocks each) per pass: 16 rows in flight */
+#define AES10_VAES(v, k)                                       \
+    do {                                                       \
+        for (int m_ = 0; m_ < VW; m_++)                         \
+            v[m_] = _mm512_xor_si512(v[m_], k[0]);             \
+        for (int r_ = 1; r_ < 10; r_++)                        \
+            for (int m_ = 0; m_ < VW; m_++)                     \
+                v[m_] = _mm512_aesenc_epi128(v[m_], k[r_]);    \
+        for (int m_ = 0; m_ < VW; m_++)                         \
+            v[m_] = _mm512_aesenclast_epi128(v[m_], k[10]);    \
+    } while (0)
+
 __attribute__((target("aes,sse4.1,avx2,avx512f,avx512bw,vaes")))
 static void hash_rows_vaes(const uint8_t *rk, const uint64_t *in, const uint64_t *delta,
-                           uint64_t *out, size_t n)
+                           const uint64_t *tw, uint64_t *out, size_t n)
 {
     __m512i k[11];
     for (int r = 0; r < 11; r++)
         k[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(rk + 16 * r)));
     const __m512i dl = delta ? _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)delta))
                              : _mm512_setzero_si512();
-    const __m512i hm = _mm512_set_epi64(-1, 0, -1, 0, -1, 0, -1, 0);
+    /* lane l of register m holds the tweak of row i + 4m + l */
+    const __m512i step = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
+    __m512i t = _mm512_add_epi64(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)tw)),
+                                 _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0));
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512i x[4], y[4];
-        for (int m = 0; m < 4; m++) {
-            __m512i v = _mm512_xor_si512(_mm512_loadu_si512(in + 2 * i + 8 * m), dl);
-            x[m] = _mm512_xor_si512(_mm512_shuffle_epi32(v, (_MM_PERM_ENUM)0x4e),
-                                    _mm512_and_si512(v, hm));
-            y[m] = _mm512_xor_si512(x[m], k[0]);
+    for (; i + 4 * VW <= n; i += 4 * VW) {
+        __m512i p[VW], z[VW];
+        for (int m = 0; m < VW; m++)
+            p[m] = _mm512_xor_si512(_mm512_loadu_si512(in + 2 * i + 8 * m), dl);
+        AES10_VAES(p, k);
+        for (int m = 0; m < VW; m++) {
+            z[m] = _mm512_xor_si512(p[m], t);
+            t = _mm512_add_epi64(t, step);
         }
-        for (int r = 1; r < 10; r++)
-            for (int m = 0; m < 4; m++)
-                y[m] = _mm512_aesenc_epi128(y[m], k[r]);
-        for (int m = 0; m < 4; m++) {
-            y[m] = _mm512_xor_si512(_mm512_aesenclast_epi128(y[m], k[10]), x[m]);
-            _mm512_storeu_si512(out + 2 * i + 8 * m, y[m]);
-        }
+        AES10_VAES(z, k);
+        for (int m = 0; m < VW; m++)
+            _mm512_storeu_si512(out + 2 * i + 8 * m, _mm512_xor_si512(z[m], p[m]));
     }
-    if (i < n)
-        hash_rows_ni(rk, in + 2 * i, delta, out + 2 * i, n - i);
+    if (i < n) {
+        uint64_t rest[2] = {tw[0] + (uint64_t)i, tw[1]};
+        hash_rows_ni(rk, in + 2 * i, delta, rest, out + 2 * i, n - i);
+    }
 }
 #endif
 
@@ -258,38 +307,40 @@ static void hasher_init(hasher *h, int force_portable)
     h->level = force_portable ? AES_SW : aes_level();
 }
 
+/* rows in[0..n) with the tweaks of OTs tw0 + off .. tw0 + off + n - 1 */
 static void hash_rows(const hasher *h, const uint64_t *in, const uint64_t *delta,
-                      uint64_t *out, size_t n)
+                      const uint64_t *tw, size_t off, uint64_t *out, size_t n)
 {
+    const uint64_t t[2] = {tw[0] + (uint64_t)off, tw[1]};
 #ifdef OT_X86
     if (h->level == AES_VAES) {
-        hash_rows_vaes(h->rk, in, delta, out, n);
+        hash_rows_vaes(h->rk, in, delta, t, out, n);
         return;
     }
     if (h->level == AES_NI) {
-        hash_rows_ni(h->rk, in, delta, out, n);
+        hash_rows_ni(h->rk, in, delta, t, out, n);
         return;
     }
 #endif
-    hash_rows_sw(h->rk, in, delta, out, n);
+    hash_rows_sw(h->rk, in, delta, t, out, n);
 }
 
 /* rows are hashed HB at a time into a stack buffer */
 #define HB 256
 
-void mixc_ot_hash(const uint64_t *rows, size_t n, const uint64_t *delta, uint64_t *out,
-                  unsigned out_words, int portable)
+void mixc_ot_hash(const uint64_t *rows, size_t n, const uint64_t *delta, const uint64_t *tweak,
+                  uint64_t *out, unsigned out_words, int portable)
 {
     hasher h;
     hasher_init(&h, portable);
     if (out_words == 2) {
-        hash_rows(&h, rows, delta, out, n);
+        hash_rows(&h, rows, delta, tweak, 0, out, n);
         return;
     }
     uint64_t buf[2 * HB];
     for (size_t i0 = 0; i0 < n; i0 += HB) {
         size_t m = n - i0 < HB ? n - i0 : HB;
-        hash_rows(&h, rows + 2 * i0, delta, buf, m);
+        hash_rows(&h, rows + 2 * i0, delta, tweak, i0, buf, m);
         for (size_t i = 0; i < m; i++)
             out[i0 + i] = buf[2 * i];
     }
@@ -526,14 +577,14 @@ void mixc_iknp_send_ext(const uint8_t *keys, const uint64_t *s, uint64_t stream,
 
 /* out[w] bit i = bit 0 of H(rows[64w + i] ^ delta) */
 void mixc_ot_hash_bits(const uint64_t *rows, size_t n_words, const uint64_t *delta,
-                       uint64_t *out)
+                       const uint64_t *tweak, uint64_t *out)
 {
     hasher h;
     hasher_init(&h, 0);
     uint64_t buf[2 * HB];
     for (size_t w0 = 0; w0 < n_words; w0 += HB / 64) {
         size_t nw = n_words - w0 < HB / 64 ? n_words - w0 : HB / 64;
-        hash_rows(&h, rows + 128 * w0, delta, buf, 64 * nw);
+        hash_rows(&h, rows + 128 * w0, delta, tweak, 64 * w0, buf, 64 * nw);
         for (size_t w = 0; w < nw; w++) {
             uint64_t acc = 0;
             for (int i = 0; i < 64; i++)
@@ -545,15 +596,15 @@ void mixc_ot_hash_bits(const uint64_t *rows, size_t n_words, const uint64_t *del
 
 /* bit COT (GF(2)) sender: m0 = hash bits of q, m1 = of q ^ s, d = m0 ^ m1 ^ x */
 void mixc_bitcot_send(const uint64_t *q, size_t n_words, const uint64_t *s, const uint64_t *x,
-                      uint64_t *m0, uint64_t *d)
+                      const uint64_t *tweak, uint64_t *m0, uint64_t *d)
 {
     hasher h;
     hasher_init(&h, 0);
     uint64_t b0[2 * HB], b1[2 * HB];
     for (size_t w0 = 0; w0 < n_words; w0 += HB / 64) {
         size_t nw = n_words - w0 < HB / 64 ? n_words - w0 : HB / 64;
-        hash_rows(&h, q + 128 * w0, NULL, b0, 64 * nw);
-        hash_rows(&h, q + 128 * w0, s, b1, 64 * nw);
+        hash_rows(&h, q + 128 * w0, NULL, tweak, 64 * w0, b0, 64 * nw);
+        hash_rows(&h, q + 128 * w0, s, tweak, 64 * w0, b1, 64 * nw);
         for (size_t w = 0; w < nw; w++) {
             uint64_t a0 = 0, a1 = 0;
             for (int i = 0; i < 64; i++) {
@@ -569,15 +620,15 @@ void mixc_bitcot_send(const uint64_t *q, size_t n_words, const uint64_t *s, cons
 /* COT over Z_2^64, sender: x = H(q)_lo, d = x + delta_i - H(q ^ s)_lo
  * (delta_i = delta[i] if delta_per_ot else delta[0]) */
 void mixc_cot_send(const uint64_t *q, size_t n, const uint64_t *s, const uint64_t *delta,
-                   int delta_per_ot, uint64_t *x, uint64_t *d)
+                   int delta_per_ot, const uint64_t *tweak, uint64_t *x, uint64_t *d)
 {
     hasher h;
     hasher_init(&h, 0);
     uint64_t b0[2 * HB], b1[2 * HB];
     for (size_t i0 = 0; i0 < n; i0 += HB) {
         size_t m = n - i0 < HB ? n - i0 : HB;
-        hash_rows(&h, q + 2 * i0, NULL, b0, m);
-        hash_rows(&h, q + 2 * i0, s, b1, m);
+        hash_rows(&h, q + 2 * i0, NULL, tweak, i0, b0, m);
+        hash_rows(&h, q + 2 * i0, s, tweak, i0, b1, m);
         for (size_t i = 0; i < m; i++) {
             uint64_t dl = delta_per_ot ? delta[i0 + i] : delta[0];
             x[i0 + i] = b0[2 * i];
@@ -627,14 +678,14 @@ static inline uint64_t get_bits(const uint64_t *rec, unsigned off, unsigned widt
 /* sender (holds a): share[p] = -sum_k 2^k H(q_{p,k})_lo;
  * d_{p,k} = (H(q)_lo + a_p - H(q ^ s)_lo) mod 2^(64-k) */
 void mixc_gilboa_send(const uint64_t *q, size_t n, const uint64_t *s, const uint64_t *a,
-                      uint64_t *share, uint64_t *dpack)
+                      const uint64_t *tweak, uint64_t *share, uint64_t *dpack)
 {
     hasher h;
     hasher_init(&h, 0);
     uint64_t b0[2 * 64], b1[2 * 64];
     for (size_t p = 0; p < n; p++) {
-        hash_rows(&h, q + 128 * p, NULL, b0, 64);
-        hash_rows(&h, q + 128 * p, s, b1, 64);
+        hash_rows(&h, q + 128 * p, NULL, tweak, 64 * p, b0, 64);
+        hash_rows(&h, q + 128 * p, s, tweak, 64 * p, b1, 64);
         uint64_t *rec = dpack + GILBOA_WORDS * p;
         memset(rec, 0, GILBOA_WORDS * sizeof(uint64_t));
         uint64_t acc = 0, ap = a[p];
@@ -654,14 +705,14 @@ void mixc_gilboa_send(const uint64_t *q, size_t n, const uint64_t *s, const uint
 }
 
 /* receiver, before the corrections arrive: share[p] = sum_k 2^k H(t_{p,k})_lo */
-void mixc_gilboa_recv_hash(const uint64_t *t, size_t n, uint64_t *share)
+void mixc_gilboa_recv_hash(const uint64_t *t, size_t n, const uint64_t *tweak, uint64_t *share)
 {
     hasher h;
     hasher_init(&h, 0);
     uint64_t b0[2 * HB];
     for (size_t p0 = 0; p0 < n; p0 += HB / 64) {
         size_t np = n - p0 < HB / 64 ? n - p0 : HB / 64;
-        hash_rows(&h, t + 128 * p0, NULL, b0, 64 * np);
+        hash_rows(&h, t + 128 * p0, NULL, tweak, 64 * p0, b0, 64 * np);
         for (size_t p = 0; p < np; p++) {
             uint64_t acc = 0;
             for (unsigned k = 0; k < 64; k++)

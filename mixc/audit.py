@@ -110,7 +110,9 @@ def _per_iteration(loops):
 
 def _device_line(d):
     extra = ""
-    if d.kind == "MPC":
+    if d.kind == "MPC" and len(d.parties) == 3:
+        extra = f" (replicated sharing, no dealer, {d.fraction_bits} fraction bits)"
+    elif d.kind == "MPC":
         extra = f" ({d.offline} offline, {d.fraction_bits} fraction bits)"
     elif d.kind == "HE" and d.key_owner:
         extra = f" (key owner {d.key_owner})"
@@ -216,7 +218,8 @@ def _dp_lines(selected):
            "one inside a loop is applied once per iteration, so its epsilon and delta count "
            "once per iteration")
     lines = [f"- differential privacy: total budget epsilon = {epsilon:g}, delta = {delta:g} "
-             f"({how}; noise from ChaCha20 keyed by os.urandom)"]
+             f"({how}; exact discrete Laplace/Gaussian noise on the fixed-point grid, "
+             "Canonne-Kamath-Steinke sampling from ChaCha20 keyed by os.urandom)"]
     for n, loops in uses:
         where = "each party adds its own, in its share" if \
             selected.devices[n.result.type.place].kind == "MPC" else "its party adds it"
@@ -273,7 +276,11 @@ def audit_text(name, snapshots, final) -> str:
     from .protocols.dealerfree import audit_lines as _dealer_free_lines
     lines += _dealer_free_lines(selected, final)
     for d in selected.devices.values():
-        if d.kind == "MPC":
+        if d.kind == "MPC" and len(d.parties) == 3:
+            lines.append(f"- MPC device {d.name}: three parties ({', '.join(d.parties)}), honest "
+                         "majority (replicated sharing, ABY3): any one party learns nothing; two "
+                         "colluding learn all (semi-honest)")
+        elif d.kind == "MPC":
             lines.append(f"- MPC device {d.name}: secure while {' and '.join(d.parties)} do not "
                          "collude (semi-honest, 2-party additive sharing)")
     inflows = _tee_inflows(selected)

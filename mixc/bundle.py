@@ -111,16 +111,23 @@ class Bundle:
         self.hash  # noqa: B018 - fills the manifest's hashes before it is written
         manifest = {k: v for k, v in self.manifest.items() if k not in ("dot", "audit")}
         (d / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if check_disclosure(self) is not None:  # so that a run of it here need not check again
+            from .disclosure import remember
+            remember(d)
         return d
 
     @classmethod
     @collector_paused()
-    def load(cls, directory, parties=None):
+    def load(cls, directory, parties=None, checked=None):
+        """``checked``: party -> Module that ``mixc.disclosure`` made and checked from this
+        bundle (identical to the party's file), used instead of parsing the file again."""
         d = Path(directory)
         manifest = _manifest(d)
         manifest["audit"] = (d / "audit.txt").read_text() if (d / "audit.txt").exists() else ""
         manifest["dot"] = ""
-        programs = {party: _party_program(d, manifest, party)
+        checked = checked or {}
+        programs = {party: checked[party] if party in checked
+                    else _party_program(d, manifest, party)
                     for party in parties or manifest["parties"]}
         stages = {}
         for f in sorted((d / "after").glob("*.mir")):
@@ -361,12 +368,13 @@ def simulate(bundle, inputs, timeout=120.0, stats=None, check_ranges=True):
     from .runtime.executor import PartyExecutor
     from .runtime.links import InProcessHub
     per_party = inputs_by_party(bundle.manifest, inputs)
-    hub = InProcessHub(list(bundle.parties), timeout=timeout)
-    links = {p: hub.link(p) for p in bundle.parties}
     sanitizer = None
     if check_ranges:
         from .runtime.sanitizer import RangeSanitizer
         sanitizer = RangeSanitizer(bundle)
+    check_disclosure(bundle)  # after the sanitizer's check that the programs are the lowering
+    hub = InProcessHub(list(bundle.parties), timeout=timeout)
+    links = {p: hub.link(p) for p in bundle.parties}
     make = PartyExecutor if sanitizer is None else sanitizer.executor
     executors = {p: make(bundle.programs[p], p, links[p], per_party[p]) for p in bundle.parties}
     results, errors = {}, {}
@@ -396,6 +404,20 @@ def simulate(bundle, inputs, timeout=120.0, stats=None, check_ranges=True):
     for party_outputs in results.values():
         merged.update(party_outputs)
     return restructure(bundle.manifest, {k: np.asarray(v) for k, v in merged.items()})
+
+
+def check_disclosure(bundle):
+    """``mixc.disclosure.check`` of a built bundle's party programs against its global
+    program (once per bundle): what simulate runs discloses no more than the program's
+    reveals and explicit tos. The Report, or None for a bundle without both, or one
+    loaded from a directory (``mixc run`` checks those with mixc.disclosure.check_bundle,
+    which also holds their programs to the compiler's)."""
+    built = hasattr(bundle, "graph_module")
+    if built and getattr(bundle, "_disclosure", None) is None and bundle.programs \
+            and "select_protocols" in bundle.stages:
+        from .disclosure import check_built
+        bundle._disclosure = check_built(bundle)
+    return getattr(bundle, "_disclosure", None)
 
 
 def _is_peer_loss(e):

@@ -4,7 +4,7 @@ Usage::
 
     mixc build FILE.py [--program NAME] [-o DIR] [--passes a,b,...] [--cost-report]
     mixc run DIR --party NAME --peers NAME=HOST:PORT,... [--input NAME=FILE ...]
-                 [--output OUTDIR] [--timeout S] [--session HEX] [--tls KEYDIR]
+                 [--output OUTDIR] [--timeout S] [--session HEX] [--tls KEYDIR | --insecure]
                  [--progress|--no-progress]
     mixc run DIR --local [--input NAME=FILE ...] [--output OUTDIR] [--timeout S] [--tls KEYDIR]
                  [--check-ranges]
@@ -26,7 +26,11 @@ listens there if some peer's name sorts before its own). All parties must use
 the same session id: ``--session HEX`` if given, else one derived from the
 bundle hash (so two runs of one bundle on the same addresses at the same time
 would meet each other -- give distinct ``--session`` values for concurrent
-runs). Everything that can be checked locally -- the bundle, the party, the
+runs). It is the label the parties meet under: the session itself is fresh,
+made of 32 random bytes from every party, and the pairwise PRG keys come from
+an X25519 exchange bound to it -- no key is sent. Plain TCP to a peer address
+not on this host is refused unless ``--tls`` or ``--insecure``. Everything
+that can be checked locally -- the bundle, the party, the
 peers, every input's name, file, shape and dtype, the output directory -- is
 checked before connecting. Outputs revealed to the party are written to
 ``OUTDIR/<name>.npy`` only after the whole program finished, each through a
@@ -34,11 +38,12 @@ temporary file and ``os.replace``; stale ``<name>.npy`` files of this party's
 outputs are removed before connecting, so a failed run leaves none.
 
 ``--tls KEYDIR`` wraps every connection in mutual TLS (stdlib ``ssl``, TLS
-1.2 or later): party P presents ``KEYDIR/P.crt`` (key ``KEYDIR/P.key``) and
+1.3 only): party P presents ``KEYDIR/P.crt`` (key ``KEYDIR/P.key``) and
 checks each peer's certificate against ``KEYDIR/ca.crt`` and that its
 commonName is the peer party it expects; a connection from anyone else is
-closed unanswered. A failing party tells its peers why (an abort frame)
-before it exits, and a party whose last messages were not all delivered
+closed unanswered. A failing party tells its peers that it failed (an abort
+frame with an error code and the op; the reason stays in its own log) before
+it exits, and a party whose last messages were not all delivered
 within the timeout fails too ("during close"). ``mixc keygen KEYDIR`` makes
 a CA (``ca.crt``, ``ca.key``) and one certificate and key per party (from
 ``--parties`` or the parties of ``--bundle DIR``); it reuses an existing CA
@@ -228,6 +233,9 @@ def _parser():
     r.add_argument("--tls", metavar="KEYDIR",
                    help="mutual TLS with KEYDIR/ca.crt and KEYDIR/<party>.crt/.key "
                         "(made by mixc keygen)")
+    r.add_argument("--insecure", action="store_true",
+                   help="allow plain TCP (no --tls) to peers on other hosts: the network "
+                        "then reads and can change every message")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="force the progress line on/off (default: on a terminal, after ~2 s)")
     r.add_argument("--check-ranges", action="store_true",
@@ -530,14 +538,11 @@ def cmd_show(args):
 
 
 def cmd_audit(args):
+    """The audit of the party programs themselves (not the stored audit.txt): refused,
+    file:line, if one discloses more than the global program's reveals and tos."""
+    from .disclosure import check_bundle
     _load_manifest(args.bundle)
-    f = Path(args.bundle) / "audit.txt"
-    if not f.is_file():
-        raise MixcError(f"{f}: missing from the bundle")
-    text = f.read_text()
-    if not text.strip():
-        raise MixcError(f"{f} is empty (the bundle was built without select_protocols)")
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.write(check_bundle(args.bundle, label=str(args.bundle)).audit())
     return 0
 
 
@@ -761,7 +766,9 @@ def _run_checked(args):
     given = _parse_assignments(args.input, "--input")
     _check_input_names(manifest, given)
     inputs = load_inputs(manifest, given)
-    bundle = Bundle.load(args.bundle)     # checks each party's program against the manifest
+    from .disclosure import verify_for_run
+    checked = verify_for_run(args.bundle, label=str(args.bundle))  # before any program runs
+    bundle = Bundle.load(args.bundle, checked=checked)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", RangeWarning)
         result = simulate(bundle, inputs, timeout=args.timeout, check_ranges=True)
@@ -882,15 +889,19 @@ def write_outputs(outdir, outputs):
 def _run_party(args):
     from .bundle import Bundle
     from .runtime.executor import PartyExecutor
-    from .runtime.links import TcpLink
+    from .runtime.links import TcpLink, abort_code
 
     party, directory = args.party, args.bundle
     # -- everything checkable without a peer, before connecting --------------
     manifest = _load_manifest(directory)
     _check_party(directory, manifest, party)
     _check_runnable(directory, manifest, [party])
+    from .disclosure import verify_for_run
+    checked = verify_for_run(directory, label=str(directory))  # what every program discloses
     if not args.peers:
         raise _Usage("--party needs --peers NAME=HOST:PORT,... with every party's address")
+    if args.insecure and args.tls is not None:
+        raise _Usage("--insecure allows plain TCP to other hosts; it cannot go with --tls")
     addresses = _parse_peers(args.peers)
     missing = [p for p in manifest["parties"] if p not in addresses]
     if missing:
@@ -905,7 +916,7 @@ def _run_party(args):
     _check_input_names(manifest, given, party)
     inputs = load_inputs(manifest, given)
     names = _output_names(manifest, party)
-    bundle = Bundle.load(directory, parties=[party])
+    bundle = Bundle.load(directory, parties=[party], checked=checked)
     progress = _progress_for(args, party)
     executor = PartyExecutor(bundle.programs[party], party, None, inputs,
                              progress=progress.update if progress else None)
@@ -924,7 +935,8 @@ def _run_party(args):
                 listener = socket.socket(fileno=args.listen_fd)
             link = TcpLink.connect(party, addresses, session, manifest["hash"],
                                    timeout=args.timeout, ssl_context=tls,
-                                   check_cert_names=tls is not None, listener=listener)
+                                   check_cert_names=tls is not None, listener=listener,
+                                   insecure=args.insecure)
         except PeerError as e:
             raise _connect_error(e, party) from None
         executor.link = link
@@ -943,8 +955,8 @@ def _run_party(args):
                 e._mixc_reported = True
             except AttributeError:
                 pass
-        if link is not None:
-            link.abort(f"party {party!r} failed: {message}")   # no-op once closed
+        if link is not None:   # the peers get a code and the op; the reason stays here
+            link.abort(abort_code(e), getattr(e, "op", None) or getattr(e, "mixc_op", None))
         raise
     finally:
         if progress:
@@ -1096,6 +1108,8 @@ def _run_local(args):
         _output_names(manifest, p)
     from .bundle import check_programs
     check_programs(directory)             # every party's program is the one built
+    from .disclosure import verify_for_run
+    verify_for_run(directory, label=str(directory))  # and discloses only what it reveals
     if args.tls is not None:
         from .tls import contexts
         for p in parties:

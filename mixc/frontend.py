@@ -350,6 +350,7 @@ class DeviceFunction:
         return jax.tree_util.tree_unflatten(out_tree, wrapped)
 
     def _trace(self, trace, noise, fn, avals, operands, frame):
+        noise.device_kind = self.device.kind
         _state.noise = noise
         try:
             if self.device.kind in ("PYU", "TEE"):  # a TEE runs plaintext JAX, like a PYU
@@ -410,6 +411,11 @@ def noise_for(x, spec):
         raise TraceError(f"{_where()}: mixc.dp mechanisms work inside a device function "
                          "of a @mixc.program")
     return noise.next(x, spec)
+
+
+def noise_device_kind():
+    """The kind of the device whose function is being traced with mixc.dp calls."""
+    return getattr(getattr(_state, "noise", None), "device_kind", None)
 
 
 def _is_static(x):
@@ -539,7 +545,7 @@ def fori_loop(lower, upper, body_fun, init_val):
     ``to`` and ``reveal``; ``carry`` is a pytree of device values, each of which the body
     must return on the device it came from. The loop stays one ``loop`` op (its trip
     count, ``upper - lower``, is an int known when compiling) unless a device in its body
-    does not keep loops (HE, dealer-free MPC): then the body is traced once per step."""
+    does not keep loops (``_keeps_loops``): then the body is traced once per step."""
     trace = _tracer()
     frame = _author_frame()
     where = _where(frame)
@@ -586,9 +592,8 @@ def fori_loop(lower, upper, body_fun, init_val):
 
 
 def _keeps_loops(device):
-    """Whether a ``mixc.fori_loop`` whose body uses ``device`` stays a loop: on PYU, TEE
-    and MPC devices (with a dealer or dealer-free); on HE devices it unrolls
-    (``translate_control.keeps_loops`` says why)."""
+    """Whether a ``mixc.fori_loop`` whose body uses ``device`` stays a loop: on PYU, TEE,
+    MPC (with a dealer or dealer-free) and HE devices (``translate_control.keeps_loops``)."""
     from .translate import keeps_loops
     return device.kind in ("PYU", "TEE") or keeps_loops(device)
 

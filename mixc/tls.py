@@ -12,9 +12,11 @@ both roles, since the party that sorts first dials and the other accepts).
 ``contexts(directory, party)`` checks party P's files (present, the
 certificate names P, signed by the CA, not expired, matches the key) and
 returns the ``(server, client)`` pair of ``ssl.SSLContext`` that
-``TcpLink.connect(..., ssl_context=..., check_cert_names=True)`` takes: both
-require the peer's certificate and verify it against ``ca.crt``; the links
-check that its commonName is the expected peer.
+``TcpLink.connect(..., ssl_context=..., check_cert_names=True)`` takes: TLS 1.3
+only; both require the peer's certificate and verify it against ``ca.crt``; the
+links check that its commonName is the expected peer. The links' handshake --
+with each party's X25519 public key for the pairwise keys -- runs inside this
+channel, so the certificates are what authenticates those keys.
 
 The certificates are made with the ``cryptography`` package.
 """
@@ -221,7 +223,7 @@ def contexts(directory, party):
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     for ctx in (server, client):
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.verify_mode = ssl.CERT_REQUIRED
         try:
             ctx.load_verify_locations(cafile=str(ca))

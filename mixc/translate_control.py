@@ -22,13 +22,13 @@ from .translate_core import (_NP, _aval_type, _constant, _inline, _known_value, 
 def keeps_loops(dev):
     """Whether loops on ``dev`` stay ``loop`` ops: on 2-party MPC devices, with a dealer or
     dealer-free (``offline: he``: each iteration makes its own correlations at the start
-    of the body, ``dealerfree``). On HE devices loops unroll: a ciphertext's fraction bits
-    grow with every product by a fixed-point plaintext, and additive HE cannot rescale a
-    ciphertext without the key owner's help (a round trip), so a carried ciphertext would
-    not keep one type -- fraction bits, and the element layout the lowering tracks --
-    across iterations; keeping the loops where it does would need a refresh at the back
-    edge where it does not, which is not built."""
-    return dev.kind == "MPC"
+    of the body, ``dealerfree``), and on HE devices, where a carried ciphertext keeps one
+    layout and fraction bits in every iteration (``protocols.he.HeCarry`` normalises what
+    enters and what goes round). A scan that reads or writes rows (xs, ys) on an HE device
+    still unrolls (``_scan``): a ciphertext's elements sit at positions fixed when
+    compiling, so a row picked at run time cannot be. On 3-party MPC devices a carried
+    replicated share is a pair of values per party (``protocols.rep3``), both carried."""
+    return dev.kind in ("MPC", "HE")
 
 
 def _i32(trace, value, dev, loc):
@@ -50,7 +50,9 @@ def _scan(trace, eqn, ins, dev, loc):
     p = eqn.params
     n_consts, n_carry, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
     unroll = 1 if p["unroll"] is False else length if p["unroll"] is True else int(p["unroll"])
-    if not keeps_loops(dev) or length <= 1 or unroll >= length:
+    rows_on_he = dev.kind == "HE" and (len(ins) > n_consts + n_carry
+                                       or len(eqn.outvars) > n_carry)
+    if not keeps_loops(dev) or rows_on_he or length <= 1 or unroll >= length:
         return _scan_unrolled(trace, eqn, ins, dev, loc)
     k = unroll if unroll > 0 and length % unroll == 0 else 1
     frame = trace.frame
@@ -285,4 +287,4 @@ def _select_branch(trace, eqn, index, results, dev, loc):
     return chosen
 
 
-register({"scan": _scan, "while": _while, "cond": _cond}, linear=("scan", "cond"))
+register({"scan": _scan, "while": _while, "cond": _cond}, linear=("scan", "while", "cond"))

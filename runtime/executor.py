@@ -3,11 +3,16 @@
 The same executor runs under ``simulate`` (in-process links, one thread per
 party) and under ``mixc run`` (TCP links, one process per party). Before the
 first message it checks every input against the program's declared name,
-shape and dtype. Pairwise PRG keys are agreed at session start: for each
-key ``"a~b"`` a program uses, the party whose name sorts first draws 32
-bytes from ``os.urandom`` and sends them to the other (tag 0); a key named
-after one party is that party's own. Values are dropped after their last
-use, so memory follows the live set, not the program length.
+shape and dtype. Pairwise PRG keys are never sent: the key ``"a~b"`` a program
+uses is derived by both a and b from their link's X25519 key exchange, bound
+to the fresh session (``Link.pair_key``, ``runtime/session_keys.py``); a key
+named after one party is that party's own (``os.urandom``). Values are dropped
+after their last use, so memory follows the live set, not the program length.
+
+Debug hook, off by default: with ``MIXC_DEBUG_KEY_LOG=FILE`` in the
+environment every executor appends its keys to FILE (``party seed hex`` lines;
+the test that searches a recorded run's traffic for them uses it) -- never set
+it in a real run.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from ..ir.core import collector_paused, walk
 from ..ir.ops import NUMPY_DTYPES, OPS, impl_of
 from . import kernels
 
-SEED_TAG = 0
+KEY_LOG_ENV = "MIXC_DEBUG_KEY_LOG"
 _ACCEPTED_KINDS = {"f32": "f", "i32": "iu", "bool": "b"}
 
 
@@ -148,6 +153,25 @@ def _plan(program):
     return steps
 
 
+def _at_op(exc, node):
+    """``exc`` marked with the op it came from (innermost first): an abort tells the
+    peers this much, and not the exception's text."""
+    if node is not None and getattr(exc, "mixc_op", None) is None:
+        try:
+            exc.mixc_op = node.op + (f" at {node.loc}" if node.loc else "")
+        except AttributeError:
+            pass
+    return exc
+
+
+def _log_key(party, seed, key):
+    """The debug hook (see the module docstring): off unless MIXC_DEBUG_KEY_LOG is set."""
+    path = os.environ.get(KEY_LOG_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{party} {seed} {key.hex()}\n")
+
+
 class PartyExecutor:
     def __init__(self, program, party, link, inputs, progress=None):
         self.program, self.party, self.link = program, party, link
@@ -177,18 +201,16 @@ class PartyExecutor:
         for seed in seeds:
             members = seed.split("~")
             if members == [self.party]:
-                self.keys[seed] = kernels.PrgKey(os.urandom(32))
+                key = os.urandom(32)
+                self.keys[seed] = kernels.PrgKey(key)
+                _log_key(self.party, seed, key)
                 continue
             if self.party not in members:
                 raise MixcError(f"party {self.party!r} uses key {seed!r} it is not part of")
             (peer,) = [p for p in members if p != self.party]
-            if self.party < peer:
-                key = os.urandom(32)
-                self.link.send(peer, SEED_TAG, np.frombuffer(key, dtype=np.uint8),
-                               op="key agreement")
-            else:
-                key = bytes(np.asarray(self.link.recv(peer, SEED_TAG, op="key agreement")))
+            key = self.link.pair_key(peer, seed)
             self.keys[seed] = kernels.PrgKey(key)
+            _log_key(self.party, seed, key)
 
     @collector_paused()
     def run(self, checkpoint=None):
@@ -237,8 +259,11 @@ class PartyExecutor:
         except (ValueError, ArithmeticError) as e:
             # a value an op cannot compute on: say which op, where the author wrote it
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise NumericError(f"{node.loc or '<no source line>'}: {node.op} failed on party "
-                               f"{self.party!r}: {type(e).__name__}: {msg}") from e
+            raise _at_op(NumericError(f"{node.loc or '<no source line>'}: {node.op} failed on "
+                                      f"party {self.party!r}: {type(e).__name__}: {msg}"),
+                         node) from e
+        except BaseException as e:
+            raise _at_op(e, node)
         return []
 
     def _eval(self, node, kind, args):
@@ -384,19 +409,20 @@ class PartyExecutor:
         return list(kernels.bits_unzip(np.ascontiguousarray(args[0])))
 
     def _dp_noise(self, attrs):
-        """Laplace (inverse CDF) or Gaussian (Box-Muller) noise from ChaCha20 uniforms."""
-        shape = tuple(attrs["shape"])
-        n = int(np.prod(shape, dtype=np.int64))
+        """Exact discrete Laplace / Gaussian noise on the fixed-point grid (runtime/dp_noise.py)
+        from ChaCha20: float64 k * 2^-f for an MPC share (``frac_bits`` set; the encode after
+        it is exact), float32 on a PYU (exact: the PYU grid keeps |k| < 2^24)."""
+        from . import dp_noise
         if self._noise_prg is None:
             self._noise_prg = kernels.Prg(os.urandom(32), 0)
-        words = self._noise_prg.random_u64((2, n))
-        u = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53  # in (0, 1)
-        if attrs["mechanism"] == "laplace":
-            centred = u[0] - 0.5
-            noise = -attrs["scale"] * np.sign(centred) * np.log1p(-2 * np.abs(centred))
-        else:
-            noise = attrs["scale"] * np.sqrt(-2 * np.log(u[0])) * np.cos(2 * np.pi * u[1])
-        return noise.reshape(shape).astype(np.float32)
+        k, f = dp_noise.grid_noise(self._noise_prg, attrs)
+        noise = np.ldexp(k.astype(np.float64), -f)
+        if "frac_bits" in attrs:
+            return noise
+        if k.size and int(np.abs(k).max()) >= 1 << 24:
+            raise NumericError(f"dp noise of {int(np.abs(k).max())} grid units does not fit a "
+                               f"float32 exactly (party {self.party!r})")
+        return noise.astype(np.float32)
 
     def _call(self, attrs, args):
         import jax

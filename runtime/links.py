@@ -19,6 +19,11 @@ Interface
     Arrays keep dtype and shape and come back as a new C-contiguous array
     (read-only for the in-process link); ``bytes`` come back as ``bytes``.
     ``op`` is the name of the op the executor is running; errors name it.
+``pair_key(peer, name)``
+    The 32-byte key ``name`` this party shares with ``peer``, derived by both
+    from the session's key exchange (``runtime/session_keys.py``); never sent.
+``session``
+    The session id (hex): fresh per run, the same at every party.
 ``stats()``
     ``{"bytes_sent": {peer: n}, "messages_sent": {peer: n},
     "bytes_received": {peer: n}, "messages_received": {peer: n},
@@ -48,7 +53,10 @@ naming the peer and the op (``peer 'bob' during mul#12: ...``):
   impossible length, reserved bits set, truncated) -> "malformed frame: ...";
 * the same tag arriving twice, or ``recv`` of a tag already received;
 * at connection time: wrong party name, different session id, different
-  bundle hash (the message says which and shows both values);
+  bundle hash (the message says which and shows both values), a
+  key-exchange public key of small order;
+* a frame whose header carries another session ("frame of another session":
+  recorded in an earlier run and replayed);
 * in-process only: ``hub.abort(party, reason)`` (the party's thread crashed).
 
 Once a peer has failed, every pending and every future ``recv`` from it fails
@@ -69,25 +77,39 @@ handshake names an expected, not yet connected, peer; any other connection
 listener keeps waiting. A session-id or bundle-hash mismatch is refused with
 a PeerError on both sides.
 
+Plain TCP (no ``ssl_context``) only between parties on this host: ``connect``
+refuses, before any connection, a peer address that is not loopback or an
+address of this host, and the listener hangs up on a plain connection from
+another host -- unless ``insecure=True`` (``mixc run --insecure``).
+
 Handshake (both directions, on every connection, before any frame)::
 
-    hello   = "MXHS" u16 version u16 len(name) u16 len(session) u16 len(hash)
-              name(utf-8) session hash
+    hello   = "MXHS" u16 version(2) u16 len(name) u16 len(session) u16 len(hash)
+              name(utf-8) session hash contribution(32) x25519_public_key(32)
     verdict = "MXOK" u8 status(0 ok, 1 refused) u16 len(reason) reason(utf-8)
 
 Each side sends its hello, reads the peer's, checks it, sends its verdict and
 reads the peer's verdict, so both sides learn why a connection was refused.
+``session`` is the label the parties meet under (``--session``); a party
+sends the same random contribution and ephemeral public key to every peer.
+Once all peers are connected, the session id is a hash of the bundle hash, the
+label and every party's contribution, and each pair's keys come from its X25519
+shared secret (``runtime/session_keys.py``). With TLS the hello travels inside
+the authenticated channel (the certificate names the party, see below), which
+is what authenticates the public keys; over plain TCP nothing does.
 
 Framing (little-endian)::
 
     header  = "MXFR" u8 kind u8 dtype_code u8 ndim u8 reserved(=0)
-              u64 tag u64 payload_length           (24 bytes)
-    dims    = ndim x u64                            (arrays only)
+              u64 tag u64 payload_length session(8)  (32 bytes)
+    dims    = ndim x u64                             (arrays only)
     payload = payload_length bytes (C order)
 
-kind 1 = array, 2 = bytes, 3 = goodbye (tag 0, no payload), 4 = abort (tag 0,
-payload = the utf-8 reason, at most 4096 bytes). For an array,
-``payload_length`` must equal ``prod(dims) * itemsize``.
+``session`` is the first 8 bytes of the session id: a frame of another
+session fails the peer. kind 1 = array, 2 = bytes, 3 = goodbye (tag 0, no
+payload), 4 = abort (tag 0, payload = u16 error code (``ABORT_CODES``) and
+the utf-8 name of the op the party failed in -- never the exception's text).
+For an array, ``payload_length`` must equal ``prod(dims) * itemsize``.
 
 Threads: per peer, one sender thread fed by a queue (it coalesces queued
 frames into one ``sendmsg`` without copying array memory, so two parties
@@ -119,10 +141,11 @@ connection whose certificate names no expected peer, and refuses one whose
 hello claims a different party than its certificate (the listener keeps
 waiting in both cases).
 
-Aborting: ``abort(reason)`` (a party that fails) sends each live peer an
-abort frame carrying the reason instead of a goodbye, without waiting for
-queued data, and closes; the peer's pending and future ``recv`` fail with
-"peer aborted: <reason>". ``close()`` returns (and keeps in ``undelivered``)
+Aborting: ``abort(code, op)`` (a party that fails) sends each live peer an
+abort frame carrying the code and op instead of a goodbye, without waiting
+for queued data, and closes; the peer's pending and future ``recv`` fail with
+"peer aborted (error <code>: <meaning>, in its <op>; the reason is in its
+own log)". ``close()`` returns (and keeps in ``undelivered``)
 ``{peer: reason}`` for every peer that did not get all queued data -- the
 flush timed out, or the connection broke first -- except peers that had
 already said goodbye (they needed nothing more).
@@ -140,13 +163,18 @@ import struct
 import threading
 import time
 
+import ipaddress
+
 import numpy as np
 
-from mixc.errors import PeerError
+from mixc.errors import MixcError, PeerError
 
-__all__ = ["Link", "InProcessHub", "TcpLink", "PROTOCOL_VERSION"]
+from .session_keys import (CONTRIBUTION_BYTES, PUBLIC_KEY_BYTES, UNSET_SESSION_TAG, Ephemeral,
+                           SessionKeys, in_process_sessions)
 
-PROTOCOL_VERSION = 1
+__all__ = ["Link", "InProcessHub", "TcpLink", "PROTOCOL_VERSION", "ABORT_CODES", "abort_code"]
+
+PROTOCOL_VERSION = 2
 DEFAULT_TIMEOUT = 60.0
 
 # --------------------------------------------------------------------------
@@ -155,8 +183,9 @@ DEFAULT_TIMEOUT = 60.0
 _FRAME_MAGIC = b"MXFR"
 _HELLO_MAGIC = b"MXHS"
 _VERDICT_MAGIC = b"MXOK"
-_HEADER = struct.Struct("<4sBBBBQQ")          # 24 bytes
+_HEADER = struct.Struct("<4sBBBBQQ8s")        # 32 bytes
 _HELLO = struct.Struct("<4sHHHH")
+_HELLO_KEYS = CONTRIBUTION_BYTES + PUBLIC_KEY_BYTES
 _VERDICT = struct.Struct("<4sBH")
 _KIND_ARRAY, _KIND_BYTES, _KIND_GOODBYE, _KIND_ABORT = 1, 2, 3, 4
 _MAX_NDIM = 64
@@ -177,13 +206,40 @@ _DTYPES = {c: d.newbyteorder("<") for c, d in _DTYPES.items()}
 _DTYPES[15] = np.dtype([("lo", "<u8"), ("hi", "<u8")])  # a Z_2^128 share (mixc.ir.ops.U128)
 _CODES = {d: c for c, d in _DTYPES.items()}
 _DIMS = [struct.Struct(f"<{n}Q") for n in range(_MAX_NDIM + 1)]
-_GOODBYE = _HEADER.pack(_FRAME_MAGIC, _KIND_GOODBYE, 0, 0, 0, 0, 0)
 _GOODBYE_REASON = "peer finished/closed the connection"
 
+# What an abort frame may tell a peer: a code and the op, never the exception's text
+# (it may quote a party's data); the full reason stays in the failing party's log.
+ABORT_CODES = {1: "bad input", 2: "lost a peer", 3: "numeric error", 4: "refused the program",
+               5: "interrupted", 6: "internal error"}
+_ABORT = struct.Struct("<H")
+_MAX_ABORT_OP = 200
 
-def _abort_frame(reason):
-    text = str(reason).encode("utf-8", "replace")[:_MAX_HELLO_FIELD]
-    return _HEADER.pack(_FRAME_MAGIC, _KIND_ABORT, 0, 0, 0, 0, len(text)) + text
+
+def abort_code(exc):
+    """The ABORT_CODES code that tells a peer what kind of failure ``exc`` is."""
+    from mixc.errors import InputError, NumericError
+    for kind, code in ((InputError, 1), (PeerError, 2), (NumericError, 3), (MixcError, 4),
+                       (KeyboardInterrupt, 5)):
+        if isinstance(exc, kind):
+            return code
+    return 6
+
+
+def _abort_frame(session_tag, code, op):
+    op = "".join(c for c in str(op or "") if c.isprintable())[:_MAX_ABORT_OP]
+    body = _ABORT.pack(code) + op.encode("utf-8", "replace")
+    return _HEADER.pack(_FRAME_MAGIC, _KIND_ABORT, 0, 0, 0, 0, len(body), session_tag) + body
+
+
+def _abort_reason(body):
+    if len(body) < _ABORT.size:
+        raise _Malformed("abort frame without a code")
+    (code,) = _ABORT.unpack_from(body)
+    op = body[_ABORT.size:].decode("utf-8", "replace")
+    op = "".join(c for c in op if c.isprintable())[:_MAX_ABORT_OP]
+    return (f"peer aborted (error {code}: {ABORT_CODES.get(code, 'unknown')}"
+            + (f", in its {op}" if op else "") + "; the reason is in its own log)")
 
 
 def _prepare(payload):
@@ -284,10 +340,12 @@ class _TagSet:
 class Link:
     """One party's endpoint to all its peers (see the module docstring)."""
 
-    def __init__(self, party, peers, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, party, peers, timeout=DEFAULT_TIMEOUT, keys=None):
         self.party = party
         self.peers = tuple(peers)
         self.timeout = float(timeout)
+        self._keys = keys                     # SessionKeys, or None: no key exchange
+        self.session = keys.id.hex() if keys is not None else ""
         self._peer_set = frozenset(self.peers)
         self._cond = threading.Condition()
         self._pending = {}                                  # (peer, tag) -> payload
@@ -359,6 +417,14 @@ class Link:
                 finally:
                     self._awaiting = None
 
+    def pair_key(self, peer, name):
+        """The 32-byte key ``name`` this party shares with ``peer``, derived from the
+        session's key exchange (runtime/session_keys.py); no key is ever sent."""
+        self._check_peer(peer, "key agreement")
+        if self._keys is None:
+            raise MixcError(f"the link of {self.party!r} was made without a key exchange")
+        return self._keys.pair_key(peer, name)
+
     def stats(self):
         with self._cond:
             return {
@@ -421,8 +487,8 @@ class Link:
 
 
 class _InProcessLink(Link):
-    def __init__(self, hub, party, peers, timeout):
-        super().__init__(party, peers, timeout)
+    def __init__(self, hub, party, peers, timeout, keys):
+        super().__init__(party, peers, timeout, keys)
         self._hub = hub
 
     def _transmit(self, peer, tag, kind, code, data, op):
@@ -491,7 +557,8 @@ class InProcessHub:
         self.parties = parties
         self.timeout = float(timeout)
         self._aborted = {}
-        self._links = {p: _InProcessLink(self, p, [q for q in parties if q != p], timeout)
+        keys = in_process_sessions(parties)
+        self._links = {p: _InProcessLink(self, p, [q for q in parties if q != p], timeout, keys[p])
                        for p in parties}
 
     def link(self, party):
@@ -724,6 +791,10 @@ class _Malformed(Exception):
     pass
 
 
+class _OtherSession(Exception):
+    pass
+
+
 class _Reader:
     """Buffered frame reading: small frames in few syscalls, big payloads direct."""
 
@@ -798,10 +869,10 @@ class _HandshakeError(Exception):
     """The other end is not a mixc party speaking our protocol."""
 
 
-def _hello_bytes(party, session, bundle_hash, version=PROTOCOL_VERSION):
+def _hello_bytes(party, session, bundle_hash, ephemeral, version=PROTOCOL_VERSION):
     name = party.encode()
     return _HELLO.pack(_HELLO_MAGIC, version, len(name), len(session), len(bundle_hash)) + \
-        name + session + bundle_hash
+        name + session + bundle_hash + ephemeral.contribution + ephemeral.public
 
 
 def _read_hello(sock):
@@ -816,14 +887,16 @@ def _read_hello(sock):
     if max(ln, ls, lh) > _MAX_HELLO_FIELD:
         raise _HandshakeError("malformed handshake (field too long)")
     try:
-        rest = _recv_exact(sock, ln + ls + lh)
+        rest = _recv_exact(sock, ln + ls + lh + _HELLO_KEYS)
     except _EOF:
         raise _HandshakeError("connection closed during the handshake") from None
     try:
         name = rest[:ln].decode()
     except UnicodeDecodeError:
         raise _HandshakeError("malformed handshake (party name is not utf-8)") from None
-    return name, rest[ln:ln + ls], rest[ln + ls:]
+    end = ln + ls + lh
+    contribution, public = rest[end:end + CONTRIBUTION_BYTES], rest[end + CONTRIBUTION_BYTES:]
+    return name, rest[ln:ln + ls], rest[ln + ls:end], contribution, public
 
 
 def _verdict_bytes(reason=None):
@@ -877,8 +950,9 @@ class _Connector:
     """Establishes one handshaken socket per peer (see the connection rule)."""
 
     def __init__(self, party, addresses, session, bundle_hash, timeout, ssl_context,
-                 check_cert_names=False, listener=None):
+                 check_cert_names=False, listener=None, insecure=False):
         self.party = party
+        self.plain_from_anywhere = ssl_context is not None or insecure
         self.listener = listener
         self.addresses = addresses
         self.session, self.bundle_hash = session, bundle_hash
@@ -888,9 +962,11 @@ class _Connector:
         self.peers = tuple(sorted(p for p in addresses if p != party))
         self.dial = [p for p in self.peers if party < p]
         self.accept = frozenset(p for p in self.peers if p < party)
-        self.hello = _hello_bytes(party, session, bundle_hash)
+        self.ephemeral = Ephemeral()
+        self.hello = _hello_bytes(party, session, bundle_hash, self.ephemeral)
         self.cond = threading.Condition()
         self.socks = {}
+        self.exchanged = {}      # peer -> (contribution, public key, X25519 shared secret)
         self.claimed = set()
         self.error = None
         self.stopped = False
@@ -910,12 +986,13 @@ class _Connector:
                 self.error = err
             self.cond.notify_all()
 
-    def _register(self, peer, sock):
+    def _register(self, peer, sock, exchanged):
         with self.cond:
             if self.stopped or self.error is not None or peer in self.socks:
                 keep = False
             else:
                 self.socks[peer] = sock
+                self.exchanged[peer] = exchanged
                 keep = True
             self.cond.notify_all()
         if not keep:
@@ -945,7 +1022,7 @@ class _Connector:
                         break
                     self.cond.wait(remaining)
                 self.stopped = True
-                error, socks = self.error, dict(self.socks)
+                error, socks, exchanged = self.error, dict(self.socks), dict(self.exchanged)
         finally:
             with self.cond:
                 self.stopped = True
@@ -965,7 +1042,17 @@ class _Connector:
             for s in socks.values():
                 _close_quietly(s)
             raise error
-        return socks
+        return socks, exchanged
+
+    def _check(self, peer_session, peer_hash, contribution, public):
+        """-> (reason the peer's hello is refused or None, the key exchange with it)."""
+        mismatch = _mismatch(self.session, self.bundle_hash, peer_session, peer_hash)
+        if mismatch:
+            return mismatch, None
+        try:
+            return None, (contribution, public, self.ephemeral.shared(public))
+        except ValueError as e:
+            return str(e), None
 
     def _timeout_message(self, missing):
         peer = missing[0]
@@ -1006,6 +1093,9 @@ class _Connector:
         name = None
         claimed = False
         try:
+            if not self.plain_from_anywhere and not on_this_host(addr[0]):
+                # say nothing: plain TCP from another host is refused (see TcpLink.connect)
+                raise _HandshakeError("plain TCP from another host refused (no --tls)")
             conn.settimeout(max(0.05, self._remaining()))
             _tune(conn)
             conn = _wrap_socket(conn, self.ssl_context, True, None)
@@ -1017,7 +1107,7 @@ class _Connector:
                     raise _HandshakeError(f"TLS certificate names {list(certified)}, not a peer "
                                           f"this party accepts ({sorted(self.accept)})")
             conn.sendall(self.hello)
-            name, peer_session, peer_hash = _read_hello(conn)
+            name, peer_session, peer_hash, contribution, public = _read_hello(conn)
             with self.cond:
                 if certified is not None and name not in certified:
                     refusal = (f"hello claims party {name!r} but its TLS certificate names "
@@ -1035,7 +1125,7 @@ class _Connector:
                 _send_quietly(conn, _verdict_bytes(refusal))
                 _close_quietly(conn)
                 return
-            mismatch = _mismatch(self.session, self.bundle_hash, peer_session, peer_hash)
+            mismatch, exchanged = self._check(peer_session, peer_hash, contribution, public)
             if mismatch:
                 _send_quietly(conn, _verdict_bytes(mismatch))
                 _close_quietly(conn)
@@ -1048,7 +1138,7 @@ class _Connector:
                 self._set_error(PeerError(name, f"refused the connection: {reason}"))
                 return
             conn.settimeout(None)
-            self._register(name, conn)
+            self._register(name, conn, exchanged)
         except (OSError, _HandshakeError, ValueError) as e:
             # junk, a port scanner, or a peer that went away mid-handshake:
             # drop the connection and keep listening
@@ -1082,7 +1172,7 @@ class _Connector:
                                               f"{list(certified)}, not {peer!r}")
                 sock.sendall(self.hello)
                 try:
-                    name, peer_session, peer_hash = _read_hello(sock)
+                    name, peer_session, peer_hash, contribution, public = _read_hello(sock)
                 except _HandshakeError as e:
                     if "closed during" in str(e):
                         raise ConnectionResetError(str(e)) from None
@@ -1091,7 +1181,7 @@ class _Connector:
                     problem = f"expected party {peer!r} at {host}:{port} but found party {name!r}"
                     _send_quietly(sock, _verdict_bytes(problem))
                     raise PeerError(peer, problem)
-                mismatch = _mismatch(self.session, self.bundle_hash, peer_session, peer_hash)
+                mismatch, exchanged = self._check(peer_session, peer_hash, contribution, public)
                 if mismatch:
                     _send_quietly(sock, _verdict_bytes(mismatch))
                     raise PeerError(peer, mismatch)
@@ -1100,7 +1190,7 @@ class _Connector:
                 if reason is not None:
                     raise PeerError(peer, f"refused the connection: {reason}")
                 sock.settimeout(None)
-                self._register(peer, sock)
+                self._register(peer, sock, exchanged)
                 return
             except ssl.SSLCertVerificationError as e:
                 # the peer's certificate is not from our CA: retrying will not help
@@ -1118,6 +1208,36 @@ class _Connector:
                 self.notes[peer] = getattr(e, "strerror", None) or str(e) or type(e).__name__
                 time.sleep(min(delay, max(0.0, self._remaining())))
                 delay = min(delay * 2, 0.25)
+
+
+def on_this_host(host):
+    """Whether every address ``host`` resolves to is loopback or one of this host's own
+    (one a socket can bind to); False if it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    for family, stype, proto, _, addr in infos:
+        try:
+            if ipaddress.ip_address(addr[0].split("%")[0]).is_loopback:
+                continue
+        except ValueError:
+            return False
+        try:
+            with socket.socket(family, stype, proto) as probe:
+                probe.bind((addr[0], 0) + tuple(addr[2:]))
+        except OSError:
+            return False
+    return bool(infos)
+
+
+def _refuse_plain_tcp_off_host(party, addresses):
+    for peer, (host, port) in sorted(addresses.items()):
+        if peer != party and not on_this_host(host):
+            raise MixcError(
+                f"plain TCP to peer {peer!r} at {host}:{port}, not on this host, would let the "
+                "network read every message: use --tls KEYDIR (made by mixc keygen), or "
+                "--insecure to run over plain TCP anyway")
 
 
 def _connect_once(host, port, timeout):
@@ -1176,7 +1296,7 @@ class TcpLink(Link):
 
     @classmethod
     def connect(cls, party, addresses, session, bundle_hash, timeout=DEFAULT_TIMEOUT,
-                ssl_context=None, check_cert_names=False, listener=None):
+                ssl_context=None, check_cert_names=False, listener=None, insecure=False):
         """Listen/connect per the connection rule, handshake, and return the link.
 
         ``addresses``: ``{party: (host, port)}`` for every party, this one
@@ -1188,19 +1308,32 @@ class TcpLink(Link):
         on this party's address (``mixc run --local`` binds them all before
         starting any party, so no other connection can take the port
         meanwhile); it is closed once the peers are connected.
+
+        Without ``ssl_context``, a peer whose address is not on this host is refused
+        (MixcError, before any connection) unless ``insecure``; so is a plain
+        connection accepted from another host. ``session`` is the label the parties
+        meet under; the session itself is fresh (``runtime/session_keys.py``).
         """
         if party not in addresses:
             raise ValueError(f"party {party!r} has no address in {sorted(addresses)}")
         addresses = {p: (h, int(port)) for p, (h, port) in addresses.items()}
+        if ssl_context is None and not insecure:
+            _refuse_plain_tcp_off_host(party, addresses)
         session = _as_bytes(session, "session")
         bundle_hash = _as_bytes(bundle_hash, "bundle_hash")
-        socks = _Connector(party, addresses, session, bundle_hash, float(timeout), ssl_context,
-                           check_cert_names, listener).run()
-        return cls(party, socks, timeout)
+        connector = _Connector(party, addresses, session, bundle_hash, float(timeout),
+                               ssl_context, check_cert_names, listener, insecure)
+        socks, exchanged = connector.run()
+        keys = SessionKeys(party, connector.ephemeral, bundle_hash, session, exchanged)
+        return cls(party, socks, timeout, keys)
 
-    def __init__(self, party, socks, timeout=DEFAULT_TIMEOUT):
-        """``socks``: {peer: connected, handshaken socket}; use :meth:`connect`."""
-        super().__init__(party, sorted(socks), timeout)
+    def __init__(self, party, socks, timeout=DEFAULT_TIMEOUT, keys=None):
+        """``socks``: {peer: connected, handshaken socket}; use :meth:`connect` (without
+        ``keys``, from the handshake, frames carry no session and there are no pair keys)."""
+        super().__init__(party, sorted(socks), timeout, keys)
+        self._session_tag = keys.tag if keys is not None else UNSET_SESSION_TAG
+        self._goodbye = _HEADER.pack(_FRAME_MAGIC, _KIND_GOODBYE, 0, 0, 0, 0, 0,
+                                     self._session_tag)
         self._closing = False
         self._close_lock = threading.Lock()
         self.undelivered = {}
@@ -1235,12 +1368,13 @@ class TcpLink(Link):
 
     def _transmit(self, peer, tag, kind, code, data, op):
         if kind == _KIND_ARRAY:
-            header = _HEADER.pack(_FRAME_MAGIC, kind, code, data.ndim, 0, tag, data.nbytes)
+            header = _HEADER.pack(_FRAME_MAGIC, kind, code, data.ndim, 0, tag, data.nbytes,
+                                  self._session_tag)
             if data.ndim:
                 header += _DIMS[data.ndim].pack(*data.shape)
             item = [header, _byte_view(data)] if data.nbytes else [header]
         else:
-            header = _HEADER.pack(_FRAME_MAGIC, kind, 0, 0, 0, tag, len(data))
+            header = _HEADER.pack(_FRAME_MAGIC, kind, 0, 0, 0, tag, len(data), self._session_tag)
             item = [header, data] if data else [header]
         c = self._conns[peer]
         direct = getattr(c.transport, "try_sendv", None)
@@ -1278,7 +1412,7 @@ class TcpLink(Link):
                     while c.items and len(bufs) < 512 and size < (1 << 20):
                         item = c.items.popleft()
                         if item is _STOP:
-                            bufs.append(_GOODBYE)
+                            bufs.append(self._goodbye)
                             stop = True
                             break
                         bufs.extend(item)
@@ -1301,10 +1435,12 @@ class TcpLink(Link):
     def _recv_loop(self, c):
         reader = _Reader(c.transport.recv_into)
         peer = c.peer
+        session_tag = self._session_tag
         try:
             while True:
                 try:
-                    magic, kind, code, ndim, reserved, tag, length = reader.unpack(_HEADER)
+                    magic, kind, code, ndim, reserved, tag, length, frame_session = \
+                        reader.unpack(_HEADER)
                 except _EOF as e:
                     if e.args[0] == 0:
                         raise _EOF("boundary") from None
@@ -1314,6 +1450,10 @@ class TcpLink(Link):
                     raise _Malformed(f"bad magic {magic!r}")
                 if reserved:
                     raise _Malformed(f"reserved header byte is {reserved}, not 0")
+                if frame_session != session_tag:
+                    raise _OtherSession(f"frame of another session ({frame_session.hex()}, this "
+                                        f"one is {session_tag.hex()}): a replay of another "
+                                        "run's traffic? refused")
                 if kind == _KIND_GOODBYE:
                     if tag or length or ndim or code:
                         raise _Malformed("goodbye frame with a payload")
@@ -1326,7 +1466,7 @@ class TcpLink(Link):
                     buf = bytearray(length)
                     if length:
                         self._read_payload(reader, memoryview(buf), tag)
-                    self._fail(peer, "peer aborted: " + buf.decode("utf-8", "replace"))
+                    self._fail(peer, _abort_reason(bytes(buf)))
                     return
                 if kind == _KIND_ARRAY:
                     dtype = _DTYPES.get(code)
@@ -1363,6 +1503,9 @@ class TcpLink(Link):
         except _Malformed as e:
             if not self._closing:
                 self._fail(peer, f"malformed frame: {e}")
+        except _OtherSession as e:
+            if not self._closing:
+                self._fail(peer, str(e))
         except (OSError, ValueError) as e:
             if not self._closing:
                 self._fail(peer, _describe_socket_error(e, "receiving"))
@@ -1438,13 +1581,14 @@ class TcpLink(Link):
                 _close_quietly(c.sock)
             return undelivered
 
-    def abort(self, reason):
-        """Tell every live peer this party failed (``reason``) and close at once. Idempotent."""
+    def abort(self, code, op=None):
+        """Tell every live peer this party failed -- ``code`` (ABORT_CODES) and the ``op``
+        it failed in, nothing else -- and close at once. Idempotent."""
         with self._close_lock:
             if not self._mark_closed():
                 return
             self._closing = True
-            frame = _abort_frame(reason)
+            frame = _abort_frame(self._session_tag, code, op)
             writers = []
             for c in self._conns.values():
                 with c.cv:

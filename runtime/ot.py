@@ -32,17 +32,24 @@ q_j = G(k_{s_j}) ^ s_j u_j, i.e. rows q_i = t_i ^ r_i s. G is ChaCha20
 keystream per column, consumed contiguously over the session (never reused).
 The 128 x n bit transpose and everything per OT run in C (``csrc/ot.c``).
 
-* random OT: m0_i = H(q_i), m1_i = H(q_i ^ s) (128 bits), the receiver gets
-  m_{r_i} = H(t_i). One message (u), receiver to sender.
-* correlated OT over Z_2^64: the sender gets x_i = H(q_i)_lo and sends
-  d_i = x_i + Delta_i - H(q_i ^ s)_lo; the receiver outputs
-  H(t_i)_lo + r_i d_i = x_i + r_i Delta_i. Delta per OT or one per call.
+* random OT: m0_i = H(i, q_i), m1_i = H(i, q_i ^ s) (128 bits), the receiver
+  gets m_{r_i} = H(i, t_i). One message (u), receiver to sender.
+* correlated OT over Z_2^64: the sender gets x_i = H(i, q_i)_lo and sends
+  d_i = x_i + Delta_i - H(i, q_i ^ s)_lo; the receiver outputs
+  H(i, t_i)_lo + r_i d_i = x_i + r_i Delta_i. Delta per OT or one per call.
   Two messages (u, then d).
 
-H is the circular-correlation-robust hash of Guo et al. (GKWY20):
-H(x) = AES_k(sigma(x)) ^ sigma(x), sigma(hi || lo) = (hi ^ lo) || hi, AES-128
-under a fixed public key (the first 128 bits of the fraction of pi), secure
-in the ideal-permutation model; on AES-NI/VAES (``csrc/ot.c``).
+H is the tweakable circular-correlation-robust hash of Guo et al. (GKWY20,
+section 7.4): H(i, x) = pi(pi(x) ^ i) ^ pi(x), pi = AES-128 under a fixed
+public key (the first 128 bits of the fraction of pi), secure in the
+ideal-permutation model; on AES-NI/VAES (``csrc/ot.c``). Every OT has a tweak
+of its own: OT j of an IKNP instance (j counts that instance's OTs over the
+session, i.e. 64 x its column-keystream position, which never repeats) hashes
+under i = (P_lo + j mod 2^64, P_hi), where the 128-bit prefix P is BLAKE2b of
+the session id, tag_base, the instance and its base-OT transcript (S and all
+R_j, fresh in every run): the OTs of an instance never share a tweak, and two
+instances (of one session or two) share one with probability ~2^-64. (Without the tweak the one fixed-key hash serves all n OTs
+and an adversary gets n guesses at s at once; GKWY20.)
 
 **OLE (Gilboa).** ``ole_send`` (holds a) is the COT *sender* with Delta = a;
 ``ole_recv`` (holds b) is the COT *receiver* and chooses with the 64 bits of
@@ -102,7 +109,7 @@ except ImportError as exc:  # pragma: no cover - pynacl is a dependency
 from mixc._ckernels import ffi, lib
 
 __all__ = ["OTSession", "TAG_SPAN", "CALL_TAG_SPAN", "BATCH_WORDS", "base_ot_send",
-           "base_ot_recv", "transpose128", "ot_hash"]
+           "base_ot_recv", "transpose128", "ot_hash", "tweak_prefix"]
 
 KAPPA = 128
 TAG_SPAN = 1 << 20
@@ -140,9 +147,11 @@ def transpose128(cols, portable=False) -> np.ndarray:
     return out
 
 
-def ot_hash(rows, delta=None, out_words=2, portable=False) -> np.ndarray:
-    """The correlation-robust hash H(rows[i] ^ delta) of 128-bit rows (uint64 (n, 2)).
+def ot_hash(rows, tweak, delta=None, out_words=2, portable=False) -> np.ndarray:
+    """The tweakable hash H(tweak + i, rows[i] ^ delta) of 128-bit rows (uint64 (n, 2)),
+    tweak = (lo, hi) words of row 0's tweak (row i: lo + i mod 2^64).
     out_words=2: (n, 2) outputs; 1: the low words, shape (n,)."""
+    tw = _tweak_words(tweak, "ot_hash")
     rows = np.ascontiguousarray(rows)
     if rows.dtype != _U64 or rows.ndim != 2 or rows.shape[1] != 2:
         raise ValueError(f"ot_hash: rows must be uint64 of shape (n, 2), got {rows.dtype} {rows.shape}")
@@ -155,8 +164,29 @@ def ot_hash(rows, delta=None, out_words=2, portable=False) -> np.ndarray:
         delta = np.ascontiguousarray(delta, dtype=_U64).reshape(2)
         d = _p64(delta)
     if n:
-        lib.mixc_ot_hash(_p64(rows), n, d, _p64(out), out_words, 1 if portable else 0)
+        lib.mixc_ot_hash(_p64(rows), n, d, _p64(tw), _p64(out), out_words, 1 if portable else 0)
     return out
+
+
+def _tweak_words(tweak, fn) -> np.ndarray:
+    words = list(tweak.tolist() if isinstance(tweak, np.ndarray) else tweak)
+    if len(words) != 2 or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool)
+                                  and 0 <= int(w) <= MASK64 for w in words):
+        raise ValueError(f"{fn}: tweak must be two 64-bit words (lo, hi), got {tweak!r}")
+    return np.array([int(w) for w in words], dtype=_U64)
+
+
+def tweak_prefix(session_id: bytes, tag_base: int, instance: int, S: bytes, Rs) -> np.ndarray:
+    """The 128-bit tweak prefix of an IKNP instance (uint64 (lo, hi)): BLAKE2b of the
+    session id, tag base, instance and the instance's base-OT transcript (S, R_0..R_127)."""
+    h = hashlib.blake2b(digest_size=16, person=b"mixc-iknp-tweak")
+    h.update(struct.pack("<I", len(session_id)))
+    h.update(session_id)
+    h.update(struct.pack("<QB", tag_base, instance))
+    h.update(S)
+    for R in Rs:
+        h.update(bytes(R))
+    return np.frombuffer(h.digest(), dtype="<u8").astype(_U64)
 
 
 # --------------------------------------------------------------------------
@@ -267,17 +297,24 @@ class OTSession:
     names the IKNP instances (instance 0 is the one whose extension sender
     passed True) and is checked against the peer's at setup. Base OTs run in
     both directions on first use. ``prg``: this party's private randomness.
+    ``session_id``: the run's session identifier (both parties pass the same), hashed
+    into every OT's tweak with the base-OT transcript.
     Tags ``[tag_base, tag_base + 2**20)`` to and from ``peer`` are the
     session's; both parties pass the same ``tag_base``. Not thread-safe.
     """
 
-    def __init__(self, link, peer: str, i_am_sender_of_base: bool, prg: Prg, tag_base: int):
+    def __init__(self, link, peer: str, i_am_sender_of_base: bool, prg: Prg, tag_base: int,
+                 session_id: bytes = b""):
         if not isinstance(prg, Prg):
             raise ValueError(f"OTSession: prg must be a mixc.runtime.kernels.Prg, got {type(prg).__name__}")
         if (isinstance(tag_base, bool) or not isinstance(tag_base, (int, np.integer))
                 or not 0 <= int(tag_base) <= (1 << 64) - TAG_SPAN):
             raise ValueError(f"OTSession: tag_base must be an int in [0, 2^64 - 2^20], got {tag_base!r}")
+        if not isinstance(session_id, (bytes, bytearray)):
+            raise ValueError("OTSession: session_id must be bytes, got "
+                             f"{type(session_id).__name__}")
         self.link, self.peer, self.prg = link, peer, prg
+        self.session_id = bytes(session_id)
         self.party = 0 if i_am_sender_of_base else 1
         self.tag_base = int(tag_base)
         self._next = 0
@@ -287,6 +324,7 @@ class OTSession:
         # my extension-sender instance (id = self.party) and receiver instance (1 - party)
         self._s = self._ks = None
         self._k0 = self._k1 = None
+        self._stw = self._rtw = None         # tweak prefixes of my sender / receiver instance
         self._spos = self._rpos = 0          # keystream words used per column
         self._bytes_sent = self._bytes_recv = self._msgs = self._rounds = 0
         self._ots_sent = self._ots_recv = 0
@@ -380,6 +418,8 @@ class OTSession:
         self._send(t0 + 1, np.frombuffer(b"".join(Rs), dtype=_U8).reshape(KAPPA, _POINT).copy(), op)
         Rp = self._recv(t0 + 1, op, (KAPPA, _POINT), _U8)
         k0, k1 = base_ot_send_keys(state, [bytes(r) for r in Rp], self._domain(other), self.peer)
+        self._rtw = tweak_prefix(self.session_id, self.tag_base, other, S, Rp)
+        self._stw = tweak_prefix(self.session_id, self.tag_base, me, peer_msg[1:], Rs)
         self._s, self._ks = s, _chacha_keys(keys)
         self._k0, self._k1 = _chacha_keys(k0), _chacha_keys(k1)
         self._rounds += 2
@@ -387,34 +427,44 @@ class OTSession:
 
     # -- IKNP core -----------------------------------------------------------
 
+    @staticmethod
+    def _tweak_at(prefix, pos_words):
+        """The tweak of the first OT at column-keystream word pos_words (64 OTs a word)."""
+        return np.array([(int(prefix[0]) + 64 * pos_words) & MASK64, int(prefix[1])], dtype=_U64)
+
     def _ext_recv(self, choice_words):
-        """Extension receiver, one batch: -> (u to send (128, nw), rows t (64 nw, 2))."""
+        """Extension receiver, one batch: -> (u to send (128, nw), rows t (64 nw, 2),
+        the tweak of row 0)."""
         nw = choice_words.size
         u = np.empty((KAPPA, nw), dtype=_U64)
         t = np.empty((64 * nw, 2), dtype=_U64)
         lib.mixc_iknp_recv_ext(_p8(self._k0), _p8(self._k1), 1 - self.party, self._rpos,
                                _p64(choice_words), nw, _p64(u), _p64(t),
                                _p64(self._ws), self._ws.size)
+        tw = self._tweak_at(self._rtw, self._rpos)
         self._rpos += nw
         self._ots_recv += 64 * nw
-        return u, t
+        return u, t, tw
 
     def _ext_send(self, u):
-        """Extension sender, one batch: the receiver's u -> rows q (64 nw, 2)."""
+        """Extension sender, one batch: the receiver's u -> (rows q (64 nw, 2), the tweak
+        of row 0)."""
         nw = u.shape[1]
         q = np.empty((64 * nw, 2), dtype=_U64)
         lib.mixc_iknp_send_ext(_p8(self._ks), _p64(self._s), self.party, self._spos,
                                _p64(u), nw, _p64(q), _p64(self._ws), self._ws.size)
+        tw = self._tweak_at(self._stw, self._spos)
         self._spos += nw
         self._ots_sent += 64 * nw
-        return q
+        return q, tw
 
     def _run(self, op, n_words, *, send=None, reply=None, choice=None, local=None, fix=None):
         """One OT-extension call of n_words column words (64 OTs each), in batches.
 
-        As extension sender (``send`` given): send(q, lo, hi) -> correction array
-        to send back (shape reply(lo, hi)) or None. As extension receiver
-        (``choice``: packed choice words, n_words): local(t, lo, hi) -> state;
+        As extension sender (``send`` given): send(q, tw, lo, hi) -> correction
+        array to send back (shape reply(lo, hi)) or None (tw: row 0's tweak, for
+        the hash). As extension receiver (``choice``: packed choice words,
+        n_words): local(t, tw, lo, hi) -> state;
         then, if the sender replies, fix(d, lo, hi, state). Both roles may run in
         one call (both directions at once).
         """
@@ -438,14 +488,14 @@ class OTSession:
         for k in range(nb + 2 * lag):
             if choice is not None and k < nb:
                 lo, hi = batches[k]
-                u, t = self._ext_recv(np.ascontiguousarray(choice[lo:hi]))
+                u, t, tw = self._ext_recv(np.ascontiguousarray(choice[lo:hi]))
                 self._send(t0 + 2 * k, u, op)
-                states[k] = local(t, lo, hi)
+                states[k] = local(t, tw, lo, hi)
             b = k - lag
             if send is not None and 0 <= b < nb:
                 lo, hi = batches[b]
                 u = self._recv(t0 + 2 * b, op, (KAPPA, hi - lo))
-                d = send(self._ext_send(u), lo, hi)
+                d = send(*self._ext_send(u), lo, hi)
                 if d is not None:
                     self._send(t0 + 2 * b + 1, d, op)
             b = k - 2 * lag
@@ -465,10 +515,10 @@ class OTSession:
         m0 = np.empty((64 * nw, 2), dtype=_U64)
         m1 = np.empty((64 * nw, 2), dtype=_U64)
 
-        def send(q, lo, hi):
+        def send(q, tw, lo, hi):
             s = slice(64 * lo, 64 * hi)
-            lib.mixc_ot_hash(_p64(q), q.shape[0], ffi.NULL, _p64(m0[s]), 2, 0)
-            lib.mixc_ot_hash(_p64(q), q.shape[0], _p64(self._s), _p64(m1[s]), 2, 0)
+            lib.mixc_ot_hash(_p64(q), q.shape[0], ffi.NULL, _p64(tw), _p64(m0[s]), 2, 0)
+            lib.mixc_ot_hash(_p64(q), q.shape[0], _p64(self._s), _p64(tw), _p64(m1[s]), 2, 0)
 
         self._run("ot.rot_send", nw, send=send)
         return m0[:n], m1[:n]
@@ -490,8 +540,9 @@ class OTSession:
         nw = (n + 63) // 64
         out = np.empty((64 * nw, 2), dtype=_U64)
 
-        def local(t, lo, hi):
-            lib.mixc_ot_hash(_p64(t), t.shape[0], ffi.NULL, _p64(out[64 * lo:64 * hi]), 2, 0)
+        def local(t, tw, lo, hi):
+            lib.mixc_ot_hash(_p64(t), t.shape[0], ffi.NULL, _p64(tw), _p64(out[64 * lo:64 * hi]),
+                             2, 0)
 
         self._run("ot.rot_recv", nw, choice=words, local=local)
         return choices, out[:n]
@@ -516,10 +567,10 @@ class OTSession:
             dl = _pad_words(dl, 64 * nw)
         x = np.empty(64 * nw, dtype=_U64)
 
-        def send(q, lo, hi):
+        def send(q, tw, lo, hi):
             d = np.empty(64 * (hi - lo), dtype=_U64)
             dp = _p64(dl[64 * lo:]) if per_ot else _p64(dl)
-            lib.mixc_cot_send(_p64(q), q.shape[0], _p64(self._s), dp, per_ot,
+            lib.mixc_cot_send(_p64(q), q.shape[0], _p64(self._s), dp, per_ot, _p64(tw),
                               _p64(x[64 * lo:64 * hi]), _p64(d))
             return d
 
@@ -536,9 +587,9 @@ class OTSession:
         nw = words.size
         y = np.empty(64 * nw, dtype=_U64)
 
-        def local(t, lo, hi):
+        def local(t, tw, lo, hi):
             h = np.empty(t.shape[0], dtype=_U64)
-            lib.mixc_ot_hash(_p64(t), t.shape[0], ffi.NULL, _p64(h), 1, 0)
+            lib.mixc_ot_hash(_p64(t), t.shape[0], ffi.NULL, _p64(tw), _p64(h), 1, 0)
             return h
 
         def fix(d, lo, hi, h):
@@ -554,9 +605,9 @@ class OTSession:
     def _ole_send_parts(self, a):
         share = np.empty(a.size, dtype=_U64)
 
-        def send(q, lo, hi):
+        def send(q, tw, lo, hi):
             d = np.empty((hi - lo, GILBOA_WORDS), dtype=_U64)
-            lib.mixc_gilboa_send(_p64(q), hi - lo, _p64(self._s), _p64(a[lo:hi]),
+            lib.mixc_gilboa_send(_p64(q), hi - lo, _p64(self._s), _p64(a[lo:hi]), _p64(tw),
                                  _p64(share[lo:hi]), _p64(d))
             return d
 
@@ -565,8 +616,8 @@ class OTSession:
     def _ole_recv_parts(self, b):
         share = np.empty(b.size, dtype=_U64)
 
-        def local(t, lo, hi):
-            lib.mixc_gilboa_recv_hash(_p64(t), hi - lo, _p64(share[lo:hi]))
+        def local(t, tw, lo, hi):
+            lib.mixc_gilboa_recv_hash(_p64(t), hi - lo, _p64(tw), _p64(share[lo:hi]))
 
         def fix(d, lo, hi, _state):
             lib.mixc_gilboa_recv_fix(_p64(b[lo:hi]), _p64(d), hi - lo, _p64(share[lo:hi]))
@@ -605,9 +656,9 @@ class OTSession:
         flat = x.reshape(-1)
         share = np.empty(flat.size, dtype=_U64)
 
-        def send(q, lo, hi):
+        def send(q, tw, lo, hi):
             d = np.empty(hi - lo, dtype=_U64)
-            lib.mixc_bitcot_send(_p64(q), hi - lo, _p64(self._s), _p64(flat[lo:hi]),
+            lib.mixc_bitcot_send(_p64(q), hi - lo, _p64(self._s), _p64(flat[lo:hi]), _p64(tw),
                                  _p64(share[lo:hi]), _p64(d))
             return d
 
@@ -620,8 +671,8 @@ class OTSession:
         flat = y.reshape(-1)
         share = np.empty(flat.size, dtype=_U64)
 
-        def local(t, lo, hi):
-            lib.mixc_ot_hash_bits(_p64(t), hi - lo, ffi.NULL, _p64(share[lo:hi]))
+        def local(t, tw, lo, hi):
+            lib.mixc_ot_hash_bits(_p64(t), hi - lo, ffi.NULL, _p64(tw), _p64(share[lo:hi]))
 
         def fix(d, lo, hi, _state):
             share[lo:hi] ^= flat[lo:hi] & d
@@ -657,12 +708,12 @@ class OTSession:
         m1 = np.empty(n, dtype=_U64)
         v = np.empty(n, dtype=_U64)
 
-        def send(q, lo, hi):
-            lib.mixc_ot_hash_bits(_p64(q), hi - lo, ffi.NULL, _p64(m0[lo:hi]))
-            lib.mixc_ot_hash_bits(_p64(q), hi - lo, _p64(self._s), _p64(m1[lo:hi]))
+        def send(q, tw, lo, hi):
+            lib.mixc_ot_hash_bits(_p64(q), hi - lo, ffi.NULL, _p64(tw), _p64(m0[lo:hi]))
+            lib.mixc_ot_hash_bits(_p64(q), hi - lo, _p64(self._s), _p64(tw), _p64(m1[lo:hi]))
 
-        def local(t, lo, hi):
-            lib.mixc_ot_hash_bits(_p64(t), hi - lo, ffi.NULL, _p64(v[lo:hi]))
+        def local(t, tw, lo, hi):
+            lib.mixc_ot_hash_bits(_p64(t), hi - lo, ffi.NULL, _p64(tw), _p64(v[lo:hi]))
 
         self._run("ot.and_triples", n, send=send, choice=b, local=local)
         a = m0 ^ m1

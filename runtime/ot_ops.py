@@ -49,8 +49,10 @@ def run(ex, node, args):
     if op == "ot.session":
         if peer in sessions:
             raise MixcError(f"party {ex.party!r} opens a second OT session with {peer!r}")
+        # the link's session (a TCP run's session id) goes into every OT's hash tweak
+        session_id = str(getattr(ex.link, "session", None) or "").encode()
         s = ot.OTSession(ex.link, peer, bool(a["base_sender"]), Prg(os.urandom(32), 0),
-                         int(a["tag_base"]))
+                         int(a["tag_base"]), session_id=session_id)
         s._setup()  # base OTs now: at session start, before any input is read
         sessions[peer] = (s, {})
         return [np.zeros(1, dtype=np.uint8)]

@@ -49,6 +49,50 @@ def test_gaussian_distribution_under_mpc(samples):
     assert abs(np.mean(np.abs(noise) < math.sqrt(2) * sigma) - 0.6827) < 0.01
 
 
+def test_noise_is_on_the_fixed_point_grid(samples):
+    """Discrete noise (runtime/dp_noise.py): a PYU's on the grid 2^-11 (scale 2 = 2^12 grid
+    units), an MPC party's on the device's 2^-18, so each output is an exact grid point."""
+    _, out = samples
+    pyu = out["laplace"].astype(np.float64) * 2 ** 11
+    mpc = (out["gaussian"].astype(np.float64) - 1.0) * 2 ** 18
+    assert np.array_equal(pyu, np.round(pyu)) and np.array_equal(mpc, np.round(mpc))
+    # and on no coarser grid: about half are odd multiples
+    assert 0.45 < np.mean(pyu % 2 == 1) < 0.55 and 0.45 < np.mean(mpc % 2 == 1) < 0.55
+
+
+def test_pyu_input_off_the_grid_is_rounded_onto_it(samples):
+    """An x with bits below the noise grid (1/3) would show them through x + noise: it is
+    rounded onto the grid first, so the released value is still a grid point."""
+    bundle, _ = samples
+    third = np.full(N, 1 / 3, np.float32)
+    out = mixc.bundle.simulate(bundle, {"x": third, "y": third})
+    pyu = out["laplace"].astype(np.float64) * 2 ** 11
+    assert np.array_equal(pyu, np.round(pyu))
+    assert abs(out["laplace"].astype(np.float64).mean() - 1 / 3) < 0.05
+
+
+def test_onto_grid_rounds_ties_up_so_the_grid_sensitivity_holds():
+    """Inputs at distance <= s land at most D = ceil(s 2^f) grid points apart (the D the
+    sampler calibrates to); round-half-to-even would put 0.5 and 1.5 two apart."""
+    from mixc.dp import onto_grid
+    from mixc.runtime.dp_noise import grid_sensitivity
+    assert np.asarray(onto_grid(np.float32([0.5, 1.5, -0.5, -1.5, 2.49]), 0)).tolist() == \
+        [1.0, 2.0, 0.0, -1.0, 2.0]
+    rng = np.random.default_rng(7)
+    for f, s in [(0, 1.0), (11, 1.0), (5, 0.37), (-2, 10.0)]:
+        # half-grid ties and random points, each against a neighbour at distance <= s
+        a = np.concatenate([(rng.integers(-999, 999, 4000) + 0.5) * 2.0 ** -f,
+                            rng.uniform(-50, 50, 4000)]).astype(np.float32)
+        b = (a.astype(np.float64) - s * rng.choice([1.0, rng.uniform()], a.size)).astype(np.float32)
+        keep = np.abs(a.astype(np.float64) - b) <= s
+        ga, gb = (np.asarray(onto_grid(v, f), np.float64) * 2.0 ** f for v in (a, b))
+        assert np.array_equal(ga, np.floor(a.astype(np.float64) * 2.0 ** f + 0.5))
+        assert np.abs(ga - gb)[keep].max() <= grid_sensitivity(s, f)
+    big = np.float32([3e38, -7e30, 2.0 ** 20 + 1])            # on the grid already: unchanged
+    assert np.array_equal(np.asarray(onto_grid(big, 18)), big)
+    assert np.asarray(onto_grid(np.int32([7, -3]), 1)).tolist() == [7.0, -3.0]
+
+
 def test_fresh_noise_every_run():
     bundle = mixc.bundle.build(noisy)
     zeros = np.zeros(N, np.float32)
@@ -62,6 +106,7 @@ def test_audit_reports_the_budget(samples):
     audit = bundle.audit()
     assert "epsilon = 1, delta = 1e-05" in audit
     assert "laplace scale 2" in audit and "gaussian" in audit
+    assert "discrete Laplace/Gaussian noise on the fixed-point grid" in audit
 
 
 def test_bad_parameters_and_placement():

@@ -46,6 +46,7 @@ from jax import lax
 
 from mixc.protocols import RULES, rules_for
 from mixc.protocols.dealerfree import PROTOCOLS as DEALER_FREE
+from mixc.protocols.rep3 import PROTOCOLS as THREE_PARTY
 
 ULP = 2.0 ** -18
 I32_MIN, I32_MAX = -2 ** 31, 2 ** 31 - 1
@@ -101,9 +102,9 @@ def selected(bundle, op):
 
 
 # the dealer-made circuits (this file's device has offline: dealer; the dealer-free
-# variants are tested in test_dealer_free.py)
+# variants are tested in test_dealer_free.py, the 3-party ones in test_aby3.py)
 LT_RULES = [r for r in rules_for("lt") if r.device == "MPC" and r.result_kind == "bool"
-            and r.protocol not in DEALER_FREE]
+            and r.protocol not in DEALER_FREE + THREE_PARTY]
 
 
 @pytest.fixture(params=[r.protocol for r in LT_RULES])

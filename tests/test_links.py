@@ -17,6 +17,7 @@ from faultproxy import free_ports
 from mixc.errors import PeerError
 from mixc.runtime import links
 from mixc.runtime.links import InProcessHub, TcpLink
+from mixc.runtime.session_keys import Ephemeral, session_id
 
 DTYPES = [np.uint64, np.int64, np.int32, np.float64, np.float32, np.bool_, np.uint8, np.uint32]
 SHAPES = [(), (0,), (7,), (3, 4), (2, 3, 5)]
@@ -366,7 +367,8 @@ def test_tcp_goodbye_is_clean_eof():
 # -- raw impersonation of a peer: garbled frames, unexpected names ------------
 
 def fake_peer(addr, name, frames, session=b"session-1", bundle=b"\x12" * 32, close=False):
-    """Connect to ``addr`` as party ``name``, handshake, then write raw bytes."""
+    """Connect to ``addr`` as party ``name``, handshake, then write raw bytes:
+    ``frames(session_tag)`` (the tag of the session the handshake made)."""
     deadline = time.monotonic() + 5
     while True:                      # the link may not be listening yet
         try:
@@ -376,11 +378,13 @@ def fake_peer(addr, name, frames, session=b"session-1", bundle=b"\x12" * 32, clo
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
-    s.sendall(links._hello_bytes(name, session, bundle))
-    links._read_hello(s)
+    mine = Ephemeral()
+    s.sendall(links._hello_bytes(name, session, bundle, mine))
+    peer, _, _, contribution, _ = links._read_hello(s)
     s.sendall(links._verdict_bytes())
     verdict = links._read_verdict(s)
-    for f in frames:
+    tag = session_id(bundle, session, {name: mine.contribution, peer: contribution})[:8]
+    for f in frames(tag):
         s.sendall(f)
     if close:
         s.close()
@@ -388,31 +392,39 @@ def fake_peer(addr, name, frames, session=b"session-1", bundle=b"\x12" * 32, clo
     return verdict, s
 
 
-def header(kind=1, code=8, ndim=1, reserved=0, tag=0, length=8, magic=b"MXFR"):
-    return links._HEADER.pack(magic, kind, code, ndim, reserved, tag, length)
+def header(session, kind=1, code=8, ndim=1, reserved=0, tag=0, length=8, magic=b"MXFR"):
+    return links._HEADER.pack(magic, kind, code, ndim, reserved, tag, length, session)
 
 
-GOOD = header(tag=1) + (1).to_bytes(8, "little") + (5).to_bytes(8, "little")
+def good(session):
+    return header(session, tag=1) + (1).to_bytes(8, "little") + (5).to_bytes(8, "little")
 
 
 @pytest.mark.parametrize("junk, expect", [
-    (b"GARBAGE!" * 8, "malformed frame: bad magic"),
-    (header(code=99) + (1).to_bytes(8, "little"), "malformed frame: unknown dtype code 99"),
-    (header(ndim=2, length=8) + (3).to_bytes(8, "little") * 2, "malformed frame: impossible length"),
-    (header(kind=7), "malformed frame: unknown frame kind"),
-    (header(reserved=1), "malformed frame: reserved"),
-    (header(length=800) + (100).to_bytes(8, "little") + b"x" * 10, "malformed frame: truncated"),
-    (header()[:10], "malformed frame: truncated header"),
-    (b"", "closed by peer without goodbye"),
-    (GOOD, "duplicate message tag 1"),
-])
+    (lambda s: b"GARBAGE!" * 8, "malformed frame: bad magic"),
+    (lambda s: header(s, code=99) + (1).to_bytes(8, "little"),
+     "malformed frame: unknown dtype code 99"),
+    (lambda s: header(s, ndim=2, length=8) + (3).to_bytes(8, "little") * 2,
+     "malformed frame: impossible length"),
+    (lambda s: header(s, kind=7), "malformed frame: unknown frame kind"),
+    (lambda s: header(s, reserved=1), "malformed frame: reserved"),
+    (lambda s: header(s, length=800) + (100).to_bytes(8, "little") + b"x" * 10,
+     "malformed frame: truncated"),
+    (lambda s: header(s)[:10], "malformed frame: truncated header"),
+    (lambda s: b"", "closed by peer without goodbye"),
+    (good, "duplicate message tag 1"),
+    # a frame of another session (recorded in an earlier run), even one that is fine otherwise
+    (lambda s: header(bytes(8), tag=2) + (1).to_bytes(8, "little") + (5).to_bytes(8, "little"),
+     "frame of another session"),
+], ids=["magic", "dtype", "length", "kind", "reserved", "truncated", "header", "eof",
+        "duplicate", "other-session"])
 def test_tcp_garbled_frame(junk, expect):
     addrs = addresses("alice", "bob")
     out = {}
     t = threading.Thread(target=lambda: out.update(
         bob=TcpLink.connect("bob", addrs, b"session-1", b"\x12" * 32, timeout=5)))
     t.start()
-    verdict, _ = fake_peer(addrs["bob"], "alice", [GOOD, junk], close=True)
+    verdict, _ = fake_peer(addrs["bob"], "alice", lambda s: [good(s), junk(s)], close=True)
     t.join(5)
     bob = out["bob"]
     assert verdict is None
@@ -436,7 +448,7 @@ def test_tcp_unexpected_party_refused_then_real_peer_accepted():
         bob=TcpLink.connect("bob", addrs, b"session-1", b"\x12" * 32, timeout=5)))
     t.start()
     time.sleep(0.05)
-    verdict, s = fake_peer(addrs["bob"], "mallory", [])
+    verdict, s = fake_peer(addrs["bob"], "mallory", lambda s: [])
     assert verdict is not None and "unexpected party 'mallory'" in verdict
     s.close()
     junk = socket.create_connection(addrs["bob"])       # not even a handshake
@@ -561,3 +573,108 @@ def test_tls_exchange(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+# ---------------------------------------------------------------------------
+# session and pairwise keys (runtime/session_keys.py): agreed, never sent
+
+def test_tcp_pair_keys_agree_and_session_is_fresh():
+    runs = []
+    for _ in range(2):
+        ls = tcp_links(["alice", "bob", "carol"])
+        try:
+            assert len({ls[p].session for p in ls}) == 1 and len(ls["alice"].session) == 64
+            keys = {}
+            for me in ls:
+                for peer in ls[me].peers:
+                    pair = "~".join(sorted([me, peer]))
+                    for name in (pair, pair + "/other"):
+                        keys.setdefault(name, set()).add(ls[me].pair_key(peer, name))
+            assert all(len(v) == 1 for v in keys.values()), keys   # both ends derive the same
+            flat = [next(iter(v)) for v in keys.values()]
+            assert len(set(flat)) == len(flat) == 6 and all(len(k) == 32 for k in flat)
+            runs.append((ls["alice"].session, set(flat)))
+        finally:
+            for link in ls.values():
+                link.close()
+    # the same label and bundle, a new run: a new session and new keys
+    assert runs[0][0] != runs[1][0] and not runs[0][1] & runs[1][1]
+
+
+def test_inprocess_pair_keys_agree():
+    hub = InProcessHub(["a", "b", "c"])
+    a, b, c = (hub.link(p) for p in "abc")
+    assert a.session == b.session == c.session != InProcessHub(["a", "b", "c"]).link("a").session
+    assert a.pair_key("b", "a~b") == b.pair_key("a", "a~b") != c.pair_key("a", "a~c")
+    assert a.pair_key("b", "a~b") != a.pair_key("b", "a~b#2")
+    with pytest.raises(PeerError, match="not a peer"):
+        a.pair_key("mallory", "a~mallory")
+    hub.close()
+
+
+def test_session_keys_bind_every_input():
+    """Changing any one input of the derivation changes the key."""
+    from mixc.runtime.session_keys import SessionKeys
+    ea, eb = Ephemeral(), Ephemeral()
+
+    def key(bundle=b"h", label=b"l", contribution=None, name="a~b"):
+        peers = {"b": (contribution or eb.contribution, eb.public, ea.shared(eb.public))}
+        return SessionKeys("a", ea, bundle, label, peers).pair_key("b", name)
+
+    base = key()
+    mirror = SessionKeys("b", eb, b"h", b"l", {"a": (ea.contribution, ea.public,
+                                                     eb.shared(ea.public))})
+    assert mirror.pair_key("a", "a~b") == base
+    assert len({base, key(bundle=b"H"), key(label=b"L"), key(contribution=bytes(32)),
+                key(name="a~b/2")}) == 5
+
+
+def test_small_order_public_key_refused():
+    addrs = addresses("alice", "bob")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(bob=_connect_catching("bob", addrs)))
+    t.start()
+
+    class Weak:                      # the all-zero point: its shared secret is known to anyone
+        contribution, public = bytes(32), bytes(32)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            s = socket.create_connection(addrs["bob"], timeout=5)
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    s.sendall(links._hello_bytes("alice", b"session-1", b"\x12" * 32, Weak))
+    links._read_hello(s)
+    assert "small order" in links._read_verdict(s)
+    s.close()
+    t.join(10)
+    assert isinstance(out["bob"], PeerError) and "small order" in str(out["bob"])
+
+
+def _connect_catching(name, addrs):
+    try:
+        return TcpLink.connect(name, addrs, b"session-1", b"\x12" * 32, timeout=5)
+    except PeerError as e:
+        return e
+
+
+def test_on_this_host():
+    assert links.on_this_host("127.0.0.1") and links.on_this_host("127.0.0.2")
+    assert links.on_this_host("localhost")
+    if socket.has_ipv6:
+        assert links.on_this_host("::1")
+    # TEST-NET addresses (RFC 5737) are on no host; nothing is sent to find out
+    assert not links.on_this_host("192.0.2.1") and not links.on_this_host("203.0.113.7")
+    assert not links.on_this_host("no-such-host.invalid")
+
+
+def test_plain_tcp_to_another_host_refused_before_connecting():
+    from mixc.errors import MixcError
+    addrs = {"alice": ("127.0.0.1", 1), "bob": ("192.0.2.1", 7002)}
+    t0 = time.monotonic()
+    with pytest.raises(MixcError, match=r"plain TCP to peer 'bob' at 192.0.2.1:7002, not on "
+                                        r"this host.*--tls KEYDIR.*--insecure"):
+        TcpLink.connect("alice", addrs, b"s", b"h", timeout=30)
+    assert time.monotonic() - t0 < 1

@@ -93,8 +93,8 @@ def test_per_iteration_messages_listed_once_with_multiplicity(bundle):
 
 
 def test_totals_count_every_iteration(bundle):
-    """The audit's totals are what the links carry (less the PRG key agreement: one
-    32-byte message per key, sent by one side before the program)."""
+    """The audit's totals are exactly what the links carry (pairwise keys come from an
+    X25519 exchange in the handshake: no message)."""
     audit = bundle.audit()
     totals = {}
     for s, r, msgs, size in re.findall(r"^- (\S+) -> (\S+): (\d+) messages, \d+ elements, "
@@ -108,9 +108,8 @@ def test_totals_count_every_iteration(bundle):
     for party, st in stats.items():
         for peer, sent in st["messages_sent"].items():
             msgs, size = totals.get((party, peer), (0, 0))
-            extra = sent - msgs
-            assert extra in (0, 1), (party, peer, sent, msgs)
-            assert st["bytes_sent"][peer] == size + 32 * extra, (party, peer)
+            assert sent == msgs, (party, peer, sent, msgs)
+            assert st["bytes_sent"][peer] == size, (party, peer)
 
 
 def test_reveal_inside_a_loop_listed_once_with_its_count():

@@ -7,7 +7,7 @@ LR training is one loop op at both parties and matches plain JAX; the
 correlations of two iterations differ; nested loops and ``mixc.fori_loop``;
 a loop's OT calls do not use up the session's tag space; the audit counts
 every iteration's correlations; the same program over TCP party processes.
-HE devices still unroll their loops (``translate_control.keeps_loops``).
+HE devices keep their loops too (``translate_control.keeps_loops``; test_he_loops.py).
 """
 # No `from __future__ import annotations`: mixc.program needs the Input objects.
 import contextlib
@@ -208,10 +208,9 @@ device:
 """
 
 
-def test_loops_on_an_he_device_still_unroll(plain):
-    """A ciphertext's fraction bits grow with each product by a fractional plaintext,
-    and additive HE cannot rescale without a round trip to the key owner: HE loops
-    unroll (``keeps_loops``)."""
+def test_loops_on_an_he_device_stay_loops(plain):
+    """A carried ciphertext keeps one layout and fraction bits (``protocols.he.HeCarry``;
+    more in test_he_loops.py)."""
     c = mixc.init_device(HE_DEVICE)
 
     def f(x, w):
@@ -222,7 +221,7 @@ def test_loops_on_an_he_device_still_unroll(plain):
         return mixc.reveal(mixc.device(c.he)(f)(x, w), c.p1)
     prog = make_program(body, {"x": mixc.Input(c.p1, (3,)), "w": mixc.Input(c.p2, (3, 2))})
     bundle = build(prog, verify_between=True)
-    assert not any(loops_of(bundle, p) for p in bundle.parties)
+    assert all(len(loops_of(bundle, p)) == 1 for p in bundle.parties)
     np.testing.assert_allclose(simulate(bundle, {"x": x, "w": w}), plain(f, x, w), atol=ATOL)
 
 

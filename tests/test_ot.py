@@ -108,21 +108,27 @@ def test_transpose_single_bits():
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 300])
-def test_hash_is_fixed_key_aes_ccr(n):
+def test_hash_is_fixed_key_aes_tccr(n):
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     key = bytes.fromhex("243f6a8885a308d313198a2e03707344")
+
+    def aes(blocks):
+        enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        return np.frombuffer(enc.update(blocks.tobytes()) + enc.finalize(), dtype=U64).reshape(-1, 2)
+
     rows = rand_u64(n, 2 * n).reshape(n, 2)
     delta = rand_u64(n + 1, 2)
-    y = rows ^ delta
-    sigma = np.ascontiguousarray(np.stack([y[:, 1], y[:, 1] ^ y[:, 0]], axis=1))
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    ref = np.frombuffer(enc.update(sigma.tobytes()) + enc.finalize(), dtype=U64).reshape(n, 2)
-    ref = ref ^ sigma
+    tweak = (2**64 - 5, int(rand_u64(n + 2, 1)[0]))      # the low word wraps inside the call
+    tweaks = np.array([[(tweak[0] + i) % 2**64, tweak[1]] for i in range(n)], dtype=U64)
+    p = aes(rows ^ delta)
+    ref = aes(p ^ tweaks) ^ p
     for portable in (False, True):
-        assert np.array_equal(ot.ot_hash(rows, delta, portable=portable), ref)
-        assert np.array_equal(ot.ot_hash(rows, delta, out_words=1, portable=portable), ref[:, 0])
-    assert not np.array_equal(ot.ot_hash(rows), ref)
+        assert np.array_equal(ot.ot_hash(rows, tweak, delta, portable=portable), ref)
+        assert np.array_equal(ot.ot_hash(rows, tweak, delta, out_words=1, portable=portable),
+                              ref[:, 0])
+    assert not np.array_equal(ot.ot_hash(rows, tweak), ref)
+    assert not np.array_equal(ot.ot_hash(rows, (tweak[0] + 1, tweak[1]), delta), ref)
 
 
 # ---------------------------------------------------------------------------

@@ -130,7 +130,8 @@ def test_tls_two_addresses_matches_simulate(work):
 
 def _hello(name, session, bundle_hash):
     from mixc.runtime.links import _hello_bytes
-    return _hello_bytes(name, session.encode(), bundle_hash.encode())
+    from mixc.runtime.session_keys import Ephemeral
+    return _hello_bytes(name, session.encode(), bundle_hash.encode(), Ephemeral())
 
 
 def _stranger(addr, ctx=None, hello=None):
@@ -318,3 +319,39 @@ def test_bad_tls_dir(work, tmp_path, capsys):
         start = time.monotonic()
         assert_one_line_error(run_main(capsys, *common, "--tls", tls), *needles)
         assert time.monotonic() - start < 10       # before connecting (that waits 20 s)
+
+
+def test_tls_1_3_only(work):
+    """The contexts of mixc.tls speak TLS 1.3 and nothing older, in both roles."""
+    import threading
+    from mixc.tls import contexts
+    keys = work[0] / "keys"
+    server, client = contexts(keys, "bob")
+    _, alice_client = contexts(keys, "alice")
+    assert server.minimum_version == client.minimum_version == ssl.TLSVersion.TLSv1_3
+
+    def handshake(client_ctx):
+        a, b = socket.socketpair()
+        result = {}
+
+        def serve():
+            try:
+                with server.wrap_socket(b, server_side=True) as s:
+                    result["version"] = s.version()
+            except (ssl.SSLError, OSError) as e:
+                result["error"] = e
+        t = threading.Thread(target=serve)
+        t.start()
+        try:
+            with client_ctx.wrap_socket(a, server_hostname="bob") as c:
+                c.version()
+        except (ssl.SSLError, OSError):
+            pass
+        t.join(10)
+        return result
+
+    assert handshake(alice_client) == {"version": "TLSv1.3"}
+    old = _client_ctx(keys, "alice")
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    got = handshake(old)
+    assert "version" not in got and "UNSUPPORTED_PROTOCOL" in str(got["error"]), got

@@ -842,9 +842,11 @@ def _he_decrypt(ts, a):
 
 @op("dp_noise", operands=0,
     attrs=("mechanism", "scale", "sensitivity", "epsilon", "delta", "shape"),
-    doc="differential-privacy noise of the given mechanism and scale (see mixc/dp.py)")
+    optional=("frac_bits",),
+    doc="differential-privacy noise of the given mechanism and scale on the fixed-point grid "
+        "2^-frac_bits (f64, exact; a PYU's grid when absent: f32) (see mixc/dp.py)")
 def _dp_noise(ts, a):
-    return [("f32", tuple(a["shape"]))]
+    return [("f64" if "frac_bits" in a else "f32", tuple(a["shape"]))]
 
 
 # ------------------------------------------------------ dealer-free correlations (lowered)

@@ -16,12 +16,14 @@ node still spans parties; ``partition`` gives each party its own. Message
 tags and PRG streams in a body are unique per iteration at run time: the
 executor derives them from the static tag or stream and the iteration.
 """
+import copy
+
 import numpy as np
 
-from ..ir.core import TensorType
+from ..ir.core import TensorType, walk
 from ..ir.ops import infer
 from ..ir.core import Block, Node
-from ..protocols import PUBLIC_SHARING, load, rule
+from ..protocols import LOOP_CARRIERS, PUBLIC_SHARING, load, rule
 
 DEALER = "dealer"
 
@@ -106,6 +108,21 @@ class LowerContext:
             self._producers = {r: n for n in walk(self.source.nodes) for r in n.results}
         return self._producers.get(value)
 
+    def sandbox(self):
+        """A copy to lower something on trial: what it emits, and the bookkeeping it
+        changes (tags, streams, protocols' tables), are thrown away with it."""
+        trial = copy.copy(self)
+        for name, value in self.__dict__.items():
+            if isinstance(value, dict):
+                value = {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+            elif isinstance(value, list):
+                value = [dict(v) if isinstance(v, dict) else v for v in value]
+            trial.__dict__[name] = value
+        trial.out = copy.copy(self.out)
+        trial.out.nodes = []
+        trial.program_nodes = []
+        return trial
+
     def add_party(self, party):
         if party not in self.out.parties:
             self.out.parties = tuple(self.out.parties) + (party,)
@@ -113,45 +130,114 @@ class LowerContext:
 
 def _pieces(ctx, value, kind):
     """``value``'s local pieces as kind ``kind`` (a public value shared trivially)."""
-    if value.type.kind == kind or kind not in PUBLIC_SHARING:
+    device = ctx.device_of(value)
+    share = PUBLIC_SHARING.get((kind, len(device.parties)))
+    if value.type.kind == kind or share is None:
         return ctx.parts[value]
-    return PUBLIC_SHARING[kind](ctx, value, ctx.device_of(value))
+    return share(ctx, value, device)
+
+
+def _flat(piece):
+    """A party's piece as local values: one, or the components of a tuple (replicated)."""
+    return list(piece) if isinstance(piece, tuple) else [piece]
 
 
 def _bind(ctx, global_values, locals_of):
     """Fresh local arguments (or results) for ``global_values``, shaped like the pieces
-    ``locals_of`` gives; returns them in order and records them in ``ctx.parts``."""
+    ``locals_of`` gives (a tuple piece gets a tuple of them); returns them in order and
+    records them in ``ctx.parts``."""
     bound = []
     for g, pieces in zip(global_values, locals_of):
         ctx.parts[g] = {}
         for party, piece in pieces.items():
-            ctx.parts[g][party] = v = ctx.out.new_value(piece.type.with_(kind=g.type.kind))
-            bound.append(v)
+            fresh = [ctx.out.new_value(v.type.with_(kind=g.type.kind)) for v in _flat(piece)]
+            ctx.parts[g][party] = tuple(fresh) if isinstance(piece, tuple) else fresh[0]
+            bound.extend(fresh)
     return bound
 
 
+_SETTLE_PASSES = 3
+
+
 def _lower_loop(ctx, node):
+    """A loop, once. Where a protocol tracks a layout beside its lowered values (an HE
+    ciphertext's element positions and fraction bits; ``LOOP_CARRIERS``), a carried value
+    keeps one layout in every iteration: ``_settle`` picks it, what enters is brought to
+    it before the loop and what the body yields before the ``yield``."""
+    carriers = {a: LOOP_CARRIERS[a.type.kind] for a in node.body.args
+                if a.type.kind in LOOP_CARRIERS}
+    _lower_loop_in(ctx, node, carriers, _settle(ctx, node, carriers) if carriers else {})
+
+
+def _settle(ctx, node, carriers):
+    """Layouts of the carried values: the body lowered on trial (``sandbox``) from the
+    layouts of what enters, then from those its previous trial yielded, until they repeat
+    (at most ``_SETTLE_PASSES`` trials); then, one carried value at a time, the layouts of
+    values its best trial's body made (``alternatives``: e.g. the packing of a product
+    an accumulator adds up). The trial whose iteration sends the fewest messages (bringing
+    the yielded values to the layouts included) wins."""
+    body, captures = node.body, node.attrs["captures"]
+    carried = [(a, y) for a, y in zip(body.args[captures:], body.nodes[-1].operands)
+               if a in carriers]
+
+    def attempt(layouts):
+        trial = ctx.sandbox()
+        _lower_loop_in(trial, node, carriers, layouts)
+        messages = sum(n.op == "xfer" for n in walk(trial.out.nodes[-1].body.nodes))
+        return messages, trial
+
+    layouts = {a: carriers[a].layout_of(ctx, v, a, node)
+               for v, a in zip(node.operands, body.args) if a in carriers}
+    if not carried:  # captured ones only: they keep their own
+        return layouts
+    best = None
+    for _ in range(_SETTLE_PASSES):
+        messages, trial = attempt(layouts)
+        if best is None or messages <= best[0]:
+            best = (messages, layouts, trial)
+        following = dict(layouts)
+        following.update({a: carriers[a].layout_of(trial, y, a, node) for a, y in carried})
+        if following == layouts:
+            break
+        layouts = following
+    for a, _ in carried:
+        for alternative in carriers[a].alternatives(best[2], a):
+            layouts = dict(best[1])
+            layouts[a] = alternative
+            messages, trial = attempt(layouts)
+            if messages < best[0]:
+                best = (messages, layouts, trial)
+    return best[1]
+
+
+def _lower_loop_in(ctx, node, carriers, layouts):
     body = node.body
     captures = node.attrs["captures"]
-    entering = [_pieces(ctx, v, a.type.kind) for v, a in zip(node.operands, body.args)]
-    operands = [piece for pieces in entering for piece in pieces.values()]
+    entering = [carriers[a].enter(ctx, v, a, layouts[a], node) if a in carriers
+                else _pieces(ctx, v, a.type.kind) for v, a in zip(node.operands, body.args)]
+    operands = [v for pieces in entering for piece in pieces.values() for v in _flat(piece)]
     args = _bind(ctx, body.args, entering)
-    n_captured = sum(len(p) for p in entering[:captures])
+    for a in carriers:
+        carriers[a].bind(ctx, a, layouts[a])
+    n_captured = sum(len(_flat(piece)) for pieces in entering[:captures]
+                     for piece in pieces.values())
     outer_nodes, outer_consts, outer_block = ctx.out.nodes, ctx._consts, ctx.block
     ctx.out.nodes, ctx._consts, ctx.block = [], {}, {}
     ctx._captures.append({})
     try:
         _lower_nodes(ctx, body.nodes[:-1])
         end = body.nodes[-1]
-        ctx.loc = end.loc
+        ctx.loc = end.loc or node.loc
         carried = body.args[captures:]
-        yielded = [_pieces(ctx, y, a.type.kind) for y, a in zip(end.operands, carried)]
+        yielded = [carriers[a].enter(ctx, y, a, layouts[a], node) if a in carriers
+                   else _pieces(ctx, y, a.type.kind) for y, a in zip(end.operands, carried)]
         for a, pieces in zip(carried, yielded):
             if set(pieces) != set(ctx.parts[a]):
                 raise NotImplementedError(f"a loop's carried value held by "
                                           f"{', '.join(sorted(ctx.parts[a]))} but yielded by "
                                           f"{', '.join(sorted(pieces))}")
-        local_yield = [pieces[p] for a, pieces in zip(carried, yielded) for p in ctx.parts[a]]
+        local_yield = [v for a, pieces in zip(carried, yielded) for p in ctx.parts[a]
+                       for v in _flat(pieces[p])]
         ctx.out.nodes.append(Node("yield", tuple(local_yield), (), {}, end.loc))
         nodes = ctx.out.nodes
     finally:
@@ -162,6 +248,9 @@ def _lower_loop(ctx, node):
     args[n_captured:n_captured] = extra.values()
     n_captured += len(extra)
     results = _bind(ctx, node.results, [ctx.parts[a] for a in carried])
+    for r, a in zip(node.results, carried):
+        if a in carriers:
+            carriers[a].bind(ctx, r, layouts[a])
     ctx.out.nodes.append(Node("loop", tuple(operands), tuple(results),
                               {"trip_count": node.attrs["trip_count"], "captures": n_captured},
                               node.loc, Block(tuple(args), nodes)))

@@ -46,14 +46,24 @@ def _device(module, node, value):
 def _entering(module, node, operand, arg, kinds):
     """The kind of a loop's block argument bound to ``operand``."""
     device = _device(module, node, arg)
+    if device.kind == "HE":  # private keeps its owner (protocols.he)
+        from ..protocols.he import carried_kind
+        return carried_kind(module, arg, [operand], kinds)
     if operand.type.place == arg.type.place:
         return kinds[operand]
-    return {"MPC": "arith", "HE": "private"}.get(device.kind, "plain")
+    return "arith" if device.kind == "MPC" else "plain"
 
 
 def _join(a, b):
     """The kind a carried value needs when one iteration gives ``a`` and another ``b``."""
     return a if a == b else ("arith" if "public" in (a, b) else b)
+
+
+def _carried_join(module, node, arg, yielded, kinds):
+    if _device(module, node, arg).kind == "HE":
+        from ..protocols.he import carried_kind
+        return carried_kind(module, arg, [arg, yielded], kinds)
+    return _join(kinds[arg], kinds[yielded])
 
 
 def _set_kind(value, kind, kinds):
@@ -69,7 +79,7 @@ def _place_loop(module, node, kinds):
     while True:
         _place_nodes(module, body.nodes, kinds)
         yielded = body.nodes[-1].operands
-        joined = [_join(kinds[a], kinds[y]) for a, y in zip(carried, yielded)]
+        joined = [_carried_join(module, node, a, y, kinds) for a, y in zip(carried, yielded)]
         if all(j == kinds[a] for j, a in zip(joined, carried)):
             break
         for a, k in zip(carried, joined):

@@ -179,7 +179,7 @@ class _Rewrite:
         sel, labels = self.sel, self.labels
         converted = self.converted
         have = labels.get(v, v.type.kind)
-        if have == "private" and want != "private":  # share it (cached per value)
+        if have == "private" and want in ("arith", "bool"):  # share it (cached per value)
             if (v, "arith") not in converted:
                 converted[(v, "arith")] = self._conversion(v, "private", "arith", node, out, times)
             v, have = converted[(v, "arith")], "arith"

@@ -36,6 +36,12 @@ The leak checks, each with a hand-written leaking program in
   conservative approximation (any key the receiver lacks counts as a mask);
   in a single party's program a received share's masks are unknown, so it
   is checked fully only on the whole lowered program.
+
+These checks read the labels and kinds the compiler writes (a ``send``'s
+``what``, ``:arith``...) and hold the compiler to them. Nothing of a bundle
+is trusted for running it: ``mixc.disclosure`` checks the party programs
+from their ops alone, and holds them to the compiler's lowering of the
+global program, before ``mixc run`` or ``mixc audit`` uses them.
 """
 from ..errors import VerifyError
 from ..ir.core import walk

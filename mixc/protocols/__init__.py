@@ -71,12 +71,17 @@ class Rule:
 
 
 RULES: dict = {}  # op -> [Rule]
-# share kind -> fn(ctx, value, device) -> {party: piece}: a public value as trivial shares
-# of that kind (what a loop's carried shared value starts from when its start is public)
+# (share kind, parties of the device) -> fn(ctx, value, device) -> {party: piece}: a public
+# value as trivial shares of that kind (what a loop's carried shared value starts from when
+# its start is public); a piece is one local value, or a tuple of them (replicated shares)
 PUBLIC_SHARING: dict = {}
+# value kind -> carrier: how a loop's carried value of that kind keeps, in every iteration,
+# the layout its protocol tracks beside the lowered value (``passes.lower._settle``)
+LOOP_CARRIERS: dict = {}
 PROTOCOL_MODULES = ("mixc.protocols.plaintext", "mixc.protocols.arith2pc",
                     "mixc.protocols.bool2pc", "mixc.protocols.tee",
-                    "mixc.protocols.private", "mixc.protocols.he", "mixc.protocols.masking")
+                    "mixc.protocols.private", "mixc.protocols.he", "mixc.protocols.masking",
+                    "mixc.protocols.rep3", "mixc.protocols.rep3bool")
 _loaded = False
 
 
@@ -85,8 +90,19 @@ def register(protocol, op, *, device, accepts, result_kind, cost, lower, wants=N
         Rule(protocol, op, device, accepts, result_kind, cost, lower, wants, doc))
 
 
-def register_public_sharing(kind, fn):
-    PUBLIC_SHARING[kind] = fn
+def register_public_sharing(kind, fn, parties=2):
+    """``fn(ctx, value, device)``: a public value as trivial shares of ``kind`` on an MPC
+    device of ``parties`` parties."""
+    PUBLIC_SHARING[kind, parties] = fn
+
+
+def register_loop_carrier(kind, carrier):
+    """``carrier`` has ``layout_of(ctx, value, arg, loop)`` (the layout ``value`` would give
+    the block argument ``arg``), ``enter(ctx, value, arg, layout, loop)`` (the local pieces
+    of ``value`` in ``layout``, emitted where the lowering is), ``bind(ctx, value,
+    layout)`` (record the layout of a freshly bound argument or result) and
+    ``alternatives(ctx, arg)`` (other layouts worth trying for ``arg``)."""
+    LOOP_CARRIERS[kind] = carrier
 
 
 def load():

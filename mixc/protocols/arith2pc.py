@@ -443,12 +443,15 @@ def _logic_cost(node, module):
 
 
 def _lower_dp_noise(ctx, node):
-    """Each party draws the full noise into its own share: neither knows the sum."""
+    """Each party draws the full noise into its own share: neither knows the sum. The noise
+    is on the device's fixed-point grid (frac_bits), so its encoding is exact."""
     device = _device(ctx, node.result)
+    frac = frac_bits(device, node.result.type.dtype)
     attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
+    attrs["frac_bits"] = frac
     ctx.parts[node.result] = {
         p: ring_of(device).encode(ctx, p, ctx.emit(p, "dp_noise", [], "arith", attrs),
-                                  frac_bits(device, node.result.type.dtype), "arith")
+                                  frac, "arith")
         for p in parties(device)}
 
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from ..passes.lower import DEALER
 from . import Cost, register, register_public_sharing
+from .circuits import Family, add_words, and_tree, carry_tree
 from .common import Dealt, frac_bits, open_values, parties, two_party, u64
 from .correlations import triple
 from .dealerfree import b2a_pair, b2a_pair_cost, elementwise_triple_cost, only
@@ -109,6 +110,9 @@ def and_gates(ctx, device, pairs):
         out.append({p: ctx.emit(p, "and_finish", [t[p][2], e[p], f[p], t[p][0], t[p][1]], "bool",
                                 {"first": p == p0}) for p in (p0, p1)})
     return out
+
+
+TWO_PARTY = Family("2pc", and_gates, pieces=lambda share: [share], build=lambda pieces: pieces[0])
 
 
 def _concat_words(ctx, values):
@@ -213,16 +217,7 @@ def msb_bits(ctx, device, d):
     """Packed boolean shares of msb(d) for arithmetic shares d (any shape, flattened)."""
     d, g, prop = _carry_inputs(ctx, device, d)
     levels = ring_of(device).bits.bit_length() - 1  # log2 of the carry positions
-    for level in range(levels):
-        g_even, g_odd = _unzip(ctx, g)
-        p_even, p_odd = _unzip(ctx, prop)
-        last = level == levels - 1
-        pairs = [(p_odd, g_even)] + ([] if last else [(p_odd, p_even)])
-        products = and_gates(ctx, device, pairs)
-        g = _xor(ctx, g_odd, products[0])
-        if not last:
-            prop = products[1]
-    return _with_top_bits(ctx, d, g)
+    return _with_top_bits(ctx, d, carry_tree(ctx, device, TWO_PARTY, g, prop, levels))
 
 
 def multi_and(ctx, device, inputs, products):
@@ -303,10 +298,7 @@ def zero_bits(ctx, device, d):
     if ring.words > 1:  # an element's words, one after another: one stream of ring.bits bits
         z = {p: ctx.emit(p, "reshape", [w], "bool", {"new_sizes": (w.type.size,)})
              for p, w in _element_words(ctx, device, z).items()}
-    for _ in range(ring.bits.bit_length() - 1):
-        even, odd = _unzip(ctx, z)
-        (z,) = and_gates(ctx, device, [(even, odd)])
-    return z
+    return and_tree(ctx, device, TWO_PARTY, z, ring.bits.bit_length() - 1)
 
 
 def _compare_with(circuit):
@@ -496,22 +488,7 @@ def _adder(ctx, device, shares, shape):
     zeros = {p: ctx.emit(p, "xor", [shares[p], shares[p]], "bool") for p in (p0, p1)}
     x = {p0: shares[p0], p1: zeros[p1]}
     y = {p0: zeros[p0], p1: shares[p1]}
-    (g,) = and_gates(ctx, device, [(x, y)])
-    prop = {p0: shares[p0], p1: shares[p1]}
-    total = dict(prop)
-    shift = 1
-    while shift < 64:
-        g_up = {p: ctx.emit(p, "shl", [g[p]], "bool", {"bits": shift}) for p in (p0, p1)}
-        p_up = {p: ctx.emit(p, "shl", [prop[p]], "bool", {"bits": shift}) for p in (p0, p1)}
-        last = shift == 32
-        pairs = [(prop, g_up)] + ([] if last else [(prop, p_up)])
-        products = and_gates(ctx, device, pairs)
-        g = _xor(ctx, g, products[0])
-        if not last:
-            prop = products[1]
-        shift *= 2
-    carries = {p: ctx.emit(p, "shl", [g[p]], "bool", {"bits": 1}) for p in (p0, p1)}
-    return _xor(ctx, total, carries)
+    return add_words(ctx, device, TWO_PARTY, x, y)
 
 
 def _lower_b2a(ctx, node):

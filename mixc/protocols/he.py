@@ -34,8 +34,10 @@ the evaluator's plaintext or a public value):
 - dot_general and conv_general_dilated with a plaintext matrix/kernel
   (either operand): the matrix-product packing (``MatmulPlan``, Cheetah-style
   coefficient encoding; convolution as kernel-matrix times im2col patches);
-- reduce_sum, pad, concatenate, and any of the above where the elements do
-  not line up or a ciphertext must be multiplied again: a *refresh*. The
+- reduce_sum, pad, concatenate, dynamic_slice / dynamic_update_slice at a
+  start index known only at run time (a loop's counter: public), and any of
+  the above where the elements do not line up or a ciphertext must be
+  multiplied again: a *refresh*. The
   evaluator masks the ciphertext with fresh uniform s, sanitises it
   (``mask_and_extract``: re-randomised, noise flooded) and sends it; the key
   owner decrypts v + s; now v = (v + s) + (-s) is additively shared between
@@ -72,6 +74,20 @@ truncated: products need 2f <= 56, so on a device with ``fraction_bits``
 above 28 any product by a fractional plaintext is a compile error. Moving a
 value into MPC shares truncates it back to the MPC device's f.
 
+Loops (``lax.fori_loop``, ``while_loop``, ``mixc.fori_loop``; a scan that
+reads or writes rows unrolls) stay one ``loop`` op: a carried ciphertext keeps
+one layout -- element positions and fraction bits -- in every iteration
+(``HeCarry``). ``passes.lower`` lowers the body on trial from the layout of
+what enters, then from what the body yields, and from the layouts of the
+body's own ciphertexts (an accumulator adding up a matrix product keeps that
+product's packing), and keeps the layout whose iteration sends the fewest
+messages. What enters, and what the body yields, is brought to it: fewer
+fraction bits at the same positions by a product with 2^bits (local), else by
+a refresh (a truncating one where it carries more bits) re-encrypted at the
+layout's positions. E.g. b <- 0.9 b - 0.1 m_i keeps 3f bits: each iteration
+truncates b to f bits in the refresh its product by 0.9 needs and scales the
+2f-bit result back up.
+
 ``reveal(x, owner's PYU)``: the evaluator sanitises and sends the values'
 coefficients; the owner decrypts. ``reveal(x, evaluator's PYU)``: the same
 with a mask s; the owner returns v + s and the evaluator subtracts s.
@@ -83,8 +99,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..errors import MixcError
+from ..ir.core import walk
 from ..ir.ops import OPS
-from . import Cost, register
+from . import Cost, register, register_loop_carrier
 from .hepack import Product, apply_local, apply_numpy, he_keys, product_cost
 from .hepack import he_runtime as _he
 from .plaintext import MPC_PUBLIC_OPS, lower_local
@@ -99,6 +116,9 @@ STRUCTURAL = ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "t
 AFFINE = ("add", "sub", "neg", "reduce_sum", "concatenate", "pad", "convert_element_type") \
     + STRUCTURAL
 PRODUCTS = ("mul", "div", "dot_general", "conv_general_dilated")
+# ops at a start index known at run time (a loop's counter), and where their indices begin:
+# a ciphertext's positions are fixed when compiling, so these refresh (the general path)
+DYNAMIC = {"dynamic_slice": 1, "dynamic_update_slice": 2}
 
 
 # ------------------------------------------------------------ fraction bits
@@ -114,7 +134,7 @@ def _integer_constant(v, module):
         return None
     producers = module.__dict__.get("_he_producers")
     if producers is None or v not in producers:
-        producers = {r: n for n in module.nodes for r in n.results}
+        producers = {r: n for n in walk(module.nodes) for r in n.results}
         module.__dict__["_he_producers"] = producers
     n = producers.get(v)
     if n is not None and n.op == "broadcast_in_dim":
@@ -157,7 +177,15 @@ def _ciphertext_fracs(module):
     """Fraction bits of every ciphertext value once lowered: ``_Lowering``'s rules replayed
     on the graph, so declared costs know which products truncate their operand."""
     fracs = {}
-    for node in module.nodes:
+    _replay_fracs(module, module.nodes, fracs)
+    return fracs
+
+
+def _replay_fracs(module, nodes, fracs):
+    for node in nodes:
+        if node.body is not None:
+            _replay_loop_fracs(module, node, fracs)
+            continue
         if not node.results or node.results[0].type.kind != "he":
             continue
         f = module.devices[node.results[0].type.place].fraction_bits
@@ -174,7 +202,39 @@ def _ciphertext_fracs(module):
             fracs[node.result] = max(frac(v) for v in carriers + [node.result])
         else:
             fracs[node.result] = max(frac(v) for v in carriers)
-    return fracs
+
+
+def _replay_loop_fracs(module, loop, fracs):
+    """A loop's ciphertexts: its carried ones enter with their own bits, then with what the
+    body yields, as ``HeCarry`` settles them (an estimate: here bits only, no positions);
+    without a fixed point, the most bits seen (what goes round is scaled up to them)."""
+    body, captures = loop.body, loop.attrs["captures"]
+
+    def bits(v, arg):
+        if v.type.kind == "he":
+            return fracs[v]
+        return _natural_frac(arg.type.dtype, module.devices[arg.type.place].fraction_bits) or 0
+    for v, a in zip(loop.operands, body.args):
+        if a.type.kind == "he":
+            fracs[a] = bits(v, a)
+    carried = [(a, y) for a, y in zip(body.args[captures:], body.nodes[-1].operands)
+               if a.type.kind == "he"]
+    seen = []
+    for _ in range(3):
+        _replay_fracs(module, body.nodes, fracs)
+        following = [bits(y, a) for a, y in carried]
+        seen.append(following)
+        if following == [fracs[a] for a, _ in carried]:
+            break
+        for (a, _), b in zip(carried, following):
+            fracs[a] = b
+    else:
+        for i, (a, _) in enumerate(carried):
+            fracs[a] = max(s[i] for s in seen)
+        _replay_fracs(module, body.nodes, fracs)
+    for r, a in zip(loop.results, body.args[captures:]):
+        if a.type.kind == "he":
+            fracs[r] = fracs[a]
 
 
 def _truncates_operand(node, x, module):
@@ -222,6 +282,27 @@ def place_kind(node, device, kinds, module):
     return "he"
 
 
+def carried_kind(module, arg, values, kinds):
+    """The kind of a loop's block argument on an HE device that takes ``values`` (what
+    enters it; or the argument and what the body yields): public if all are, one party's
+    private value if all are that party's, else a ciphertext (``passes.place``)."""
+    owners = module.__dict__.setdefault("_he_place_owners", {})
+    holders = set()
+    for v in values:
+        if v.type.place != arg.type.place:  # a party's plaintext, moved in as private
+            holders.update(module.devices[v.type.place].parties)
+        elif kinds.get(v) == "he":
+            return "he"
+        elif kinds.get(v) != "public":
+            holders.add(owners.get(v))
+    if not holders:
+        return "public"
+    if len(holders) == 1 and None not in holders:
+        owners[arg] = next(iter(holders))
+        return "private"
+    return "he"
+
+
 # ------------------------------------------------------------ HE values during lowering
 
 class Ct:
@@ -240,13 +321,12 @@ def _state(ctx):
 
 
 class _Lowering:
-    def __init__(self, ctx, node):
+    def __init__(self, ctx, node, dev=None):
         self.ctx, self.node = ctx, node
-        dev = ctx.source.devices[node.results[0].type.place] if node.results else None
-        if node.op == "reveal":
-            dev = ctx.source.devices[node.operands[0].type.place]
-        if node.op == "to":
-            dev = ctx.source.devices[node.operands[0].type.place]
+        if dev is None:
+            dev = ctx.source.devices[node.results[0].type.place] if node.results else None
+            if node.op in ("reveal", "to"):
+                dev = ctx.source.devices[node.operands[0].type.place]
         self.device = dev
         self.owner, self.ev = dev.key_owner, dev.evaluator
         if self.ev is None:
@@ -471,10 +551,18 @@ class _Lowering:
         node = self.node
         frac = max(self.frac_of(v) for v, r in zip(node.operands, roles) if r in ("H", "O"))
         owner_parts, ev_parts, products = [], [], 0
-        for v, r in zip(node.operands, roles):
+        for i, v in enumerate(node.operands):
+            r = roles[i]
             if r == "P" and node.op == "pad" and v is node.operands[1]:
                 owner_parts.append(None)
                 ev_parts.append(self.encode(self.ev, v, frac))
+                continue
+            if i >= DYNAMIC.get(node.op, len(roles)):  # a start index: both use it as is
+                if r != "P":
+                    raise MixcError(f"{node.loc or node.op}: {node.op} on HE device "
+                                    f"{self.device.name} needs public start indices")
+                owner_parts.append(self.ctx.parts[v][self.owner])
+                ev_parts.append(self.ctx.parts[v][self.ev])
                 continue
             o, e, k = self.parts(v, frac)
             owner_parts.append(o)
@@ -613,6 +701,95 @@ class _Lowering:
                             f"the key owner or the evaluator, not {dst}")
         vals = self.emit(dst, "take", [w], "plain", take)
         self.ctx.parts[self.node.result] = {dst: self.emit(dst, "decode", [vals], "plain", decode)}
+
+
+# ------------------------------------------------------------ loops
+
+class Layout:
+    """Where a carried ciphertext value's elements sit (flat positions, ciphertext count)
+    and the fraction bits it carries: one layout in every iteration of its loop."""
+
+    def __init__(self, pos, count, frac):
+        self.pos, self.count, self.frac = np.asarray(pos, dtype=np.int64), int(count), int(frac)
+
+    def __eq__(self, other):
+        return (isinstance(other, Layout) and (self.count, self.frac) == (other.count, other.frac)
+                and np.array_equal(self.pos, other.pos))
+
+    __hash__ = None
+
+
+class HeCarry:
+    """A loop's carried (or captured) ciphertext value (``passes.lower._settle``): the
+    layout it enters with, or what its body yields, brought to the one it keeps.
+
+    Bringing a value to a layout: a ciphertext with the same positions and fewer fraction
+    bits is multiplied by 2^bits (local); otherwise -- other positions, more bits (a
+    truncating refresh), or a plaintext / public value entering -- the evaluator refreshes
+    it (one round trip), the owner encrypts its part at the layout's positions and the
+    evaluator adds its own part in. A layout whose positions repeat (a broadcast ciphertext)
+    is not kept: such a value is refreshed into a dense layout."""
+
+    def layout_of(self, ctx, v, arg, loop):
+        """The layout ``v`` gives block argument ``arg``: its own, or a dense one."""
+        if v.type.kind == "he":
+            c = _state(ctx)[v]
+            if np.unique(c.pos.reshape(-1)).size == c.pos.size:
+                return Layout(c.pos, c.count, c.frac)
+            frac = c.frac
+        else:
+            frac = _Lowering(ctx, loop, ctx.device_of(arg)).natural_frac(arg)
+        size = int(np.prod(arg.type.shape, dtype=np.int64))
+        return Layout(np.arange(size, dtype=np.int64).reshape(arg.type.shape),
+                      max(1, -(-size // _he().N)), frac)
+
+    def enter(self, ctx, v, arg, layout, loop):
+        """The evaluator's piece of ``v`` as a ciphertext in ``layout``."""
+        low = _Lowering(ctx, loop, ctx.device_of(arg))
+        if v.type.kind == "he":
+            c = _state(ctx)[v]
+            if c.count == layout.count and np.array_equal(c.pos, layout.pos) \
+                    and c.frac <= layout.frac:
+                return {low.ev: self._full(low, low.scale_ct(c, layout.frac - c.frac).value,
+                                           arg, layout)}
+        o, t, _ = low.parts(v, layout.frac)
+        if o is None:
+            o = low.zeros(low.owner, arg.type.shape)
+        ct = low.encrypt(o, layout.pos, layout.count,
+                         "HE ciphertext (a loop's carried value, in the layout it keeps)")
+        return {low.ev: self._full(low, ct, arg, layout, t)}
+
+    @staticmethod
+    def _full(low, ct, arg, layout, plain=None):
+        """``ct`` (plus the evaluator's ``plain`` part) in full ciphertexts, as every
+        iteration's value is (a fresh encryption is smaller: seeded)."""
+        if plain is None and ct.type.shape[0] == layout.count * _he().FULL:
+            return ct
+        if plain is None:
+            plain = low.zeros(low.ev, arg.type.shape)
+        return low.emit(low.ev, "he.add_plain", [ct, plain], "he",
+                        {"positions": layout.pos.reshape(-1).astype(np.int32),
+                         "count": layout.count})
+
+    def alternatives(self, ctx, arg, most=4):
+        """The layouts of ciphertexts of ``arg``'s shape that the loop's body made (at most
+        ``most``, the last made first): an accumulator that keeps the packing of what it
+        adds up adds it without a refresh."""
+        found = []
+        for v, c in reversed(list(_state(ctx).items())):
+            if tuple(v.type.shape) != tuple(arg.type.shape) or v.type.place != arg.type.place \
+                    or np.unique(c.pos.reshape(-1)).size != c.pos.size:
+                continue
+            layout = Layout(c.pos, c.count, c.frac)
+            if layout not in found:
+                found.append(layout)
+            if len(found) == most:
+                break
+        return found
+
+    def bind(self, ctx, v, layout):
+        (piece,) = ctx.parts[v].values()
+        _state(ctx)[v] = Ct(piece, layout.pos, layout.count, layout.frac, 0)
 
 
 def _pairing(pa, pb):
@@ -755,7 +932,7 @@ def _all_public(kinds, node, module):
     return all(k == "public" for k in kinds)
 
 
-for _op in AFFINE + PRODUCTS:
+for _op in AFFINE + PRODUCTS + tuple(DYNAMIC):
     register(PROTOCOL, _op, device="HE", accepts=_mixed, result_kind="he", cost=_cost,
              lower=_lower, doc="a linear op on ciphertexts under the key owner's key")
 def _into_mpc(kinds, node, module):
@@ -782,6 +959,7 @@ for _op in sorted(set(("constant",) + AFFINE + PRODUCTS + MPC_PUBLIC_OPS)):
     register(PUBLIC_PROTOCOL, _op, device="HE", accepts=_all_public, result_kind="public",
              cost=lambda n, m: Cost(), lower=lower_local,
              doc="public values on an HE device: computed by both parties")
+register_loop_carrier("he", HeCarry())
 __all__ = ["PROTOCOL", "HE_PROTOCOL", "place_kind", "Product", "he_keys"]
 
 PARAMS_TEXT = ("RLWE n = 8192, log2 q = 218, t = 2^64, 128-bit security; results noise-flooded "

@@ -47,7 +47,28 @@ LOCAL_OPS = tuple(MPC_PUBLIC_OPS) + ("conv_general_dilated",)
 
 def _compute_owners(module):
     own = {}
-    for n in module.nodes:
+    _owners_in(module, module.nodes, own)
+    return own
+
+
+def _single_party(module, value):
+    device = module.devices.get(value.type.place)
+    return device.parties[0] if device is not None and len(device.parties) == 1 else None
+
+
+def _owners_in(module, nodes, own):
+    """Owners of the private values in ``nodes``; a loop's private argument and result are
+    its entering value's (``place`` keeps a carried private value at one owner)."""
+    for n in nodes:
+        if n.body is not None:
+            for v, a in zip(n.operands, n.body.args):
+                if a.type.kind == "private":
+                    own[a] = own.get(v) or _single_party(module, v)
+            _owners_in(module, n.body.nodes, own)
+            for r, a in zip(n.results, n.body.args[n.attrs["captures"]:]):
+                if r.type.kind == "private" and own.get(a):
+                    own[r] = own[a]
+            continue
         for r in n.results:
             if r.type.kind != "private":
                 continue
@@ -60,7 +81,6 @@ def _compute_owners(module):
                 if v in own:
                     own[r] = own[v]
                     break
-    return own
 
 
 def owner_of(value, module):

@@ -85,18 +85,22 @@ def reveal_shares(ctx, node):
                                             {"frac_bits": f, "dtype": x.type.dtype})}
 
 
-def run_time_slice_rule(share_kind, shares_fn, words_only=False):
+def run_time_slice_rule(share_kind, shares_fn, words_only=False, fits=None):
     """(accepts, lower) of dynamic_slice / dynamic_update_slice on ``share_kind`` shares
     read by ``shares_fn(ctx, value, device)``, starts public; ``words_only``: not for
-    packed bits (bool values), whose slices are not whole words."""
+    packed bits (bool values), whose slices are not whole words; ``fits(node, module)``:
+    the devices the protocol runs on (2-party ones by default). A party's piece may be a
+    tuple (replicated shares): each component is sliced alike."""
+    from .common import two_party
+    fits = fits or two_party
+
     def data_count(node):
         return 1 if node.op == "dynamic_slice" else 2
 
     def accepts(kinds, node, module):
-        from .common import two_party
         n = data_count(node)
         return (share_kind in kinds[:n] and all(k in (share_kind, "public") for k in kinds[:n])
-                and all(k == "public" for k in kinds[n:]) and two_party(node, module)
+                and all(k == "public" for k in kinds[n:]) and fits(node, module)
                 and not (words_only and node.result.type.dtype == "bool"))
 
     def lower(ctx, node):
@@ -105,9 +109,15 @@ def run_time_slice_rule(share_kind, shares_fn, words_only=False):
         data = [shares_fn(ctx, v, device) for v in node.operands[:n]]
         starts = node.operands[n:]
         attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
-        ctx.parts[node.result] = {
-            p: ctx.emit(p, node.op, [d[p] for d in data] + [ctx.parts[s][p] for s in starts],
-                        share_kind, attrs)
-            for p in parties(device)}
-    lower.__doc__ = "Each party slices (or updates) its own share at the public starts."
+
+        def each(p, pieces):
+            return ctx.emit(p, node.op, pieces + [ctx.parts[s][p] for s in starts],
+                            share_kind, attrs)
+        out = {}
+        for p in device.parties:
+            mine = [d[p] for d in data]
+            out[p] = (tuple(each(p, list(parts)) for parts in zip(*mine))
+                      if isinstance(mine[0], tuple) else each(p, mine))
+        ctx.parts[node.result] = out
+    lower.__doc__ = "Each party slices (or updates) its own share(s) at the public starts."
     return accepts, lower

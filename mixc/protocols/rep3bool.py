@@ -1,0 +1,399 @@
+"""Three-party replicated boolean (XOR) sharing, comparisons and conversions (ABY3 style).
+
+A boolean-shared value is b = b0 ^ b1 ^ b2; party Pi holds (b_i, b_{i+1}) as
+``rep3`` holds arithmetic shares. Bool-dtype values are packed 64 to a u64
+word as in ``bool2pc``. XOR, NOT, shifts and moves are local; a public
+constant is XORed into b0 (P0's first piece, P2's second).
+
+- AND (``and_gates``): Pi computes z_i = x_i y_i ^ x_i y_{i+1} ^ x_{i+1} y_i
+  ^ a_i with the XOR zero sharing a_i = F(Pi~P(i+1)) ^ F(P(i-1)~Pi) and sends
+  z_i to P(i-1): one round, one word per party per 64 gates.
+- ``lt`` is msb(a - b). With d = a - b replicated, u = d0 + d1 is P0's (it
+  holds both) and v = d2 is P1's and P2's. P0 XOR-shares u (one word per
+  element to P1, masked by a P0~P2 PRG word); v already is a boolean
+  sharing (its share sits in slot 2, the other slots 0). Then msb(u + v) =
+  u_63 ^ v_63 ^ carry, the carry from the generate/propagate tree of
+  ``circuits.carry_tree`` (G = u & v on the 63 low positions, 6 levels).
+  Exact whenever |a - b| < 2^63 in the ring. 8 rounds.
+- ``eq`` is a zero test: d = 0 iff u = -d2, i.e. every bit of NOT(u ^ -d2)
+  is 1: ``circuits.and_tree`` over 64 bits (1 + 6 rounds).
+- A2B of 0/1 values is local (the low bit of d0 + d1 + d2 is the XOR of the
+  shares' low bits). B2A of bits (bit injection): b = b0 ^ b1 ^ b2 with
+  x ^ y = x + y - 2xy on the trivial arithmetic sharings of the b_k: P0
+  holds b0 and b1, so b0 ^ b1 is its 3-out-of-3 share, re-shared (one
+  round), then one ``rep3`` product with b2 (one round).
+
+What is not here raises "no protocol implements ..." at build: A2B/B2A of
+full words (integer bit manipulation, floor/round), the 128-bit ring.
+"""
+import numpy as np
+
+from . import Cost, register, register_public_sharing
+from .circuits import Family, add_words, and_tree, carry_tree, each, xor
+from .rep3 import (RING_BYTES, cross_terms, relay_open, reshare, shares_of, three_party,
+                   trio)
+from .ring import ring_of
+from .shares import run_time_slice_rule
+from ..passes.lower import seed_name
+
+PROTOCOL = "rep3.bool"
+WORD = 8
+LOW63 = (1 << 63) - 1
+
+
+def _device(ctx, value):
+    return ctx.source.devices[value.type.place]
+
+
+def _words(n):
+    return -(-n // 64)
+
+
+# ------------------------------------------------------------ AND gates
+
+def _pair_words(ctx, a, b, shape):
+    """The same uniform u64 words at ``a`` and ``b`` from their pairwise key."""
+    seed = seed_name(a, b)
+    stream = ctx.stream(seed)
+    return {p: ctx.random(p, seed, shape, stream, "bool") for p in (a, b)}
+
+
+def and_gates(ctx, device, pairs):
+    """Replicated XOR shares of x & y for each pair, all in one round."""
+    ps = trio(device)
+    out = []
+    for x, y in pairs:
+        shape = x[ps[0]][0].type.shape
+        draws = [_pair_words(ctx, ps[i], ps[(i + 1) % 3], shape) for i in range(3)]
+        z = {}
+        for i, p in enumerate(ps):
+            (x0, x1), (y0, y1) = x[p], y[p]
+            both = ctx.emit(p, "xor", [y0, y1], "bool")
+            cross = ctx.emit(p, "xor", [ctx.emit(p, "and", [x0, both], "bool"),
+                                        ctx.emit(p, "and", [x1, y0], "bool")], "bool")
+            zero = ctx.emit(p, "xor", [draws[i][p], draws[(i - 1) % 3][p]], "bool")
+            z[p] = ctx.emit(p, "xor", [cross, zero], "bool")
+        out.append({p: (z[p], ctx.xfer(z[ps[(i + 1) % 3]], p, "re-shared AND", "bool"))
+                    for i, p in enumerate(ps)})
+    return out
+
+
+REP3 = Family("rep3", and_gates, pieces=list, build=tuple)
+
+
+# ------------------------------------------------------------ local helpers
+
+def _flat(ctx, shares):
+    return each(REP3, shares, lambda p, s: ctx.emit(p, "reshape", [s], s.type.kind,
+                                                     {"new_sizes": (s.type.size,)}))
+
+
+def _zeros(ctx, party, shape):
+    zero = ctx.const(party, np.uint64(0))
+    return ctx.emit(party, "broadcast_in_dim", [zero], "bool",
+                    {"shape": tuple(shape), "broadcast_dimensions": ()})
+
+
+def _xor_public(ctx, device, shares, word):
+    """shares ^ word (a public u64 constant): only slot 0 changes."""
+    p0, _, p2 = trio(device)
+    out = dict(shares)
+    c0 = ctx.const(p0, np.uint64(word))
+    c2 = ctx.const(p2, np.uint64(word))
+    out[p0] = (ctx.emit(p0, "xor", [shares[p0][0], c0], "bool"), shares[p0][1])
+    out[p2] = (shares[p2][0], ctx.emit(p2, "xor", [shares[p2][1], c2], "bool"))
+    return out
+
+
+def _summands(ctx, device, d, negate_last=False):
+    """Boolean replicated shares of u = d0 + d1 (P0's, shared by one message) and of
+    v = d2 (or -d2; already a sharing: slot 2 holds it), for arithmetic shares d."""
+    p0, p1, p2 = trio(device)
+    d = _flat(ctx, d)
+    shape = d[p0][0].type.shape
+    u = ctx.emit(p0, "add", list(d[p0]), "bool")
+    r = _pair_words(ctx, p2, p0, shape)  # slot 0
+    masked = ctx.emit(p0, "xor", [u, r[p0]], "bool")  # slot 1
+    v1, v2 = d[p1][1], d[p2][0]
+    if negate_last:
+        v1, v2 = ctx.emit(p1, "neg", [v1], "bool"), ctx.emit(p2, "neg", [v2], "bool")
+    us = {p0: (r[p0], masked),
+          p1: (ctx.xfer(masked, p1, "XOR-shared summand (comparison)", "bool"),
+               _zeros(ctx, p1, shape)),
+          p2: (_zeros(ctx, p2, shape), r[p2])}
+    vs = {p0: (_zeros(ctx, p0, shape), _zeros(ctx, p0, shape)),
+          p1: (_zeros(ctx, p1, shape), v1),
+          p2: (v2, _zeros(ctx, p2, shape))}
+    return us, vs
+
+
+def msb_bits(ctx, device, d):
+    """Packed boolean shares of msb(d) for replicated arithmetic shares d."""
+    u, v = _summands(ctx, device, d)
+    low = [each(REP3, s, lambda p, w: ctx.emit(p, "and", [w, ctx.const(p, np.uint64(LOW63))],
+                                               "bool")) for s in (u, v)]
+    (g,) = and_gates(ctx, device, [tuple(low)])
+    # position 63 is the identity of the combine (G = 0, P = 1): 64 positions reduce evenly
+    prop = _xor_public(ctx, device, xor(ctx, REP3, *low), 1 << 63)
+    carry = carry_tree(ctx, device, REP3, g, prop, 6)
+    top = each(REP3, xor(ctx, REP3, u, v), lambda p, w: ctx.emit(
+        p, "bits_pack", [ctx.emit(p, "lshr", [w], "bool", {"bits": 63})], "bool"))
+    return xor(ctx, REP3, top, carry)
+
+
+def zero_bits(ctx, device, d):
+    """Packed boolean shares of (d == 0) for replicated arithmetic shares d."""
+    u, v = _summands(ctx, device, d, negate_last=True)
+    same = _xor_public(ctx, device, xor(ctx, REP3, u, v), (1 << 64) - 1)
+    return and_tree(ctx, device, REP3, same, 6)
+
+
+def _compare_with(circuit):
+    def lower(ctx, node):
+        device = _device(ctx, node.result)
+        ring_of(device).require_64(f"{node.op} (3-party replicated sharing)", device)
+        a, b = (shares_of(ctx, v, device) for v in node.operands)
+        d = {p: tuple(ctx.emit(p, "sub", [a[p][k], b[p][k]], "arith") for k in range(2))
+             for p in a}
+        ctx.parts[node.result] = circuit(ctx, device, d)
+    return lower
+
+
+# ------------------------------------------------------------ logic and moves on bits
+
+def bool_shares_of(ctx, value, device, shape=None):
+    """Boolean replicated shares of a bool-kind or public bool value (public: slot 0)."""
+    if value.type.kind == "bool":
+        return ctx.parts[value]
+    p0, p1, p2 = trio(device)
+    pieces = {}
+    for p in (p0, p2):
+        plain = ctx.parts[value][p]
+        if shape is not None and tuple(value.type.shape) != tuple(shape):
+            plain = ctx.emit(p, "broadcast_in_dim", [plain], "public",
+                             {"shape": tuple(shape), "broadcast_dimensions": ()})
+        pieces[p] = ctx.emit(p, "bits_pack", [plain], "public")
+    words = pieces[p0].type.shape
+    return {p0: (pieces[p0], _zeros(ctx, p0, words)),
+            p1: (_zeros(ctx, p1, words), _zeros(ctx, p1, words)),
+            p2: (_zeros(ctx, p2, words), pieces[p2])}
+
+
+def _lower_logic(ctx, node):
+    device = _device(ctx, node.result)
+    xs = [bool_shares_of(ctx, v, device, node.result.type.shape) for v in node.operands]
+    if node.op == "xor":
+        out = xor(ctx, REP3, *xs)
+    elif node.op == "not":
+        out = _xor_public(ctx, device, xs[0], (1 << 64) - 1)
+    elif node.op == "and":
+        (out,) = and_gates(ctx, device, [tuple(xs)])
+    else:  # or: x | y = x ^ y ^ (x & y)
+        (both,) = and_gates(ctx, device, [tuple(xs)])
+        out = xor(ctx, REP3, xor(ctx, REP3, *xs), both)
+    ctx.parts[node.result] = out
+
+
+def _lower_structural(ctx, node):
+    """Moves of packed bits: unpack, move, pack, on every piece."""
+    device = _device(ctx, node.result)
+    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
+    xs = [bool_shares_of(ctx, v, device) for v in node.operands]
+    out = {}
+    for p in trio(device):
+        comps = []
+        for k in range(2):
+            elems = [ctx.emit(p, "bits_unpack", [x[p][k]], "bool", {"shape": tuple(v.type.shape)})
+                     for x, v in zip(xs, node.operands)]
+            moved = ctx.emit(p, node.op, elems, "bool", attrs)
+            comps.append(ctx.emit(p, "bits_pack", [moved], "bool"))
+        out[p] = tuple(comps)
+    ctx.parts[node.result] = out
+
+
+def _lower_reveal(ctx, node):
+    """Open to one party as ``rep3.relay_open`` does, with XOR."""
+    (x,) = node.operands
+    device = _device(ctx, x)
+    (dst,) = ctx.device_of(node.result).parties
+    ps = trio(device)
+    shares = ctx.parts[x]
+    total = relay_open(ctx, ps, shares, dst, shares[ps[0]][0].type.shape, "xor", _pair_words)
+    total = ctx.emit(dst, "bits_unpack", [total], "plain", {"shape": tuple(x.type.shape)})
+    ctx.parts[node.result] = {dst: ctx.emit(dst, "decode", [total], "plain",
+                                            {"frac_bits": 0, "dtype": x.type.dtype})}
+
+
+# ------------------------------------------------------------ conversions
+
+def _lower_a2b(ctx, node):
+    """0/1 values: the low bit of d0 + d1 + d2 is the XOR of the shares' low bits, local.
+    Full words: u = d0 + d1 (P0's, XOR-shared) plus v = d2 by ``circuits.add_words``."""
+    (x,) = node.operands
+    device = _device(ctx, x)
+    if x.type.dtype == "bool":
+        ctx.parts[node.result] = each(REP3, _flat(ctx, ctx.parts[x]),
+                                      lambda p, s: ctx.emit(p, "bits_pack", [s], "bool"))
+        return
+    ring_of(device).require_64("a2b of full words (3-party replicated sharing)", device)
+    u, v = _summands(ctx, device, ctx.parts[x])
+    shape = tuple(x.type.shape)
+    ctx.parts[node.result] = each(REP3, add_words(ctx, device, REP3, u, v), lambda p, w: ctx.emit(
+        p, "reshape", [w], "bool", {"new_sizes": shape}))
+
+
+def inject_bits(ctx, device, b):
+    """Replicated arithmetic shares of b0 ^ b1 ^ b2 for replicated XOR shares of 0/1 u64
+    arrays (bit injection): b0 ^ b1 is P0's 3-out-of-3 share, re-shared (one round), then
+    one product with b2 (one round): x ^ y = x + y - 2xy."""
+    p0, p1, p2 = ps = trio(device)
+    b0, b1 = b[p0]
+    both = ctx.emit(p0, "mul", [b0, b1], "arith")
+    first = ctx.emit(p0, "sub", [ctx.emit(p0, "add", [b0, b1], "arith"),
+                                 ctx.emit(p0, "shl", [both], "arith", {"bits": 1})], "arith")
+    zero = {p: zero_like(ctx, p, b[p][0]) for p in ps}
+    c = reshare(ctx, device, {p0: first, p1: zero[p1], p2: zero[p2]})
+    last = {p0: (zero[p0], zero[p0]), p1: (zero[p1], b[p1][1]), p2: (b[p2][0], zero[p2])}
+
+    def product(party, u, w):
+        return ctx.emit(party, "mul", [u, w], "arith")
+    prod = reshare(ctx, device, cross_terms(ctx, ps, c, last, product))
+    return {p: tuple(ctx.emit(p, "sub", [ctx.emit(p, "add", [c[p][k], last[p][k]], "arith"),
+                                         ctx.emit(p, "shl", [prod[p][k]], "arith", {"bits": 1})],
+                              "arith") for k in range(2)) for p in ps}
+
+
+def _lower_b2a(ctx, node):
+    """Bits: ``inject_bits``. Full words: every bit injected, then sum_i 2^i b_i."""
+    (x,) = node.operands
+    device = _device(ctx, x)
+    shape = tuple(x.type.shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    packed = x.type.dtype == "bool"
+    if not packed:
+        ring_of(device).require_64("b2a of full words (3-party replicated sharing)", device)
+    pieces = ctx.parts[x] if packed else _flat(ctx, ctx.parts[x])
+    bit_shape = (n,) if packed else (n, 64)
+    bits = each(REP3, pieces, lambda p, w: ctx.emit(p, "bits_unpack", [w], "arith",
+                                                    {"shape": bit_shape}))
+    value = inject_bits(ctx, device, bits)
+    if not packed:
+        def weighted(p, s):
+            weights = ctx.const(p, np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64)))
+            return ctx.emit(p, "dot_general", [s, weights], "arith",
+                            {"contract": ((1,), (0,)), "batch": ((), ())})
+        value = each(REP3, value, weighted)
+    ctx.parts[node.result] = each(REP3, value, lambda p, s: ctx.emit(
+        p, "reshape", [s], "arith", {"new_sizes": shape}))
+
+
+def zero_like(ctx, party, like):
+    return ctx.emit(party, "sub", [like, like], "arith")
+
+
+# ------------------------------------------------------------ costs
+
+def _and_cost(words, rounds=1):
+    return Cost(3 * WORD * words, rounds)
+
+
+def _lt_words(n):
+    return n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
+
+
+def _eq_words(n):
+    return sum(-(-n // 2 ** k) for k in range(1, 7))
+
+
+def _lt_cost(node, module):
+    n = node.operands[0].type.size
+    return Cost(WORD * n, 1) + _and_cost(_lt_words(n), 7)
+
+
+def _eq_cost(node, module):
+    n = node.operands[0].type.size
+    return Cost(WORD * n, 1) + _and_cost(_eq_words(n), 6)
+
+
+def _logic_cost(node, module):
+    if node.op in ("and", "or"):
+        return _and_cost(_words(node.result.type.size))
+    return Cost()
+
+
+def _b2a_cost(node, module):
+    t = node.operands[0].type
+    bits = t.size * (1 if t.dtype == "bool" else 64)
+    return Cost(2 * 3 * RING_BYTES * bits, 2)
+
+
+_A2B_AND_WORDS = 1 + 2 * 5 + 1  # the adder's generate, two per shift 1..16, one at 32
+
+
+def _a2b_cost(node, module):
+    t = node.operands[0].type
+    if t.dtype == "bool":
+        return Cost()
+    return Cost(WORD * t.size, 1) + _and_cost(t.size * _A2B_AND_WORDS, 6)
+
+
+def _reveal_cost(node, module):
+    return Cost(2 * WORD * _words(node.operands[0].type.size), 2)
+
+
+def _free(node, module):
+    return Cost()
+
+
+# ------------------------------------------------------------ registration
+
+def _arith_operands(kinds, node, module):
+    return "arith" in kinds and all(k in ("arith", "public") for k in kinds) \
+        and three_party(node, module)
+
+
+def _bool_operands(kinds, node, module):
+    return "bool" in kinds and all(k in ("bool", "public") for k in kinds) \
+        and node.result.type.dtype == "bool" and three_party(node, module)
+
+
+def _bits(kinds, node, module, kind):
+    return kinds == (kind,) and node.operands[0].type.dtype == "bool" \
+        and three_party(node, module)
+
+
+def _one(kinds, node, module, kind):
+    return kinds == (kind,) and three_party(node, module)
+
+
+def _reg(op, accepts, result_kind, cost, lower, wants, doc, device="MPC"):
+    register(PROTOCOL, op, device=device, accepts=accepts, result_kind=result_kind, cost=cost,
+             lower=lower, wants=wants, doc=doc)
+
+
+_reg("lt", _arith_operands, "bool", _lt_cost, _compare_with(msb_bits), "arith",
+     "msb of the difference: P0 XOR-shares d0 + d1, carry tree with d2, 8 rounds")
+_reg("eq", _arith_operands, "bool", _eq_cost, _compare_with(zero_bits), "arith",
+     "zero test of the difference: AND tree, 7 rounds")
+for _op in ("and", "or"):
+    _reg(_op, _bool_operands, "bool", _logic_cost, _lower_logic, "bool",
+         "replicated AND: local cross terms + PRG zero sharing, one re-sharing message")
+for _op in ("xor", "not"):
+    _reg(_op, _bool_operands, "bool", _free, _lower_logic, "bool", "local on XOR shares")
+for _op in ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate",
+            "take"):
+    _reg(_op, _bool_operands, "bool", _free, _lower_structural, "bool",
+         "local: unpack, move, pack")
+_reg("reveal", lambda k, n, m: _bits(k, n, m, "bool"), "plain", _reveal_cost, _lower_reveal,
+     "bool", "open to one party: the XOR of the shares it misses, from one other party",
+     device="PYU")
+_reg("a2b", lambda k, n, m: _one(k, n, m, "arith"), "bool", _a2b_cost, _lower_a2b, "arith",
+     "bits: local (low bits of the shares); words: P0's d0 + d1 plus d2, Kogge-Stone adder")
+_reg("b2a", lambda k, n, m: _one(k, n, m, "bool"), "arith", _b2a_cost, _lower_b2a, "bool",
+     "bit injection: b0 ^ b1 re-shared, then one product with b2 (2 rounds); words: per bit")
+_slice_accepts, _lower_slice = run_time_slice_rule("bool", bool_shares_of, words_only=True,
+                                                  fits=three_party)
+for _op in ("dynamic_slice", "dynamic_update_slice"):
+    _reg(_op, _slice_accepts, "bool", _free, _lower_slice, "bool",
+         "local on both XOR shares of whole words, at starts every party knows")
+register_public_sharing("bool", bool_shares_of, parties=3)

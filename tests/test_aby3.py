@@ -1,0 +1,318 @@
+"""Three parties, honest majority: replicated sharing (``protocols/rep3.py``, ``rep3bool.py``).
+
+Programs run on ``examples/three_party.devices`` (alice, bob, carol; ``mpc``
+over all three, no dealer) and every result is compared with plain JAX.
+
+Error model (f = 18, ring Z_2^64): encoding rounds by 2^-19; linear ops are
+exact; a fixed-point product is truncated by ABY3's share truncation, which
+lands on one of the two fixed-point neighbours of the exact product (2^-18)
+except with probability 2^(l + 1 - 64) per element for |product| < 2^(l - 36)
+(rep3 module docstring): below 2^-27 for the values drawn here, so a wrap in
+these tests is a bug. Comparisons and int32 arithmetic are exact.
+"""
+# No `from __future__ import annotations`: mixc.program needs the Input objects.
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import mixc
+import mixc.passes
+from mixc.bundle import build, simulate
+from mixc.errors import MixcError
+from mixc.protocols import rules_for
+
+from conftest import make_program
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICES = ROOT / "examples" / "three_party.devices"
+ULP = 2.0 ** -18
+
+
+@pytest.fixture(scope="module")
+def trio():
+    return mixc.init_device(str(DEVICES))
+
+
+def run3(cluster, fn, arrays, owners, to="p1", stats=None, prefer=()):
+    """Build fn on mpc with inputs at ``owners`` (device names), reveal to ``to``, simulate."""
+    names = [f"x{i}" for i in range(len(arrays))]
+    specs = {n: mixc.Input(getattr(cluster, o), a.shape, a.dtype)
+             for n, o, a in zip(names, owners, arrays)}
+
+    def body(**kw):
+        out = mixc.device(cluster.mpc)(fn)(*[kw[n] for n in names])
+        return mixc.reveal(out, getattr(cluster, to))
+    prog = make_program(body, specs)
+    bundle = build(prog, verify_between=True, prefer=prefer or None)
+    return simulate(bundle, dict(zip(names, arrays)), stats=stats), bundle
+
+
+def rnd(*shape, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * scale).clip(-4, 4).astype(np.float32)
+
+
+def protocols_of(bundle, op):
+    return {line.split('protocol="')[1].split('"')[0]
+            for line in bundle.stages["select_protocols"].splitlines()
+            if f"= {op}(" in line and "@mpc" in line}
+
+
+# ------------------------------------------------------------ arithmetic
+
+def test_products_and_linear_ops(trio):
+    x, y, w = rnd(6, 5, seed=1), rnd(5, 4, seed=2), rnd(6, 5, seed=3)
+
+    def fn(x, y, w):
+        return (x @ y, x * w + 1.0, (x * 3.0) / 4.0, 2.0 - x, jnp.sum(x, axis=0),
+                jnp.pad(x, 1, constant_values=0.5), x.T.reshape(-1)[3:9])
+    out, bundle = run3(trio, fn, [x, y, w], ["p1", "p2", "p3"])
+    ref = fn(x, y, w)
+    terms = [5, 1, 1, 0, 0, 0, 0]
+    for got, want, k in zip(out, ref, terms):
+        np.testing.assert_allclose(got, want, atol=(4 * k + 2) * ULP + 2.0 ** -20 * np.abs(want).max(),
+                                   rtol=0)
+    assert protocols_of(bundle, "dot_general") == {"rep3"}
+
+
+def test_int_products_are_exact(trio):
+    rng = np.random.default_rng(5)
+    a = rng.integers(-3000, 3000, (50,)).astype(np.int32)
+    b = rng.integers(-3000, 3000, (50,)).astype(np.int32)
+    out, _ = run3(trio, lambda a, b: (a * b + a, a - 2 * b), [a, b], ["p1", "p2"], to="p3")
+    np.testing.assert_array_equal(out[0], a * b + a)
+    np.testing.assert_array_equal(out[1], a - 2 * b)
+
+
+def test_truncation_stays_within_one_ulp(trio):
+    """Every product lands on a fixed-point neighbour of the product of the encoded inputs."""
+    n = 20000
+    x, y = rnd(n, seed=7), rnd(n, seed=8)
+    out, _ = run3(trio, lambda x, y: x * y, [x, y], ["p2", "p3"])
+    enc = lambda v: np.round(v.astype(np.float64) * 2 ** 18) / 2 ** 18  # noqa: E731
+    exact = enc(x) * enc(y)
+    err = np.abs(out.astype(np.float64) - exact)
+    assert err.max() <= ULP + 2.0 ** -24 * np.abs(exact).max(), err.max()
+
+
+def test_bytes_per_multiplication(trio):
+    """One ring element per party per product element (within 1.2x), no dealer: all bytes
+    sent, less the inputs' sharing and the reveal (two elements per element each)."""
+    n = 4096
+    rng = np.random.default_rng(9)
+    a, b = (rng.integers(-1000, 1000, n).astype(np.int32) for _ in range(2))
+    stats = {}
+    out, bundle = run3(trio, lambda a, b: a * b, [a, b], ["p1", "p2"], stats=stats)
+    np.testing.assert_array_equal(out, a * b)
+    assert "dealer" not in bundle.parties
+    sent = sum(s["bytes_sent_total"] for s in stats.values())
+    per_product = (sent - (2 + 2 + 2) * 8 * n) / n
+    assert 3 * 8 <= per_product <= 1.2 * 3 * 8, per_product
+    audit = bundle.audit()
+    assert "honest majority (replicated sharing, ABY3): any one party learns nothing; two " \
+           "colluding learn all" in audit
+    assert "2-party additive sharing" not in audit and "dealer offline" not in audit
+
+
+@settings(max_examples=15, deadline=None)
+@given(hnp.arrays(np.float32, st.integers(1, 12),
+                  elements=st.floats(-2.0 ** 20, 2.0 ** 20, width=32)),
+       st.sampled_from(["p1", "p2", "p3"]), st.sampled_from(["p1", "p2", "p3"]))
+def test_shares_reconstruct(trio, x, owner, to):
+    """Sharing at any party and revealing to any gives the fixed-point value back."""
+    out, _ = run3(trio, lambda v: v + 0.0, [x], [owner], to=to)
+    want = np.round(x.astype(np.float64) * 2 ** 18) / 2 ** 18
+    np.testing.assert_array_equal(out.astype(np.float64), want.astype(np.float32))
+
+
+# ------------------------------------------------------------ boolean shares
+
+def test_comparisons_and_logic(trio):
+    x, y = rnd(130, seed=11), rnd(130, seed=12)
+    y[:10] = x[:10]  # ties
+
+    def fn(x, y):
+        return (x < y, x <= y, x > y, x == y, x != y, ((x < y) & (x > 0)) | ~(y > 1),
+                jnp.logical_xor(x < 0, y < 0))
+    out, bundle = run3(trio, fn, [x, y], ["p1", "p2"])
+    for got, want in zip(out, fn(x, y)):
+        np.testing.assert_array_equal(got, np.asarray(want))
+    assert protocols_of(bundle, "lt") == {"rep3.bool"}
+
+
+def test_nonlinear_built_on_comparisons(trio):
+    """relu, max, select, sigmoid, sort, argmax and secret indexing: the shared translations,
+    unchanged, on the 3-party device."""
+    x, y = rnd(40, seed=13), rnd(40, seed=14)
+    cases = {
+        "relu": (lambda x, y: jnp.maximum(x, 0), 0.0),
+        "max": (lambda x, y: jnp.maximum(x, y), 0.0),
+        "where": (lambda x, y: jnp.where(x < y, x * 2.0, y), 4 * ULP),
+        "sigmoid": (jax.nn.sigmoid, 5e-4),
+        "sort": (lambda x, y: jnp.sort(x), 0.0),
+        "argmax": (lambda x, y: jnp.argmax(x), 0.0),
+        "take": (lambda x, y: x[jnp.argmax(y)], 0.0),
+    }
+    for name, (fn, tol) in cases.items():
+        out, _ = run3(trio, fn if name != "sigmoid" else (lambda x, y: jax.nn.sigmoid(x)),
+                      [x, y], ["p1", "p1"])
+        want = np.asarray(fn(x, y) if name != "sigmoid" else jax.nn.sigmoid(x))
+        np.testing.assert_allclose(np.asarray(out, np.float64), want.astype(np.float64),
+                                   atol=tol + 2 * ULP, rtol=0, err_msg=name)
+
+
+def chain_pass(chain):
+    """A pass putting ``chain`` of conversions before every reveal (as test_conversions)."""
+    kinds = {"a2b": "bool", "b2a": "arith"}
+
+    def run(module):
+        for node in [n for n in module.nodes if n.op == "reveal"]:
+            (v,) = node.operands
+            at = module.nodes.index(node)
+            for i, op in enumerate(chain):
+                v = module.add(op, [v], [v.type.with_(kind=kinds[op])], {}, node.loc,
+                               at=at + i).result
+            node.operands = (v,)
+        return module
+    return run
+
+
+def test_input_and_output_outside_the_device(tmp_path):
+    """A fourth party's input is shared into the device (it sends each party its pair) and
+    the result revealed back to it (two messages)."""
+    four = DEVICES.read_text().replace('domain: ["alice", "bob", "carol"]\ndevice:',
+                                       'domain: ["alice", "bob", "carol", "dave"]\ndevice:\n'
+                                       '  - p4:\n      type: PYU\n      domain: "dave"')
+    (tmp_path / "four.devices").write_text(four)
+    cluster = mixc.init_device(str(tmp_path / "four.devices"))
+    x, y = rnd(10, seed=20), rnd(10, seed=21)
+    out, bundle = run3(cluster, lambda x, y: x * y - x, [x, y], ["p4", "p4"], to="p4")
+    np.testing.assert_allclose(out, x * y - x, atol=8 * ULP, rtol=0)
+    assert set(bundle.parties) == {"alice", "bob", "carol", "dave"}
+
+
+def test_loops_stay_loops(trio):
+    """A lax loop on the 3-party device is one ``loop`` op in every party's program (each
+    party carries both components of its replicated pair), the same size at 4 and 40 steps."""
+    x, w = rnd(8, seed=18), rnd(8, seed=19)
+
+    def fn(steps):
+        return lambda x, w: jax.lax.fori_loop(0, steps, lambda i, a: a * 0.5 + x * w, x)
+    out, bundle = run3(trio, fn(4), [x, w], ["p1", "p3"])
+    np.testing.assert_allclose(out, fn(4)(x, w), atol=16 * ULP, rtol=0)
+    assert all(sum(n.op == "loop" for n in p.nodes) == 1 for p in bundle.programs.values())
+    _, longer = run3(trio, fn(40), [x, w], ["p1", "p3"])
+    for p in bundle.parties:  # only the trip count's digits differ
+        assert abs(len(bundle.text(p)) - len(longer.text(p))) <= 2
+
+
+def test_sgd_loop_with_minibatches_and_comparisons(trio):
+    """Minibatch logistic regression in a fori_loop: dynamic_slice at the counter, sigmoid
+    (comparisons, boolean shares) and a public start carried as replicated shares."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 1.0], np.float32) > 0).astype(np.float32)
+
+    def train(x, y):
+        def step(i, w):
+            xb = jax.lax.dynamic_slice(x, (i * 16, 0), (16, 4))
+            yb = jax.lax.dynamic_slice(y, (i * 16,), (16,))
+            return w - 0.5 * xb.T @ (jax.nn.sigmoid(xb @ w) - yb) / 16
+        return jax.lax.fori_loop(0, 4, step, jnp.zeros(4, jnp.float32))
+    out, bundle = run3(trio, train, [x, y], ["p1", "p2"])
+    np.testing.assert_allclose(out, train(x, y), atol=2e-3, rtol=0)
+    assert all(sum(n.op == "loop" for n in p.nodes) == 1 for p in bundle.programs.values())
+
+
+@settings(max_examples=10, deadline=None)
+@given(hnp.arrays(np.int32, st.integers(1, 70), elements=st.integers(-2 ** 31, 2 ** 31 - 1)),
+       st.sampled_from([("a2b", "b2a"), ("a2b", "b2a", "a2b")]))
+def test_a2b_b2a_identity(trio, x, chain):
+    """a2b and b2a of full words (adder, bit injection) chained as written are the identity."""
+    pipeline = list(mixc.passes.PIPELINE)
+    at = [n for n, _ in pipeline].index("select_protocols")
+    pipeline.insert(at, ("force_conversions", chain_pass(chain)))
+    saved = mixc.passes.PIPELINE
+    mixc.passes.PIPELINE = pipeline
+    try:
+        out, bundle = run3(trio, lambda v: v.reshape(-1), [x], ["p1"])
+    finally:
+        mixc.passes.PIPELINE = saved
+    assert protocols_of(bundle, "a2b") == {"rep3.bool"}
+    np.testing.assert_array_equal(out, x.reshape(-1))
+
+
+# ------------------------------------------------------------ tables, errors, processes
+
+def test_rules_registered_with_costs(trio):
+    for op in ("mul", "dot_general", "lt", "eq", "and", "a2b", "b2a", "reveal", "to"):
+        mine = [r for r in rules_for(op) if r.protocol.startswith("rep3")]
+        assert mine and all(r.doc for r in mine), op
+    x, y = rnd(1000, seed=15), rnd(1000, seed=16)
+    _, bundle = run3(trio, lambda x, y: x * y, [x, y], ["p1", "p2"])
+    report = bundle.stages["select_protocols"]
+    assert 'protocol="rep3"' in report
+
+
+def test_two_party_options_refused_on_three_parties(trio, tmp_path):
+    """What rep3 does not implement is a one-line error naming the op; a 3-party device
+    asking for HE and OT correlations (offline: he) or the 128-bit ring is refused."""
+    x = rnd(4, seed=17)
+    with pytest.raises(MixcError, match="no protocol implements floor on MPC device mpc"):
+        run3(trio, jnp.floor, [x], ["p1"])
+    bad = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
+                                      '      domain: ["alice", "bob", "carol"]\n      offline: he\n')
+    (tmp_path / "bad.devices").write_text(bad)
+    with pytest.raises(MixcError, match="offline: he .* is for 2-party devices"):
+        run3(mixc.init_device(str(tmp_path / "bad.devices")), lambda v: v * v, [x], ["p1"])
+    wide = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
+                                       '      domain: ["alice", "bob", "carol"]\n      ring: 128\n')
+    (tmp_path / "wide.devices").write_text(wide)
+    with pytest.raises(NotImplementedError, match="sharing an input .* 128-bit ring"):
+        run3(mixc.init_device(str(tmp_path / "wide.devices")), lambda v: v * v, [x], ["p1"])
+
+
+CLI_PROGRAM = f'''
+import jax.numpy as jnp
+import mixc
+from mixc import device, reveal
+cluster = mixc.init_device({str(DEVICES)!r})
+p1, p2, p3, mpc = cluster.p1, cluster.p2, cluster.p3, cluster.mpc
+@mixc.program
+def three(a: mixc.Input(p1, (4, 3)), b: mixc.Input(p2, (3, 5)), c: mixc.Input(p3, (4, 5))):
+    r = device(mpc)(lambda a, b, c: (a @ b) * c + 1.0)(a, b, c)
+    return {{"r1": reveal(r, p1), "r3": reveal(r, p3)}}
+'''
+
+
+def test_three_processes_over_tcp(tmp_path):
+    rng = np.random.default_rng(3)
+    arrays = {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=(3, 5)),
+              "c": rng.normal(size=(4, 5))}
+    for k, v in arrays.items():
+        np.save(tmp_path / f"{k}.npy", v.astype(np.float32))
+    (tmp_path / "three.py").write_text(CLI_PROGRAM)
+
+    def mixc_cmd(*args):
+        return subprocess.run([sys.executable, "-m", "mixc", *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    res = mixc_cmd("build", "three.py", "-o", "bundle", "--cost-report")
+    assert res.returncode == 0, res.stderr
+    assert "dot_general  rep3" in res.stdout and "mul          rep3" in res.stdout, res.stdout
+    assert not (tmp_path / "bundle" / "dealer.mir").exists()
+    res = mixc_cmd("run", "bundle", "--local", *[f"--input={k}={tmp_path / k}.npy" for k in arrays],
+                   "--output", "out", "--timeout", 60)
+    assert res.returncode == 0, res.stderr
+    a, b, c = (arrays[k].astype(np.float32) for k in "abc")
+    want = (a @ b) * c + 1.0
+    for party, name in (("alice", "r1"), ("carol", "r3")):
+        got = np.load(tmp_path / "out" / party / f"{name}.npy")
+        np.testing.assert_allclose(got, want, atol=20 * ULP, rtol=0)

@@ -113,20 +113,8 @@ def dealer_free_check(run_steps=20):
     return rec
 
 
-HE_DEVICE = """
-domain: ["alice", "bob"]
-device:
-  - p1:
-      type: PYU
-      domain: "alice"
-  - p2:
-      type: PYU
-      domain: "bob"
-  - he:
-      type: HE
-      domain: ["alice", "bob"]
-      key_owner: "alice"
-"""
+HE_DEVICE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples",
+                         "two_party_he_device.devices")
 
 
 def he_train(steps):

@@ -98,3 +98,19 @@ def plain():
         out = fn(*[jax.numpy.asarray(a) for a in arrays])
         return jax.tree_util.tree_map(np.asarray, out)
     return run
+
+
+def chain_pass(chain):
+    """A pass putting ``chain`` (e.g. ("a2b", "b2a")) of conversions before every reveal."""
+    kinds = {"a2b": "bool", "b2a": "arith"}
+
+    def run(module):
+        for node in [n for n in module.nodes if n.op == "reveal"]:
+            (v,) = node.operands
+            at = module.nodes.index(node)
+            for i, op in enumerate(chain):
+                conv = module.add(op, [v], [v.type.with_(kind=kinds[op])], {}, node.loc, at=at + i)
+                v = conv.result
+            node.operands = (v,)
+        return module
+    return run

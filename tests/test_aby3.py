@@ -29,7 +29,7 @@ from mixc.bundle import build, simulate
 from mixc.errors import MixcError
 from mixc.protocols import rules_for
 
-from conftest import make_program
+from conftest import chain_pass, make_program
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICES = ROOT / "examples" / "three_party.devices"
@@ -167,22 +167,6 @@ def test_nonlinear_built_on_comparisons(trio):
         want = np.asarray(fn(x, y) if name != "sigmoid" else jax.nn.sigmoid(x))
         np.testing.assert_allclose(np.asarray(out, np.float64), want.astype(np.float64),
                                    atol=tol + 2 * ULP, rtol=0, err_msg=name)
-
-
-def chain_pass(chain):
-    """A pass putting ``chain`` of conversions before every reveal (as test_conversions)."""
-    kinds = {"a2b": "bool", "b2a": "arith"}
-
-    def run(module):
-        for node in [n for n in module.nodes if n.op == "reveal"]:
-            (v,) = node.operands
-            at = module.nodes.index(node)
-            for i, op in enumerate(chain):
-                v = module.add(op, [v], [v.type.with_(kind=kinds[op])], {}, node.loc,
-                               at=at + i).result
-            node.operands = (v,)
-        return module
-    return run
 
 
 def test_input_and_output_outside_the_device(tmp_path):

@@ -52,7 +52,7 @@ from mixc.runtime import kernels
 from mixc.runtime.executor import PartyExecutor
 from mixc.runtime.links import InProcessHub
 
-from conftest import secure_program
+from conftest import chain_pass, secure_program
 
 I32_MIN, I32_MAX = -2 ** 31, 2 ** 31 - 1
 FRAC = 18
@@ -173,22 +173,6 @@ def test_bits_and_true_b2a(secure):
 
 
 # ------------------------------------------------------------ forced in the IR: any dtype
-
-def chain_pass(chain):
-    """A pass putting ``chain`` (e.g. ("a2b", "b2a")) of conversions before every reveal."""
-    kinds = {"a2b": "bool", "b2a": "arith"}
-
-    def run(module):
-        for node in [n for n in module.nodes if n.op == "reveal"]:
-            (v,) = node.operands
-            at = module.nodes.index(node)
-            for i, op in enumerate(chain):
-                conv = module.add(op, [v], [v.type.with_(kind=kinds[op])], {}, node.loc, at=at + i)
-                v = conv.result
-            node.operands = (v,)
-        return module
-    return run
-
 
 def forced_chain(cluster, monkeypatch, chain, x):
     """Build and simulate reveal(chain(reshape(x))) with the chain inserted before selection."""

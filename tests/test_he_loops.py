@@ -10,6 +10,7 @@ disclosures once with their multiplicity; one program runs over TCP party proces
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -23,20 +24,7 @@ from mixc.ir.core import walk
 
 from conftest import make_program
 
-DEVICES = """
-domain: ["alice", "bob"]
-device:
-  - p1:
-      type: PYU
-      domain: "alice"
-  - p2:
-      type: PYU
-      domain: "bob"
-  - he:
-      type: HE
-      domain: ["alice", "bob"]
-      key_owner: "alice"
-"""
+DEVICES = str(Path(__file__).resolve().parents[1] / "examples" / "two_party_he_device.devices")
 C = mixc.init_device(DEVICES)
 ATOL = 2e-3
 

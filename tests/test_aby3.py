@@ -246,12 +246,22 @@ def test_rules_registered_with_costs(trio):
     assert 'protocol="rep3"' in report
 
 
+def test_floor_and_ceil_are_exact(trio):
+    """floor clears the fraction bits of the XOR shares (after a full-word A2B); ceil is
+    -floor(-x): exact on the encoded values, as on two parties."""
+    x = rnd(300, seed=23, scale=50.0)
+    enc = np.round(x.astype(np.float64) * 2 ** 18) / 2 ** 18
+    for fn, ref in ((jnp.floor, np.floor), (jnp.ceil, np.ceil)):
+        out, _ = run3(trio, fn, [x], ["p2"])
+        np.testing.assert_array_equal(out, ref(enc).astype(np.float32))
+
+
 def test_two_party_options_refused_on_three_parties(trio, tmp_path):
     """What rep3 does not implement is a one-line error naming the op; a 3-party device
     asking for HE and OT correlations (offline: he) or the 128-bit ring is refused."""
     x = rnd(4, seed=17)
-    with pytest.raises(MixcError, match="no protocol implements floor on MPC device mpc"):
-        run3(trio, jnp.floor, [x], ["p1"])
+    with pytest.raises(MixcError, match="no protocol implements round on MPC device mpc"):
+        run3(trio, jnp.round, [x], ["p1"])
     bad = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
                                       '      domain: ["alice", "bob", "carol"]\n      offline: he\n')
     (tmp_path / "bad.devices").write_text(bad)

@@ -23,13 +23,16 @@ constant is XORed into b0 (P0's first piece, P2's second).
   holds b0 and b1, so b0 ^ b1 is its 3-out-of-3 share, re-shared (one
   round), then one ``rep3`` product with b2 (one round).
 
-What is not here raises "no protocol implements ..." at build: A2B/B2A of
-full words (integer bit manipulation, floor/round), the 128-bit ring.
+``floor`` clears the fraction bits of both XOR shares of every party (local
+after a full-word A2B). What is not here raises "no protocol implements ..."
+at build: rounding to nearest and float -> int casts (``round``,
+``convert_element_type``), integer shifts, the 128-bit ring.
 """
 import numpy as np
 
 from . import Cost, register, register_public_sharing
 from .circuits import Family, add_words, and_tree, carry_tree, each, xor
+from .common import frac_bits
 from .rep3 import (RING_BYTES, cross_terms, relay_open, reshare, shares_of, three_party,
                    trio)
 from .ring import ring_of
@@ -192,6 +195,17 @@ def _lower_logic(ctx, node):
         (both,) = and_gates(ctx, device, [tuple(xs)])
         out = xor(ctx, REP3, xor(ctx, REP3, *xs), both)
     ctx.parts[node.result] = out
+
+
+def _lower_floor(ctx, node):
+    """``floor`` of a boolean-shared float: each party clears the fraction bits of both its
+    XOR shares (an AND with a public mask is local on every share)."""
+    (x,) = node.operands
+    f = frac_bits(_device(ctx, x), x.type.dtype)
+    mask = (1 << 64) - (1 << f)
+    ctx.parts[node.result] = {
+        p: tuple(ctx.emit(p, "and", [s, ctx.const(p, np.uint64(mask))], "bool") for s in pair)
+        for p, pair in ctx.parts[x].items()}
 
 
 def _lower_structural(ctx, node):
@@ -391,6 +405,9 @@ _reg("a2b", lambda k, n, m: _one(k, n, m, "arith"), "bool", _a2b_cost, _lower_a2
      "bits: local (low bits of the shares); words: P0's d0 + d1 plus d2, Kogge-Stone adder")
 _reg("b2a", lambda k, n, m: _one(k, n, m, "bool"), "arith", _b2a_cost, _lower_b2a, "bool",
      "bit injection: b0 ^ b1 re-shared, then one product with b2 (2 rounds); words: per bit")
+_reg("floor", lambda k, n, m: _one(k, n, m, "bool") and n.operands[0].type.dtype == "f32",
+     "bool", _free, _lower_floor, "bool", "local: each party clears the fraction bits of its "
+     "two XOR shares")
 _slice_accepts, _lower_slice = run_time_slice_rule("bool", bool_shares_of, words_only=True,
                                                   fits=three_party)
 for _op in ("dynamic_slice", "dynamic_update_slice"):

@@ -233,6 +233,9 @@ def _observable_pieces(g, parts, places, captured):
     ``hoist_invariants``), those of the value outside it stands for; None if none do."""
     while True:
         pieces = parts.get(g)
+        if pieces is not None:
+            # replicated shares: party i holds (x_i, x_{i+1}); the first components add up
+            pieces = {p: v[0] if isinstance(v, tuple) else v for p, v in pieces.items()}
         if pieces is not None and all(v in places.owner for v in pieces.values()):
             return pieces
         if g not in captured:
@@ -446,8 +449,9 @@ def _local_loop(global_loop, parts, places):
         return None
     for r in global_loop.results:
         for piece in parts.get(r, {}).values():
-            if piece in places.made_by:
-                return places.made_by[piece]
+            for v in piece if isinstance(piece, tuple) else (piece,):
+                if v in places.made_by:
+                    return places.made_by[v]
     return None
 
 

@@ -246,6 +246,16 @@ def test_rules_registered_with_costs(trio):
     assert 'protocol="rep3"' in report
 
 
+def test_range_sanitizer_reads_replicated_shares(trio):
+    """simulate's range check puts the 3-party shares back together: a product that wraps
+    (x * x at 3e4, past 2^26 before truncation) warns at the author's line, in a loop too."""
+    x = np.array([1.0, 2.0, 3e4, 4.0], np.float32)
+    with pytest.warns(mixc.RangeWarning, match="mul: a product of magnitude 9e\\+08"):
+        run3(trio, lambda x: x * x, [x], ["p1"])
+    with pytest.warns(mixc.RangeWarning, match="before truncation"):
+        run3(trio, lambda x: jax.lax.fori_loop(0, 3, lambda i, a: a * x, x), [x], ["p1"])
+
+
 def test_floor_and_ceil_are_exact(trio):
     """floor clears the fraction bits of the XOR shares (after a full-word A2B); ceil is
     -floor(-x): exact on the encoded values, as on two parties."""

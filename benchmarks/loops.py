@@ -65,17 +65,22 @@ def data():
     return x, y
 
 
-def build_check():
-    rec = {"check": "build"}
-    program(10).build()  # warm-up: JAX's first traces and compilations
-    for steps in (10, 5000):
+def build_ratios(rec, make, steps):
+    """``rec`` with the build time and party-program bytes of ``make(10)`` and
+    ``make(steps)`` and their ratios (after a warm-up build: JAX's first traces)."""
+    make(10).build()
+    for n in (10, steps):
         t = time.perf_counter()
-        bundle = program(steps).build()
-        rec[f"build_s_{steps}"] = round(time.perf_counter() - t, 4)
-        rec[f"program_bytes_{steps}"] = sum(len(bundle.text(p)) for p in bundle.parties)
-    rec["build_ratio"] = round(rec["build_s_5000"] / rec["build_s_10"], 3)
-    rec["size_ratio"] = round(rec["program_bytes_5000"] / rec["program_bytes_10"], 3)
+        bundle = make(n).build()
+        rec[f"build_s_{n}"] = round(time.perf_counter() - t, 4)
+        rec[f"program_bytes_{n}"] = sum(len(bundle.text(p)) for p in bundle.parties)
+    rec["build_ratio"] = round(rec[f"build_s_{steps}"] / rec["build_s_10"], 3)
+    rec["size_ratio"] = round(rec[f"program_bytes_{steps}"] / rec["program_bytes_10"], 3)
     return rec
+
+
+def build_check():
+    return build_ratios({"check": "build"}, program, 5000)
 
 
 def memory_check(steps=1000):
@@ -143,15 +148,7 @@ def he_program(steps):
 def he_device_check(run_steps=20):
     """``he_device``: that regression built at 10 and 500 steps (ratios about 1) and run
     for ``run_steps`` under ``simulate`` against plain JAX."""
-    rec = {"check": "he_device"}
-    he_program(10).build()  # warm-up
-    for steps in (10, 500):
-        t = time.perf_counter()
-        bundle = he_program(steps).build()
-        rec[f"build_s_{steps}"] = round(time.perf_counter() - t, 4)
-        rec[f"program_bytes_{steps}"] = sum(len(bundle.text(p)) for p in bundle.parties)
-    rec["build_ratio"] = round(rec["build_s_500"] / rec["build_s_10"], 3)
-    rec["size_ratio"] = round(rec["program_bytes_500"] / rec["program_bytes_10"], 3)
+    rec = build_ratios({"check": "he_device"}, he_program, 500)
     x, y = data()
     w0 = np.zeros(D, np.float32)
     t = time.perf_counter()

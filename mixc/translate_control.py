@@ -20,14 +20,14 @@ from .translate_core import (_NP, _aval_type, _constant, _inline, _known_value, 
 
 
 def keeps_loops(dev):
-    """Whether loops on ``dev`` stay ``loop`` ops: on 2-party MPC devices, with a dealer or
+    """Whether loops on ``dev`` stay ``loop`` ops: on MPC devices, with a dealer or
     dealer-free (``offline: he``: each iteration makes its own correlations at the start
-    of the body, ``dealerfree``), and on HE devices, where a carried ciphertext keeps one
-    layout and fraction bits in every iteration (``protocols.he.HeCarry`` normalises what
-    enters and what goes round). A scan that reads or writes rows (xs, ys) on an HE device
-    still unrolls (``_scan``): a ciphertext's elements sit at positions fixed when
-    compiling, so a row picked at run time cannot be. On 3-party MPC devices a carried
-    replicated share is a pair of values per party (``protocols.rep3``), both carried."""
+    of the body, ``dealerfree``), on three parties (a replicated share's pair carried,
+    ``protocols.rep3``), and on HE devices, where a carried ciphertext keeps one layout
+    and fraction bits in every iteration (``protocols.he.HeCarry`` normalises what enters
+    and what goes round). A scan's row of a ciphertext (xs, ys) at the run-time step is a
+    refresh per iteration, since a ciphertext's elements sit at positions fixed when
+    compiling; ``unroll=True`` trades that traffic for a copy of the body per step."""
     return dev.kind in ("MPC", "HE")
 
 
@@ -50,9 +50,7 @@ def _scan(trace, eqn, ins, dev, loc):
     p = eqn.params
     n_consts, n_carry, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
     unroll = 1 if p["unroll"] is False else length if p["unroll"] is True else int(p["unroll"])
-    rows_on_he = dev.kind == "HE" and (len(ins) > n_consts + n_carry
-                                       or len(eqn.outvars) > n_carry)
-    if not keeps_loops(dev) or rows_on_he or length <= 1 or unroll >= length:
+    if not keeps_loops(dev) or length <= 1 or unroll >= length:
         return _scan_unrolled(trace, eqn, ins, dev, loc)
     k = unroll if unroll > 0 and length % unroll == 0 else 1
     frame = trace.frame

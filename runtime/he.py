@@ -131,7 +131,7 @@ ciphertexts, wire format), ``he_eval`` (encryption, decryption, homomorphic ops)
 
 from __future__ import annotations
 
-from mixc.runtime.he_kernels import ffi, lib  # noqa: F401 - tests call kernels via he
+from mixc.runtime.kernels import ffi, lib  # noqa: F401 - tests call kernels via he
 from mixc.runtime.he_params import (HEError, MASK64, T_BITS, STD_128_TERNARY, DEFAULT_PRIMES,
                                     _HDR, KIND_FULL, KIND_SEEDED, KIND_EXTRACTED, KIND_PUBKEY,
                                     HEParams, DEFAULT, _p64, _ctx, ntt_forward, ntt_inverse,

@@ -14,7 +14,7 @@ import numpy as np
 
 from mixc.errors import MixcError
 from mixc.runtime.kernels import Prg
-from mixc.runtime.he_kernels import ffi, lib
+from mixc.runtime.kernels import ffi, lib
 
 
 class HEError(MixcError):

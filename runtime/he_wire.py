@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from mixc.runtime.kernels import Prg
-from mixc.runtime.he_kernels import ffi, lib
+from mixc.runtime.kernels import ffi, lib
 from mixc.runtime.he_params import (DEFAULT, HEError, HEParams, KIND_EXTRACTED, KIND_FULL,
                                     KIND_PUBKEY, KIND_SEEDED, _Ctx, _HDR, _MAGIC, _U64,
                                     _VERSION, _check_u64, _ctx, _p64, _pad)

@@ -148,7 +148,7 @@ def test_he_values_into_mpc_shares():
 
 
 def test_linear_scan_and_a_cond_with_a_known_index():
-    """A scan whose body is linear in the ciphertexts runs on HE, unrolled; a cond whose
+    """A scan whose body is linear in the ciphertexts runs on HE as a loop; a cond whose
     index is known when tracing is its one branch."""
     def f(x, w):
         total, rows = jax.lax.scan(lambda c, r: (c + r @ w, 2.0 * r), jnp.zeros(3), x)

@@ -271,3 +271,42 @@ def test_each_iteration_masks_and_encrypts_afresh():
                     f"{party}: {node.op} repeated a value across iterations"
                 checked.add(node.op)
     assert {"random", "he.extract", "he.encrypt"} <= checked
+
+
+def scan_plain_rows(b, m):
+    """A scan over bob's plaintext rows whose ys are the encrypted running values."""
+    def step(b, mi):
+        nb = 0.9 * b - 0.1 * mi
+        return nb, nb
+    return lax.scan(step, b, m)
+
+
+def scan_encrypted_rows(b, m):
+    """A scan whose xs are ciphertext rows (alice's b mixed into bob's rows)."""
+    def step(acc, row):
+        return acc + 0.5 * row, acc
+    return lax.scan(step, jnp.zeros(4), m + b)
+
+
+@pytest.mark.parametrize("f", [scan_plain_rows, scan_encrypted_rows])
+def test_a_scan_over_rows_is_one_loop(f):
+    """xs and ys rows at the run-time step: one loop at 5 and 20 steps (a ciphertext row is a
+    refresh per iteration), the same ops (only the buffers' element positions grow with the
+    rows, like the data); ``unroll=True`` copies the body instead."""
+    ops = []
+    for steps in (5, 20):
+        b, m = rnd(4, seed=2), rnd(steps, 4, seed=3)
+        bundle = build(he_program(f, (4,), (steps, 4)), verify_between=True)
+        assert all(len(loops_of(bundle, p)) == 1 for p in bundle.parties)
+        out = simulate(bundle, {"x": b, "y": m})
+        for got, want in zip(out, f(jnp.asarray(b), jnp.asarray(m))):
+            np.testing.assert_allclose(got, np.asarray(want), atol=ATOL)
+        ops.append({p: [n.op for n in walk(bundle.programs[p].nodes)] for p in bundle.parties})
+    assert ops[0] == ops[1]
+
+
+def test_scan_unroll_true_copies_the_body():
+    def f(b, m):
+        return lax.scan(lambda acc, row: (acc + row, acc), b, m, unroll=True)
+    bundle = build(he_program(f, (4,), (3, 4)))
+    assert all(not loops_of(bundle, p) for p in bundle.parties)

@@ -128,13 +128,14 @@ class LowerContext:
             self.out.parties = tuple(self.out.parties) + (party,)
 
 
-def _pieces(ctx, value, kind):
-    """``value``'s local pieces as kind ``kind`` (a public value shared trivially)."""
+def _pieces(ctx, value, arg):
+    """``value``'s local pieces as block argument ``arg``'s kind (a public value shared
+    trivially, or kept at the owner ``arg`` is private to)."""
     device = ctx.device_of(value)
-    share = PUBLIC_SHARING.get((kind, len(device.parties)))
-    if value.type.kind == kind or share is None:
+    share = PUBLIC_SHARING.get((arg.type.kind, len(device.parties)))
+    if value.type.kind == arg.type.kind or share is None:
         return ctx.parts[value]
-    return share(ctx, value, device)
+    return share(ctx, value, device, arg)
 
 
 def _flat(piece):
@@ -214,7 +215,7 @@ def _lower_loop_in(ctx, node, carriers, layouts):
     body = node.body
     captures = node.attrs["captures"]
     entering = [carriers[a].enter(ctx, v, a, layouts[a], node) if a in carriers
-                else _pieces(ctx, v, a.type.kind) for v, a in zip(node.operands, body.args)]
+                else _pieces(ctx, v, a) for v, a in zip(node.operands, body.args)]
     operands = [v for pieces in entering for piece in pieces.values() for v in _flat(piece)]
     args = _bind(ctx, body.args, entering)
     for a in carriers:
@@ -230,7 +231,7 @@ def _lower_loop_in(ctx, node, carriers, layouts):
         ctx.loc = end.loc or node.loc
         carried = body.args[captures:]
         yielded = [carriers[a].enter(ctx, y, a, layouts[a], node) if a in carriers
-                   else _pieces(ctx, y, a.type.kind) for y, a in zip(end.operands, carried)]
+                   else _pieces(ctx, y, a) for y, a in zip(end.operands, carried)]
         for a, pieces in zip(carried, yielded):
             if set(pieces) != set(ctx.parts[a]):
                 raise NotImplementedError(f"a loop's carried value held by "

@@ -71,7 +71,7 @@ class Rule:
 
 
 RULES: dict = {}  # op -> [Rule]
-# (share kind, parties of the device) -> fn(ctx, value, device) -> {party: piece}: a public
+# (share kind, parties of the device) -> fn(ctx, value, device, arg) -> {party: piece}: a public
 # value as trivial shares of that kind (what a loop's carried shared value starts from when
 # its start is public); a piece is one local value, or a tuple of them (replicated shares)
 PUBLIC_SHARING: dict = {}
@@ -91,8 +91,8 @@ def register(protocol, op, *, device, accepts, result_kind, cost, lower, wants=N
 
 
 def register_public_sharing(kind, fn, parties=2):
-    """``fn(ctx, value, device)``: a public value as trivial shares of ``kind`` on an MPC
-    device of ``parties`` parties."""
+    """``fn(ctx, value, device, arg)``: public ``value`` as the pieces of kind ``kind`` on a
+    device of ``parties`` parties, for the loop's block argument (or yield) ``arg``."""
     PUBLIC_SHARING[kind, parties] = fn
 
 

@@ -524,4 +524,4 @@ for _op in ("and", "or", "xor", "not"):
 _slice_accepts, _lower_slice = run_time_slice_rule("arith", shares_of)
 for _op in ("dynamic_slice", "dynamic_update_slice"):
     _rule(_op, _slice_accepts, _free, _lower_slice, "local on shares, at starts every party knows")
-register_public_sharing("arith", shares_of)
+register_public_sharing("arith", lambda ctx, value, device, arg: shares_of(ctx, value, device))

@@ -835,4 +835,4 @@ for _op in ("dynamic_slice", "dynamic_update_slice"):
     register(PROTOCOL, _op, device="MPC", accepts=_slice_accepts, result_kind="bool",
              cost=lambda n, m: Cost(), lower=_lower_slice, wants="bool",
              doc="local on XOR shares of words, at starts every party knows")
-register_public_sharing("bool", bool_shares_of)
+register_public_sharing("bool", lambda ctx, value, device, arg: bool_shares_of(ctx, value, device))

@@ -74,8 +74,8 @@ truncated: products need 2f <= 56, so on a device with ``fraction_bits``
 above 28 any product by a fractional plaintext is a compile error. Moving a
 value into MPC shares truncates it back to the MPC device's f.
 
-Loops (``lax.fori_loop``, ``while_loop``, ``mixc.fori_loop``; a scan that
-reads or writes rows unrolls) stay one ``loop`` op: a carried ciphertext keeps
+Loops (``lax.fori_loop``, ``while_loop``, ``scan``, ``mixc.fori_loop``) stay
+one ``loop`` op (a scan's ciphertext row at the run-time step: a refresh): a carried ciphertext keeps
 one layout -- element positions and fraction bits -- in every iteration
 (``HeCarry``). ``passes.lower`` lowers the body on trial from the layout of
 what enters, then from what the body yields, and from the layouts of the

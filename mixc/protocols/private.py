@@ -32,7 +32,7 @@ private. (Computing one party's data in the clear, or revealing it to
 itself, does not count: the author put the function on MPC.) Everything else is shared at its
 ``to`` exactly as before, so programs that gain nothing see no change.
 """
-from . import Cost, register, rules_for
+from . import Cost, register, register_public_sharing, rules_for
 from .plaintext import MPC_PUBLIC_OPS
 from .ring import ring_of
 
@@ -58,13 +58,21 @@ def _single_party(module, value):
 
 def _owners_in(module, nodes, own):
     """Owners of the private values in ``nodes``; a loop's private argument and result are
-    its entering value's (``place`` keeps a carried private value at one owner)."""
+    its entering value's (``place`` keeps a carried private value at one owner), or, where
+    it enters public (a scan's ys buffer of zeros), what the body yields."""
     for n in nodes:
         if n.body is not None:
             for v, a in zip(n.operands, n.body.args):
                 if a.type.kind == "private":
                     own[a] = own.get(v) or _single_party(module, v)
             _owners_in(module, n.body.nodes, own)
+            carried = n.body.args[n.attrs["captures"]:]
+            unowned = [(a, y) for a, y in zip(carried, n.body.nodes[-1].operands)
+                       if a.type.kind == "private" and not own.get(a) and own.get(y)]
+            for a, y in unowned:
+                own[a] = own[y]
+            if unowned:
+                _owners_in(module, n.body.nodes, own)
             for r, a in zip(n.results, n.body.args[n.attrs["captures"]:]):
                 if r.type.kind == "private" and own.get(a):
                     own[r] = own[a]
@@ -78,7 +86,7 @@ def _owners_in(module, nodes, own):
                     own[r] = src.parties[0]
                 continue
             for v in n.operands:
-                if v in own:
+                if own.get(v):
                     own[r] = own[v]
                     break
 
@@ -236,6 +244,17 @@ register(REVEAL_PROTOCOL, "reveal", device="PYU", accepts=_reveal_to_other, resu
          doc="a private value to another party: its owner sends the plaintext (a reveal)")
 
 _register_kept(HE_PROTOCOL, "HE")
+
+
+def _public_at_owner(ctx, value, device, arg):
+    """A public value entering a loop as a private carried value (a scan's ys buffer that
+    one party's rows fill): the owner's copy."""
+    owner = owner_of(arg, ctx.source)
+    return {owner: ctx.parts[value][owner]}
+
+
+for _parties in (2, 3):
+    register_public_sharing("private", _public_at_owner, parties=_parties)
 
 
 # ------------------------------------------------------------ which MPC values stay private

@@ -513,4 +513,4 @@ _rule("div", _secret_first, _div_cost, _lower_div,
       "times the public reciprocal, then share truncation")
 _rule("select_n", _secret_any, _select_cost, _lower_select,
       "f + p * (t - f): one replicated product, no truncation (local for public cases)")
-register_public_sharing("arith", shares_of, parties=3)
+register_public_sharing("arith", lambda ctx, value, device, arg: shares_of(ctx, value, device), parties=3)

@@ -413,4 +413,4 @@ _slice_accepts, _lower_slice = run_time_slice_rule("bool", bool_shares_of, words
 for _op in ("dynamic_slice", "dynamic_update_slice"):
     _reg(_op, _slice_accepts, "bool", _free, _lower_slice, "bool",
          "local on both XOR shares of whole words, at starts every party knows")
-register_public_sharing("bool", bool_shares_of, parties=3)
+register_public_sharing("bool", lambda ctx, value, device, arg: bool_shares_of(ctx, value, device), parties=3)

@@ -266,12 +266,23 @@ def test_floor_and_ceil_are_exact(trio):
         np.testing.assert_array_equal(out, ref(enc).astype(np.float32))
 
 
+def test_rounding_and_int_casts_as_jax(trio):
+    """round (ties to even, as jnp.round), lax.round (ties away) and float -> int32
+    (toward zero): exact on the encoded values, as on two parties."""
+    x = np.concatenate([rnd(200, seed=24, scale=40.0),
+                        np.array([2.5, -2.5, 0.5, -0.5, 3.0, -7.25], np.float32)])
+    enc = (np.round(x.astype(np.float64) * 2 ** 18) / 2 ** 18).astype(np.float32)
+    for fn in (jnp.round, lambda v: jax.lax.round(v), lambda v: v.astype(jnp.int32)):
+        out, _ = run3(trio, fn, [x], ["p3"])
+        np.testing.assert_array_equal(out, np.asarray(fn(jnp.asarray(enc))))
+
+
 def test_two_party_options_refused_on_three_parties(trio, tmp_path):
     """What rep3 does not implement is a one-line error naming the op; a 3-party device
     asking for HE and OT correlations (offline: he) or the 128-bit ring is refused."""
     x = rnd(4, seed=17)
-    with pytest.raises(MixcError, match="no protocol implements round on MPC device mpc"):
-        run3(trio, jnp.round, [x], ["p1"])
+    with pytest.raises(MixcError, match="no protocol implements shl on MPC device mpc"):
+        run3(trio, lambda v: jnp.left_shift(v.astype(jnp.int32), 2), [x], ["p1"])
     bad = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
                                       '      domain: ["alice", "bob", "carol"]\n      offline: he\n')
     (tmp_path / "bad.devices").write_text(bad)

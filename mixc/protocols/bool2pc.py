@@ -46,7 +46,7 @@ import numpy as np
 
 from ..passes.lower import DEALER
 from . import Cost, register, register_public_sharing
-from .circuits import Family, add_words, and_tree, carry_tree
+from .circuits import Family, add_words, and_tree, carry_tree, round_up_bit, tree_levels
 from .common import Dealt, frac_bits, open_values, parties, two_party, u64
 from .correlations import triple
 from .dealerfree import b2a_pair, b2a_pair_cost, elementwise_triple_cost, only
@@ -112,7 +112,15 @@ def and_gates(ctx, device, pairs):
     return out
 
 
-TWO_PARTY = Family("2pc", and_gates, pieces=lambda share: [share], build=lambda pieces: pieces[0])
+def _xor_public(ctx, device, shares, word):
+    """shares ^ word (a public u64): P0's share alone changes."""
+    p0 = parties(device)[0]
+    return {p: ctx.emit(p, "xor", [s, u64(ctx, p, word)], "bool") if p == p0 else s
+            for p, s in shares.items()}
+
+
+TWO_PARTY = Family("2pc", and_gates, pieces=lambda share: [share], build=lambda pieces: pieces[0],
+                   xor_public=_xor_public)
 
 
 def _concat_words(ctx, values):
@@ -613,57 +621,6 @@ def _lower_floor(ctx, node):
     ctx.parts[node.result] = _floor_shares(ctx, ctx.parts[x], f)
 
 
-def _carry_layout(mode, f):
-    """The inputs of the bit that rounds floor(x) up, for ``mode`` at f fraction bits:
-    (x's low bits kept in place, which of those are negated, the slot that takes x's sign
-    bit or None, the lead's slot). The bit is lead AND NOT (every other input is 1), i.e.
-    lead ^ AND(lead and the others): one AND tree over f + 1 slots."""
-    if mode == "trunc":            # x < 0 and some fraction bit is set
-        return f, (1 << f) - 1, f, f
-    if mode == "to_nearest_even":  # the half bit, and a lower bit set or floor(x) odd
-        return f + 1, ((1 << (f + 1)) - 1) ^ (1 << (f - 1)), None, f - 1
-    if mode == "away_from_zero":   # the half bit, and a lower bit set or x >= 0
-        return f, (1 << (f - 1)) - 1, f, f - 1
-    raise NotImplementedError(f"rounding mode {mode!r} on MPC")
-
-
-def _tree_levels(f):
-    """Depth of the AND tree over the f + 1 inputs of a round-up bit."""
-    return f.bit_length()
-
-
-def _round_up_bit(ctx, device, shares, mode, f):
-    """Packed boolean shares of the bit that rounds floor(x) up to x rounded by ``mode``.
-
-    Each party lays the tree's inputs out in one word per element (P0 alone applies the
-    NOTs and the 1s, the AND's identity, in unused slots: a public XOR touches one share),
-    keeps the 2^L slots the tree reads, and L rounds AND neighbouring bits."""
-    p0, p1 = parties(device)
-    keep, negated, sign_slot, lead = _carry_layout(mode, f)
-    levels = _tree_levels(f)
-    x = _flat(ctx, shares)
-    n = x[p0].type.size
-    inputs, leads = {}, {}
-    for p in (p0, p1):
-        word = ctx.emit(p, "and", [x[p], u64(ctx, p, (1 << keep) - 1)], "bool")
-        if sign_slot is not None:
-            sign = ctx.emit(p, "lshr", [x[p]], "bool", {"bits": 63})
-            word = ctx.emit(p, "xor", [word, ctx.emit(p, "shl", [sign], "bool",
-                                                      {"bits": sign_slot})], "bool")
-        if p == p0:
-            word = ctx.emit(p, "xor", [word, u64(ctx, p, negated | ~((1 << (f + 1)) - 1))], "bool")
-        leads[p] = ctx.emit(p, "bits_pack", [ctx.emit(p, "lshr", [word], "bool", {"bits": lead})],
-                            "bool")
-        bits = ctx.emit(p, "bits_unpack", [word], "bool", {"shape": (n, 64)})
-        used = ctx.emit(p, "slice", [bits], "bool",
-                        {"start": (0, 0), "limit": (n, 1 << levels), "strides": (1, 1)})
-        inputs[p] = ctx.emit(p, "bits_pack", [used], "bool")
-    for _ in range(levels):
-        even, odd = _unzip(ctx, inputs)
-        (inputs,) = and_gates(ctx, device, [(even, odd)])
-    return _xor(ctx, leads, inputs)
-
-
 def _lower_round_to_integer(ctx, node):
     """``round`` (ties by its rounding_method) and float -> int32 (toward zero, as JAX):
     floor(x) on the XOR shares plus a round-up bit from one AND tree, both made arithmetic
@@ -672,8 +629,8 @@ def _lower_round_to_integer(ctx, node):
     device = _device(ctx, x)
     f = frac_bits(device, x.type.dtype)
     to_int = node.op == "convert_element_type"
-    up = _round_up_bit(ctx, device, ctx.parts[x],
-                       "trunc" if to_int else node.attrs["rounding_method"], f)
+    up = round_up_bit(ctx, device, TWO_PARTY, _flat(ctx, ctx.parts[x]),
+                      "trunc" if to_int else node.attrs["rounding_method"], f)
     if to_int:  # the arithmetic shift of the word is floor(x) as an integer
         down = {p: ctx.emit(p, "ashr", [s], "bool", {"bits": f}) for p, s in ctx.parts[x].items()}
     else:
@@ -686,8 +643,8 @@ def _lower_round_to_integer(ctx, node):
 
 def _carry_tree_words(n, f):
     """Words ANDed at each level of the round-up bit's tree over n elements."""
-    words, out = _words(n << _tree_levels(f)), []
-    for _ in range(_tree_levels(f)):
+    words, out = _words(n << tree_levels(f)), []
+    for _ in range(tree_levels(f)):
         words = -(-words // 2)
         out.append(words)
     return out

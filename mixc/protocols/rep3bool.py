@@ -24,14 +24,16 @@ constant is XORed into b0 (P0's first piece, P2's second).
   round), then one ``rep3`` product with b2 (one round).
 
 ``floor`` clears the fraction bits of both XOR shares of every party (local
-after a full-word A2B). What is not here raises "no protocol implements ..."
-at build: rounding to nearest and float -> int casts (``round``,
-``convert_element_type``), integer shifts, the 128-bit ring.
+after a full-word A2B); ``round`` and float -> int32 add the round-up bit of
+``circuits.round_up_bit`` (shared with ``bool2pc``) after both become
+arithmetic by bit injection. What is not here raises "no protocol implements
+..." at build: integer shifts, the 128-bit ring.
 """
 import numpy as np
 
 from . import Cost, register, register_public_sharing
-from .circuits import Family, add_words, and_tree, carry_tree, each, xor
+from .circuits import (Family, add_words, and_tree, carry_tree, each, round_up_bit,
+                       tree_levels, xor)
 from .common import frac_bits
 from .rep3 import (RING_BYTES, cross_terms, relay_open, reshare, shares_of, three_party,
                    trio)
@@ -81,9 +83,6 @@ def and_gates(ctx, device, pairs):
     return out
 
 
-REP3 = Family("rep3", and_gates, pieces=list, build=tuple)
-
-
 # ------------------------------------------------------------ local helpers
 
 def _flat(ctx, shares):
@@ -106,6 +105,9 @@ def _xor_public(ctx, device, shares, word):
     out[p0] = (ctx.emit(p0, "xor", [shares[p0][0], c0], "bool"), shares[p0][1])
     out[p2] = (shares[p2][0], ctx.emit(p2, "xor", [shares[p2][1], c2], "bool"))
     return out
+
+
+REP3 = Family("rep3", and_gates, pieces=list, build=tuple, xor_public=_xor_public)
 
 
 def _summands(ctx, device, d, negate_last=False):
@@ -281,12 +283,17 @@ def _lower_b2a(ctx, node):
     """Bits: ``inject_bits``. Full words: every bit injected, then sum_i 2^i b_i."""
     (x,) = node.operands
     device = _device(ctx, x)
-    shape = tuple(x.type.shape)
-    n = int(np.prod(shape, dtype=np.int64))
     packed = x.type.dtype == "bool"
     if not packed:
         ring_of(device).require_64("b2a of full words (3-party replicated sharing)", device)
     pieces = ctx.parts[x] if packed else _flat(ctx, ctx.parts[x])
+    ctx.parts[node.result] = _to_arith(ctx, device, pieces, tuple(x.type.shape), packed)
+
+
+def _to_arith(ctx, device, pieces, shape, packed):
+    """Arithmetic shares of flat boolean shares: packed 0/1 bits, or u64 words (each bit
+    injected, then sum_i 2^i b_i), reshaped to ``shape``."""
+    n = int(np.prod(shape, dtype=np.int64))
     bit_shape = (n,) if packed else (n, 64)
     bits = each(REP3, pieces, lambda p, w: ctx.emit(p, "bits_unpack", [w], "arith",
                                                     {"shape": bit_shape}))
@@ -297,8 +304,31 @@ def _lower_b2a(ctx, node):
             return ctx.emit(p, "dot_general", [s, weights], "arith",
                             {"contract": ((1,), (0,)), "batch": ((), ())})
         value = each(REP3, value, weighted)
-    ctx.parts[node.result] = each(REP3, value, lambda p, s: ctx.emit(
-        p, "reshape", [s], "arith", {"new_sizes": shape}))
+    return each(REP3, value, lambda p, s: ctx.emit(p, "reshape", [s], "arith",
+                                                   {"new_sizes": shape}))
+
+
+def _lower_round_to_integer(ctx, node):
+    """``round`` (ties by its rounding_method) and float -> int32 (toward zero, as JAX):
+    floor(x) on the XOR shares plus the round-up bit of ``circuits.round_up_bit``, both made
+    arithmetic (``_to_arith``) and added there."""
+    (x,) = node.operands
+    device = _device(ctx, x)
+    f = frac_bits(device, x.type.dtype)
+    to_int = node.op == "convert_element_type"
+    flat = _flat(ctx, ctx.parts[x])
+    up = round_up_bit(ctx, device, REP3, flat,
+                      "trunc" if to_int else node.attrs["rounding_method"], f)
+    mask = (1 << 64) - (1 << f)
+    down = each(REP3, flat, lambda p, w: ctx.emit(p, "ashr", [w], "bool", {"bits": f})
+                if to_int else ctx.emit(p, "and", [w, ctx.const(p, np.uint64(mask))], "bool"))
+    shape = tuple(x.type.shape)
+    down, up = (_to_arith(ctx, device, down, shape, False),
+                _to_arith(ctx, device, up, shape, True))
+    if not to_int:  # the bit adds one unit: 2^f in fixed point
+        up = each(REP3, up, lambda p, s: ctx.emit(p, "shl", [s], "arith", {"bits": f}))
+    ctx.parts[node.result] = {p: tuple(ctx.emit(p, "add", [a, b], "arith")
+                                       for a, b in zip(down[p], up[p])) for p in down}
 
 
 def zero_like(ctx, party, like):
@@ -405,6 +435,23 @@ _reg("a2b", lambda k, n, m: _one(k, n, m, "arith"), "bool", _a2b_cost, _lower_a2
      "bits: local (low bits of the shares); words: P0's d0 + d1 plus d2, Kogge-Stone adder")
 _reg("b2a", lambda k, n, m: _one(k, n, m, "bool"), "arith", _b2a_cost, _lower_b2a, "bool",
      "bit injection: b0 ^ b1 re-shared, then one product with b2 (2 rounds); words: per bit")
+def _float_operand(kinds, node, module):
+    return _one(kinds, node, module, "bool") and node.operands[0].type.dtype == "f32"
+
+
+def _rounding_cost(node, module):
+    """The round-up bit's AND tree, then B2A of the floor (64 bits) and of the bit."""
+    t = node.operands[0].type
+    levels = tree_levels(frac_bits(module.devices[t.place], t.dtype))
+    tree = sum(_words(t.size << levels) >> k for k in range(1, levels + 1))
+    return _and_cost(tree, levels) + Cost(2 * 3 * RING_BYTES * 65 * t.size, 2)
+
+
+_reg("round", _float_operand, "arith", _rounding_cost, _lower_round_to_integer, "bool",
+     "floor plus a round-up bit from an AND tree; both injected bit by bit (B2A)")
+_reg("convert_element_type", lambda k, n, m: _float_operand(k, n, m)
+     and n.attrs["new_dtype"] == "i32", "arith", _rounding_cost, _lower_round_to_integer,
+     "bool", "toward zero: shifted floor plus a round-up bit from an AND tree; B2A of both")
 _reg("floor", lambda k, n, m: _one(k, n, m, "bool") and n.operands[0].type.dtype == "f32",
      "bool", _free, _lower_floor, "bool", "local: each party clears the fraction bits of its "
      "two XOR shares")

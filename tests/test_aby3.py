@@ -277,12 +277,20 @@ def test_rounding_and_int_casts_as_jax(trio):
         np.testing.assert_array_equal(out, np.asarray(fn(jnp.asarray(enc))))
 
 
+def test_integer_shifts(trio):
+    """<<, >> and logical >> of int32 secrets: local on the XOR shares, bit for bit as JAX."""
+    rng = np.random.default_rng(25)
+    a = rng.integers(-2 ** 31, 2 ** 31, 64, dtype=np.int64).astype(np.int32)
+    for fn in (lambda v: v << 3, lambda v: v >> 5,
+               lambda v: jax.lax.shift_right_logical(v, jnp.int32(7))):
+        out, _ = run3(trio, fn, [a], ["p2"])
+        np.testing.assert_array_equal(out, np.asarray(fn(jnp.asarray(a))))
+
+
 def test_two_party_options_refused_on_three_parties(trio, tmp_path):
-    """What rep3 does not implement is a one-line error naming the op; a 3-party device
-    asking for HE and OT correlations (offline: he) or the 128-bit ring is refused."""
+    """A 3-party device asking for HE and OT correlations (offline: he) or the 128-bit
+    ring is refused in one line."""
     x = rnd(4, seed=17)
-    with pytest.raises(MixcError, match="no protocol implements shl on MPC device mpc"):
-        run3(trio, lambda v: jnp.left_shift(v.astype(jnp.int32), 2), [x], ["p1"])
     bad = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
                                       '      domain: ["alice", "bob", "carol"]\n      offline: he\n')
     (tmp_path / "bad.devices").write_text(bad)

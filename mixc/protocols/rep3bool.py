@@ -27,7 +27,7 @@ constant is XORed into b0 (P0's first piece, P2's second).
 after a full-word A2B); ``round`` and float -> int32 add the round-up bit of
 ``circuits.round_up_bit`` (shared with ``bool2pc``) after both become
 arithmetic by bit injection. What is not here raises "no protocol implements
-..." at build: integer shifts, the 128-bit ring.
+..." at build: the 128-bit ring. Integer shifts are local on the XOR shares.
 """
 import numpy as np
 
@@ -208,6 +208,23 @@ def _lower_floor(ctx, node):
     ctx.parts[node.result] = {
         p: tuple(ctx.emit(p, "and", [s, ctx.const(p, np.uint64(mask))], "bool") for s in pair)
         for p, pair in ctx.parts[x].items()}
+
+
+def _lower_shift(ctx, node):
+    """Shifts are local on XOR shares, piece by piece. An i32 lives sign-extended in a
+    64-bit word, so a left shift re-extends bit 31 and a logical right shift first drops
+    the extension."""
+    (x,) = node.operands
+    k = node.attrs["bits"]
+    steps = {"ashr": [("ashr", k)],
+             "shl": [("shl", 32 + k), ("ashr", 32)],
+             "lshr": [("shl", 32), ("lshr", 32 + k)]}[node.op]
+
+    def shifted(p, s):
+        for op, bits in steps:
+            s = ctx.emit(p, op, [s], "bool", {"bits": bits})
+        return s
+    ctx.parts[node.result] = each(REP3, ctx.parts[x], shifted)
 
 
 def _lower_structural(ctx, node):
@@ -452,6 +469,9 @@ _reg("round", _float_operand, "arith", _rounding_cost, _lower_round_to_integer, 
 _reg("convert_element_type", lambda k, n, m: _float_operand(k, n, m)
      and n.attrs["new_dtype"] == "i32", "arith", _rounding_cost, _lower_round_to_integer,
      "bool", "toward zero: shifted floor plus a round-up bit from an AND tree; B2A of both")
+for _op in ("shl", "lshr", "ashr"):
+    _reg(_op, lambda k, n, m: _one(k, n, m, "bool") and n.result.type.dtype == "i32", "bool",
+         _free, _lower_shift, "bool", "local on both XOR shares of the words")
 _reg("floor", lambda k, n, m: _one(k, n, m, "bool") and n.operands[0].type.dtype == "f32",
      "bool", _free, _lower_floor, "bool", "local: each party clears the fraction bits of its "
      "two XOR shares")

@@ -288,19 +288,35 @@ def test_integer_shifts(trio):
 
 
 def test_two_party_options_refused_on_three_parties(trio, tmp_path):
-    """A 3-party device asking for HE and OT correlations (offline: he) or the 128-bit
-    ring is refused in one line."""
+    """A 3-party device asking for HE and OT correlations (offline: he) is refused in one
+    line."""
     x = rnd(4, seed=17)
     bad = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
                                       '      domain: ["alice", "bob", "carol"]\n      offline: he\n')
     (tmp_path / "bad.devices").write_text(bad)
     with pytest.raises(MixcError, match="offline: he .* is for 2-party devices"):
         run3(mixc.init_device(str(tmp_path / "bad.devices")), lambda v: v * v, [x], ["p1"])
+def test_ring_128_arithmetic(tmp_path):
+    """ring: 128 (f = 40): sharing, linear ops, products and matrix products with their
+    truncation, reveal; x * x at 2e4 is right (it wraps on 64 bits at f = 18), and a
+    product by 1e-8 keeps five digits. Comparisons still refuse the 128-bit ring."""
     wide = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
-                                       '      domain: ["alice", "bob", "carol"]\n      ring: 128\n')
+                                       '      domain: ["alice", "bob", "carol"]\n      ring: 128\n'
+                                       '      fraction_bits: 40\n')
     (tmp_path / "wide.devices").write_text(wide)
-    with pytest.raises(NotImplementedError, match="sharing an input .* 128-bit ring"):
-        run3(mixc.init_device(str(tmp_path / "wide.devices")), lambda v: v * v, [x], ["p1"])
+    cluster = mixc.init_device(str(tmp_path / "wide.devices"))
+    x = np.array([2e4, -1.5e4, 3.25, -0.5], np.float32)
+    m = rnd(4, 3, seed=26)
+    stats = {}
+    out, bundle = run3(cluster, lambda x, m: (x * x, (x * 1e-8) @ m * 1e8, x @ m - 2.0 * x[0]),
+                       [x, m], ["p1", "p2"], stats=stats)
+    want = [x.astype(np.float64) ** 2, x.astype(np.float64) @ m, x.astype(np.float64) @ m - 2 * x[0]]
+    # 1e-8 encodes as 10995 units of 2^-40: relative error 1e-5
+    for got, ref, rtol in zip(out, want, (1e-6, 2e-5, 1e-6)):
+        np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=rtol, atol=1e-3)
+    assert "u128" in bundle.text("alice")
+    with pytest.raises(NotImplementedError, match="128-bit ring"):
+        run3(cluster, lambda x: jnp.maximum(x, 0.0), [x], ["p1"])
 
 
 CLI_PROGRAM = f'''

@@ -49,17 +49,21 @@ dealer, no offline phase.
 - select_n(p, f, t) = f + p (t - f) with p a 0/1 share: one product, no
   truncation. Comparisons, logic and conversions are ``rep3bool``'s.
 
-Only the 64-bit ring: ``ring: 128`` raises NotImplementedError naming the op.
-Loops unroll on a 3-party device (``translate_control.keeps_loops``): a share
-is a pair of values per party, which a ``loop`` op does not carry.
+On ``ring: 128`` (``ring.Ring``: u128 elements, fraction bits up to 48) the
+sharing, linear ops, products, matrix products and their truncation, and the
+reveal run unchanged; ``div`` by a public value, ``select_n`` and everything of
+``rep3bool`` raise NotImplementedError naming the op. Loops stay loops: a
+loop carries both components of every party's pair (``passes.lower``).
 """
+from functools import partial
+
 import numpy as np
 
 from ..errors import MixcError
 from ..passes.lower import seed_name
 from . import Cost, register, register_public_sharing
-from .common import frac_bits
-from .ring import ring_of
+from .common import frac_bits, ring_bytes
+from .ring import Ring, ring_of
 from .shares import run_time_slice_rule
 
 PROTOCOL = "rep3"
@@ -101,16 +105,17 @@ def _require_64(device, what):
     ring_of(device).require_64(f"{what} (3-party replicated sharing)", device)
 
 
-def pair_random(ctx, a, b, shape):
-    """The same uniform ring elements drawn at ``a`` and at ``b`` from their pairwise key."""
+def pair_random(ctx, a, b, shape, ring=Ring(64)):
+    """The same uniform elements of ``ring`` drawn at ``a`` and at ``b`` from their pairwise
+    key."""
     seed = seed_name(a, b)
     stream = ctx.stream(seed)
-    return {p: ctx.random(p, seed, shape, stream) for p in (a, b)}
+    return {p: ring.random(ctx, p, seed, shape, stream) for p in (a, b)}
 
 
-def _zero_sharing(ctx, ps, shape):
+def _zero_sharing(ctx, ps, shape, ring):
     """{Pi: a_i} with a0 + a1 + a2 = 0: a_i = F(Pi~P(i+1)) - F(P(i-1)~Pi)."""
-    draws = [pair_random(ctx, ps[i], ps[(i + 1) % 3], shape) for i in range(3)]
+    draws = [pair_random(ctx, ps[i], ps[(i + 1) % 3], shape, ring) for i in range(3)]
     return {ps[i]: ctx.emit(ps[i], "sub", [draws[i][ps[i]], draws[(i - 1) % 3][ps[i]]], "arith")
             for i in range(3)}
 
@@ -128,8 +133,8 @@ def _encoded(ctx, party, value, frac, device):
     return ring_of(device).encode(ctx, party, value, frac, "public")
 
 
-def _zeros(ctx, party, shape):
-    zero = ctx.const(party, np.uint64(0))
+def _zeros(ctx, party, shape, ring):
+    zero = ring.const(ctx, party, 0)
     return ctx.emit(party, "broadcast_in_dim", [zero], "arith",
                     {"shape": tuple(shape), "broadcast_dimensions": ()})
 
@@ -140,9 +145,10 @@ def public_shares(ctx, value, device):
     f = frac_bits(device, value.type.dtype)
     shape = value.type.shape
     enc = {p: _encoded(ctx, p, ctx.parts[value][p], f, device) for p in (ps[0], ps[2])}
-    return {ps[0]: (enc[ps[0]], _zeros(ctx, ps[0], shape)),
-            ps[1]: (_zeros(ctx, ps[1], shape), _zeros(ctx, ps[1], shape)),
-            ps[2]: (_zeros(ctx, ps[2], shape), enc[ps[2]])}
+    ring = ring_of(device)
+    return {ps[0]: (enc[ps[0]], _zeros(ctx, ps[0], shape, ring)),
+            ps[1]: (_zeros(ctx, ps[1], shape, ring), _zeros(ctx, ps[1], shape, ring)),
+            ps[2]: (_zeros(ctx, ps[2], shape, ring), enc[ps[2]])}
 
 
 def shares_of(ctx, value, device):
@@ -174,17 +180,17 @@ def _with_public(ctx, device, shared, public, op, public_first):
 def _lower_share(ctx, node):
     (x,) = node.operands
     device = _device(ctx, node.result)
-    _require_64(device, "sharing an input")
+    ring = ring_of(device)
     ps = trio(device)
     (owner,) = ctx.device_of(x).parties
     f = frac_bits(device, x.type.dtype)
     shape = x.type.shape
-    encoded = ring_of(device).encode(ctx, owner, ctx.parts[x][owner], f, "plain")
+    encoded = ring.encode(ctx, owner, ctx.parts[x][owner], f, "plain")
     if owner in ps:
         i = ps.index(owner)
         nxt, prv = ps[(i + 1) % 3], ps[(i - 1) % 3]
-        mine = pair_random(ctx, prv, owner, shape)      # x_i: held by P(i-1) and Pi
-        following = pair_random(ctx, owner, nxt, shape)  # x_{i+1}: held by Pi and P(i+1)
+        mine = pair_random(ctx, prv, owner, shape, ring)      # x_i: held by P(i-1) and Pi
+        following = pair_random(ctx, owner, nxt, shape, ring)  # x_{i+1}: Pi and P(i+1)
         rest = ctx.emit(owner, "sub", [ctx.emit(owner, "sub", [encoded, mine[owner]], "arith"),
                                        following[owner]], "arith")
         ctx.parts[node.result] = {
@@ -193,7 +199,7 @@ def _lower_share(ctx, node):
             prv: (ctx.xfer(rest, prv, "replicated share", "arith"), mine[prv])}
         return
     seed = seed_name(owner)
-    s0, s1 = (ctx.random(owner, seed, shape, ctx.stream(seed)) for _ in range(2))
+    s0, s1 = (ring.random(ctx, owner, seed, shape, ctx.stream(seed)) for _ in range(2))
     s2 = ctx.emit(owner, "sub", [ctx.emit(owner, "sub", [encoded, s0], "arith"), s1], "arith")
     shares = (s0, s1, s2)
     ctx.parts[node.result] = {
@@ -205,14 +211,15 @@ def _share_cost(node, module):
     (x,) = node.operands
     (owner,) = module.devices[x.type.place].parties
     inside = owner in module.devices[node.result.type.place].parties
-    return Cost(RING_BYTES * x.type.size * (2 if inside else 6), 1)
+    return Cost(ring_bytes(module, node.result) * x.type.size * (2 if inside else 6), 1)
 
 
 def _lower_reveal(ctx, node):
     (x,) = node.operands
     device = _device(ctx, x)
     (dst,) = ctx.device_of(node.result).parties
-    total = relay_open(ctx, trio(device), ctx.parts[x], dst, x.type.shape, "add", pair_random)
+    total = relay_open(ctx, trio(device), ctx.parts[x], dst, x.type.shape, "add",
+                       partial(pair_random, ring=ring_of(device)))
     ctx.parts[node.result] = {dst: ctx.emit(dst, "decode", [total], "plain",
                                             {"frac_bits": frac_bits(device, x.type.dtype),
                                              "dtype": x.type.dtype})}
@@ -244,7 +251,7 @@ def relay_open(ctx, ps, shares, dst, shape, combine, draw):
 
 
 def _reveal_cost(node, module):
-    return Cost(2 * RING_BYTES * node.operands[0].type.size, 2)
+    return Cost(2 * ring_bytes(module, node.operands[0]) * node.operands[0].type.size, 2)
 
 
 # ------------------------------------------------------------ linear ops
@@ -266,7 +273,7 @@ def _lower_linear(ctx, node):
         f = frac_bits(device, x.type.dtype)
         out = {}
         for i, p in enumerate(ps):
-            fills = [ctx.const(p, np.uint64(0))] * 2
+            fills = [ring_of(device).const(ctx, p, 0)] * 2
             k = {0: 0, 2: 1}.get(i)
             if k is not None:
                 fills[k] = _encoded(ctx, p, ctx.parts[fill][p], f, device)
@@ -305,7 +312,7 @@ def reshare(ctx, device, z):
     zero sharing and sends the result to the party before it (one round)."""
     ps = trio(device)
     shape = z[ps[0]].type.shape
-    alpha = _zero_sharing(ctx, ps, shape)
+    alpha = _zero_sharing(ctx, ps, shape, ring_of(device))
     masked = {p: ctx.emit(p, "add", [z[p], alpha[p]], "arith") for p in ps}
     return {p: (masked[p], ctx.xfer(masked[ps[(i + 1) % 3]], p, "re-shared product", "arith"))
             for i, p in enumerate(ps)}
@@ -316,15 +323,15 @@ def truncate_3of3(ctx, device, z, bits):
     bound is in the module docstring): P2 sends P1 its part masked by a P0~P2 PRG word f,
     P0 keeps z0 - f, so (z0 - f, z1 + z2 + f) is a uniformly split 2-out-of-2 sharing."""
     p0, p1, p2 = trio(device)
-    f = pair_random(ctx, p2, p0, z[p0].type.shape)
+    f = pair_random(ctx, p2, p0, z[p0].type.shape, ring_of(device))
     a = ctx.emit(p0, "sub", [z[p0], f[p0]], "arith")
     masked = ctx.emit(p2, "add", [z[p2], f[p2]], "arith")
     b = ctx.emit(p1, "add", [z[p1], ctx.xfer(masked, p1, "product share (truncation)", "arith")],
                  "arith")
-    return _truncate_2of2(ctx, (p0, p1, p2), a, b, bits)
+    return _truncate_2of2(ctx, (p0, p1, p2), a, b, bits, ring_of(device))
 
 
-def _truncate_2of2(ctx, ps, a, b, bits):
+def _truncate_2of2(ctx, ps, a, b, bits, ring):
     """Replicated shares of (a + b) / 2^bits for a at P0, b at P1: SecureML's local
     truncation t0 = a >> f, t1 = -((-b) >> f), then re-replicated as
     (r02, t0 - r02 + t1 - r12, r12) with r02 from P0~P2 and r12 from P1~P2: P0 and P1
@@ -334,7 +341,7 @@ def _truncate_2of2(ctx, ps, a, b, bits):
     t0 = ctx.emit(p0, "ashr", [a], "arith", {"bits": bits})
     t1 = ctx.emit(p1, "neg", [ctx.emit(p1, "ashr", [ctx.emit(p1, "neg", [b], "arith")], "arith",
                                        {"bits": bits})], "arith")
-    r02, r12 = pair_random(ctx, p0, p2, shape), pair_random(ctx, p1, p2, shape)
+    r02, r12 = pair_random(ctx, p0, p2, shape, ring), pair_random(ctx, p1, p2, shape, ring)
     half0 = ctx.emit(p0, "sub", [t0, r02[p0]], "arith")
     half1 = ctx.emit(p1, "sub", [t1, r12[p1]], "arith")
     middle = {p0: ctx.emit(p0, "add", [half0, ctx.xfer(half1, p0, "truncated share", "arith")],
@@ -349,7 +356,7 @@ def truncate(ctx, device, x, bits):
     (x0 + x1 at P0, x2 at P1) is local, then ``_truncate_2of2`` (one round)."""
     ps = trio(device)
     a = ctx.emit(ps[0], "add", list(x[ps[0]]), "arith")
-    return _truncate_2of2(ctx, ps, a, x[ps[1]][1], bits)
+    return _truncate_2of2(ctx, ps, a, x[ps[1]][1], bits, ring_of(device))
 
 
 def _product_fn(ctx, node):
@@ -362,7 +369,6 @@ def _product_fn(ctx, node):
 
 def _lower_product(ctx, node):
     device = _device(ctx, node.result)
-    _require_64(device, node.op)
     ps = trio(device)
     a, b = node.operands
     f = frac_bits(device, node.result.type.dtype)
@@ -446,13 +452,13 @@ def _product_cost(node, module):
     n = node.result.type.size
     if a.type.kind == "arith" and b.type.kind == "arith":
         # one ring element per party per product element; truncation reuses P2's message
-        return Cost(3 * RING_BYTES * n, 2 if f else 1)
-    return truncation_cost(n) if f else Cost()
+        return Cost(3 * ring_bytes(module, node.result) * n, 2 if f else 1)
+    return truncation_cost(n, ring_bytes(module, node.result)) if f else Cost()
 
 
-def truncation_cost(n):
+def truncation_cost(n, element_bytes=RING_BYTES):
     """``truncate`` of n replicated elements: two messages of one element each, one round."""
-    return Cost(2 * RING_BYTES * n, 1)
+    return Cost(2 * element_bytes * n, 1)
 
 
 def _select_cost(node, module):

@@ -288,8 +288,12 @@ def test_integer_shifts(trio):
 
 
 def test_two_party_options_refused_on_three_parties(trio, tmp_path):
-    """A 3-party device asking for HE and OT correlations (offline: he) is refused in one
-    line."""
+    """A 3-party device asking for HE and OT correlations (offline: he), or an HE device
+    over three parties, is refused in one line: HE stays 2-party."""
+    from mixc.errors import ConfigError
+    with pytest.raises(ConfigError, match="an HE device needs exactly 2 parties"):
+        mixc.init_device(DEVICES.read_text() + "  - he:\n      type: HE\n"
+                         '      domain: ["alice", "bob", "carol"]\n      key_owner: "alice"\n')
     x = rnd(4, seed=17)
     bad = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
                                       '      domain: ["alice", "bob", "carol"]\n      offline: he\n')

@@ -1106,10 +1106,9 @@ def _run_local(args):
         _session(args, manifest)          # validates the hex
     for p in parties:
         _output_names(manifest, p)
-    from .bundle import check_programs
-    check_programs(directory)             # every party's program is the one built
     from .disclosure import verify_for_run
-    verify_for_run(directory, label=str(directory))  # and discloses only what it reveals
+    # every party's program is the one built and discloses only what it reveals
+    verify_for_run(directory, label=str(directory))
     if args.tls is not None:
         from .tls import contexts
         for p in parties:

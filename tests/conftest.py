@@ -114,3 +114,42 @@ def chain_pass(chain):
             node.operands = (v,)
         return module
     return run
+
+
+# The program every edited bundle in tests/leaks/bundles starts from: alice's a and bob's
+# b, a product and a loop on the MPC device, the product revealed to alice and the loop's
+# result to bob. Written as program.py into the test's directory and built there.
+LEAKY_PROGRAM = '''
+import jax.numpy as jnp
+from jax import lax
+
+import mixc
+from mixc import device, reveal
+
+cluster = mixc.init_device(DEVICES_PATH)
+p1, p2, mpc = cluster.p1, cluster.p2, cluster.mpc
+
+
+def product(a, b):
+    return a * b + a
+
+
+def rounds(a, b):
+    return lax.fori_loop(0, 3, lambda i, c: c * b + a, jnp.zeros_like(a))
+
+
+@mixc.program
+def leaky(a: mixc.Input(p1, (3,)), b: mixc.Input(p2, (3,))):
+    c = device(mpc)(product)(a, b)
+    d = device(mpc)(rounds)(a, b)
+    return {"c": reveal(c, p1), "d": reveal(d, p2)}
+'''
+
+
+def write_leaky_program(directory):
+    """LEAKY_PROGRAM as ``directory/program.py`` (the name the edited bundles' source lines
+    carry); its path."""
+    devices = Path(__file__).resolve().parents[1] / "examples" / "two_party.devices"
+    path = Path(directory) / "program.py"
+    path.write_text(LEAKY_PROGRAM.replace("DEVICES_PATH", repr(str(devices))))
+    return path

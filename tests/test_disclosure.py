@@ -23,6 +23,8 @@ from mixc.disclosure import Policy, check, check_built, check_bundle
 from mixc.errors import VerifyError
 from mixc.ir.parser import parse_module
 
+from conftest import write_leaky_program
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
@@ -202,8 +204,9 @@ loop(%1, %2) {captures=2, trip_count=TRIPS} {
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    program = _load(REPO / "tests" / "leaks" / "bundles" / "program.py", "disclosure_leaky")
-    d = tmp_path_factory.mktemp("saved") / "bundle"
+    d = tmp_path_factory.mktemp("saved")
+    program = _load(write_leaky_program(d), "disclosure_leaky")
+    d = d / "bundle"
     program.leaky.build().save(d)
     return d
 

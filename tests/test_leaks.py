@@ -14,7 +14,7 @@ text (its clean counterpart) must verify, so each file pins down exactly
 the line that leaks.
 
 Edited bundles (``tests/leaks/bundles/*.edit``): each edits the party
-programs of a bundle of ``LEAKY_PROGRAM`` the way whoever
+programs of a bundle of ``conftest.LEAKY_PROGRAM`` the way whoever
 ships a bundle could, then recomputes the manifest's hashes::
 
     # leak: what the edit makes a party learn
@@ -40,6 +40,8 @@ import pytest
 from mixc.errors import VerifyError
 from mixc.ir.parser import parse_module
 from mixc.passes import verify
+
+from conftest import write_leaky_program
 
 CORPUS = sorted((Path(__file__).parent / "leaks").glob("*.mir"))
 
@@ -106,36 +108,6 @@ EDITS = sorted(BUNDLES.glob("*.edit"))
 BRIEF_ATTACKS = ("input_instead_of_result_share", "own_share_to_peer")
 
 
-# The program every edited bundle in tests/leaks/bundles starts from: alice's a and bob's
-# b, a product and a loop on the MPC device, the product revealed to alice and the loop's
-# result to bob. Written as program.py into the test's directory and built there.
-LEAKY_PROGRAM = '''
-import jax.numpy as jnp
-from jax import lax
-
-import mixc
-from mixc import device, reveal
-
-cluster = mixc.init_device(DEVICES_PATH)
-p1, p2, mpc = cluster.p1, cluster.p2, cluster.mpc
-
-
-def product(a, b):
-    return a * b + a
-
-
-def rounds(a, b):
-    return lax.fori_loop(0, 3, lambda i, c: c * b + a, jnp.zeros_like(a))
-
-
-@mixc.program
-def leaky(a: mixc.Input(p1, (3,)), b: mixc.Input(p2, (3,))):
-    c = device(mpc)(product)(a, b)
-    d = device(mpc)(rounds)(a, b)
-    return {"c": reveal(c, p1), "d": reveal(d, p2)}
-'''
-
-
 def _mixc(*args, cwd, timeout=180):
     return subprocess.run([sys.executable, "-m", "mixc", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
@@ -145,9 +117,7 @@ def _mixc(*args, cwd, timeout=180):
 def leaky(tmp_path_factory):
     """A built bundle of LEAKY_PROGRAM (as program.py) and its inputs, in a fresh directory."""
     d = tmp_path_factory.mktemp("leaky")
-    devices = Path(__file__).resolve().parents[1] / "examples" / "two_party.devices"
-    (d / "program.py").write_text(LEAKY_PROGRAM.replace("DEVICES_PATH", repr(str(devices))))
-    done = _mixc("build", d / "program.py", "-o", d / "clean", cwd=d)
+    done = _mixc("build", write_leaky_program(d), "-o", d / "clean", cwd=d)
     assert done.returncode == 0, done.stderr
     rng = np.random.default_rng(0)
     a, b = (rng.uniform(-1, 1, 3).astype(np.float32) for _ in range(2))

@@ -11,6 +11,8 @@
 - In a private network namespace (no network at all): plain TCP to a peer
   address not on this host is refused in one line before any connection,
   unless ``--insecure``; a non-loopback address of this host is fine.
+- Two namespaces joined by a veth pair (two "hosts"): a listener hangs up on a
+  plain connection from the other host unless it runs with ``--insecure``.
 """
 from __future__ import annotations
 
@@ -182,3 +184,55 @@ def test_plain_tcp_to_an_address_of_this_host_runs(work):
     res = _in_netns(f"{script} & wait %1 && wait %2 && wait %3")
     assert res.returncode == 0, res
     assert (out / "alice" / "r1.npy").exists() and (out / "bob" / "r2.npy").exists(), res
+
+
+def _two_hosts(d, host_extra, tag):
+    """Bob and the dealer on "host A" (10.9.0.1), alice on "host B" (10.9.0.2, a second namespace
+    joined by a veth pair), alice with --insecure: -> {party: (returncode, stderr)}."""
+    here = "alice=10.9.0.1:7001,bob=10.9.0.1:7002,dealer=10.9.0.1:7003"   # all on A, as A sees it
+    there = "alice=10.9.0.2:7001,bob=10.9.0.1:7002,dealer=10.9.0.1:7003"
+    out = d / f"two_hosts_{tag}"
+    out.mkdir()
+    cmds = {p: _party_cmd(d, p, here, *host_extra, "--output", str(out / p)) for p in ("bob", "dealer")}
+    cmds["alice"] = _party_cmd(d, "alice", there, "--insecure", "--output", str(out / "alice"))
+    script = (
+        "unshare --net sleep 60 & B=$!; sleep 0.3; "
+        "ip link add va type veth peer name vb && ip link set vb netns $B && "
+        "ip addr add 10.9.0.1/24 dev va && ip link set va up && "
+        "nsenter --net=/proc/$B/ns/net sh -c 'ip link set lo up; ip addr add 10.9.0.2/24 dev vb; "
+        "ip link set vb up' && "
+        + " ".join(f"({cmd} 2>{out}/{p}.err; echo $? >{out}/{p}.rc) &" for p, cmd in cmds.items()
+                   if p != "alice")
+        + f" (nsenter --net=/proc/$B/ns/net {cmds['alice']} 2>{out}/alice.err; "
+          f"echo $? >{out}/alice.rc); wait %2 %3; kill $B")
+    res = subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up && " + script],
+                         capture_output=True, text=True, timeout=90)
+    assert all((out / f"{p}.rc").exists() for p in cmds), res
+    return {p: (int((out / f"{p}.rc").read_text()), (out / f"{p}.err").read_text()) for p in cmds}, out
+
+
+@pytest.mark.skipif(not (NETNS and shutil.which("nsenter")),
+                    reason="needs root, unshare, nsenter and ip (network namespaces)")
+def test_listener_refuses_plain_tcp_from_another_host(work):
+    """Two namespaces joined by a veth pair: alice dials from another host over plain TCP
+    (--insecure on her side only). Bob and the dealer, whose peer lists are all on their own
+    host, hang up on her: each fails within its timeout naming alice and the refusal; alice
+    fails naming bob. With --insecure on their side too, the same topology runs."""
+    t0 = time.monotonic()
+    seen, _ = _two_hosts(work, (), "refused")
+    assert time.monotonic() - t0 < 30
+    for p in ("bob", "dealer"):
+        rc, err = seen[p]
+        assert rc == 1 and err.startswith(f"mixc: error: peer 'alice' during connect: did not "
+                                          "connect to this party"), (p, err)
+        assert "10.9.0.2:" in err and "plain TCP from another host refused (no --tls)" in err, err
+    rc, err = seen["alice"]
+    assert rc == 1 and err.startswith("mixc: error: peer 'bob' during connect: could not connect "
+                                      "to 10.9.0.1:7002"), err
+    seen, out = _two_hosts(work, ("--insecure",), "insecure")
+    assert all(rc == 0 for rc, _ in seen.values()), seen
+    a, b = np.load(work / "a.npy"), np.load(work / "b.npy")
+    want = a * b
+    for _ in range(3):
+        want = want @ b
+    np.testing.assert_allclose(np.load(out / "alice" / "r1.npy"), want, atol=2e-3)

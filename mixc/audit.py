@@ -257,12 +257,20 @@ def _he_lines(selected):
 def audit_text(name, snapshots, final) -> str:
     selected = snapshots["select_protocols"]
     lines = [f"audit of program {name!r}", "", "parties: " + ", ".join(final.parties)]
-    for d in selected.devices.values():
-        lines.append(_device_line(d))
-
-    # ---------------------------------------------------------------- trust
-    lines += ["", "trust assumptions:"]
+    lines += [_device_line(d) for d in selected.devices.values()]
     messages = _messages(final)
+    lines += ["", "trust assumptions:"] + _trust_lines(selected, final, messages)
+    lines += ["", "disclosures (plaintext leaving its owner):"] + _disclosure_lines(selected)
+    lines += ["", "values (who sees each, and in what form):"] + _value_lines(selected)
+    if messages:
+        from .protocols.dealerfree import ot_message_lines
+        lines += ["", "messages (what crosses between parties, from the per-party programs):"]
+        lines += _message_lines(messages) + ot_message_lines(final)
+    return "\n".join(lines) + "\n"
+
+
+def _trust_lines(selected, final, messages):
+    lines = []
     if DEALER in final.parties:
         got = sorted({(s, w) for (s, r, w, _k, _t) in messages if r == DEALER})
         sees = ("it receives nothing" if not got else
@@ -283,6 +291,15 @@ def audit_text(name, snapshots, final) -> str:
         elif d.kind == "MPC":
             lines.append(f"- MPC device {d.name}: secure while {' and '.join(d.parties)} do not "
                          "collude (semi-honest, 2-party additive sharing)")
+    lines += _tee_lines(selected)
+    lines += _he_lines(selected)
+    lines.append("- semi-honest parties: each follows its program")
+    return lines + _dp_lines(selected)
+
+
+def _tee_lines(selected):
+    """What each simulated TEE's party sees in the clear: what flows in, what it computes."""
+    lines = []
     inflows = _tee_inflows(selected)
     for d in selected.devices.values():
         if d.kind != "TEE":
@@ -302,13 +319,12 @@ def audit_text(name, snapshots, final) -> str:
                          f"{_at(n.loc)}{_repeated(loops)}".replace("  ", " "))
         if not given and not computed:
             lines.append("    (nothing)")
-    lines += _he_lines(selected)
-    lines.append("- semi-honest parties: each follows its program")
-    lines += _dp_lines(selected)
+    return lines
 
-    # ---------------------------------------------------------- disclosures
-    lines += ["", "disclosures (plaintext leaving its owner):"]
-    disclosures = 0
+
+def _disclosure_lines(selected):
+    """Every reveal, explicit ``to`` between plaintext devices, and plaintext sent to a TEE."""
+    lines = []
     for n, loops in _walk(selected.nodes):
         if n.op not in ("to", "reveal") or not n.results:
             continue
@@ -327,14 +343,11 @@ def audit_text(name, snapshots, final) -> str:
             how = "explicit to" if n.attrs.get("explicit") else "implicit to (the TEE function's use)"
             lines.append(f"- {_desc(v)} plaintext of {src.name} ({', '.join(src.parties)}) sent to "
                          f"TEE {dst.name} ({to_parties}) by {how} at {n.loc}{times}")
-        else:
-            continue
-        disclosures += 1
-    if not disclosures:
-        lines.append("- none")
+    return lines or ["- none"]
 
-    # --------------------------------------------------------------- values
-    lines += ["", "values (who sees each, and in what form):"]
+
+def _value_lines(selected):
+    lines = []
     for n, loops in _walk(selected.nodes):
         for r in n.results:
             parties, form = _seen_by(selected, r)
@@ -343,14 +356,7 @@ def audit_text(name, snapshots, final) -> str:
             op = f"input {n.attrs['name']}" if n.op == "input" else n.op  # params/w: a leaf
             lines.append(f"{_desc(r)} = {op} [{proto}]{_at(n.loc)}{_per_iteration(loops)}: "
                          f"{', '.join(parties)} {verb} {form}")
-
-    # ------------------------------------------------------------- messages
-    if messages:
-        lines += ["", "messages (what crosses between parties, from the per-party programs):"]
-        lines += _message_lines(messages)
-        from .protocols.dealerfree import ot_message_lines
-        lines += ot_message_lines(final)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ------------------------------------------------------------------ DOT view
@@ -364,14 +370,23 @@ def dot_graph(module) -> str:
     edge per operand; a loop's body is a ``subgraph cluster_loopN`` labelled "loop ×N" (its
     trip count) with its block arguments (ellipses, fed by the loop's operands) and its
     ``yield`` (whose operands feed the loop's results)."""
-    lines = [f'digraph "{module.name}" {{', "  node [shape=box, style=filled];",
-             "  compound=true;"]
-    names = {}      # value -> the DOT node that defines it
-    edges = []
-    counter = [0, 0]  # loops, nodes without results
-    yields = {}       # yield node -> its DOT node
+    dot = _DotWriter(module)
+    dot.emit(module.nodes, 1, 1)
+    return "\n".join(dot.lines + dot.edges + ["}"]) + "\n"
 
-    def emit(nodes, indent, outer):
+
+class _DotWriter:
+    def __init__(self, module):
+        self.module = module
+        self.lines = [f'digraph "{module.name}" {{', "  node [shape=box, style=filled];",
+                      "  compound=true;"]
+        self.edges = []
+        self.names = {}      # value -> the DOT node that defines it
+        self.yields = {}     # yield node -> its DOT node
+        self.loops = 0
+        self.unnamed = 0     # nodes without results
+
+    def emit(self, nodes, indent, outer):
         pad = "  " * indent
         for n in nodes:
             if not n.results and n.body is None and n.op != "yield":
@@ -379,62 +394,61 @@ def dot_graph(module) -> str:
             if n.results:
                 name = f"v{n.results[0].id}"
             else:
-                counter[1] += 1
-                name = f"n{counter[1]}"
+                self.unnamed += 1
+                name = f"n{self.unnamed}"
             if n.body is None:  # a loop's operands feed its block's arguments instead
-                for v in n.operands:
-                    if v in names:
-                        edges.append(f"  {names[v]} -> {name};")
+                self.edges += [f"  {self.names[v]} -> {name};" for v in n.operands
+                               if v in self.names]
             if n.op == "yield":
-                lines.append(f'{pad}{name} [label="yield", shape=house, fillcolor=white];')
-                yields[n] = name
+                self.lines.append(f'{pad}{name} [label="yield", shape=house, fillcolor=white];')
+                self.yields[n] = name
                 continue
             for r in n.results:
-                names[r] = name
-            if n.results:
-                r = n.results[0]
-                device = module.devices.get(r.type.place)
-                color = COLORS.get(device.kind if device else "", "white")
-                label = f"%{r.id} = {n.op}\\n{r.type}"
-                style = KIND_STYLE.get(r.type.kind, "solid")
-            else:
-                color, label, style = "white", n.op, "solid"
+                self.names[r] = name
+            self.lines.append(f"{pad}{name} {self._node_attrs(n)};")
             if n.body is not None:
-                label = (", ".join(f"%{r.id}" for r in n.results) + " = " if n.results else "") \
-                    + f"loop \u00d7{n.attrs.get('trip_count', '?')}"
-            label = label.replace('"', '\\"')
-            lines.append(f'{pad}{name} [label="{label}", fillcolor={color}, '
-                         f'style="filled,{style}"];')
-            if n.body is None:
-                continue
-            counter[0] += 1
-            cluster = f"cluster_loop{counter[0]}"
-            where = f" at {n.loc}" if n.loc else ""
-            trips = n.attrs.get("trip_count", 1)
-            in_all = f" (\u00d7{outer * trips} in all)" if outer != 1 else ""
-            caption = f"loop \u00d7{trips}{in_all}{where}".replace('"', '\\"')
-            lines.append(f"{pad}subgraph {cluster} {{")
-            lines.append(f'{pad}  label="{caption}"; style="rounded,dashed"; color=gray40;')
-            captures = n.attrs.get("captures", 0)
-            for i, (arg, operand) in enumerate(zip(n.body.args, n.operands)):
-                arg_name = f"a{arg.id}"
-                names[arg] = arg_name
-                role = "captured" if i < captures else "carried"
-                lines.append(f'{pad}  {arg_name} [label="%{arg.id} {role}", shape=ellipse, '
-                             'fillcolor=white];')
-                if operand in names:
-                    edges.append(f"  {names[operand]} -> {arg_name} [style=dashed];")
-            emit(n.body.nodes, indent + 1, outer * trips)
-            lines.append(f"{pad}}}")
-            last = n.body.nodes[-1] if n.body.nodes else None
-            if last in yields:
-                edges.append(f"  {yields[last]} -> {name} [style=dashed, "
-                             'label="after the last iteration"];')
+                self._loop(n, name, pad, indent, outer)
 
-    emit(module.nodes, 1, 1)
-    lines += edges
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    def _node_attrs(self, n):
+        if n.results:
+            r = n.results[0]
+            device = self.module.devices.get(r.type.place)
+            color = COLORS.get(device.kind if device else "", "white")
+            label = f"%{r.id} = {n.op}\\n{r.type}"
+            style = KIND_STYLE.get(r.type.kind, "solid")
+        else:
+            color, label, style = "white", n.op, "solid"
+        if n.body is not None:
+            label = (", ".join(f"%{r.id}" for r in n.results) + " = " if n.results else "") \
+                + f"loop \u00d7{n.attrs.get('trip_count', '?')}"
+        label = label.replace('"', '\\"')
+        return f'[label="{label}", fillcolor={color}, style="filled,{style}"]'
+
+    def _loop(self, n, name, pad, indent, outer):
+        """The loop's body as a cluster: its arguments, fed by the loop's operands, then its ops;
+        its yield feeds the loop's node."""
+        self.loops += 1
+        where = f" at {n.loc}" if n.loc else ""
+        trips = n.attrs.get("trip_count", 1)
+        in_all = f" (\u00d7{outer * trips} in all)" if outer != 1 else ""
+        caption = f"loop \u00d7{trips}{in_all}{where}".replace('"', '\\"')
+        self.lines.append(f"{pad}subgraph cluster_loop{self.loops} {{")
+        self.lines.append(f'{pad}  label="{caption}"; style="rounded,dashed"; color=gray40;')
+        captures = n.attrs.get("captures", 0)
+        for i, (arg, operand) in enumerate(zip(n.body.args, n.operands)):
+            arg_name = f"a{arg.id}"
+            self.names[arg] = arg_name
+            role = "captured" if i < captures else "carried"
+            self.lines.append(f'{pad}  {arg_name} [label="%{arg.id} {role}", shape=ellipse, '
+                              'fillcolor=white];')
+            if operand in self.names:
+                self.edges.append(f"  {self.names[operand]} -> {arg_name} [style=dashed];")
+        self.emit(n.body.nodes, indent + 1, outer * trips)
+        self.lines.append(f"{pad}}}")
+        last = n.body.nodes[-1] if n.body.nodes else None
+        if last in self.yields:
+            self.edges.append(f"  {self.yields[last]} -> {name} [style=dashed, "
+                              'label="after the last iteration"];')
 
 
 # ----------------------------------------------------------------- HTML view

@@ -60,7 +60,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import VerifyError
-from .ir.core import walk
+from .ir.core import collector_paused, walk
 
 # ----------------------------------------------------------------- transfer rules
 # How each op's result holds its operands' pads (every other op keeps none:
@@ -98,8 +98,8 @@ def _lacks(party, pad):
     return party != pad[1]
 
 
-@dataclass(frozen=True)
-class _Value:
+@dataclass(slots=True)  # never changed once made (``replace`` makes another); not frozen:
+class _Value:             # 10^5 of them, and a frozen dataclass is slow to make
     known: frozenset
     hidden: tuple          # per party index: input names reached through unknown values
     pads: frozenset
@@ -215,6 +215,7 @@ class _Party:
         self.none = tuple(frozenset() for _ in parties)
         self.memo = {}
         self.everyone = frozenset(parties)
+        self.me = frozenset({name})
 
     def run(self):
         yield from self.block(self.module.nodes, (), final=True)
@@ -277,7 +278,7 @@ class _Party:
 
     def op(self, node, loops):
         op, a = node.op, node.attrs
-        me = frozenset({self.name})
+        me = self.me
         if op == "input":
             hidden = tuple(frozenset() if p == self.name else frozenset({a["name"]})
                            for p in self.parties)
@@ -614,6 +615,7 @@ class Report:
                          + learnt) + "\n"
 
 
+@collector_paused()
 def check(programs, policy, filenames=None, texts=None):
     """Check every party's program (party -> Module) against ``policy`` (a Policy, or the
     global program after select_protocols, which is verified first); raise
@@ -680,6 +682,7 @@ def compile_parties(global_module, passes=LOWERING):
     return partition.split(lowered), lowered
 
 
+@collector_paused()
 def check_bundle(directory, label=None):
     """Check a bundle directory before anything of it runs: its global program (after
     select_protocols) verifies; every party file is exactly what the compiler makes of
@@ -785,15 +788,29 @@ def verify_for_run(directory, label=None):
     mixc's sources) passed before is not checked again (a key in the user's cache
     directory, which whoever ships a bundle cannot write). Returns party -> the checked
     Module, or None when remembered."""
-    from pathlib import Path
-    from .bundle import check_programs
-    check_programs(directory)  # an edit without new hashes: "edited after mixc build"
-    key = _bundle_key(Path(directory))
-    if key is not None and (_cache_dir() / key).is_file():
-        return None
-    checked = check_bundle(directory, label)
-    remember(directory, key)
-    return checked.programs
+    pending = RunCheck(directory, label)
+    return pending.run().programs if pending.needed else None
+
+
+class RunCheck:
+    """``verify_for_run`` in two steps, so that a caller can do other work between them
+    (``mixc run --local`` starts its parties while it checks): the cheap part at once
+    (every party file's hash is the manifest's; is the bundle remembered?), then ``run``
+    when ``needed``."""
+
+    def __init__(self, directory, label=None):
+        from pathlib import Path
+        from .bundle import check_programs
+        check_programs(directory)  # an edit without new hashes: "edited after mixc build"
+        self.directory, self.label = directory, label
+        self.key = _bundle_key(Path(directory))
+        self.needed = self.key is None or not (_cache_dir() / self.key).is_file()
+
+    def run(self):
+        """``check_bundle``, remembered once passed: the Checked bundle."""
+        checked = check_bundle(self.directory, self.label)
+        remember(self.directory, self.key)
+        return checked
 
 
 def remember(directory, key=None):

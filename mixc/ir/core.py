@@ -153,21 +153,23 @@ class Module:
         (a loop's results, then its block's arguments, then its body)."""
         mapping = {}
         out = self.fresh()
-        out.next_id = 0
+        count = [0]
 
         def fresh(values):
             new = []
+            i = count[0]
             for v in values:
-                nv = out.new_value(v.type)
-                mapping[v] = nv
+                nv = mapping[v] = Value(i, v.type)
                 new.append(nv)
+                i += 1
+            count[0] = i
             return tuple(new)
 
         def copy(nodes):
             copied = []
             for n in nodes:
-                operands = tuple(mapping[v] for v in n.operands)
-                results = fresh(n.results)
+                operands = tuple([mapping[v] for v in n.operands])
+                results = fresh(n.results) if n.results else ()
                 body = None
                 if n.body is not None:
                     args = fresh(n.body.args)
@@ -176,6 +178,7 @@ class Module:
             return copied
 
         out.nodes = copy(self.nodes)
+        out.next_id = count[0]
         return out
 
     def __eq__(self, other):

@@ -32,12 +32,49 @@ def print_name(name: str) -> str:
     return name if _BARE.match(name) else json.dumps(name)
 
 
+# A large program has 10^5 values of a few hundred distinct types and repeats the same
+# attribute strings: their texts are made once (bounded, so a long-lived process
+# printing many programs does not grow without end).
+_CACHE_LIMIT = 1 << 16
+_type_texts = {}
+_string_texts = {}
+
+
 def print_type(t) -> str:
+    try:
+        return _type_texts[t]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable shape (a list): printed, not remembered
+        return _type_text(t)
+    text = _type_text(t)
+    if len(_type_texts) >= _CACHE_LIMIT:
+        _type_texts.clear()
+    _type_texts[t] = text
+    return text
+
+
+def _type_text(t) -> str:
     kind = "" if t.kind == "plain" else f":{t.kind}"
     return f"{t.dtype}[{','.join(map(str, t.shape))}]@{print_name(t.place)}{kind}"
 
 
+def _string(v) -> str:
+    text = _string_texts.get(v)
+    if text is None:
+        text = json.dumps(v)
+        if len(_string_texts) >= _CACHE_LIMIT:
+            _string_texts.clear()
+        _string_texts[v] = text
+    return text
+
+
 def print_attr(v) -> str:
+    kind = type(v)  # the common exact types first; subclasses take the general path
+    if kind is int:
+        return str(v)
+    if kind is str:
+        return _string(v)
     if isinstance(v, bool) or isinstance(v, np.bool_):
         return "true" if v else "false"
     if v is None:
@@ -61,11 +98,11 @@ def print_attr(v) -> str:
 def print_attrs(attrs: dict) -> str:
     if not attrs:
         return ""
-    return " {" + ", ".join(f"{k}={print_attr(attrs[k])}" for k in sorted(attrs)) + "}"
+    return " {" + ", ".join([f"{k}={print_attr(attrs[k])}" for k in sorted(attrs)]) + "}"
 
 
 def _typed(values) -> str:
-    return ", ".join(f"%{v.id}: {print_type(v.type)}" for v in values)
+    return ", ".join([f"%{v.id}: {print_type(v.type)}" for v in values])
 
 
 def print_node(n, indent="") -> str:
@@ -78,8 +115,8 @@ def print_node(n, indent="") -> str:
         }
     """
     lhs = _typed(n.results)
-    rhs = f"{n.op}({', '.join(f'%{v.id}' for v in n.operands)}){print_attrs(n.attrs)}"
-    loc = f" loc({json.dumps(n.loc)})" if n.loc else ""
+    rhs = f"{n.op}({', '.join([f'%{v.id}' for v in n.operands])}){print_attrs(n.attrs)}"
+    loc = f" loc({_string(n.loc)})" if n.loc else ""
     line = indent + (f"{lhs} = {rhs}" if lhs else rhs) + loc
     if n.body is None:
         return line

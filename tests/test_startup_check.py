@@ -1,0 +1,125 @@
+"""``mixc run --local`` checks a new bundle while its parties start (issue 11's start-up
+target): the parties start and connect meanwhile, and none runs an op before the
+parent's verdict, which brings the program it checked.
+
+- a clean bundle new to this host (an empty cache) runs, right, and is remembered;
+- the child's side of the verdict: after ``ok`` it runs the program the parent checked
+  (sent whole, not parsed again); without ``ok`` (the check failed) it runs nothing;
+- an edited bundle is refused by the overlapped check with its file:line and no party
+  writes an output (tests/test_leaks.py covers every edited bundle of the corpus).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mixc.bundle import program_hash, text_hash
+from mixc.cli import _await_verdict
+from mixc.errors import MixcError
+from mixc.ir.parser import parse_module
+from mixc.ir.printer import print_module
+
+from conftest import write_leaky_program
+
+
+def _mixc(*args, cwd, env):
+    return subprocess.run([sys.executable, "-m", "mixc", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = tmp_path_factory.mktemp("startup")
+    cache = d / "cache"   # `mixc build` remembers its bundle: build with another cache
+    env = dict(os.environ, XDG_CACHE_HOME=str(d / "build_cache"))
+    done = _mixc("build", write_leaky_program(d), "-o", d / "clean", cwd=d, env=env)
+    assert done.returncode == 0, done.stderr
+    rng = np.random.default_rng(1)
+    a, b = (rng.uniform(-1, 1, 3).astype(np.float32) for _ in range(2))
+    np.save(d / "a.npy", a)
+    np.save(d / "b.npy", b)
+    return d, cache, a, b
+
+
+def _remembered(cache):
+    folder = cache / "mixc" / "verified"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def test_a_new_bundle_is_checked_while_the_parties_start(built):
+    d, cache, a, b = built
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    assert not _remembered(cache)
+    run = _mixc("run", "clean", "--local", "--input", "a=a.npy", "--input", "b=b.npy",
+                "--output", "out", cwd=d, env=env)
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_allclose(np.load(d / "out" / "alice" / "c.npy"), a * b + a, atol=1e-3)
+    want = np.zeros(3, np.float32)
+    for _ in range(3):
+        want = want * b + a
+    np.testing.assert_allclose(np.load(d / "out" / "bob" / "d.npy"), want, atol=1e-3)
+    assert len(_remembered(cache)) == 1
+
+
+def test_an_edited_bundle_is_refused_before_any_party_runs(built, tmp_path):
+    d, _, _, _ = built
+    shutil.copytree(d / "clean", tmp_path / "edited")
+    f = tmp_path / "edited" / "dealer.mir"
+    lines = f.read_text().splitlines(keepends=True)
+    lines.insert(6, '%999: u64[]@dealer:public = constant() {value=array<u64[]>"AAAAAAAAAAA="}\n')
+    f.write_text("".join(lines))
+    manifest = json.loads((tmp_path / "edited" / "manifest.json").read_text())
+    texts = {p: (tmp_path / "edited" / f"{p}.mir").read_text() for p in manifest["parties"]}
+    manifest["party_hashes"] = {p: text_hash(t) for p, t in texts.items()}
+    manifest["hash"] = program_hash(texts)
+    (tmp_path / "edited" / "manifest.json").write_text(json.dumps(manifest))
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run = _mixc("run", "edited", "--local", "--input", f"a={d / 'a.npy'}",
+                "--input", f"b={d / 'b.npy'}", "--output", "out", cwd=tmp_path, env=env)
+    assert run.returncode != 0
+    assert "edited/dealer.mir:7: not what the global program compiles to" in run.stderr, \
+        run.stderr
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*")), "a party program ran"
+    assert not _remembered(tmp_path / "cache")
+
+
+def _verdict(data):
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    return read_end
+
+
+def test_a_party_runs_only_the_program_the_parent_checked():
+    program = parse_module(PROGRAM)
+    got = _await_verdict(_verdict(b"ok\n" + pickle.dumps(program)))
+    assert print_module(got) == PROGRAM
+    for refused in (b"", b"no\n", pickle.dumps(program)):
+        with pytest.raises(MixcError, match="the bundle check did not pass"):
+            _await_verdict(_verdict(refused))
+
+
+def test_a_checked_program_is_handed_over_whole(built):
+    """What the parent sends is what it checked: the pickled Module prints as the file."""
+    from mixc.disclosure import check_bundle
+    d, _, _, _ = built
+    checked = check_bundle(d / "clean")
+    for party, program in checked.programs.items():
+        got = pickle.loads(pickle.dumps(program, protocol=pickle.HIGHEST_PROTOCOL))
+        assert print_module(got) == (d / "clean" / f"{party}.mir").read_text()
+
+
+PROGRAM = """module "t:alice"
+parties "alice"
+device p1 = PYU("alice")
+%0: f32[3]@alice = input() {dtype="f32", name="a", shape=(3,)}
+%1: f32[3]@alice = add(%0, %0)
+output(%1) {name="c"}
+"""

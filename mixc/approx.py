@@ -37,7 +37,9 @@ log          [2^-18, 2^45)    abs   4.0e-5   1.6e-5   2.6e-5   8     5      32 (
 reciprocal   |x| in [2^-18,   rel*  1.5e-5   1.8e-6   7.6e-6   10    7      21 (2)
              2^45), either
              sign
-div(a, b)    |b| as above     rel   1.5e-5   1.8e-6   (below)  16    8      33 (2)
+div(a, b)    |b| as above,    rel   1.5e-5   1.8e-6   (below)  32    11     39 (3)
+             any |a|, |a/b|
+             < 2^44
 sqrt         [2^-18, 2^45)    rel   1.0e-5   1.5e-6   5.5e-6   9     6      32 (1)
 rsqrt        [2^-18, 2^45)    rel*  3.0e-5   2.0e-5   2.2e-5   8     6      32 (1)
 logistic     all of R         abs   2.5e-4   1.6e-4   1.8e-4   7     6      2 (2)
@@ -104,10 +106,28 @@ Methods, and behaviour outside the range:
   ``divide``: sum_t ((a q) g_t) 2^(-18 t), the 2^-18 factors by public
   products after the quotient is formed, so small quotients keep their
   relative precision (a * reciprocal(b) would first round 1/b to a multiple
-  of 2^-18). |err| <= 1.5e-5 |a/b| in float32 and <= 1.5e-5 |a/b| +
-  2^-17 (1 + 1/(4|b|)) in fixed point (measured: half of that); needs
-  |a| < 2^22 (a q < 2^26) and |a/b| < 2^26. b = 0 gives 0. Narrowed
-  (``lo``/``hi``): reciprocal's narrow reduction, 10 products, 12 comparisons.
+  of 2^-18). The numerator: a q must stay below 2^25, so |a| (one comparison,
+  one select) from 2^21 on is scaled by 2^-18 and from 2^39 on by 2^-36
+  (public products; from 2^44 as (|a| - 2^44) 2^-18 + 2^26; three comparisons
+  in b's second layer) into a_s in [2^3, 2^21), and b's factors for that tier
+  s are 4^-j 2^(18 (s + k)) / 16 on the output level k where they are a
+  multiple of 2^-18 (``_divisor_factor``; five selects of ``div_parts``'
+  tables by the tier bits): the quotient is formed at its own scale, as for
+  a small a, so it keeps its relative precision whatever the magnitudes of a
+  and b. A quotient from 2^25.5 on would pass the product bound 2^26: est =
+  (a q) (H_0 2^-18), the level-0 quotient times 2^-18, is compared with
+  +-2^7.5 (a third comparison layer) and there the quotient is formed as
+  (a q) (H_0 2^-18) and doubled 18 times by additions (H_0 >= 1 there, as
+  a q < 2^25, so H_0 2^-18 is exact). |err| <= 1.5e-5 |a/b| in float32 and
+  <= 1.5e-5 |a/b| + 2^-17 (1 + 1/(4|b|)) in fixed point (measured on |a| up
+  to 2^45, every |b| and |a/b| up to 2^43.9: 0.12 and 0.57 of that), for any
+  |a| < 2^45 and |a/b| < 2^44 (beyond, the est product passes 2^26: it wraps
+  and simulate's range sanitizer warns at the line). b = 0 gives 0.
+  Narrowed (``lo``/``hi``): reciprocal's narrow reduction, 10 products, 12
+  comparisons, |a| < 2^22. Cost of the full ranges: 16 products, 6
+  comparisons and one comparison layer more than when |a| < 2^22 and
+  |a/b| < 2^26 were required (28% more bytes, 48 rounds instead of 38 for
+  a / b of 10^5 elements with a dealer).
 - sqrt: the full-range reduction; degree-8 q ~ 16 sqrt(m); (2^j/16) q (from
   2^-13 to 2^18, all constants). x < 2^-18 (x <= 0): 0.
 - rsqrt: as sqrt with q ~ 16/sqrt(m) and (2^-j/16) q up to 4^15; from 2^30
@@ -219,8 +239,8 @@ magnitude before truncation, and adds up to one unit, 2^-18, unbiased):
   product below 2^26 (the tests check it on [-2^15, 2^15]); no wrap-around,
   and no NaN/inf in float32. exp, log, reciprocal, sqrt and rsqrt do for
   every input the ring holds (|x| < 2^45; clamps and absolute values by
-  selects, which have no truncation), and div for every b with |a| < 2^22
-  and |a/b| < 2^26 (the tests check these on every magnitude up to 2^45).
+  selects, which have no truncation), and div for every a and b with
+  |a/b| < 2^44 (the tests check these on every magnitude up to 2^45).
 - exp: x/8 is rounded to 2^-18 and the 3 squarings multiply that error by 8:
   a relative error floor of ~8 * 2^-19 = 1.5e-5 whatever the polynomial.
 - Polynomial cores compute s*f(m) with s = 8 or 16 so their outputs use more
@@ -734,16 +754,17 @@ def _recip_pos(a, L, H, sign=None):
 
 def div(a, b, *, lo=None, hi=None):
     """a / b: relative error <= 1.5e-5 of a/b, plus a few units of 2^-18 in fixed point,
-    for |b| in [2^-18, 2^45), |a| < 2^22 and |a/b| < 2^26 (``lo``/``hi``: a narrower
-    range of |b|, as ``reciprocal``'s).
+    for |b| in [2^-18, 2^45), any |a| < 2^45 and |a/b| < 2^44 (``lo``/``hi``: a narrower
+    range of |b|, as ``reciprocal``'s, |a| < 2^22 and |a/b| < 2^26).
 
-    Method: ``div_parts`` of b gives 1/b = q sum_t g_t 2^(-18 t), q in [1, 16]; the result
-    is sum_t ((a q) g_t) 2^(-18 t) (``divide``), so the quotient keeps its relative
-    precision in fixed point however small (a * reciprocal(b) would first round 1/b:
-    1/4000 is only 66 units of 2^-18), and |b| beyond 2^16, whose 4^-j / 16 is below
-    2^-18, gets its factor from public 2^-18 products of (a q) g_t. 16 products,
-    depth 8 (7 in b, 1 in a), 33 comparisons in 2 layers; narrowed: as ``reciprocal``
-    plus one product. b = 0 gives 0 (JAX: inf or nan).
+    Method: ``div_parts`` of b gives 1/b = q sum_t g_t 2^(-18 t), q in [1, 16]; ``divide``
+    brings |a| below 2^22 by public 2^-18 products (a "numerator tier" s, three
+    comparisons) and multiplies a_s q by the factors of b shifted up by s tiers, so the
+    quotient keeps its relative precision in fixed point however small (a * reciprocal(b)
+    would first round 1/b: 1/4000 is only 66 units of 2^-18) and however large a is; a
+    quotient from about 2^25.5 on (one more comparison layer) is formed 2^18 times smaller
+    and doubled back. 32 products, depth 11, 39 comparisons in 3 layers; narrowed: as
+    ``reciprocal`` plus one product. b = 0 gives 0 (JAX: inf or nan).
     """
     if lo is None and hi is None:
         return divide(a, div_parts(b))
@@ -751,33 +772,86 @@ def div(a, b, *, lo=None, hi=None):
     return (_f32(a) * q) * g
 
 
+# A numerator a_s times q (<= 16) stays below 2^25: |a| from 2^21 on is scaled by 2^-18
+# (tier 1) and from 2^39 on by 2^-36 (tier 2), into [2^3, 2^21): 21 significant bits or more.
+_NUMERATOR_TIER_AT = (21, 39)
+_NUMERATOR_TIERS = len(_NUMERATOR_TIER_AT) + 1
+# a divisor factor above this is only met by quotients beyond 2^44 (a_s q >= 2^5 from tier 1
+# on): 0 there keeps every table value, and every select's difference, in the ring
+_FACTOR_CAP = 2.0 ** 39
+# A level-0 quotient from 2^25.5 on (est = a q H_0 2^-18 from 2^7.5) is formed as
+# (a q) (H_0 2^-18) and doubled 18 times: H_0 >= 1 there (a q < 2^25), so H_0 2^-18 is exact,
+# and below it a q H_0 stays under the product bound 2^26.
+_LARGE_QUOTIENT_EST = 2.0 ** 7.5
+
+
+def _divisor_factor(j, s, k):
+    """The factor of piece j of |b| for numerator tier s on output level k (the result is
+    sum_k (a_s q H_sk) 2^(-18 k)): 4^-j / 16 2^(18 (s + k)) on the one level k where it is a
+    multiple of 2^-18 after the numerator's 2^(18 s) is folded in, else 0."""
+    if max(_tier(j + 2) - s, 0) != k:
+        return 0.0
+    factor = 4.0 ** -j / 16.0 * 2.0 ** (_TIER_BITS * (s + k))
+    return factor if factor <= _FACTOR_CAP else 0.0
+
+
+_FACTOR_SLOTS = [(s, k) for s in range(_NUMERATOR_TIERS) for k in range(_NUMERATOR_TIERS - s)]
+
+
 def div_parts(b):
-    """(q, g0, g1, g2) with 1/b = q (g0 + g1 2^-18 + g2 2^-36) for |b| in [2^-18, 2^45):
-    q in [1, 16] and g_t = sign(b) 4^-j 2^(18 t) / 16 public-valued on the tier t that
-    keeps it a multiple of 2^-18 (0 on the others, and for b = 0); ``divide`` applies
-    them, so a divisor broadcast over many numerators is reduced once."""
+    """(q, H_00, H_01, H_02, H_10, H_11, H_20) with 1/b = q sum_k H_0k 2^(-18 k) for |b| in
+    [2^-18, 2^45): q in [1, 16] and H_sk = sign(b) 4^-j / 16 2^(18 (s + k)) public-valued,
+    the factors for a numerator scaled by 2^(-18 s) (``_divisor_factor``; 0 for b = 0);
+    ``divide`` applies them, so a divisor broadcast over many numerators is reduced once."""
     b = _f32(b)
     negative, a = _abs(b)
     m, tables = _reduce4(a, *_FULL_RANGE, saturate_hi=False, nonnegative=True)
-    q, scale = _core(m, "reciprocal")
+    q, _ = _core(m, "reciprocal")
+    h = jnp.stack(tables(*[(lambda j, s=s, k=k: _divisor_factor(j, s, k), 0.0)
+                           for s, k in _FACTOR_SLOTS]))
+    h = jnp.where(negative, -h, h)
+    return (q, *[h[i] for i in range(len(_FACTOR_SLOTS))])
 
-    def factor(t):  # 4^-j / 16 2^(18 t) >= 2^-18 from j = 7 + 9 t down
-        return (lambda j: 4.0 ** -j / scale * 2.0 ** (_TIER_BITS * t)
-                if _tier(j + 2) == t else 0.0, 0.0)
-    g = jnp.stack(tables(*[factor(t) for t in range(3)]))
-    g = jnp.where(negative, -g, g)
-    return (q, g[0], g[1], g[2])
+
+def _numerator_tiers(a):
+    """(negative, a_s, [|a| >= 2^21, |a| >= 2^39]): a_s = |a| 2^(-18 s) below 2^21, s the
+    numerator tier. |a| 2^-18 is taken as (|a| - 2^44) 2^-18 + 2^26 from 2^44 on, so that
+    no product's value reaches 2^26."""
+    negative, magnitude = _abs(_f32(a))
+    tier_bits = [magnitude >= float(2.0 ** e) for e in _NUMERATOR_TIER_AT]
+    top = magnitude >= float(4.0 ** _TIER_TOP)
+    scaled = ((magnitude - jnp.where(top, 4.0 ** _TIER_TOP, 0.0)) * 2.0 ** -_TIER_BITS
+              + jnp.where(top, 4.0 ** _TIER_TOP * 2.0 ** -_TIER_BITS, 0.0))
+    # selects one after the other: f + p (t - f) is exact in the ring, but a sum of
+    # differences of values 2^18 apart would round in float32
+    a_s = jnp.where(tier_bits[0], scaled, magnitude)
+    a_s = jnp.where(tier_bits[1], scaled * 2.0 ** -_TIER_BITS, a_s)
+    return negative, a_s, tier_bits
 
 
 def divide(a, parts):
-    """a / b from ``div_parts(b)``: the (a q) g_t of each tier, scaled back by public
-    2^-18 products (each below 2^26 for |a/b| < 2^8 on tier 1 and 2^-10 on tier 2,
-    which |a| < 2^22 ensures)."""
-    q, *g = parts
-    aq = _f32(a) * q
-    result = aq * g[0]
-    low = aq * g[1] + (aq * g[2]) * 2.0 ** -_TIER_BITS
-    return result + low * 2.0 ** -_TIER_BITS
+    """a / b from ``div_parts(b)``: a_s q times the factors of b for a's tier s (selects of
+    ``div_parts``' tables by a's tier bits), each output level scaled back by public 2^-18
+    products; a level-0 quotient beyond 2^25.5 formed 2^18 times smaller and doubled."""
+    q, *tables = parts
+    factor = dict(zip(_FACTOR_SLOTS, tables))
+    negative, a_s, tier_bits = _numerator_tiers(a)
+    levels = []
+    for k in range(_NUMERATOR_TIERS):
+        h = factor[(0, k)]
+        for s, bit in enumerate(tier_bits, start=1):
+            h = jnp.where(bit, factor.get((s, k), 0.0), h)
+        levels.append(h)
+    aq = jnp.where(negative, -a_s, a_s) * q
+    h0_low = levels[0] * 2.0 ** -_TIER_BITS
+    est = aq * h0_low
+    large = (est >= _LARGE_QUOTIENT_EST) ^ (est <= -_LARGE_QUOTIENT_EST)
+    result = aq * levels[-1]
+    for h in reversed(levels[1:-1]):
+        result = aq * h + result * 2.0 ** -_TIER_BITS
+    result = aq * jnp.where(large, h0_low, levels[0]) + result * 2.0 ** -_TIER_BITS
+    # a select, not a sum of differences: exact in the ring and in float32 alike
+    return jnp.where(large, _doubled(result, _TIER_BITS), result)
 
 
 def reciprocal_parts(b, *, lo=None, hi=None):

@@ -4,11 +4,13 @@ Two kinds of check, both naming the author's ``file:line``:
 
 - at build time, a constant on an MPC or HE device that its fixed-point encoding
   rounds to 0, or that keeps fewer than half its significant bits
-  (``warn_imprecise_constant``: ``eps = 1e-8`` at 18 fraction bits is 0);
+  (``warn_imprecise_constant``: ``eps = 1e-8`` at 18 fraction bits is 0); one
+  inside JAX's own code only where its rounding can change a result;
 - at run time, in ``simulate``, every secret intermediate against the range of
   the op that made it (``mixc.runtime.sanitizer``, which holds every party's
   shares): a product before its truncation, a comparison's difference, an input
-  being encoded, and an approximation's input. The approximations' ranges are
+  being encoded, an approximation's input, and a ciphertext product on an HE
+  device against the plaintext modulus. The approximations' ranges are
   ``mixc.approx.ERROR_BOUNDS``; the tracer records them where it inlines one (a
   same-shape ``reshape`` of the input carrying ``approx_range``), so the global
   IR a bundle keeps says which value must lie where.
@@ -18,6 +20,7 @@ The limits below are the protocols' own (``mixc.protocols.correlations``,
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -140,7 +143,9 @@ def _in_mixc_expansion():
 def warn_imprecise_constant(trace, value, device, loc):
     """Warn (once per line and trace) if ``device`` cannot keep the float constant the
     author wrote (not one of mixc's own expansions: an approximation's coefficients are
-    its table's business, and exact at the default 18 fraction bits)."""
+    its table's business, and exact at the default 18 fraction bits). A constant inside
+    JAX's own code (``jnp.interp``'s 1.42e-14) is not the author's: it warns only where
+    its rounding can change a result, and says whose it is and what it feeds."""
     if device.kind not in ("MPC", "HE") or np.asarray(value).dtype != np.float32:
         return
     why = imprecise_constant(value, device.fraction_bits)
@@ -149,6 +154,97 @@ def warn_imprecise_constant(trace, value, device, loc):
     warned = trace.__dict__.setdefault("imprecise_constant_lines", set())
     if loc in warned or _in_mixc_expansion():
         return
+    message = f"{why} on {device.kind} device {device.name!r}: scale it, or compute with " \
+              "it on a PYU"
+    library = _jax_library_use(value)
+    if library is not None:
+        function, uses = library
+        changed = [op for op, position in uses
+                   if not _same_comparisons(op, position, value, device.fraction_bits)]
+        if uses and not changed:
+            return
+        feeds = f" (it feeds {', '.join(sorted(set(changed)))})" if changed else ""
+        message = (f"{why} on {device.kind} device {device.name!r}: a constant of JAX's own "
+                   f"{function}, not one written here{feeds}, so the result can differ from "
+                   "JAX's; compute this call on a PYU if that matters")
     warned.add(loc)
-    warn_at(loc, f"{why} on {device.kind} device {device.name!r}: scale it, or compute with "
-                 "it on a PYU")
+    warn_at(loc, message)
+
+
+# ------------------------------------------------------------ JAX's own constants
+
+_JAX_DIR = None
+
+
+def _jax_dir():
+    global _JAX_DIR
+    if _JAX_DIR is None:
+        import jax
+        _JAX_DIR = os.path.dirname(os.path.abspath(jax.__file__)) + os.sep
+    return _JAX_DIR
+
+
+def _jax_function(jaxpr):
+    """``name (file:line)`` of the JAX library function ``jaxpr`` was traced from, or None
+    for anyone else's (the author's, a loop body the author wrote)."""
+    info = getattr(jaxpr, "debug_info", None)
+    source = getattr(info, "func_src_info", None) or ""
+    name, _, where = source.partition(" at ")
+    path, _, line = where.rpartition(":")
+    if not path or not os.path.abspath(path).startswith(_jax_dir()):
+        return None
+    return f"{name} ({os.path.basename(path)}:{line})"
+
+
+def _jax_library_use(value):
+    """(JAX's function, [(op, operand position)] of the ops that read the constant) when
+    the constant being read belongs to a jaxpr of JAX's own code, else None. Found on the
+    tracer's stack (``translate_core``): a literal operand of the equation ``_translate``
+    is reading, or a captured constant of the call ``_translate_call`` enters."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code.co_name
+        if code == "_translate_call":
+            inner, var = frame.f_locals.get("inner"), frame.f_locals.get("var")
+            function = _jax_function(inner)
+            if function is None or var is None:
+                return None
+            return function, [(e.primitive.name, i) for e in inner.eqns
+                              for i, v in enumerate(e.invars) if v is var]
+        if code == "_translate":
+            function = _jax_function(frame.f_locals.get("jaxpr"))
+            if function is None:
+                return None
+            eqn = frame.f_locals.get("eqn")
+            literals = [] if eqn is None else [
+                (eqn.primitive.name, i) for i, v in enumerate(eqn.invars)
+                if hasattr(v, "val") and _same_value(v, value)]
+            return function, literals
+        frame = frame.f_back
+    return None
+
+
+def _same_value(literal, value):
+    held = np.asarray(literal.val, dtype=literal.aval.dtype).astype(np.float32)
+    return held.shape == np.shape(value) and np.array_equal(held, value)
+
+
+# x OP c for c as the second operand; as the first, the comparison mirrored
+_MIRRORED = {"lt": "gt", "gt": "lt", "le": "ge", "ge": "le", "eq": "eq", "ne": "ne"}
+
+
+def _same_comparisons(op, position, value, fraction_bits):
+    """Whether comparing values on the 2^-f grid (every secret and every encoded value is)
+    with ``value`` rounded to the grid gives what comparing them with ``value`` itself
+    gives: x <= c and x > c need c rounded down, x < c and x >= c rounded up, == and !=
+    c on the grid. ``jnp.interp``'s |dx| <= 1.42e-14 is |dx| <= 0 on the grid."""
+    if op not in _MIRRORED:
+        return False
+    op = _MIRRORED[op] if position == 0 else op
+    scaled = np.asarray(value, np.float64) * 2.0 ** fraction_bits
+    rounded = np.rint(scaled)
+    if op in ("le", "gt"):
+        return bool(np.all(rounded == np.floor(scaled)))
+    if op in ("lt", "ge"):
+        return bool(np.all(rounded == np.ceil(scaled)))
+    return bool(np.all(rounded == scaled))

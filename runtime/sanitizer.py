@@ -14,6 +14,10 @@ against the range of the global op it feeds:
   the msb of the difference);
 - a plaintext shared into an MPC device: below 2^(63 - f), what encoding holds;
 - an approximation's input: within its ``approx_range`` (``mixc.sanitize``).
+- on an HE device (``type: HE``), a product of a ciphertext by a plaintext: below
+  2^(63 - b) for the b fraction bits its result carries (the plaintext modulus is
+  2^64). No party holds a ciphertext's value, so it is evaluated here from the
+  plaintexts it was computed from (``_HeShadow``: the device's ops are linear).
 
 The first violation per source line becomes a ``mixc.RangeWarning`` naming the
 author's ``file:line``, the op, the magnitude seen and the limit, issued when the
@@ -123,11 +127,14 @@ def _approximation_check(name, lo, hi):
     return test
 
 
-def _check_of(index, node, module):
-    """The Check of global ``node``, or None if its op has no range condition there."""
+def _check_of(index, node, module, he):
+    """The Check of global ``node``, or None if its op has no range condition there
+    (``he``: the ``_HeLowering`` of a module with HE devices, else None)."""
     if not node.results:
         return None
     device = module.devices.get(node.results[0].type.place)
+    if device is not None and device.kind == "HE":
+        return _he_product_check(index, node, he)
     if device is None or device.kind != "MPC":
         return None
     result, ring = node.results[0].type, device.ring or 64
@@ -146,17 +153,105 @@ def _check_of(index, node, module):
     return None
 
 
+_HE_PLAINTEXT_BITS = 64   # the HE devices' plaintext modulus t = 2^64 (protocols/he.py)
+
+
+def _he_product_check(index, node, he):
+    """The Check of a product on an HE device whose result is a ciphertext: the exact
+    product below 2^(63 - b), b the fraction bits the lowering gave its result. Its
+    ciphertext operand is evaluated from the plaintexts it was computed from; a product
+    whose ciphertext comes from a loop's carry (no plaintext to start from) is not checked."""
+    if node.op not in _PRODUCTS or node.results[0].type.kind != "he" or he is None:
+        return None
+    frac = he.fracs.get(node.results[0])
+    shadow = he.shadow(node.operands)
+    if frac is None or shadow is None:
+        return None
+    bits = _HE_PLAINTEXT_BITS - 1 - frac
+    limit = 2.0 ** bits
+
+    def test(values):
+        a, b = shadow.evaluate(values)
+        attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
+        exact = a / b if node.op == "div" else OPS[node.op].impl(attrs, a, b)
+        seen = float(np.max(np.abs(exact), initial=0.0))
+        if seen < limit:
+            return None
+        return (f"a ciphertext product of magnitude {seen:.4g}, at or beyond 2^{bits} = "
+                f"{limit:.4g} ({frac} fraction bits on HE device {node.results[0].type.place!r}, "
+                "plaintext modulus 2^64): the result wraps around")
+    return Check(index, node, shadow.leaves, test)
+
+
+class _HeShadow:
+    """Ciphertext operands as functions of plaintext values: the HE device's ops from the
+    values that are not ciphertexts (the owner's data before encryption, the evaluator's
+    plaintext, constants, other devices' values), replayed in float64 by the ops' impls."""
+
+    def __init__(self, module):
+        self.made_by = {r: n for n in walk(module.nodes) for r in n.results}
+
+    def __call__(self, operands):
+        order, leaves, seen = [], [], set()
+
+        def visit(v):
+            if v in seen:
+                return True
+            seen.add(v)
+            if v.type.kind != "he":
+                leaves.append(v)
+                return True
+            n = self.made_by.get(v)
+            if n is None or n.body is not None or n.op not in OPS or \
+                    (n.op != "to" and OPS[n.op].impl is None):
+                return False  # a loop's carry or result, or an op with no impl
+            if not all(visit(u) for u in n.operands):
+                return False
+            order.append(n)
+            return True
+        if not all(visit(v) for v in operands):
+            return None
+        return _Replay(tuple(operands), tuple(leaves), order)
+
+
+class _Replay:
+    """The ops making ``operands`` from ``leaves``, in order."""
+
+    def __init__(self, operands, leaves, order):
+        self.operands, self.leaves, self.order = operands, leaves, order
+
+    def evaluate(self, leaf_values):
+        env = dict(zip(self.leaves, leaf_values))
+        for n in self.order:
+            ins = [env[u] for u in n.operands]
+            attrs = {k: v for k, v in n.attrs.items() if k != "protocol"}
+            out = ins[0] if n.op == "to" else OPS[n.op].impl(attrs, *ins)
+            env[n.results[0]] = np.asarray(out, np.float64)
+        return [env[v] for v in self.operands]
+
+
+class _HeLowering:
+    """The fraction bits the lowering gave each HE-device value, and its shadows."""
+
+    def __init__(self, module, ctx):
+        self.fracs = {g: c.frac for g, c in ctx.__dict__.get("_he_values", {}).items()}
+        self.shadow = _HeShadow(module)
+
+
 def _lowering(bundle):
     """(global IR after ``select_protocols``, global value -> its local pieces, the
-    partitioned module) the bundle's programs were split from: kept by the build, or, for
-    a bundle loaded from a directory, its global IR lowered again by the same passes."""
+    partitioned module, ``_HeLowering`` or None) the bundle's programs were split from:
+    kept by the build, or, for a bundle loaded from a directory or one with an HE device
+    (whose values' fraction bits only the lowering's context knows), its global IR lowered
+    again by the same passes."""
     from ..passes import PIPELINE
     from ..passes.lower import lowered
     kept = getattr(bundle.stages, "module", lambda name: None)
     module, lowered_module = getattr(bundle, "graph_module", None), kept("lower")
-    if module is not None and module.stage == "select_protocols" \
+    he_device = module is not None and any(d.kind == "HE" for d in module.devices.values())
+    if module is not None and module.stage == "select_protocols" and not he_device \
             and hasattr(lowered_module, "parts") and kept("partition") is not None:
-        return module, lowered_module.parts, kept("partition")
+        return module, lowered_module.parts, kept("partition"), None
     if "select_protocols" not in bundle.stages:
         raise MixcError("checking ranges needs the bundle's global IR after select_protocols "
                         "(after/select_protocols.mir); rebuild it, or pass check_ranges=False")
@@ -167,7 +262,9 @@ def _lowering(bundle):
     partitioned = ctx.out
     for _, run in PIPELINE[names.index("lower") + 1:]:
         partitioned = run(partitioned)
-    return module, ctx.parts, partitioned
+    he = _HeLowering(module, ctx) if any(d.kind == "HE" for d in module.devices.values()) \
+        else None
+    return module, ctx.parts, partitioned, he
 
 
 class _Places:
@@ -268,7 +365,7 @@ class _Plan:
     @collector_paused()
     def __init__(self, bundle):
         from ..passes import partition
-        module, parts, partitioned = _lowering(bundle)
+        module, parts, partitioned, he = _lowering(bundle)
         renamed = {}
         for party in bundle.parties:
             renamed.update(_matched_values(partition.project(partitioned, party),
@@ -283,7 +380,7 @@ class _Plan:
         self.decode = {}     # global value -> (kind, dtype, shape, fraction bits)
         self.watched = {p: {} for p in bundle.parties}  # party -> {local value: [global]}
         for index, node in enumerate(walk(module.nodes)):
-            check = _check_of(index, node, module)
+            check = _check_of(index, node, module, he)
             if check is None:
                 continue
             shown = {g: _observable_pieces(g, parts, places, captured) for g in check.operands}

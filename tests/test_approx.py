@@ -369,7 +369,7 @@ def test_documented_cost(name):
 
 def test_div_cost():
     cost = mpc_cost(A.div, jnp.ones((4,), jnp.float32), jnp.ones((4,), jnp.float32))
-    assert (cost["products"], cost["depth"], cost["comparisons"], cost["layers"]) == (16, 8, 33, 2)
+    assert (cost["products"], cost["depth"], cost["comparisons"], cost["layers"]) == (32, 11, 39, 3)
     narrow = mpc_cost(lambda a, b: A.div(a, b, lo=2.0 ** -8, hi=2.0 ** 12),
                       jnp.ones((4,), jnp.float32), jnp.ones((4,), jnp.float32))
     assert (narrow["products"], narrow["depth"], narrow["comparisons"]) == (10, 8, 12)
@@ -476,11 +476,15 @@ def _div_bound(a, b, fixed_point):
 
 def _div_inputs(seed, n=40_000):
     """|b| log-uniform over every nonzero fixed-point magnitude, either sign; |a| log-uniform
-    on [1e-3, 2^22) with |a/b| < 2^26 (div's domain)."""
+    on [1e-3, 2^45) with |a/b| < 2^44 (div's domain; as encoded), and the ends of a's tiers
+    (2^21, 2^39, 2^44, the ring's top) and just below them."""
     rng = np.random.default_rng(seed)
     b = np.geomspace(2.0 ** -18, _top(2.0 ** 45), n) * rng.choice([-1.0, 1.0], n)
-    a = rng.choice([-1.0, 1.0], n) * np.exp(rng.uniform(math.log(1e-3), math.log(0.999 * 2.0 ** 22), n))
-    keep = np.abs(a / b) < 2.0 ** 25
+    a = rng.choice([-1.0, 1.0], n) * np.exp(rng.uniform(math.log(1e-3), math.log(_top(2.0 ** 45)), n))
+    edges = np.array([2.0 ** 21, 2.0 ** 39, 2.0 ** 44, _top(2.0 ** 45)])
+    at_edges = rng.choice(np.concatenate([edges, edges - 2.0 ** -18 * edges / 2 ** 22]), n // 8)
+    a[: n // 8] = at_edges * rng.choice([-1.0, 1.0], n // 8)
+    keep = np.abs(encoded(a) / encoded(b)) < 2.0 ** 43.9
     return a[keep], b[keep]
 
 

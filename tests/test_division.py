@@ -13,6 +13,11 @@
   gives x (as XLA), ``%`` JAX's 0 (jnp divides by 1 there), ``//`` runs but its
   quotient is unspecified.
 
+- Float ``/`` by a secret divisor (``approx.div``): numerators up to 2^40 (either sign, the
+  tiers' ends 2^21 and 2^39 among them), divisors over [2^-8, 2^40], quotients up to 2^43,
+  within 1.5e-5 |a/b| + 2^-17 (1 + 1/(4|b|)): with a dealer, without one (``offline: he``)
+  and, with small operands (rep3's probabilistic truncation), on three parties.
+
 Values sit near multiples of the divisor (one grid unit either side), at the
 ends of the ranges and at random; each secure call builds and simulates one
 program, so they are batched into a few calls.
@@ -191,3 +196,76 @@ def test_random_int_division_matches_jax(int_bundle, plain, x, y):
     got, want = simulate(int_bundle, {"x0": x, "x1": y}), plain(divisions, x, y)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+# ------------------------------------------------------------ floats, large numerators
+
+def large_numerator_pairs(n, seed, largest=2.0 ** 40, smallest_divisor=2.0 ** -8):
+    """On the grid, either sign: |a| log-uniform up to ``largest`` (a third of them from 2^22
+    on, and the tiers' ends 2^21 and 2^39 themselves), |b| log-uniform on
+    [smallest_divisor, 2^40], with |a/b| < 2^43 (div's quotients: below 2^44)."""
+    rng = np.random.default_rng(seed)
+    a = 2 ** rng.uniform(-6, np.log2(largest), 4 * n)
+    a[: n] = 2 ** rng.uniform(min(22, np.log2(largest)), np.log2(largest), n)
+    a[: 4] = np.minimum([2.0 ** 21, 2.0 ** 21 - ULP, 2.0 ** 39, 2.0 ** 40 + 2.0 ** 20], largest)
+    b = 2 ** rng.uniform(np.log2(smallest_divisor), 40, 4 * n)
+    keep = a / b < 2 ** 43
+    a, b = a[keep][:n], b[keep][:n]
+    signs = rng.choice([-1.0, 1.0], (2, len(a)))
+    return on_grid(signs[0] * a), on_grid(signs[1] * b)
+
+
+def assert_quotients(got, a, b):
+    """|got - a/b| <= 1.5e-5 |a/b| + 2^-17 (1 + 1/(4|b|)) (approx.div's fixed-point bound)."""
+    a, b, got = (np.asarray(v, np.float64) for v in (a, b, got))
+    want = a / b
+    bound = 1.5e-5 * np.abs(want) + 2.0 ** -17 * (1 + 1 / (4 * np.abs(b)))
+    far = np.abs(got - want) > bound
+    assert not far.any(), list(zip(a[far], b[far], got[far], want[far]))
+
+
+def test_float_division_of_numerators_up_to_2_40(secure, plain):
+    a, b = large_numerator_pairs(300, seed=4)
+    got = np.asarray(secure(lambda x, y: x / y, a, b))
+    assert_quotients(got, a, b)
+    want = plain(lambda x, y: x / y, a, b)
+    assert (np.abs(got - want) <= 1.5e-5 * np.abs(want) + 2.0 ** -17 * (1 + 1 / (4 * np.abs(b)))
+            + 1e-7 * np.abs(want)).all()
+
+
+def test_a_large_sum_divided_by_a_broadcast_count(secure):
+    """A sum divided by counts: each divisor reduced once for a row of large numerators
+    (|a| up to 2^40, divisors from 2^15 on)."""
+    a, _ = large_numerator_pairs(64, seed=5)
+    b = on_grid(np.float32([2.0 ** 15 + 3.0, -1234567.5, 2.0 ** 30]))
+    got = np.asarray(secure(lambda x, y: x[None, :] / y[:, None], a, b))
+    assert_quotients(got, np.broadcast_to(a, got.shape), np.broadcast_to(b[:, None], got.shape))
+
+
+def _cluster(name):
+    import mixc
+    from conftest import REPO
+    return mixc.init_device(str(REPO / "examples" / name))
+
+
+def test_float_division_of_large_numerators_without_a_dealer(plain):
+    """offline: he (OT-made triples and truncation): the same bound."""
+    from conftest import run_secure
+    a, b = large_numerator_pairs(48, seed=6)
+    got = np.asarray(run_secure(_cluster("two_party_he.devices"), lambda x, y: x / y, a, b))
+    assert_quotients(got, a, b)
+
+
+def test_float_division_on_three_parties():
+    """rep3's share truncation fails with probability about |V| 2^-27 per product of value V
+    (ring value |z| 2^-63, z = V 2^36; protocols/rep3.py), and div's largest product is
+    a q <= 16 |a|: on three parties the numerators stay below 4 (below 2^-21 per element;
+    divisors in [1/4, 2^8), quotients below 16), with the same bound. Larger values need an
+    exact truncation in rep3."""
+    from conftest import run_secure
+    a, b = large_numerator_pairs(1000, seed=7, largest=4.0, smallest_divisor=2.0 ** -2)
+    keep = (np.abs(b) < 2 ** 8) & (np.abs(a / b) < 2 ** 4)
+    a, b = a[keep], b[keep]
+    assert len(a) > 100
+    got = np.asarray(run_secure(_cluster("three_party.devices"), lambda x, y: x / y, a, b))
+    assert_quotients(got, a, b)

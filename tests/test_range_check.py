@@ -209,6 +209,68 @@ def test_shares_of_every_kind_are_put_back_together(values, seed):
                                   np.rint(x * 2.0 ** 40) / 2.0 ** 40)
 
 
+# ------------------------------------------------------------ HE devices
+
+@pytest.fixture(scope="module")
+def he_cluster():
+    return mixc.init_device(str(ROOT / "examples" / "two_party_he_device.devices"))
+
+
+def _he_run(cluster, fn, x, w):
+    """fn on the HE device of alice's x (encrypted) and bob's w (plaintext), revealed to bob:
+    (result, RangeWarnings)."""
+    from conftest import make_program
+
+    def body(x, w):
+        return mixc.reveal(mixc.device(cluster.he)(fn)(x, w), cluster.p2)
+    prog = make_program(body, {"x": mixc.Input(cluster.p1, x.shape),
+                               "w": mixc.Input(cluster.p2, w.shape)})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = simulate(prog.build(), {"x": x, "w": w})
+    return np.asarray(out), [w for w in seen if issubclass(w.category, mixc.RangeWarning)]
+
+
+def test_a_ciphertext_product_beyond_the_plaintext_modulus_warns_at_its_line(he_cluster):
+    """x @ w carries 36 fraction bits: beyond 2^27 it wraps modulo 2^64."""
+    def project(x, w):
+        return x @ w
+    rng = np.random.default_rng(0)
+    x, w = (rng.normal(size=(4, 3)) * 1e6).astype(np.float32), \
+        (rng.normal(size=(3, 2)) * 100).astype(np.float32)
+    out, seen = _he_run(he_cluster, project, x, w)
+    assert np.abs(out - x @ w).max() > 1e6                     # wrapped
+    (warning,) = seen
+    assert (warning.filename, warning.lineno) == (HERE, _line_of(project))
+    message = str(warning.message)
+    assert message.startswith(f"{HERE}:{_line_of(project)}: dot_general: a ciphertext product")
+    assert "2^27" in message and "36 fraction bits on HE device 'he'" in message
+    assert f"{np.abs(x.astype(np.float64) @ w).max():.4g}" in message
+
+
+def test_a_chain_of_fractional_products_has_a_lower_limit(he_cluster):
+    """x * w * 0.5 * 0.25 carries 18 bits more per product: 54 at the third, limit 2^9."""
+    def chain(x, w):
+        return x * w * 0.5 * 0.25
+    x, w = np.float32([1.0, -2.0, 4000.0]), np.float32([1.5, 1.0, 2.0])
+    out, seen = _he_run(he_cluster, chain, x, w)
+    np.testing.assert_allclose(out[:2], (x * w * 0.125)[:2], rtol=1e-4)
+    (warning,) = seen
+    assert warning.lineno == _line_of(chain) and "2^9 = 512" in str(warning.message)
+    assert "54 fraction bits" in str(warning.message)
+
+
+def test_in_range_he_programs_do_not_warn(he_cluster):
+    def affine(x, w):
+        return (x @ w) * 3.0 + x[:, :2] * 0.5 - 1.0
+    rng = np.random.default_rng(1)
+    x, w = (rng.normal(size=(5, 3)) * 100).astype(np.float32), \
+        rng.normal(size=(3, 2)).astype(np.float32)
+    out, seen = _he_run(he_cluster, affine, x, w)
+    assert seen == []
+    np.testing.assert_allclose(out, affine(x, w), rtol=1e-4, atol=1e-3)
+
+
 # ------------------------------------------------------------ build time: constants
 
 def _build_warnings(cluster, fn):
@@ -261,6 +323,59 @@ def test_only_the_authors_constants_warn_at_few_fraction_bits(tmp_path):
         return y * 0.001
     (w,) = _build_warnings(cluster, f)
     assert w.lineno == _line_of(f, 2) and "0.001 keeps 3 of its 24" in str(w.message)
+
+
+def test_jnp_interp_does_not_warn_about_jaxs_own_epsilon(cluster, plain):
+    """jnp.interp compares |dx| <= 1.42e-14 inside JAX's code: on the 2^-18 grid that is
+    |dx| <= 0, the same comparison, so its rounding to 0 is no warning (public or secret
+    breakpoints), and the result is JAX's."""
+    xp, fp = np.float32([0.0, 1.0, 2.0, 3.0]), np.float32([0.0, 2.0, 1.0, 5.0])
+    x = np.linspace(-1.0, 4.0, 21).astype(np.float32)
+    for fn, args in ((lambda x: jnp.interp(x, xp, fp), (x,)),
+                     (lambda x, xp, fp: jnp.interp(x, xp, fp), (x, xp, fp))):
+        prog, inputs = secure_program(cluster, fn, *args)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            out = simulate(prog.build(), inputs)
+        assert [w for w in seen if issubclass(w.category, mixc.RangeWarning)] == []
+        np.testing.assert_allclose(out, plain(fn, *args), atol=1e-4)
+
+
+def test_a_jax_constant_that_can_change_the_result_warns_and_says_whose(cluster):
+    def rounded(x):
+        return jnp.round(x, -9) + jnp.isclose(x, 1.0)
+    (w,) = _build_warnings(cluster, rounded)
+    message = str(w.message)
+    assert w.lineno == _line_of(rounded)
+    assert "1e-09 rounds to 0" in message and "JAX's own round (lax_numpy.py:" in message
+    assert "not one written here (it feeds mul)" in message
+
+
+def test_a_constant_in_the_authors_own_jit_still_warns(cluster):
+    @jax.jit
+    def tiny(x):
+        return x * 1e-8
+    (w,) = _build_warnings(cluster, tiny)
+    assert w.lineno == _line_of(tiny.__wrapped__, 2) and "scale it" in str(w.message)
+
+
+@pytest.mark.parametrize("op,position,value,same", [
+    ("le", 1, 1.42e-14, True), ("gt", 1, 1.42e-14, True), ("ge", 0, 1.42e-14, True),
+    ("lt", 1, 1.42e-14, False), ("ge", 1, 1.42e-14, False), ("le", 0, 1.42e-14, False),
+    ("lt", 1, 3 * 2.0 ** -20, True), ("le", 1, 3 * 2.0 ** -20, False),
+    ("eq", 1, 2.0 ** -18, True), ("eq", 1, 1e-9, False), ("mul", 1, 1e-9, False)])
+def test_which_comparisons_a_rounded_constant_leaves_alone(op, position, value, same):
+    """The rule, checked by brute force on the grid around the constant."""
+    from mixc.sanitize import _same_comparisons
+    assert _same_comparisons(op, position, np.float32(value), 18) is same
+    if op == "mul":
+        return
+    compare = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+               "eq": np.equal}[op]
+    grid = np.arange(-8, 9) * 2.0 ** -18
+    c, rounded = np.float64(np.float32(value)), np.rint(np.float32(value) * 2.0 ** 18) / 2.0 ** 18
+    exact, encoded = ((compare(grid, k) if position else compare(k, grid)) for k in (c, rounded))
+    assert np.array_equal(exact, encoded) is same
 
 
 @settings(max_examples=50, deadline=None)

@@ -54,7 +54,8 @@ party in the bundle) and ``protocols`` (the protocol chosen for each product
 and comparison).
 
 ``--ring 128`` runs them on ``examples/two_party_ring128.devices`` (shares in
-Z_2^128, 40 fraction bits; dealer only); each record then has ``"ring": 128``.
+Z_2^128, 40 fraction bits; with ``--offline he``, on
+``examples/two_party_he_ring128.devices``); each record then has ``"ring": 128``.
 
 ``--parties 3`` runs them on ``examples/three_party.devices`` (alice = p1,
 bob = p2, ``mpc`` replicated over alice, bob and carol: ``protocols/rep3.py``,
@@ -88,6 +89,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = os.path.join(ROOT, "examples", "two_party.devices")
 HE_SYSTEM = "mixc-he"
 HE_DEVICES = os.path.join(ROOT, "examples", "two_party_he.devices")
+HE_RING128_DEVICES = os.path.join(ROOT, "examples", "two_party_he_ring128.devices")
 RING128_DEVICES = os.path.join(ROOT, "examples", "two_party_ring128.devices")
 REP3_SYSTEM = "mixc-rep3"
 THREE_PARTY_DEVICES = os.path.join(ROOT, "examples", "three_party.devices")
@@ -794,13 +796,12 @@ def main(argv=None):
                          "check_ranges_ratio (to wall_s) and the range_warnings given")
     ap.add_argument("--ring", type=int, default=64, choices=(64, 128),
                     help="the MPC device's share ring: 64 bits, or 128 "
-                         "(examples/two_party_ring128.devices, 40 fraction bits; dealer only)")
+                         "(examples/two_party_ring128.devices, 40 fraction bits; with --offline he, "
+                         "examples/two_party_he_ring128.devices)")
     ap.add_argument("--parties", type=int, default=2, choices=(2, 3),
                     help="3: the same workloads on examples/three_party.devices (replicated "
                          "sharing among alice, bob and carol, no dealer; system mixc-rep3)")
     a = ap.parse_args(argv)
-    if a.ring == 128 and a.offline == "he":
-        ap.error("--ring 128 runs with --offline dealer only: dealer-free correlations are 64-bit")
     unknown = [n for n in a.names if n not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
@@ -812,8 +813,9 @@ def main(argv=None):
         ap.error("--parties 3 runs on the 64-bit ring with no --offline: it has no dealer")
     he = a.offline == "he"
     system = REP3_SYSTEM if a.parties == 3 else SYSTEM
-    cluster = mixc.init_device(THREE_PARTY_DEVICES if a.parties == 3 else HE_DEVICES if he
-                               else RING128_DEVICES if a.ring == 128 else DEVICES)
+    devices = {(False, 64): DEVICES, (False, 128): RING128_DEVICES,
+               (True, 64): HE_DEVICES, (True, 128): HE_RING128_DEVICES}[he, a.ring]
+    cluster = mixc.init_device(THREE_PARTY_DEVICES if a.parties == 3 else devices)
     names = a.names or list(WORKLOADS)
     data = make_data(0, training=any(n in TRAINING for n in names))
     for name in names:

@@ -1,7 +1,7 @@
 /*
  * RLWE (BFV-style) kernels for mixc's additively homomorphic encryption:
  * RNS polynomial arithmetic modulo q = p_0 ... p_{L-1} in Z_q[X]/(X^n + 1),
- * negacyclic NTT, samplers, plaintext encoding/decoding for t = 2^64,
+ * negacyclic NTT, samplers, plaintext encoding/decoding for t = 2^64 and 2^128,
  * modulus switching and bit packing.  Key generation, encryption and the
  * protocol logic live in runtime/he.py on top of these kernels.
  *
@@ -769,7 +769,7 @@ size_t mixc_he_sample_uniform(const uint64_t *rnd, size_t nrnd, const uint64_t *
 void mixc_he_sample_wide(const uint64_t *rnd, unsigned bits, const uint64_t *mods,
                          size_t L, size_t n, uint64_t *out)
 {
-    /* value = (uniform integer in [0, 2^bits)) - 2^(bits-1), bits in [1, 192];
+    /* value = (uniform integer in [0, 2^bits)) - 2^(bits-1), bits in [1, 256];
      * words per coefficient: w = ceil(bits / 64), the top word masked. */
     const unsigned w = (bits + 63) / 64;
     const unsigned topbits = bits - 64 * (w - 1);
@@ -779,10 +779,11 @@ void mixc_he_sample_wide(const uint64_t *rnd, unsigned bits, const uint64_t *mod
         const uint64_t p = d[D_P], mu64 = d[D_MU64], r64 = d[D_R64];
         const unsigned k = (unsigned)d[D_K];
         const uint64_t mu = d[D_MU];
-        uint64_t pw[3];
+        uint64_t pw[4];
         pw[0] = 1 % p;
         pw[1] = r64;
         pw[2] = mulmod(r64, r64, p, k, mu);
+        pw[3] = mulmod(pw[2], r64, p, k, mu);
         /* 2^(bits-1) mod p */
         uint64_t off = powmod(2, bits - 1, p);
         uint64_t *o = out + i * n;
@@ -851,5 +852,83 @@ void mixc_he_unpack(const uint8_t *in, size_t cnt, unsigned bits, uint64_t *out)
         out[j] = (uint64_t)acc & msk;
         acc >>= bits;
         nb -= bits;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* plaintext modulus t = 2^128: values are (lo, hi) uint64 word pairs   */
+/* ------------------------------------------------------------------ */
+
+/* (hi 2^64 + lo) mod p */
+static inline uint64_t red128(uint64_t lo, uint64_t hi, const uint64_t *d)
+{
+    const uint64_t p = d[D_P];
+    uint64_t h = mulmod(red64(hi, p, d[D_MU64]), d[D_R64], p, (unsigned)d[D_K], d[D_MU]);
+    uint64_t s = h + red64(lo, p, d[D_MU64]);
+    return s >= p ? s - p : s;
+}
+
+void mixc_he_from_i128(const uint64_t *x, const uint64_t *mods, size_t L, size_t n,
+                       uint64_t *out)
+{
+    for (size_t i = 0; i < L; i++) {
+        const uint64_t *d = mods + DESC_WORDS * i;
+        const uint64_t p = d[D_P];
+        for (size_t j = 0; j < n; j++) {
+            u128 v = (u128)x[2 * j + 1] << 64 | x[2 * j];
+            int neg = (int)(x[2 * j + 1] >> 63);
+            u128 mag = neg ? (u128)0 - v : v; /* -2^127 -> 2^127: still exact */
+            uint64_t r = red128((uint64_t)mag, (uint64_t)(mag >> 64), d);
+            out[i * n + j] = neg && r ? p - r : r;
+        }
+    }
+}
+
+void mixc_he_encode_scaled128(const uint64_t *m, const uint64_t *q_lo, const uint64_t *mods,
+                              size_t L, size_t n, uint64_t *out)
+{
+    const u128 q = (u128)q_lo[1] << 64 | q_lo[0];
+    for (size_t j = 0; j < n; j++) {
+        /* Q*m = 2^128 K + r;  round(Q m / 2^128) = K + [r >= 2^127]
+         * == (-r + 2^128 [r >= 2^127]) * 2^-128  (mod p_i), as Q == 0 mod p_i */
+        u128 r = q * ((u128)m[2 * j + 1] << 64 | m[2 * j]);
+        int up = (int)(r >> 127);
+        u128 mag = up ? (u128)0 - r : r;
+        for (size_t i = 0; i < L; i++) {
+            const uint64_t *d = mods + DESC_WORDS * i;
+            const uint64_t p = d[D_P];
+            uint64_t v = red128((uint64_t)mag, (uint64_t)(mag >> 64), d);
+            if (!up)
+                v = v ? p - v : 0;
+            v = shoup(v, d[D_INV64], d[D_INV64S], p);
+            out[i * n + j] = shoup(v, d[D_INV64], d[D_INV64S], p);
+        }
+    }
+}
+
+void mixc_he_decode128(const uint64_t *v, const uint64_t *mods, const uint64_t *crt,
+                       size_t L, size_t n, uint64_t *m_out, int64_t *frac_out)
+{
+    for (size_t j = 0; j < n; j++) {
+        u128 ipart = 0, F = 0;
+        for (size_t i = 0; i < L; i++) {
+            const uint64_t p = mods[DESC_WORDS * i + D_P];
+            const uint64_t *c = crt + 6 * i;
+            uint64_t y = shoup(v[i * n + j], c[0], c[1], p);
+            /* y * floor(2^256 / p) / 2^128  ~  y * 2^128 / p: words 2, 3 are the
+             * integer part (mod 2^128), word 1 the top of the fraction */
+            u128 t0 = (u128)y * c[2];
+            u128 t1 = (u128)y * c[3] + (t0 >> 64);
+            u128 t2 = (u128)y * c[4] + (t1 >> 64);
+            u128 t3 = (u128)y * c[5] + (t2 >> 64);
+            F += (uint64_t)t1;
+            ipart += (u128)(uint64_t)t3 << 64 | (uint64_t)t2;
+        }
+        F += (u128)1 << 63;
+        ipart += F >> 64;
+        m_out[2 * j] = (uint64_t)ipart;
+        m_out[2 * j + 1] = (uint64_t)(ipart >> 64);
+        if (frac_out)
+            frac_out[j] = (int64_t)((uint64_t)F - ((uint64_t)1 << 63));
     }
 }

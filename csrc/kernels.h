@@ -140,7 +140,7 @@ void mixc_he_drop_last(const uint64_t *in, const uint64_t *mods, const uint64_t 
  * uniform: residues uniform mod p_i by rejection on the low bits(p_i) bits of
  *   each word; returns the number of words used or (size_t)-1 if nrnd is too small;
  * wide: ceil(bits/64) words per coefficient, integer uniform in
- *   [-2^(bits-1), 2^(bits-1)), 1 <= bits <= 192, written as residues (L x n). */
+ *   [-2^(bits-1), 2^(bits-1)), 1 <= bits <= 256, written as residues (L x n). */
 void mixc_he_sample_cbd(const uint64_t *rnd, int64_t *out, size_t n, unsigned eta);
 void mixc_he_sample_ternary(const uint64_t *rnd, int64_t *out, size_t n);
 size_t mixc_he_sample_uniform(const uint64_t *rnd, size_t nrnd, const uint64_t *mods,
@@ -151,6 +151,18 @@ void mixc_he_sample_wide(const uint64_t *rnd, unsigned bits, const uint64_t *mod
  * out holds (cnt * bits + 7) / 8 bytes */
 void mixc_he_pack(const uint64_t *in, size_t cnt, unsigned bits, uint8_t *out);
 void mixc_he_unpack(const uint8_t *in, size_t cnt, unsigned bits, uint64_t *out);
+/* plaintext modulus t = 2^128; a value is two uint64 words (low first), as the u128 ring:
+ * from_i128: residues of signed (two's complement) 128-bit integers x (2 words each);
+ * encode_scaled128: out[i][j] = round(Q * m[j] / 2^128) mod p_i, q_lo = Q mod 2^128 (2 words);
+ * decode128: m[j] = round(2^128 * v[j] / Q) mod 2^128 (2 words each), frac as in decode;
+ *   crt = 6 words per limb: (Q/p_i)^-1 mod p_i, its Shoup companion, floor(2^256 / p_i)
+ *   as 4 little-endian words. */
+void mixc_he_from_i128(const uint64_t *x, const uint64_t *mods, size_t L, size_t n,
+                       uint64_t *out);
+void mixc_he_encode_scaled128(const uint64_t *m, const uint64_t *q_lo, const uint64_t *mods,
+                              size_t L, size_t n, uint64_t *out);
+void mixc_he_decode128(const uint64_t *v, const uint64_t *mods, const uint64_t *crt,
+                       size_t L, size_t n, uint64_t *m_out, int64_t *frac_out);
 /* ---- fused protocol finish kernels (csrc/fused.c), elementwise, mod 2^64 ----
  * first is 0 or 1; out may alias an input exactly (elementwise rule above).
  * beaver: out = c + e*b + f*a (+ e*f if first)
@@ -211,6 +223,23 @@ void mixc_gilboa_send(const uint64_t *q, size_t n, const uint64_t *s, const uint
                       const uint64_t *tweak, uint64_t *share, uint64_t *dpack);
 void mixc_gilboa_recv_hash(const uint64_t *t, size_t n, const uint64_t *tweak, uint64_t *share);
 void mixc_gilboa_recv_fix(const uint64_t *b, const uint64_t *dpack, size_t n, uint64_t *share);
+/* 128-bit messages (ring: 128): u128 values are 2 words, low first; messages are the full
+ * 128-bit hash. gilboa128: as gilboa with 128 COTs per product (rows 128p..128p+127, bit k
+ *   of b_p chooses OT 128p+k; a, b, share: 2 words per product), corrections mod 2^(128-k)
+ *   packed into mixc_gilboa128_words() words per product.
+ * bitole128_send: share_i = -H(q_i), d_i = H(q_i) + a_i - H(q_i ^ s) (a_i: a 0/1 word);
+ * bitole128_recv_fix: share_i += (choice bit i) * d_i (share = H(t) beforehand). */
+size_t mixc_gilboa128_words(void);
+void mixc_gilboa128_send(const uint64_t *q, size_t n, const uint64_t *s, const uint64_t *a,
+                         const uint64_t *tweak, uint64_t *share, uint64_t *dpack);
+void mixc_gilboa128_recv_hash(const uint64_t *t, size_t n, const uint64_t *tweak,
+                              uint64_t *share);
+void mixc_gilboa128_recv_fix(const uint64_t *b, const uint64_t *dpack, size_t n,
+                             uint64_t *share);
+void mixc_bitole128_send(const uint64_t *q, size_t n, const uint64_t *s, const uint64_t *a,
+                         const uint64_t *tweak, uint64_t *share, uint64_t *d);
+void mixc_bitole128_recv_fix(const uint64_t *choice, const uint64_t *d, size_t n,
+                             uint64_t *share);
 /* ---- ring Z_2^128 (csrc/ring128.c), for ``ring: 128`` MPC devices ----
  * Element i of n is words [2i] (bits 0..63) and [2i+1] (bits 64..127); sizes
  * count elements.  Elementwise kernels follow the aliasing rule above.
@@ -239,9 +268,10 @@ void mixc_r128_beaver_finish(const uint64_t *c, const uint64_t *e, const uint64_
 void mixc_r128_truncpr_finish(const uint64_t *c, const uint64_t *msb, const uint64_t *low,
                               uint64_t *out, size_t n, unsigned bits, int first);
 /* matmul: C (M x N) = A (M x K) . B (K x N), all Z_2^128 elements, row-major;
- * ws >= mixc_r128_matmul_ws_words(M, K, N) words. Returns 1 when done (AVX-512
- * IFMA kernel), 0 when this build has no IFMA kernel (then nothing is written:
- * use matmul_low and 64-bit GEMMs), -1 when ws is too small. */
+ * C must not overlap A or B; ws >= mixc_r128_matmul_ws_words(M, K, N) words.
+ * Returns 1 when done (AVX-512 IFMA kernel), 0 when this build has no IFMA
+ * kernel (then nothing is written: use matmul_low and 64-bit GEMMs), -1 when
+ * ws is too small. */
 size_t mixc_r128_matmul_ws_words(size_t M, size_t K, size_t N);
 int mixc_r128_matmul(const uint64_t *A, const uint64_t *B, uint64_t *C,
                      size_t M, size_t K, size_t N, uint64_t *ws, size_t ws_words);

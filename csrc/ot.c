@@ -738,3 +738,142 @@ void mixc_gilboa_recv_fix(const uint64_t *b, const uint64_t *dpack, size_t n, ui
         share[p] += acc;
     }
 }
+
+/* ------------------------------------------------------------------------
+ * 128-bit messages (``ring: 128`` devices): the COT messages are the whole
+ * 128-bit hash H(i, x) instead of its low word.  u128 values are two words,
+ * low first (the u128 ring's layout, csrc/ring128.c).
+ * ------------------------------------------------------------------------ */
+
+typedef unsigned __int128 ot_u128;
+
+static inline ot_u128 load128(const uint64_t *w)
+{
+    return (ot_u128)w[0] | ((ot_u128)w[1] << 64);
+}
+
+static inline void store128(uint64_t *w, ot_u128 v)
+{
+    w[0] = (uint64_t)v;
+    w[1] = (uint64_t)(v >> 64);
+}
+
+/* v < 2^width, 1 <= width <= 128 */
+static inline void put_bits128(uint64_t *rec, unsigned off, ot_u128 v, unsigned width)
+{
+    if (width > 64) {
+        put_bits(rec, off, (uint64_t)v, 64);
+        put_bits(rec, off + 64, (uint64_t)(v >> 64), width - 64);
+    } else {
+        put_bits(rec, off, (uint64_t)v, width);
+    }
+}
+
+static inline ot_u128 get_bits128(const uint64_t *rec, unsigned off, unsigned width)
+{
+    if (width > 64)
+        return (ot_u128)get_bits(rec, off, 64) |
+               ((ot_u128)get_bits(rec, off + 64, width - 64) << 64);
+    return get_bits(rec, off, width);
+}
+
+/* Gilboa over Z_2^128: 128 COTs per product p (OT 128p + k for bit k of b_p),
+ * correction d_k truncated to 128 - k bits, packed LSB first at bit offset
+ * 128k - k(k-1)/2 of a GILBOA128_WORDS-word record (8256 bits exactly). */
+#define GILBOA128_WORDS 129
+
+size_t mixc_gilboa128_words(void)
+{
+    return GILBOA128_WORDS;
+}
+
+void mixc_gilboa128_send(const uint64_t *q, size_t n, const uint64_t *s, const uint64_t *a,
+                         const uint64_t *tweak, uint64_t *share, uint64_t *dpack)
+{
+    hasher h;
+    hasher_init(&h, 0);
+    uint64_t b0[2 * 128], b1[2 * 128];
+    for (size_t p = 0; p < n; p++) {
+        hash_rows(&h, q + 256 * p, NULL, tweak, 128 * p, b0, 128);
+        hash_rows(&h, q + 256 * p, s, tweak, 128 * p, b1, 128);
+        uint64_t *rec = dpack + GILBOA128_WORDS * p;
+        memset(rec, 0, GILBOA128_WORDS * sizeof(uint64_t));
+        ot_u128 acc = 0, ap = load128(a + 2 * p);
+        unsigned off = 0;
+        for (unsigned k = 0; k < 128; k++) {
+            ot_u128 h0 = load128(b0 + 2 * k), dk = h0 + ap - load128(b1 + 2 * k);
+            unsigned width = 128 - k;
+            if (width < 128)
+                dk &= ((ot_u128)1 << width) - 1;
+            put_bits128(rec, off, dk, width);
+            off += width;
+            acc += h0 << k;
+        }
+        store128(share + 2 * p, 0 - acc);
+    }
+}
+
+void mixc_gilboa128_recv_hash(const uint64_t *t, size_t n, const uint64_t *tweak,
+                              uint64_t *share)
+{
+    hasher h;
+    hasher_init(&h, 0);
+    uint64_t b0[2 * HB];
+    for (size_t p0 = 0; p0 < n; p0 += HB / 128) {
+        size_t np = n - p0 < HB / 128 ? n - p0 : HB / 128;
+        hash_rows(&h, t + 256 * p0, NULL, tweak, 128 * p0, b0, 128 * np);
+        for (size_t p = 0; p < np; p++) {
+            ot_u128 acc = 0;
+            for (unsigned k = 0; k < 128; k++)
+                acc += load128(b0 + 2 * (128 * p + k)) << k;
+            store128(share + 2 * (p0 + p), acc);
+        }
+    }
+}
+
+void mixc_gilboa128_recv_fix(const uint64_t *b, const uint64_t *dpack, size_t n,
+                             uint64_t *share)
+{
+    for (size_t p = 0; p < n; p++) {
+        const uint64_t *rec = dpack + GILBOA128_WORDS * p;
+        ot_u128 acc = 0;
+        unsigned off = 0;
+        for (unsigned k = 0; k < 128; k++) {
+            unsigned width = 128 - k;
+            ot_u128 dk = get_bits128(rec, off, width);
+            off += width;
+            if ((b[2 * p + (k >> 6)] >> (k & 63)) & 1)
+                acc += dk << k;
+        }
+        store128(share + 2 * p, load128(share + 2 * p) + acc);
+    }
+}
+
+/* bit-OLE over Z_2^128 (one COT per bit, delta_i = the sender's bit a_i), sender:
+ * share_i = -H(q_i), d_i = H(q_i) + a_i - H(q_i ^ s) */
+void mixc_bitole128_send(const uint64_t *q, size_t n, const uint64_t *s, const uint64_t *a,
+                         const uint64_t *tweak, uint64_t *share, uint64_t *d)
+{
+    hasher h;
+    hasher_init(&h, 0);
+    uint64_t b0[2 * HB], b1[2 * HB];
+    for (size_t i0 = 0; i0 < n; i0 += HB) {
+        size_t m = n - i0 < HB ? n - i0 : HB;
+        hash_rows(&h, q + 2 * i0, NULL, tweak, i0, b0, m);
+        hash_rows(&h, q + 2 * i0, s, tweak, i0, b1, m);
+        for (size_t i = 0; i < m; i++) {
+            ot_u128 h0 = load128(b0 + 2 * i);
+            store128(share + 2 * (i0 + i), 0 - h0);
+            store128(d + 2 * (i0 + i), h0 + a[i0 + i] - load128(b1 + 2 * i));
+        }
+    }
+}
+
+/* receiver finish: share_i += c_i d_i (c_i = bit i of the packed choices; share = H(t)) */
+void mixc_bitole128_recv_fix(const uint64_t *choice, const uint64_t *d, size_t n,
+                             uint64_t *share)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((choice[i >> 6] >> (i & 63)) & 1)
+            store128(share + 2 * i, load128(share + 2 * i) + load128(d + 2 * i));
+}

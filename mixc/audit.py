@@ -237,20 +237,22 @@ def _dp_lines(selected):
 
 def _he_lines(selected):
     """Trust lines for HE devices and the masking protocol (protocols.he, .masking)."""
-    from .protocols.he import PARAMS_TEXT
+    from .protocols.he import params_text
+    from .protocols.ring import ring_of
     out = []
     for d in selected.devices.values():
         if d.kind == "HE":
             out.append(f"- HE device {d.name}: {d.key_owner} holds the secret key; "
-                       f"{d.evaluator} sees only ciphertexts ({PARAMS_TEXT}) and the key owner "
+                       f"{d.evaluator} sees only ciphertexts ({params_text()}) and the key owner "
                        "only sanitised results or values masked by the evaluator's randomness")
     uses = [n for n in selected.walk() if n.attrs.get("protocol") == "masking"]
     if uses:
         where = ", ".join(sorted({n.loc or n.op for n in uses}))
+        rings = sorted({ring_of(selected.devices[n.result.type.place]).bits for n in uses})
         out.append(f"- masking protocol (the seed patent) on {len(uses)} linear layer(s) at "
                    f"{where}: the weights stay at their owner; the other party sends only x - r "
                    "(r its own uniform mask) and gets W.r - s under its own HE key, sanitised "
-                   f"(s the weights owner's mask); HE: {PARAMS_TEXT}")
+                   f"(s the weights owner's mask); HE: {'; '.join(params_text(b) for b in rings)}")
     return out
 
 

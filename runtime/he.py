@@ -1,4 +1,4 @@
-"""Additively homomorphic RLWE encryption (BFV-style) over the plaintext ring Z_2^64.
+"""Additively homomorphic RLWE encryption (BFV-style) over the plaintext ring Z_2^64 (or Z_2^128).
 
 The heavy loops (NTT, RNS arithmetic, sampling, encoding, modulus switching,
 bit packing) are the C kernels of ``csrc/he.c``; the modules below hold the
@@ -36,6 +36,32 @@ A fresh secret-key encryption (noise <= 21.5) times w then flooded needs
 which rules out n = 4096 (log q <= 109) and needs four-plus primes at
 n = 8192.  Splitting w into 16-bit limbs would fit n = 4096 only without
 flooding and with 4x the products, so we use the large modulus instead.
+
+Plaintext modulus 2^128 (``DEFAULT_128``, ``HEParams.t_bits = 128``)
+--------------------------------------------------------------------
+For the u128 MPC ring (``ring: 128``) the same scheme runs with t = 2^128:
+plaintexts are ``U128`` arrays (two uint64 words, low first, as the ring's),
+encoded as round(q m / 2^128) (``mixc_he_encode_scaled128``), decoded as
+round(2^128 v / q) mod 2^128 (``mixc_he_decode128``, a 256-bit fixed-point CRT
+sum), plaintext polynomials lifted to (-2^127, 2^127] (``mixc_he_from_i128``).
+A product by w with 127-bit coefficients grows the noise by ||w||_1 <=
+n 2^127, so the same budget as above needs
+  2^4.4 (fresh) * 2^141 (||w||_1, n = 2^14) * 2^54 (flood, r <= 2^14)
+  * 2^130 (t / 2, the budget's half) * margin ~= 2^334:
+too much for n = 8192 (log q <= 218), so **n = 16384** with seven 50-bit
+primes (log2 q = 350 <= 438 of the HE standard: 128-bit secure; IFMA NTTs),
+flooding of up to 256 bits (``mixc_he_sample_wide``), and results switched
+down to ``keep`` = 3 primes (150 bits > 128 + 2 + log2 n + 1).  Everything
+else -- sanitisation, flooding size from public bounds only, the packings, the
+wire format (its params id carries t) -- is unchanged.  Cost per result
+coefficient vs t = 2^64: seeded input 716 868 B per 16384 coefficients
+(43.8 B vs 27.3 B per coefficient), extracted output with r results
+307 236 + 20.75 r B (2-byte position + 150 bits); a 1024 x 1024 masked
+matrix product sends 1.9x the bytes and took 1.7x the time of the 64-bit one
+(simulated, dealer-free device; tests: ``tests/test_ring128_he.py``).
+(Splitting 128-bit words into 64-bit limbs on t = 2^64 would not be cheaper:
+the low limbs' product a_lo w_lo needs its full 128 bits, which t = 2^64
+loses, so it needs smaller limbs again plus carries.)
 
 Encoding.  m in Z_2^64[X] is encoded as round(q m / t) (not floor(q/t) m):
 with that scaling a product by any w in Z[X] keeps the message exactly
@@ -134,8 +160,8 @@ from __future__ import annotations
 from mixc.runtime.kernels import ffi, lib  # noqa: F401 - tests call kernels via he
 from mixc.runtime.he_params import (HEError, MASK64, T_BITS, STD_128_TERNARY, DEFAULT_PRIMES,
                                     _HDR, KIND_FULL, KIND_SEEDED, KIND_EXTRACTED, KIND_PUBKEY,
-                                    HEParams, DEFAULT, _p64, _ctx, ntt_forward, ntt_inverse,
-                                    _pad)
+                                    HEParams, DEFAULT, DEFAULT_128, PRIMES_128, params_for,
+                                    _p64, _ctx, ntt_forward, ntt_inverse, _pad)
 from mixc.runtime.he_wire import (_pack_limbs, SecretKey, PublicKey, keygen, Plaintext,
                                   encode_plain, Ciphertext, ExtractedCiphertext,
                                   ciphertext_bytes, from_bytes)
@@ -151,6 +177,8 @@ __all__ = [
     "HEError",
     "HEParams",
     "DEFAULT",
+    "DEFAULT_128",
+    "params_for",
     "SecretKey",
     "PublicKey",
     "Plaintext",

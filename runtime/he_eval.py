@@ -9,7 +9,7 @@ import numpy as np
 
 from mixc.runtime.kernels import Prg
 from mixc.runtime.he_params import (HEError, _Ctx, _Level, _U64, _bits_for, _check_budget,
-                                    _check_u64, _ctx, _pad)
+                                    _check_plain, _ctx, _pad)
 from mixc.runtime.he_wire import (Ciphertext, ExtractedCiphertext, Plaintext, PublicKey,
                                   SecretKey, encode_plain)
 
@@ -52,34 +52,35 @@ def _encrypt_poly(key, m, prg: Prg, length: int) -> Ciphertext:
 
 
 def encrypt(key, values, prg: Prg):
-    """Encrypt a uint64 vector (Z_2^64 coefficients) under a secret key
-    (seeded, compact) or a public key.  Up to n values give one Ciphertext;
+    """Encrypt a vector of Z_t coefficients (uint64 for t = 2^64, U128 for
+    t = 2^128) under a secret key (seeded, compact) or a public key.  Up to n values give one Ciphertext;
     longer vectors are split into a list of ceil(len / n) ciphertexts."""
     if not isinstance(prg, Prg):
         raise ValueError("encrypt: prg must be a mixc.runtime.kernels.Prg")
     if not isinstance(key, (SecretKey, PublicKey)):
         raise ValueError(f"encrypt: key must be a SecretKey or PublicKey, got {type(key).__name__}")
     n = key.params.n
-    v = _check_u64(values, "encrypt").reshape(-1)
+    v = _check_plain(values, key.params, "encrypt").reshape(-1)
     if v.size <= n:
         return _encrypt_poly(key, _pad(v, n), prg, v.size)
     return [_encrypt_poly(key, _pad(v[i:i + n], n), prg, min(n, v.size - i))
             for i in range(0, v.size, n)]
 
 
-def _noise_threshold(noise: float, level: _Level) -> float:
-    # residual * 2^64 = 2^64 t e / q (t = 2^64); the decoder's fixed-point
+def _noise_threshold(noise: float, level: _Level, t_bits: int) -> float:
+    # residual * 2^64 = 2^64 t e / q; the decoder's fixed-point
     # error is < L 2^-78 of a unit, i.e. < 1 here: allow a few units
-    return min(noise * 2.0 ** 128 / float(level.q) * (1 + 2.0 ** -20) + 8.0, 2.0 ** 62)
+    return min(noise * 2.0 ** (64 + t_bits) / float(level.q) * (1 + 2.0 ** -20) + 8.0,
+               2.0 ** 62)
 
 
-def _check_residual(frac, noise, lv, what):
+def _check_residual(frac, noise, lv, what, t_bits):
     if frac.size == 0:
         return
     worst = float(np.abs(frac.astype(np.float64)).max())
-    thr = _noise_threshold(noise, lv)
+    thr = _noise_threshold(noise, lv, t_bits)
     if worst > thr:
-        measured = worst / 2.0 ** 128 * float(lv.q)
+        measured = worst / 2.0 ** (64 + t_bits) * float(lv.q)
         raise HEError(
             f"decrypt: measured noise 2^{_bits_for(measured):.1f} exceeds the {what}'s bound "
             f"2^{_bits_for(noise):.1f}: wrong secret key or corrupted ciphertext"
@@ -105,7 +106,7 @@ def decrypt(sk: SecretKey, ct, *, check_key_id: bool = True) -> np.ndarray:
     exceeds the ciphertext's bound."""
     if isinstance(ct, (list, tuple)):
         parts = [decrypt(sk, x, check_key_id=check_key_id) for x in ct]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=_U64)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=sk.params.plain_dtype)
     if isinstance(ct, ExtractedCiphertext):
         return _decrypt_extracted(sk, ct, check_key_id)
     if not isinstance(ct, Ciphertext):
@@ -128,7 +129,7 @@ def decrypt(sk: SecretKey, ct, *, check_key_id: bool = True) -> np.ndarray:
         c.ntt(v, l)
         c.add(ct.data[0], c.intt(c.mul(v, s, out=v, l=l), l), out=v, l=l)
     m, frac = c.decode(v, l)
-    _check_residual(frac, ct.noise, lv, "ciphertext")
+    _check_residual(frac, ct.noise, lv, "ciphertext", sk.params.t_bits)
     return m[: ct.length].copy()
 
 
@@ -145,7 +146,7 @@ def _decrypt_extracted(sk, ct: ExtractedCiphertext, check_key_id):
     cs = c.intt(c.mul(t, sk.s_ntt[:l], out=t, l=l), l)
     v = c.add(np.ascontiguousarray(ct.c0), np.ascontiguousarray(cs[:, ct.positions]), l=l)
     m, frac = c.decode(v, l)
-    _check_residual(frac, ct.noise, lv, "ciphertext")
+    _check_residual(frac, ct.noise, lv, "ciphertext", sk.params.t_bits)
     return m
 
 
@@ -173,25 +174,25 @@ def _add_or_sub(a: Ciphertext, b: Ciphertext, op: str, residue_op) -> Ciphertext
 
 
 def add(a: Ciphertext, b: Ciphertext) -> Ciphertext:
-    """Enc(x) + Enc(y) = Enc(x + y mod 2^64)."""
+    """Enc(x) + Enc(y) = Enc(x + y mod t)."""
     return _add_or_sub(a, b, "add", _Ctx.add)
 
 
 def sub(a: Ciphertext, b: Ciphertext) -> Ciphertext:
-    """Enc(x) - Enc(y) = Enc(x - y mod 2^64)."""
+    """Enc(x) - Enc(y) = Enc(x - y mod t)."""
     return _add_or_sub(a, b, "sub", _Ctx.sub)
 
 
 def neg(a: Ciphertext) -> Ciphertext:
-    """-Enc(x) = Enc(-x mod 2^64)."""
+    """-Enc(x) = Enc(-x mod t)."""
     c = _ctx(a.params)
     return Ciphertext(a.params, c.neg(a.data, l=a.level), a.ntt, a.noise, a.key_id, a.length)
 
 
 def add_plain(ct: Ciphertext, values) -> Ciphertext:
-    """Enc(x) + y for a uint64 vector y (length <= n), coefficientwise mod 2^64."""
+    """Enc(x) + y for a plaintext vector y (length <= n), coefficientwise mod t."""
     c = _ctx(ct.params)
-    v = _check_u64(values, "add_plain", max_len=c.n)
+    v = _check_plain(values, ct.params, "add_plain", max_len=c.n)
     l = ct.level
     enc = c.encode(_pad(v, c.n), l)
     if ct.ntt:
@@ -204,8 +205,8 @@ def add_plain(ct: Ciphertext, values) -> Ciphertext:
 
 
 def mul_plain(ct: Ciphertext, poly, *, norm_bound: float | None = None) -> Ciphertext:
-    """Enc(x) * w in Z_2^64[X]/(X^n + 1) (negacyclic convolution mod 2^64) for
-    a plaintext polynomial w: a uint64 coefficient vector (length <= n) or a
+    """Enc(x) * w in Z_t[X]/(X^n + 1) (negacyclic convolution mod t) for
+    a plaintext polynomial w: a coefficient vector (length <= n) or a
     Plaintext from ``encode_plain``.  The noise bound grows by ||w||_1
     (centred), or by ``norm_bound`` (>= ||w||_1) if given: the bound ends up
     in the result's header and sets the flooding size of
@@ -245,7 +246,7 @@ def mod_switch(ct: Ciphertext, level: int) -> Ciphertext:
 
 def mask_and_extract(ct: Ciphertext, positions, mask, pk: PublicKey, prg: Prg, *,
                      level: int | None = None) -> ExtractedCiphertext:
-    """Sanitised result for the key owner: adds ``mask`` (uint64, one per
+    """Sanitised result for the key owner: adds ``mask`` (plaintext values, one per
     position, or None) at ``positions``, re-randomises with a fresh public-key
     encryption of zero, floods the revealed coefficients' noise (2^-stat_sec
     statistical distance), switches down to ``level`` (default params.keep)
@@ -281,7 +282,7 @@ def mask_and_extract(ct: Ciphertext, positions, mask, pk: PublicKey, prg: Prg, *
     if r:
         c.add(c0, c.from_i64(c.cbd(prg, r), l), out=c0, l=l)
     if mask is not None:
-        mv = _check_u64(mask, "mask_and_extract").reshape(-1)
+        mv = _check_plain(mask, params, "mask_and_extract").reshape(-1)
         if mv.size != r:
             raise ValueError(f"mask_and_extract: mask has {mv.size} values for {r} positions")
         if r:

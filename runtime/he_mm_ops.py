@@ -17,6 +17,8 @@ before it is sanitised:
 
 Byte layouts and keys are those of ``runtime.he_ops`` (same wire format), and
 every op that draws randomness seeds a fresh ChaCha20 stream from ``os.urandom``.
+A plan with a seventh entry 128 runs with plaintext modulus 2^128
+(``runtime.he.DEFAULT_128``): X, W, the mask and the result are u128 ring values.
 """
 from __future__ import annotations
 
@@ -25,18 +27,23 @@ import os
 import numpy as np
 
 from . import he
-from .he_ops import PARAMS, SEEDED, _pk, _sk, extracted_bytes, join, matmul_plan, split
+from .he_ops import PARAMS, _pk, _sk, extracted_bytes, join, matmul_plan, split
 from .kernels import Prg
 
 
 def output_sizes(plan):
     """Byte size of each sanitised output of a plan."""
     p = matmul_plan(plan)
-    return [extracted_bytes(len(p.positions(o))) for o in range(p.n_outputs)]
+    return [extracted_bytes(len(p.positions(o)), p.params) for o in range(p.n_outputs)]
 
 
 def input_bytes(plan):
-    return matmul_plan(plan).n_inputs * SEEDED
+    p = matmul_plan(plan)
+    return p.n_inputs * he.ciphertext_bytes(p.params, "seeded")
+
+
+def _plain(p, x):
+    return np.ascontiguousarray(x, dtype=p.params.plain_dtype)
 
 
 def _prg():
@@ -45,19 +52,19 @@ def _prg():
 
 def encrypt(a, sk, x):
     p = matmul_plan(a["plan"])
-    return [join(he.encrypt_input(_sk(sk), p, np.ascontiguousarray(x, dtype=np.uint64), _prg()))]
+    return [join(he.encrypt_input(_sk(sk, p.params), p, _plain(p, x), _prg()))]
 
 
 def evaluate(a, pk, ct, w, mask):
     p = matmul_plan(a["plan"])
-    outs = he.evaluate_masked(p, np.ascontiguousarray(w, dtype=np.uint64), split(ct),
-                              np.ascontiguousarray(mask, dtype=np.uint64), _pk(pk), _prg())
+    outs = he.evaluate_masked(p, _plain(p, w), split(ct, p.params), _plain(p, mask),
+                              _pk(pk, p.params), _prg())
     return [join(outs)]
 
 
 def decrypt(a, sk, ext):
     p = matmul_plan(a["plan"])
-    return [np.asarray(he.decrypt_output(_sk(sk), p, split(ext)), dtype=np.uint64)]
+    return [_plain(p, he.decrypt_output(_sk(sk, p.params), p, split(ext, p.params)))]
 
 
 OPS = {"he_mm.encrypt": encrypt, "he_mm.eval": evaluate, "he_mm.decrypt": decrypt}

@@ -24,6 +24,12 @@ The ops (declared in ``mixc.ir.ops``, run by ``runtime.executor``):
 
 Every op that draws randomness seeds a fresh ChaCha20 stream from
 ``os.urandom``.
+
+The plaintext modulus is 2^64 (``PARAMS``) unless an op says otherwise: a
+``he.keygen`` with ``t_bits: 128`` makes keys of ``runtime.he.DEFAULT_128``,
+and a matrix-product plan with a seventh entry 128 (``(M, K, N, mw, kw, nw,
+128)``, ``plan_matmul(..., t_bits=128)``) runs on those parameters with u128
+plaintexts (the 128-bit MPC ring's dealer-free triples, ``runtime.he_mm_ops``).
 """
 from __future__ import annotations
 
@@ -42,8 +48,14 @@ SEEDED = he.ciphertext_bytes(PARAMS, "seeded")
 FULL = he.ciphertext_bytes(PARAMS, "full")
 
 
-def extracted_bytes(r):
-    return he.ciphertext_bytes(PARAMS, "extracted", positions=int(r))
+def extracted_bytes(r, params=PARAMS):
+    return he.ciphertext_bytes(params, "extracted", positions=int(r))
+
+
+def key_bytes(t_bits=64):
+    """(secret key bytes, public key bytes) of the parameters of plaintext modulus 2^t_bits."""
+    params = he.params_for(int(t_bits))
+    return 20 + params.n // 4, he.ciphertext_bytes(params, "seeded")
 
 
 def _prg():
@@ -71,8 +83,9 @@ def extract_sizes(positions, count):
 
 
 def matmul_plan(plan):
-    M, K, Nn, mw, kw, nw = (int(v) for v in plan)
-    return he.MatmulPlan(M, K, Nn, mw, kw, nw, PARAMS)
+    """The MatmulPlan of a plan attribute (M, K, N, mw, kw, nw[, t_bits])."""
+    M, K, Nn, mw, kw, nw, *t = (int(v) for v in plan)
+    return he.MatmulPlan(M, K, Nn, mw, kw, nw, he.params_for(t[0]) if t else PARAMS)
 
 
 def matmul_input_positions(plan):
@@ -109,21 +122,22 @@ def elementwise_output_positions(size):
     return (i // d) * N + (i % d) * (d + 1)
 
 
-def plan_matmul(M, K, Nn):
-    p = he.plan_matmul(int(M), int(K), int(Nn), PARAMS)
-    return (p.M, p.K, p.N, p.mw, p.kw, p.nw)
+def plan_matmul(M, K, Nn, t_bits=64):
+    """A plan attribute; t = 2^128 plans carry their t_bits as a seventh entry."""
+    p = he.plan_matmul(int(M), int(K), int(Nn), he.params_for(int(t_bits)))
+    return (p.M, p.K, p.N, p.mw, p.kw, p.nw) + (() if t_bits == 64 else (int(t_bits),))
 
 
 def plan_cost(plan):
     """(bytes of Enc inputs, bytes of extracted outputs) of a matmul plan."""
     p = matmul_plan(plan)
-    return (p.n_inputs * SEEDED,
-            p.n_outputs * extracted_bytes(p.mw * p.nw))
+    return (p.n_inputs * he.ciphertext_bytes(p.params, "seeded"),
+            p.n_outputs * extracted_bytes(p.mw * p.nw, p.params))
 
 
 # ------------------------------------------------------------ (de)serialisation
 
-def split(buf):
+def split(buf, params=PARAMS):
     """A u8 array of concatenated serialised ciphertexts -> list of parsed objects."""
     data = np.ascontiguousarray(buf, dtype=np.uint8).tobytes()
     out, off = [], 0
@@ -131,17 +145,15 @@ def split(buf):
         if len(data) - off < he._HDR.size:
             raise he.HEError("malformed HE value: truncated ciphertext header")
         _m, _v, kind, level, _f, _p, _k, _noise, length = he._HDR.unpack_from(data, off)
-        if kind == he.KIND_SEEDED:
-            size = SEEDED
+        if kind in (he.KIND_SEEDED, he.KIND_PUBKEY):
+            size = he.ciphertext_bytes(params, "seeded")  # a public key: b + the seed of a
         elif kind == he.KIND_FULL:
-            size = he.ciphertext_bytes(PARAMS, "full", level=level)
+            size = he.ciphertext_bytes(params, "full", level=level)
         elif kind == he.KIND_EXTRACTED:
-            size = he.ciphertext_bytes(PARAMS, "extracted", level=level, positions=length)
-        elif kind == he.KIND_PUBKEY:
-            size = PK_BYTES
+            size = he.ciphertext_bytes(params, "extracted", level=level, positions=length)
         else:
             raise he.HEError(f"malformed HE value: unknown kind {kind}")
-        out.append(he.from_bytes(data[off:off + size], PARAMS))
+        out.append(he.from_bytes(data[off:off + size], params))
         off += size
     return out
 
@@ -150,18 +162,18 @@ def join(objs):
     return np.frombuffer(b"".join(o.to_bytes() for o in objs), dtype=np.uint8).copy()
 
 
-def _sk(buf):
-    return he.SecretKey.from_bytes(np.asarray(buf, dtype=np.uint8).tobytes(), PARAMS)
+def _sk(buf, params=PARAMS):
+    return he.SecretKey.from_bytes(np.asarray(buf, dtype=np.uint8).tobytes(), params)
 
 
-def _pk(buf):
-    return he.PublicKey.from_bytes(np.asarray(buf, dtype=np.uint8).tobytes(), PARAMS)
+def _pk(buf, params=PARAMS):
+    return he.PublicKey.from_bytes(np.asarray(buf, dtype=np.uint8).tobytes(), params)
 
 
 # ------------------------------------------------------------ the ops
 
 def keygen(a):
-    sk, pk = he.keygen(_prg(), PARAMS)
+    sk, pk = he.keygen(_prg(), he.params_for(int(a.get("t_bits", 64))))
     return [np.frombuffer(sk.to_bytes(), dtype=np.uint8).copy(),
             np.frombuffer(pk.to_bytes(), dtype=np.uint8).copy()]
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixc.runtime.kernels import Prg
-from mixc.runtime.he_params import (DEFAULT, HEError, HEParams, _U64, _check_budget,
-                                    _check_u64, _ctx, _pad)
+from mixc.runtime.he_params import (DEFAULT, HEError, HEParams, _check_budget,
+                                    _check_plain, _ctx, _pad)
 from mixc.runtime.he_wire import (Ciphertext, ExtractedCiphertext, PublicKey, SecretKey,
                                   ciphertext_bytes)
 from mixc.runtime.he_eval import (decrypt, encrypt, mask_and_extract)
@@ -22,7 +22,8 @@ from mixc.runtime.he_eval import (decrypt, encrypt, mask_and_extract)
 # --------------------------------------------------------------------------
 
 # rough single-core costs (seconds) of the pieces, for plan selection,
-# measured on the AVX-512 IFMA build at n = 8192 (2-core EPYC)
+# measured on the AVX-512 IFMA build at n = 8192, 5 primes (2-core EPYC); other
+# parameter sets scale them by n L (``_work``)
 _COST_NTT = 1.3e-4     # encode + 5-limb NTT of one plaintext block (evaluator)
 _COST_MUL = 4.5e-5     # one two-component multiply-accumulate (evaluator)
 _COST_OUT = 8.5e-4     # mask_and_extract + (de)serialise + decrypt of one output
@@ -32,6 +33,16 @@ DEFAULT_BANDWIDTH = 125e6  # bytes / s (1 Gbit/s)
 
 def _cdiv(a, b):
     return -(-a // b)
+
+
+def _work(params):
+    """Work per ciphertext operation relative to the default parameters (n L)."""
+    return params.n * params.L / (DEFAULT.n * DEFAULT.L)
+
+
+def _max_entry(params):
+    """The largest centred plaintext coefficient, t / 2: public bounds on ||w||_1 use it."""
+    return 2.0 ** (params.t_bits - 1)
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,7 @@ class MatmulPlan:
         return self.Mb * self.Kb * self.Nb
 
     def _x(self, X):
-        X = _check_u64(X, "matmul")
+        X = _check_plain(X, self.params, "matmul")
         if self.vector and X.ndim == 1:
             X = X.reshape(-1, 1)
         if X.shape != (self.K, self.N):
@@ -90,20 +101,20 @@ class MatmulPlan:
             for bn in range(self.Nb):
                 blk = X[bk * kw:(bk + 1) * kw, bn * nw:(bn + 1) * nw]
                 kj, nl = blk.shape
-                poly = np.zeros(n, dtype=_U64)
+                poly = np.zeros(n, dtype=self.params.plain_dtype)
                 idx = np.arange(kj)[:, None] + (np.arange(nl) * kw)[None, :]
                 poly[idx] = blk
                 out.append(poly)
         return out
 
     def weight_poly(self, W, bi, bk):
-        """W block (bi, bk) as centred integers, W[i, j] at (kw-1-j) + i kw nw."""
+        """W block (bi, bk) as plaintext coefficients, W[i, j] at (kw-1-j) + i kw nw."""
         n, mw, kw, nw = self.params.n, self.mw, self.kw, self.nw
         blk = W[bi * mw:(bi + 1) * mw, bk * kw:(bk + 1) * kw]
         mi, kj = blk.shape
-        poly = np.zeros(n, dtype=np.int64)
+        poly = np.zeros(n, dtype=W.dtype)
         idx = (kw - 1 - np.arange(kj))[None, :] + (np.arange(mi) * kw * nw)[:, None]
-        poly[idx] = blk.view(np.int64)
+        poly[idx] = blk
         return poly
 
     def positions(self, out_index):
@@ -121,22 +132,22 @@ class MatmulPlan:
         return list(self.iter_outputs(W, cts))
 
     def iter_outputs(self, W, cts):
-        W = _check_u64(W, "matmul")
+        W = _check_plain(W, self.params, "matmul")
         if W.shape != (self.M, self.K):
             raise ValueError(f"matmul: W must have shape {(self.M, self.K)}, got {W.shape}")
         cts = _check_inputs(cts, self.n_inputs, self.params, "matmul")
         c = _ctx(self.params)
         L, n, Nb = c.L, c.n, self.Nb
         for bi in range(self.Mb):
-            acc = np.empty((Nb, 2, L, n), dtype=_U64)  # the outputs are views of it
+            acc = np.empty((Nb, 2, L, n), dtype=np.uint64)  # the outputs are views of it
             noise = [0.0] * Nb
             for bk in range(self.Kb):
                 poly = self.weight_poly(W, bi, bk)
-                pt = c.ntt(c.from_i64(poly, out=c.scratch("mm1", (L, n))))
-                # public bound on ||w||_1 (entries * 2^63): the exact norm
+                pt = c.ntt(c.from_plain(poly, out=c.scratch("mm1", (L, n))))
+                # public bound on ||w||_1 (entries * t/2): the exact norm
                 # would leak through the noise header and the flooding size
                 l1 = float(min(self.mw, self.M - bi * self.mw)
-                           * min(self.kw, self.K - bk * self.kw)) * 2.0 ** 63
+                           * min(self.kw, self.K - bk * self.kw)) * _max_entry(self.params)
                 for bn in range(Nb):
                     ct = cts[bk * Nb + bn]
                     c.mulacc(ct.data, pt, acc[bn], L, 2, bk > 0)
@@ -146,7 +157,7 @@ class MatmulPlan:
                 yield Ciphertext(self.params, acc[bn], True, noise[bn], cts[0].key_id, n)
 
     def assemble(self, values):
-        out = np.zeros((self.M, self.N), dtype=_U64)
+        out = np.zeros((self.M, self.N), dtype=self.params.plain_dtype)
         for o, v in enumerate(values):
             bi, bn = divmod(o, self.Nb)
             mi = min(self.mw, self.M - bi * self.mw)
@@ -156,7 +167,7 @@ class MatmulPlan:
         return out[:, 0].copy() if self.vector else out
 
     def split_mask(self, mask):
-        mask = _check_u64(mask, "matmul mask")
+        mask = _check_plain(mask, self.params, "matmul mask")
         if self.vector and mask.ndim == 1:
             mask = mask.reshape(-1, 1)
         if mask.shape != (self.M, self.N):
@@ -175,7 +186,7 @@ class MatmulPlan:
         nbytes = (self.n_inputs * ciphertext_bytes(p, "seeded")
                   + self.n_outputs * ciphertext_bytes(p, "extracted", positions=r))
         secs = (self.Mb * self.Kb * _COST_NTT + self.n_products * _COST_MUL
-                + self.n_outputs * _COST_OUT + self.n_inputs * _COST_IN)
+                + self.n_outputs * _COST_OUT + self.n_inputs * _COST_IN) * _work(p)
         return secs, nbytes
 
 
@@ -238,7 +249,7 @@ def plan_matvec(m, k, params: HEParams = DEFAULT, *, bandwidth=DEFAULT_BANDWIDTH
 
 @dataclass(frozen=True)
 class ElementwisePlan:
-    """x (encrypted) * y (plaintext) elementwise over Z_2^64, d = floor(sqrt(n))
+    """x (encrypted) * y (plaintext) elementwise over Z_t, d = floor(sqrt(n))
     elements per ciphertext: x_i at i, y_i at i d, x_i y_i at i (d + 1)."""
 
     size: int
@@ -255,10 +266,10 @@ class ElementwisePlan:
         return v[b * self.d:(b + 1) * self.d]
 
     def input_polys(self, x):
-        x = _check_u64(x, "elementwise", shape=(self.size,))
+        x = _check_plain(x, self.params, "elementwise", shape=(self.size,))
         out = []
         for b in range(self.n_inputs):
-            poly = np.zeros(self.params.n, dtype=_U64)
+            poly = np.zeros(self.params.n, dtype=self.params.plain_dtype)
             ch = self._chunk(x, b)
             poly[: ch.size] = ch
             out.append(poly)
@@ -273,26 +284,28 @@ class ElementwisePlan:
         return list(self.iter_outputs(y, cts))
 
     def iter_outputs(self, y, cts):
-        y = _check_u64(y, "elementwise", shape=(self.size,))
+        y = _check_plain(y, self.params, "elementwise", shape=(self.size,))
         cts = _check_inputs(cts, self.n_inputs, self.params, "elementwise")
         c = _ctx(self.params)
         for b, ct in enumerate(cts):
             ch = self._chunk(y, b)
-            poly = np.zeros(c.n, dtype=np.int64)
-            poly[np.arange(ch.size) * self.d] = ch.view(np.int64)
-            pt = c.ntt(c.from_i64(poly, out=c.scratch("mm1", (c.L, c.n))))
-            noise = ct.noise * float(ch.size) * 2.0 ** 63  # public bound on ||w||_1
+            poly = np.zeros(c.n, dtype=y.dtype)
+            poly[np.arange(ch.size) * self.d] = ch
+            pt = c.ntt(c.from_plain(poly, out=c.scratch("mm1", (c.L, c.n))))
+            # public bound on ||w||_1
+            noise = ct.noise * float(ch.size) * _max_entry(self.params)
             _check_budget(noise, c, c.L, "elementwise")
             out = np.empty_like(ct.data)
             c.mulacc(ct.data, pt, out, c.L, 2, False)
             yield Ciphertext(self.params, out, True, noise, ct.key_id, c.n)
 
     def assemble(self, values):
-        return np.concatenate([np.asarray(v, dtype=_U64) for v in values]) if values else \
-            np.zeros(0, dtype=_U64)
+        dt = self.params.plain_dtype
+        return np.concatenate([np.asarray(v, dtype=dt) for v in values]) if values else \
+            np.zeros(0, dtype=dt)
 
     def split_mask(self, mask):
-        mask = _check_u64(mask, "elementwise mask", shape=(self.size,))
+        mask = _check_plain(mask, self.params, "elementwise mask", shape=(self.size,))
         return [self._chunk(mask, b) for b in range(self.n_outputs)]
 
 
@@ -361,5 +374,5 @@ matvec = matmul
 
 
 def elementwise(plan: ElementwisePlan, y, cts, mask=None, pk=None, prg=None) -> list:
-    """x * y elementwise (mod 2^64) for the encrypted x of ``encrypt_input``."""
+    """x * y elementwise (mod t) for the encrypted x of ``encrypt_input``."""
     return _evaluate_maybe_masked("elementwise", plan, y, cts, mask, pk, prg)

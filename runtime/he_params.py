@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mixc.errors import MixcError
-from mixc.runtime.kernels import Prg
+from mixc.runtime.kernels import Prg, U128
 from mixc.runtime.kernels import ffi, lib
 
 
@@ -24,13 +24,17 @@ class HEError(MixcError):
 
 MASK64 = (1 << 64) - 1
 _U64 = np.dtype(np.uint64)
-T_BITS = 64
+T_BITS = 64  # the default plaintext modulus 2^64; ``HEParams.t_bits`` may be 128
+T_CHOICES = (64, 128)
 
 # HomomorphicEncryption.org standard, ternary secret, 128-bit classical:
 # maximal log2 q per ring dimension.
 STD_128_TERNARY = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
 DEFAULT_PRIMES = (4398046150657, 4398045708289, 35184371613697, 35184371417089, 17592186028033)
+# t = 2^128 (``DEFAULT_128``): seven 50-bit primes = 1 mod 2n at n = 16384, log2 q = 350
+PRIMES_128 = (1125899904679937, 1125899903991809, 1125899903827969, 1125899903795201,
+              1125899903500289, 1125899903107073, 1125899902124033)
 
 _A_STREAM = 0x6D697863_48450001  # Prg stream id for expanding public seeds
 _MAGIC = b"MXHE"
@@ -69,15 +73,17 @@ def _is_prime(n: int) -> bool:
 @dataclass(frozen=True)
 class HEParams:
     """An RLWE parameter set: ring dimension n, RNS primes (q = product),
-    plaintext modulus t = 2^64, CBD error parameter eta, the number of primes
-    ``keep`` that results are switched down to, and the statistical security
-    ``stat_sec`` of noise flooding."""
+    CBD error parameter eta, the number of primes ``keep`` that results are
+    switched down to, the statistical security ``stat_sec`` of noise flooding
+    and the plaintext modulus t = 2^t_bits (64 or 128; plaintext values are
+    uint64 arrays for 64, ``U128`` arrays -- the u128 ring's -- for 128)."""
 
     n: int
     primes: tuple
     eta: int = 21
     keep: int = 2
     stat_sec: int = 40
+    t_bits: int = T_BITS
     insecure_ok: bool = field(default=False, compare=False)
 
     def __post_init__(self):
@@ -94,6 +100,8 @@ class HEParams:
             raise HEError("HEParams: keep must be in [1, number of primes]")
         if not 1 <= self.eta <= 32:
             raise HEError("HEParams: eta must be in [1, 32]")
+        if self.t_bits not in T_CHOICES:
+            raise HEError(f"HEParams: t_bits must be 64 or 128, got {self.t_bits}")
         if not self.secure and not self.insecure_ok:
             bound = STD_128_TERNARY.get(n)
             raise HEError(
@@ -122,19 +130,21 @@ class HEParams:
     @property
     def params_id(self) -> bytes:
         h = hashlib.blake2b(digest_size=8, person=b"mixc-he-params")
-        h.update(repr((self.n, self.primes, self.eta, self.keep, self.stat_sec)).encode())
+        fields = (self.n, self.primes, self.eta, self.keep, self.stat_sec)
+        # t = 2^64 keeps the id it had before t became a parameter
+        h.update(repr(fields if self.t_bits == T_BITS else fields + (self.t_bits,)).encode())
         return h.digest()
 
     def describe(self) -> str:
         return (
             f"n = {self.n}, q = {' * '.join(str(p.bit_length()) + 'b' for p in self.primes)} "
-            f"(log2 q = {self.logq:.7f}), t = 2^64, ternary secret, CBD eta = {self.eta}; "
+            f"(log2 q = {self.logq:.7f}), t = 2^{self.t_bits}, ternary secret, CBD eta = {self.eta}; "
             + ("128-bit classical (HE standard, ternary, "
                f"n = {self.n}: log q <= {STD_128_TERNARY[self.n]})" if self.secure else "INSECURE")
         )
 
     @staticmethod
-    def toy(n: int, bits=(40, 41), keep: int = 1) -> "HEParams":
+    def toy(n: int, bits=(40, 41), keep: int = 1, t_bits: int = T_BITS) -> "HEParams":
         """Insecure parameters with primes below 2^b = 1 mod 2n (tests only)."""
         primes = []
         for b in bits:
@@ -145,10 +155,26 @@ class HEParams:
                     primes.append(p)
                     break
                 k -= 1
-        return HEParams(n, tuple(primes), keep=keep, insecure_ok=True)
+        return HEParams(n, tuple(primes), keep=keep, t_bits=t_bits, insecure_ok=True)
+
+    @property
+    def plain_dtype(self):
+        """numpy dtype of a plaintext value: uint64 (t = 2^64) or U128 (t = 2^128)."""
+        return _U64 if self.t_bits == 64 else U128
 
 
 DEFAULT = HEParams(8192, DEFAULT_PRIMES)
+# t = 2^128 (the u128 ring): a product by a plaintext with 127-bit coefficients needs
+# log2 q ~ 334 (see runtime.he), hence n = 16384 (HE standard: log2 q <= 438); results
+# are switched down to 3 primes (150 bits > 128 + 2 + log2 n + 1)
+DEFAULT_128 = HEParams(16384, PRIMES_128, keep=3, t_bits=128)
+
+
+def params_for(t_bits: int) -> HEParams:
+    """The default parameter set of plaintext modulus 2^t_bits."""
+    if t_bits not in T_CHOICES:
+        raise HEError(f"no HE parameters for t = 2^{t_bits} (64 or 128)")
+    return DEFAULT if t_bits == 64 else DEFAULT_128
 
 
 def _p64(arr):
@@ -162,20 +188,23 @@ def _pi64(arr):
 class _Level:
     """Constants for the modulus q_l = p_0 ... p_{l-1}."""
 
-    def __init__(self, primes, l):
+    def __init__(self, primes, l, t_bits=T_BITS):
         ps = primes[:l]
         self.l = l
         self.q = math.prod(ps)
         self.q_lo = self.q & MASK64
+        self.q_lo128 = np.array([self.q & MASK64, (self.q >> 64) & MASK64], dtype=_U64)
         self.log2q = math.log2(self.q)
         # budget for the worst-case noise bound: half of q / (2t)
-        self.budget = float(self.q) / 2.0 ** (T_BITS + 2)
+        self.budget = float(self.q) / 2.0 ** (t_bits + 2)
+        # decoding: (Q/p)^-1 mod p, its Shoup companion, floor(2^(t_bits + 128) / p) in words
         crt = []
         for p in ps:
             qh = self.q // p
             inv = pow(qh % p, -1, p)
-            R = (1 << 192) // p
-            crt += [inv, (inv << 64) // p, R & MASK64, (R >> 64) & MASK64, R >> 128]
+            R = (1 << (t_bits + 128)) // p
+            crt += [inv, (inv << 64) // p] + [(R >> (64 * w)) & MASK64
+                                              for w in range(t_bits // 64 + 2)]
         self.crt = np.array(crt, dtype=_U64)
         inv_last = []
         if l > 1:
@@ -208,7 +237,8 @@ class _Ctx:
                                       _p64(self.tabs[i * self.tw:(i + 1) * self.tw]))
             if rc != 0:  # pragma: no cover - parameters are validated above
                 raise HEError(f"NTT table setup failed for p = {p}")
-        self.levels = {l: _Level(primes, l) for l in range(1, L + 1)}
+        self.t_bits = params.t_bits
+        self.levels = {l: _Level(primes, l, params.t_bits) for l in range(1, L + 1)}
         self.bits = [p.bit_length() for p in primes]
         self._tls = threading.local()
 
@@ -278,20 +308,38 @@ class _Ctx:
         lib.mixc_he_from_i64(_pi64(x), _p64(self.mods), l, x.size, _p64(out))
         return out
 
-    def encode(self, m, l=None, out=None):
+    def from_plain(self, x, l=None, out=None):
+        """Residues of plaintext values lifted to the centred integers (-t/2, t/2]:
+        uint64 (t = 2^64, read as int64) or U128 (t = 2^128) arrays."""
+        if self.t_bits == 64:
+            return self.from_i64(np.ascontiguousarray(x).view(np.int64), l, out)
         l = self.L if l is None else l
-        m = np.ascontiguousarray(m, dtype=_U64)
+        x = np.ascontiguousarray(x, dtype=U128)
+        out = np.empty((l, x.size), dtype=_U64) if out is None else out
+        lib.mixc_he_from_i128(_p64(x.view(_U64)), _p64(self.mods), l, x.size, _p64(out))
+        return out
+
+    def encode(self, m, l=None, out=None):
+        """round(q m / t) for plaintext values m (the plain dtype of the parameters)."""
+        l = self.L if l is None else l
+        m = np.ascontiguousarray(m, dtype=self.params.plain_dtype)
         out = np.empty((l, m.size), dtype=_U64) if out is None else out
-        lib.mixc_he_encode_scaled(_p64(m), self.levels[l].q_lo, _p64(self.mods), l, m.size,
-                                  _p64(out))
+        if self.t_bits == 64:
+            lib.mixc_he_encode_scaled(_p64(m), self.levels[l].q_lo, _p64(self.mods), l, m.size,
+                                      _p64(out))
+        else:
+            lib.mixc_he_encode_scaled128(_p64(m.view(_U64)), _p64(self.levels[l].q_lo128),
+                                         _p64(self.mods), l, m.size, _p64(out))
         return out
 
     def decode(self, v, l):
+        """(round(t v / q) mod t in the plain dtype, rounding residual * 2^64 as int64)."""
         cnt = v.size // l
-        m = np.empty(cnt, dtype=_U64)
+        m = np.empty(cnt, dtype=self.params.plain_dtype)
         frac = np.empty(cnt, dtype=np.int64)
-        lib.mixc_he_decode(_p64(v), _p64(self.mods), _p64(self.levels[l].crt), l, cnt,
-                           _p64(m), _pi64(frac))
+        decode = lib.mixc_he_decode if self.t_bits == 64 else lib.mixc_he_decode128
+        decode(_p64(v), _p64(self.mods), _p64(self.levels[l].crt), l, cnt,
+               _p64(m.view(_U64)), _pi64(frac))
         return m, frac
 
     def drop_last(self, a, l):
@@ -330,7 +378,7 @@ class _Ctx:
 
     def wide(self, prg: Prg, bits, cnt, l=None):
         l = self.L if l is None else l
-        if not 1 <= bits <= 192:
+        if not 1 <= bits <= 256:
             raise HEError(f"flooding noise of {bits} bits is out of range")
         words = (bits + 63) // 64
         out = np.empty((l, cnt), dtype=_U64)
@@ -408,9 +456,23 @@ def _check_u64(x, fn, shape=None, max_len=None):
 
 
 def _pad(v, n):
-    out = np.zeros(n, dtype=_U64)
+    out = np.zeros(n, dtype=v.dtype)
     out[: v.size] = v
     return out
+
+
+def _check_plain(x, params, fn, shape=None, max_len=None):
+    """Plaintext values for ``params``: uint64 (t = 2^64) or U128 (t = 2^128)."""
+    if params.t_bits == 64:
+        return _check_u64(x, fn, shape, max_len)
+    arr = np.asarray(x)
+    if arr.dtype != U128:
+        raise ValueError(f"{fn}: values must have dtype u128 (t = 2^128), got {arr.dtype}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{fn}: expected shape {tuple(shape)}, got {arr.shape}")
+    if max_len is not None and (arr.ndim != 1 or arr.size > max_len):
+        raise ValueError(f"{fn}: expected a 1-D array of at most {max_len} values, got {arr.shape}")
+    return np.ascontiguousarray(arr)
 
 
 def _bits_for(x: float) -> float:

@@ -6,7 +6,8 @@ Written for clarity, sharing no code with the C kernels of csrc/he.c:
   convolution (numpy int64 on 25-bit limbs), and in Z_2^64[X]/(X^n + 1)
   with wrapping uint64 arithmetic;
 * the NTT by direct evaluation at the odd powers of psi (bit-reversed order);
-* BFV encoding/decoding for t = 2^64 and modulus switching via Python-int CRT;
+* BFV encoding/decoding for t = 2^64 and t = 2^128 and modulus switching via
+  Python-int CRT (128-bit plaintexts are Python ints, e.g. object arrays);
 * bit packing via Python ints.
 """
 
@@ -20,6 +21,8 @@ MASK64 = (1 << 64) - 1
 
 
 def _as_int_list(a):
+    if isinstance(a, (list, tuple)):  # numpy would read a list of big ints as floats
+        return [int(v) for v in a]
     return [int(v) for v in np.asarray(a).reshape(-1)]
 
 
@@ -88,6 +91,22 @@ def negacyclic_mod_2_64(a, b) -> np.ndarray:
     return out
 
 
+def negacyclic_mod_2k(a, b, bits: int) -> list[int]:
+    """a * b in Z_2^bits[X]/(X^n + 1) by the schoolbook O(n^2) sum over Python ints."""
+    a, b = _as_int_list(a), _as_int_list(b)
+    n = len(a)
+    out = [0] * n
+    for i, x in enumerate(a):
+        if x:
+            for j, y in enumerate(b):
+                k = i + j
+                if k < n:
+                    out[k] += x * y
+                else:
+                    out[k - n] -= x * y
+    return [v % (1 << bits) for v in out]
+
+
 def negacyclic_coeff_mod_2_64(a, b, k: int) -> int:
     """Coefficient k of a * b in Z_2^64[X]/(X^n + 1)."""
     a = _as_int_list(a)
@@ -122,7 +141,7 @@ def ntt_direct(a, p: int, psi: int) -> np.ndarray:
     return np.array(out, dtype=np.uint64)
 
 
-# ---- BFV plaintext encoding for t = 2^64 ----
+# ---- BFV plaintext encoding for t = 2^64 and 2^128 ----
 
 def crt(residues, primes) -> list[int]:
     """Integers in [0, Q) from residues (L x n)."""
@@ -139,24 +158,33 @@ def crt(residues, primes) -> list[int]:
     return out
 
 
-def encode_scaled(m, primes) -> np.ndarray:
-    """round(Q m / 2^64) mod p_i (L x n); ties round up."""
+def encode_scaled(m, primes, t_bits: int = 64) -> np.ndarray:
+    """round(Q m / 2^t_bits) mod p_i (L x n); ties round up."""
     Q = math.prod(primes)
-    vals = [(Q * int(x) + (1 << 63)) >> 64 for x in _as_int_list(m)]
+    vals = [(Q * int(x) + (1 << (t_bits - 1))) >> t_bits for x in _as_int_list(m)]
     return np.array([[v % p for v in vals] for p in primes], dtype=np.uint64)
 
 
-def decode(residues, primes):
-    """(m, residual): m = round(2^64 v / Q) mod 2^64 with v = CRT(residues) in
-    [0, Q); residual = 2^64 v / Q - round(...) as a float in [-1/2, 1/2)."""
+def decode(residues, primes, t_bits: int = 64):
+    """(m, residual): m = round(2^t_bits v / Q) mod 2^t_bits with v = CRT(residues) in
+    [0, Q) (uint64 for t = 2^64, Python ints for 2^128); residual = 2^t_bits v / Q -
+    round(...) as a float in [-1/2, 1/2)."""
     Q = math.prod(primes)
     ms, fr = [], []
     for v in crt(residues, primes):
-        num = v << 64
+        num = v << t_bits
         r = (num + Q // 2) // Q  # round half up (ties are impossible: Q odd)
-        ms.append(r & MASK64)
+        ms.append(r % (1 << t_bits))
         fr.append((num - r * Q) / Q)
-    return np.array(ms, dtype=np.uint64), np.array(fr)
+    if t_bits == 64:
+        return np.array(ms, dtype=np.uint64), np.array(fr)
+    return np.array(ms, dtype=object), np.array(fr)
+
+
+def residues_of_signed(x, primes, bits: int) -> np.ndarray:
+    """Residues (L x n) of the values x in [0, 2^bits) read as two's complement."""
+    vals = [v - (1 << bits) if v >> (bits - 1) else v for v in _as_int_list(x)]
+    return np.array([[v % p for v in vals] for p in primes], dtype=np.uint64)
 
 
 def drop_last(residues, primes) -> np.ndarray:

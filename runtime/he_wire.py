@@ -12,7 +12,7 @@ from mixc.runtime.kernels import Prg
 from mixc.runtime.kernels import ffi, lib
 from mixc.runtime.he_params import (DEFAULT, HEError, HEParams, KIND_EXTRACTED, KIND_FULL,
                                     KIND_PUBKEY, KIND_SEEDED, _Ctx, _HDR, _MAGIC, _U64,
-                                    _VERSION, _check_u64, _ctx, _p64, _pad)
+                                    _VERSION, _check_plain, _ctx, _p64, _pad)
 
 
 def _pack_limbs(a, bits) -> bytes:
@@ -143,8 +143,8 @@ def keygen(prg: Prg, params: HEParams = DEFAULT):
 
 
 class Plaintext:
-    """A plaintext polynomial with Z_2^64 coefficients, lifted to the
-    centred integers (-2^63, 2^63], in the NTT domain, with its l1 norm."""
+    """A plaintext polynomial with Z_t coefficients, lifted to the centred
+    integers (-t/2, t/2], in the NTT domain, with its l1 norm."""
 
     __slots__ = ("params", "ntt", "l1", "length")
 
@@ -153,16 +153,24 @@ class Plaintext:
 
 
 def encode_plain(poly, params: HEParams = DEFAULT) -> Plaintext:
-    """Encode a uint64 coefficient vector (length <= n) for ``mul_plain``
-    (reuse it to multiply several ciphertexts by the same polynomial)."""
+    """Encode a coefficient vector (length <= n; uint64, or U128 for t = 2^128) for
+    ``mul_plain`` (reuse it to multiply several ciphertexts by the same polynomial)."""
     c = _ctx(params)
-    v = _check_u64(poly, "encode_plain", max_len=c.n)
-    return _plain_from_i64(c, _pad(v, c.n).view(np.int64), v.size)
+    v = _check_plain(poly, params, "encode_plain", max_len=c.n)
+    full = _pad(v, c.n)
+    return Plaintext(params, c.ntt(c.from_plain(full)), centred_l1(full), v.size)
 
 
-def _plain_from_i64(c: _Ctx, x, length):
-    l1 = float(np.abs(x.astype(np.float64)).sum()) * (1 + 2.0 ** -40)
-    return Plaintext(c.params, c.ntt(c.from_i64(x)), l1, length)
+def centred_l1(v) -> float:
+    """An upper bound on the l1 norm of plaintext values lifted to (-t/2, t/2]."""
+    if v.dtype == _U64:
+        mags = np.abs(v.view(np.int64).astype(np.float64))
+    else:  # U128: |hi 2^64 + lo| from the signed high word, within float rounding
+        words = v.view(_U64).reshape(-1, 2)
+        signed = words[:, 1].view(np.int64).astype(np.float64) * 2.0 ** 64 \
+            + words[:, 0].astype(np.float64)
+        mags = np.abs(signed)
+    return float(mags.sum()) * (1 + 2.0 ** -40)
 
 
 class Ciphertext:

@@ -703,7 +703,8 @@ def r128_to_int(a) -> np.ndarray:
 def r128_words(a) -> np.ndarray:
     """The uint64 words of U128 elements: shape + (2,), low word first (a view when it can)."""
     a = _u128_in(a, "r128_words", "a")
-    return a.view(_U64).reshape(a.shape + (2,))
+    # numpy cannot view a 0-d array as a dtype of another size: view it as 1-d
+    return a.reshape(-1).view(_U64).reshape(a.shape + (2,))
 
 
 def r128_from_words(words) -> np.ndarray:
@@ -813,6 +814,12 @@ def r128_matmul(a, b) -> np.ndarray:
     ws = _workspace(lib.mixc_r128_matmul_ws_words(M, K, N))
     if lib.mixc_r128_matmul(_p128(a), _p128(b), _p128(out), M, K, N, _p64(ws), ws.size) == 1:
         return out  # the AVX-512 IFMA kernel
+    return _r128_matmul_portable(a, b, out)
+
+
+def _r128_matmul_portable(a, b, out):
+    """r128_matmul without IFMA: the low words' full products and two 64-bit GEMMs."""
+    (M, K), N = a.shape, b.shape[1]
     al, ah = np.ascontiguousarray(a["lo"]), np.ascontiguousarray(a["hi"])
     bl, bh = np.ascontiguousarray(b["lo"]), np.ascontiguousarray(b["hi"])
     blt = np.ascontiguousarray(bl.T)

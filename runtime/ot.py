@@ -56,18 +56,24 @@ and an adversary gets n guesses at s at once; GKWY20.)
 b, one COT per bit: COT k gives the sender x_k and the receiver
 x_k + b_k a (mod 2^(64-k)), so shares -sum 2^k x_k and sum 2^k (x_k + b_k a)
 add to a*b mod 2^64. Correction k only needs 64 - k bits (2080 bits per
-product, padded to 33 words).
+product, padded to 33 words). Over Z_2^128 (U128 operands, ``ring: 128``
+devices) the same with 128 COTs per product whose messages are the whole
+128-bit hash H(i, q_i) instead of its low word: correction k is 128 - k bits,
+8256 bits = 129 words per product (3080 bytes per product with the IKNP
+matrix, 2.4x the 64-bit OLE's 1288).
 
 **AND.** One COT over GF(2) per bit: ``and_recv`` (holds y) chooses with y's
 bits, ``and_send`` (holds x) correlates with x's bits; the sender keeps m0,
 the receiver m0 ^ (x & y). ``bit_ole_*``: one COT over Z_2^64 per bit, Delta_i
-= a_i, giving arithmetic shares of a_i b_i.
+= a_i, giving arithmetic shares of a_i b_i (with ``ring=128``: COTs over
+Z_2^128 with 128-bit messages and corrections, U128 shares).
 
 **Triples.** ``and_triples``: one random OT per bit in each direction (the
 two run at once, one message each way, no corrections): as sender,
 a = m0 ^ m1 and u = m0; as receiver with random choice b, v = m_b; then
 c = (a & b) ^ u ^ v. ``arith_triples``: random a, b; c = a b plus a Gilboa
-OLE in each direction (a with the peer's b and vice versa), both at once.
+OLE in each direction (a with the peer's b and vice versa), both at once
+(``ring=128``: U128 triples from the 128-bit OLE).
 
 Rounds: ``stats["rounds"]`` counts message flights on the critical path
 (messages in both directions at the same time count once): base OTs 2, random
@@ -99,7 +105,8 @@ import struct
 import numpy as np
 
 from mixc.errors import MixcError, PeerError
-from mixc.runtime.kernels import MASK64, Prg, bits_pack, bits_unpack
+from mixc.runtime.kernels import (MASK64, U128, Prg, bits_pack, bits_unpack, r128_add,
+                                  r128_mul)
 
 try:
     from nacl import bindings as _sodium
@@ -118,6 +125,7 @@ BATCH_WORDS = 1 << 13        # column words per message: 2^19 OTs, u = 8 MB
 _LAG = 2                     # batches the receiver side runs ahead (see _run)
 _CHUNK = 128                 # csrc/ot.c's chunk (CW): BATCH_WORDS is a multiple of it
 GILBOA_WORDS = int(lib.mixc_gilboa_words())
+GILBOA128_WORDS = int(lib.mixc_gilboa128_words())
 _U64 = np.dtype(np.uint64)
 _U8 = np.dtype(np.uint8)
 
@@ -271,6 +279,26 @@ def _bits01(x, fn, name) -> np.ndarray:
     if arr.size and int(arr.max()) > 1:
         raise ValueError(f"{fn}: {name} must hold only 0 and 1")
     return arr
+
+
+def _ring(ring, fn) -> int:
+    if ring not in (64, 128) or isinstance(ring, bool):
+        raise ValueError(f"{fn}: ring must be 64 or 128, got {ring!r}")
+    return int(ring)
+
+
+def _ring_words(x, fn, name):
+    """An OLE operand (uint64, or U128 for the 128-bit ring) -> (its flat uint64 words,
+    two per element low first for U128; the ring)."""
+    arr = np.asarray(x)
+    if arr.dtype == U128:
+        return np.ascontiguousarray(arr).reshape(-1).view(_U64), 128
+    return _u64(arr, fn, name).reshape(-1), 64
+
+
+def _from_words(words, ring, shape) -> np.ndarray:
+    """Flat uint64 words (two per element for ring 128) as ring elements of ``shape``."""
+    return (words if ring == 64 else words.reshape(-1).view(U128)).reshape(shape)
 
 
 def _count(n, fn) -> int:
@@ -602,8 +630,17 @@ class OTSession:
 
     # -- OLE (Gilboa) --------------------------------------------------------
 
-    def _ole_send_parts(self, a):
+    def _ole_send_parts(self, a, ring=64):
+        """a: uint64 words (ring 128: two per element, low first) -> (my share's words,
+        the extension sender's ``send``)."""
         share = np.empty(a.size, dtype=_U64)
+        if ring == 128:
+            def send(q, tw, lo, hi):  # two column words (128 COTs) per product
+                d = np.empty(((hi - lo) // 2, GILBOA128_WORDS), dtype=_U64)
+                lib.mixc_gilboa128_send(_p64(q), (hi - lo) // 2, _p64(self._s), _p64(a[lo:hi]),
+                                        _p64(tw), _p64(share[lo:hi]), _p64(d))
+                return d
+            return share, send
 
         def send(q, tw, lo, hi):
             d = np.empty((hi - lo, GILBOA_WORDS), dtype=_U64)
@@ -613,8 +650,17 @@ class OTSession:
 
         return share, send
 
-    def _ole_recv_parts(self, b):
+    def _ole_recv_parts(self, b, ring=64):
         share = np.empty(b.size, dtype=_U64)
+        if ring == 128:
+            def local(t, tw, lo, hi):
+                lib.mixc_gilboa128_recv_hash(_p64(t), (hi - lo) // 2, _p64(tw),
+                                             _p64(share[lo:hi]))
+
+            def fix(d, lo, hi, _state):
+                lib.mixc_gilboa128_recv_fix(_p64(b[lo:hi]), _p64(d), (hi - lo) // 2,
+                                            _p64(share[lo:hi]))
+            return share, local, fix
 
         def local(t, tw, lo, hi):
             lib.mixc_gilboa_recv_hash(_p64(t), hi - lo, _p64(tw), _p64(share[lo:hi]))
@@ -625,27 +671,28 @@ class OTSession:
         return share, local, fix
 
     @staticmethod
-    def _ole_reply(lo, hi):
-        return (hi - lo, GILBOA_WORDS)
+    def _ole_reply(ring):
+        if ring == 128:
+            return lambda lo, hi: ((hi - lo) // 2, GILBOA128_WORDS)
+        return lambda lo, hi: (hi - lo, GILBOA_WORDS)
 
     def ole_send(self, a) -> np.ndarray:
-        """I hold a (uint64, any shape), the peer b (``ole_recv``): my additive
-        share of a*b mod 2^64 (64 COTs per product, I am the COT sender)."""
-        a = _u64(a, "ole_send", "a")
-        flat = a.reshape(-1)
-        share, send = self._ole_send_parts(flat)
-        self._run("ot.ole_send", flat.size, send=send, reply=self._ole_reply)
-        return share.reshape(a.shape)
+        """I hold a (uint64 or U128, any shape), the peer b (``ole_recv``, same dtype): my
+        additive share of a*b mod 2^64 (2^128 for U128; 64 or 128 COTs per product, I am
+        the COT sender)."""
+        words, ring = _ring_words(a, "ole_send", "a")
+        share, send = self._ole_send_parts(words, ring)
+        self._run("ot.ole_send", words.size, send=send, reply=self._ole_reply(ring))
+        return _from_words(share, ring, np.shape(a))
 
     def ole_recv(self, b) -> np.ndarray:
-        """The peer holds a (``ole_send``), I hold b: my share of a*b mod 2^64
+        """The peer holds a (``ole_send``), I hold b: my share of a*b mod 2^64 (2^128)
         (I am the COT receiver and choose with the bits of b)."""
-        b = _u64(b, "ole_recv", "b")
-        flat = b.reshape(-1)
-        share, local, fix = self._ole_recv_parts(flat)
-        self._run("ot.ole_recv", flat.size, choice=flat, local=local, fix=fix,
-                  reply=self._ole_reply)
-        return share.reshape(b.shape)
+        words, ring = _ring_words(b, "ole_recv", "b")
+        share, local, fix = self._ole_recv_parts(words, ring)
+        self._run("ot.ole_recv", words.size, choice=words, local=local, fix=fix,
+                  reply=self._ole_reply(ring))
+        return _from_words(share, ring, np.shape(b))
 
     # -- AND (COT over GF(2)) ------------------------------------------------
 
@@ -683,17 +730,48 @@ class OTSession:
 
     # -- bit OLE -------------------------------------------------------------
 
-    def bit_ole_send(self, a) -> np.ndarray:
-        """I hold bits a (uint64 0/1), the peer bits b: my share of a*b mod 2^64
-        (one COT per bit, delta_i = a_i)."""
+    def bit_ole_send(self, a, ring=64) -> np.ndarray:
+        """I hold bits a (uint64 0/1), the peer bits b: my share of a*b mod 2^ring
+        (ring 64 or 128: uint64 or U128 shares; one COT per bit, delta_i = a_i)."""
         a = _bits01(a, "bit_ole_send", "a")
-        x = self.cot_send(a.reshape(-1))
-        return (np.uint64(0) - x).reshape(a.shape)
+        if _ring(ring, "bit_ole_send") == 64:
+            x = self.cot_send(a.reshape(-1))
+            return (np.uint64(0) - x).reshape(a.shape)
+        flat = a.reshape(-1)
+        nw = (flat.size + 63) // 64
+        bits = _pad_words(flat, 64 * nw)
+        share = np.empty((64 * nw, 2), dtype=_U64)
 
-    def bit_ole_recv(self, b) -> np.ndarray:
-        """The peer holds bits a, I hold bits b: my share of a*b mod 2^64."""
+        def send(q, tw, lo, hi):
+            d = np.empty((64 * (hi - lo), 2), dtype=_U64)
+            lib.mixc_bitole128_send(_p64(q), q.shape[0], _p64(self._s), _p64(bits[64 * lo:]),
+                                    _p64(tw), _p64(share[64 * lo:64 * hi]), _p64(d))
+            return d
+
+        self._run("ot.bit_ole_send", nw, send=send,
+                  reply=lambda lo, hi: (64 * (hi - lo), 2))
+        return _from_words(share[:flat.size], 128, a.shape)
+
+    def bit_ole_recv(self, b, ring=64) -> np.ndarray:
+        """The peer holds bits a, I hold bits b: my share of a*b mod 2^ring."""
         b = _bits01(b, "bit_ole_recv", "b")
-        return self.cot_recv(b)
+        if _ring(ring, "bit_ole_recv") == 64:
+            return self.cot_recv(b)
+        words = bits_pack(b.reshape(-1))
+        nw = words.size
+        share = np.empty((64 * nw, 2), dtype=_U64)
+
+        def local(t, tw, lo, hi):
+            lib.mixc_ot_hash(_p64(t), t.shape[0], ffi.NULL, _p64(tw),
+                             _p64(share[64 * lo:64 * hi]), 2, 0)
+
+        def fix(d, lo, hi, _state):
+            lib.mixc_bitole128_recv_fix(_p64(words[lo:hi]), _p64(d), 64 * (hi - lo),
+                                        _p64(share[64 * lo:64 * hi]))
+
+        self._run("ot.bit_ole_recv", nw, choice=words, local=local, fix=fix,
+                  reply=lambda lo, hi: (64 * (hi - lo), 2))
+        return _from_words(share[:b.size], 128, b.shape)
 
     # -- triples -------------------------------------------------------------
 
@@ -720,17 +798,22 @@ class OTSession:
         c = (a & b) ^ m0 ^ v
         return a, b, c
 
-    def arith_triples(self, n: int):
-        """n random Beaver triples over Z_2^64: this party's (a, b, c), uint64 (n,),
-        with (a0 + a1)(b0 + b1) = c0 + c1. Both parties call it; a Gilboa OLE
-        in each direction at once, 2 rounds."""
+    def arith_triples(self, n: int, ring=64):
+        """n random Beaver triples over Z_2^ring (64: uint64, 128: U128): this party's
+        (a, b, c), shape (n,), with (a0 + a1)(b0 + b1) = c0 + c1. Both parties call it; a
+        Gilboa OLE in each direction at once, 2 rounds."""
         fn = "arith_triples"
         n = _count(n, fn)
-        a = self.prg.random_u64(n)
-        b = self.prg.random_u64(n)
-        s_share, send = self._ole_send_parts(a)
-        r_share, local, fix = self._ole_recv_parts(b)
-        self._run("ot.arith_triples", n, send=send, reply=self._ole_reply,
+        ring = _ring(ring, fn)
+        words = ring // 64 * n
+        a = self.prg.random_u64(words)
+        b = self.prg.random_u64(words)
+        s_share, send = self._ole_send_parts(a, ring)
+        r_share, local, fix = self._ole_recv_parts(b, ring)
+        self._run("ot.arith_triples", words, send=send, reply=self._ole_reply(ring),
                   choice=b, local=local, fix=fix)
-        c = a * b + s_share + r_share
+        if ring == 64:
+            return a, b, a * b + s_share + r_share
+        a, b = a.view(U128), b.view(U128)
+        c = r128_add(r128_add(r128_mul(a, b), s_share.view(U128)), r_share.view(U128))
         return a, b, c

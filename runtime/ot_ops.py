@@ -26,7 +26,8 @@ import os
 import numpy as np
 
 from ..errors import MixcError
-from .kernels import Prg
+from . import kernels
+from .kernels import U128, Prg
 
 
 # Static tags of OT calls inside loop bodies: call ``seq`` owns [LOOP_TAGS + seq * span,
@@ -77,19 +78,38 @@ def run(ex, node, args):
 
 
 def _call(s, op, a, args):
+    ring = {"ring": a["ring"]} if "ring" in a else {}  # the 64-bit ring is the default
     if op in ("ot.arith_triple", "ot.and_triple"):
         shape = tuple(a["shape"])
         n = int(np.prod(shape, dtype=np.int64))
-        triples = s.arith_triples(n) if op == "ot.arith_triple" else s.and_triples(n)
-        return [np.asarray(t, dtype=np.uint64).reshape(shape) for t in triples]
-    x = np.ascontiguousarray(args[1], dtype=np.uint64)
+        triples = s.arith_triples(n, **ring) if op == "ot.arith_triple" else s.and_triples(n)
+        return [t.reshape(shape) for t in triples]
+    x = args[1] if args[1].dtype == U128 else np.ascontiguousarray(args[1], dtype=np.uint64)
     send = a["role"] == "send"
     if op == "ot.ole":
         out = s.ole_send(x) if send else s.ole_recv(x)
     elif op == "ot.bit_ole":
-        out = s.bit_ole_send(x) if send else s.bit_ole_recv(x)
+        out = s.bit_ole_send(x, **ring) if send else s.bit_ole_recv(x, **ring)
     elif op == "ot.and":
         out = s.and_send(x) if send else s.and_recv(x)
     else:
         raise MixcError(f"unknown OT op {op}")
-    return [np.asarray(out, dtype=np.uint64).reshape(x.shape)]
+    return [out.reshape(x.shape)]
+
+
+def trunc_wrap_finish128(a, u, e, g, r, t):
+    """``trunc_wrap_finish`` on the 128-bit ring (mixc.protocols.dealerfree.truncate): u is
+    u128 (x0 + 2^126 at the first party, -x1 at the other); e, g, r, t are u64 words. The
+    borrow w = w0 + w1 enters as w * 2^(128 - f), which only needs w mod 2^f, so its
+    shares stay mod 2^64 (f <= 64) and go straight into the high word."""
+    f = int(a["bits"])
+    one, two = np.uint64(1), np.uint64(2)
+    s = (one - two * e) * (one - two * g)
+    if a["first"]:
+        w = e * g + g * (one - two * e) * r + s * t
+        base = kernels.r128_sub(kernels.r128_lrshift(u, f), 1 << (126 - f))
+    else:
+        w = e * (one - two * g) * r + s * t
+        base = kernels.r128_neg(kernels.r128_lrshift(u, f))
+    base["hi"] += np.left_shift(w, np.uint64(64 - f))
+    return base

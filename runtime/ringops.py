@@ -23,11 +23,14 @@ def dot_general(x, y, lc, rc, lb, rb):
     b = math.prod(batch)
     xm = np.ascontiguousarray(np.transpose(x, list(lb) + xf + list(lc))).reshape(b, m, k)
     ym = np.ascontiguousarray(np.transpose(y, list(rb) + list(rc) + yf)).reshape(b, k, n)
-    out = np.empty((b, m, n), dtype=x.dtype)
-    for i in range(b):
-        if x.dtype == kernels.U128:
-            out[i] = kernels.r128_matmul(xm[i], ym[i])
-        else:
+    if x.dtype == kernels.U128:
+        # a plain matmul's one product is the result as it is, not copied into a batch
+        products = [kernels.r128_matmul(xm[i], ym[i])[None] for i in range(b)]
+        out = np.concatenate(products) if b > 1 else products[0] if b else \
+            np.empty((0, m, n), dtype=x.dtype)
+    else:
+        out = np.empty((b, m, n), dtype=x.dtype)
+        for i in range(b):
             kernels.ring_matmul(xm[i], ym[i], out=out[i])
     return out.reshape(batch + [x.shape[i] for i in xf] + [y.shape[j] for j in yf])
 
@@ -57,8 +60,18 @@ def _bitwise(fn):
     return impl
 
 
-def _no_conv(a, *xs):
-    raise NotImplementedError("conv_general_dilated on the 128-bit ring (ring: 128)")
+def _conv(a, x, w):
+    """lax.conv_general_dilated on U128 values: im2col (numpy moves and zero-pads the
+    structured elements), then one u128 GEMM of the kernel matrix by the patches."""
+    from mixc.ir import ops
+    if a["feature_group_count"] != 1 or a["batch_group_count"] != 1:
+        raise NotImplementedError("grouped convolution")
+    lhs, rhs, _ = (tuple(int(i) for i in s) for s in a["dimension_numbers"])
+    window = tuple(w.shape[i] for i in rhs[2:])
+    patches, out_sp = ops.conv_patches(x, a, window)
+    km = ops.conv_kernel_matrix(w, a)
+    z = kernels.r128_matmul(km, patches).reshape((km.shape[0], x.shape[lhs[0]]) + out_sp)
+    return np.transpose(z, ops.conv_output_perm(a, len(out_sp)))
 
 
 U128_OPS = {
@@ -77,5 +90,5 @@ U128_OPS = {
     "not": _bitwise(np.invert),
     "beaver_finish": lambda a, *xs: kernels.r128_beaver_finish(*xs, a["first"]),
     "truncpr_finish": lambda a, *xs: kernels.r128_truncpr_finish(*xs, a["bits"], a["first"]),
-    "conv_general_dilated": _no_conv,
+    "conv_general_dilated": _conv,
 }

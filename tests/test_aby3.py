@@ -303,7 +303,7 @@ def test_two_party_options_refused_on_three_parties(trio, tmp_path):
 def test_ring_128_arithmetic(tmp_path):
     """ring: 128 (f = 40): sharing, linear ops, products and matrix products with their
     truncation, reveal; x * x at 2e4 is right (it wraps on 64 bits at f = 18), and a
-    product by 1e-8 keeps five digits. Comparisons still refuse the 128-bit ring."""
+    product by 1e-8 keeps five digits. Comparisons run there too (tests/test_ring128_bool.py)."""
     wide = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
                                        '      domain: ["alice", "bob", "carol"]\n      ring: 128\n'
                                        '      fraction_bits: 40\n')
@@ -319,8 +319,8 @@ def test_ring_128_arithmetic(tmp_path):
     for got, ref, rtol in zip(out, want, (1e-6, 2e-5, 1e-6)):
         np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=rtol, atol=1e-3)
     assert "u128" in bundle.text("alice")
-    with pytest.raises(NotImplementedError, match="128-bit ring"):
-        run3(cluster, lambda x: jnp.maximum(x, 0.0), [x], ["p1"])
+    relu, _ = run3(cluster, lambda x: jnp.maximum(x * x - 1e6, 0.0), [x], ["p1"])
+    np.testing.assert_allclose(relu, np.maximum(x.astype(np.float64) ** 2 - 1e6, 0.0), rtol=1e-6)
 
 
 CLI_PROGRAM = f'''

@@ -80,8 +80,8 @@ def test_fused_kernels_vs_ref(values, first, bits):
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 5, 7), (17, 300, 33), (2, 1400, 19), (4, 0, 3)])
 def test_matmul_vs_ref(m, k, n):
-    """Odd sizes cross the kernels' 2x16 tiles, 256-deep K blocks and the 1365 bound of
-    their exact 2^52-weight sums."""
+    """Odd sizes cross the kernel's 3x16 tiles, 256-deep K blocks and the 1365 bound of
+    its exact 2^52-weight sums."""
     rng = np.random.default_rng(m * 1000 + k + n)
     a, b = (rng.integers(0, 2**64, s + (2,), dtype=np.uint64).view(U128).reshape(s)
             for s in ((m, k), (k, n)))
@@ -219,11 +219,12 @@ def test_scalar_results_vs_jax(ring128, plain):
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_dealer_free_refused_on_128():
+def test_dealer_free_runs_on_128():
+    """``offline: he`` on 128 bits (tests/test_ring128_ot.py and test_ring128_he.py test it
+    in depth): a product at 2e4, which wraps on the 64-bit ring."""
     cluster = mixc.config.parse_config(
         DEVICES.format(options="      offline: he\n      ring: 128")
         .replace('device:\n', 'device:\n  - p1:\n      type: PYU\n      domain: "alice"\n'
                               '  - p2:\n      type: PYU\n      domain: "bob"\n'))
-    x = np.ones(3, np.float32)
-    with pytest.raises(NotImplementedError, match=r"dealer-free .* on the 128-bit ring"):
-        run_secure(cluster, lambda a, b: a * b, x, x)
+    x = np.array([2e4, -3e4, 1.5], np.float32)
+    np.testing.assert_allclose(run_secure(cluster, lambda a, b: a * b, x, x), x * x, rtol=1e-6)

@@ -775,10 +775,12 @@ def _ct_bytes(count, kind="full"):
     return int(count) * (h.SEEDED if kind == "seeded" else h.FULL)
 
 
-@op("he.keygen", operands=0, results=2,
-    doc="key owner: a fresh RLWE key pair (secret key, public key) as bytes")
+@op("he.keygen", operands=0, results=2, optional=("t_bits",),
+    doc="key owner: a fresh RLWE key pair (secret key, public key) as bytes; t_bits: 128 for "
+        "plaintext modulus 2^128 (runtime.he.DEFAULT_128), else 2^64")
 def _he_keygen(ts, a):
-    return [("u8", (_he().SK_BYTES,)), ("u8", (_he().PK_BYTES,))]
+    sk, pk = _he().key_bytes(a.get("t_bits", 64))
+    return [("u8", (sk,)), ("u8", (pk,))]
 
 
 @op("he.encrypt", operands=2, attrs=("positions", "count"),
@@ -862,22 +864,23 @@ def _ot_session(ts, a):
     return [("u8", (1,))]
 
 
-def _ot_elementwise(ts, a):
+def _ot_elementwise(ts, a, values=("u64",)):
     (sd, _ss), (xd, xs) = ts
-    if sd != "u8" or xd != "u64":
-        raise VerifyError("ot ops take (session token, u64 values)")
+    if sd != "u8" or xd not in values:
+        raise VerifyError(f"ot ops take (session token, {' or '.join(values)} values)")
     if a["role"] not in ("send", "recv"):
         raise VerifyError("ot ops: role is 'send' or 'recv'")
-    return [("u64", xs)]
+    return [(ring_dtype(a) if "ring" in a else xd, xs)]
 
 
 _OT_ATTRS = ("peer", "role", "seq", "what")
 op("ot.ole", operands=2, attrs=_OT_ATTRS,
-   doc="my additive share of x_mine * x_peer mod 2^64, elementwise (Gilboa OLE over IKNP "
-       "COT; role send: the COT sender)")(_ot_elementwise)
-op("ot.bit_ole", operands=2, attrs=_OT_ATTRS,
-   doc="my additive share of b_mine * b_peer mod 2^64 for 0/1 words (one COT per bit)")(
-    _ot_elementwise)
+   doc="my additive share of x_mine * x_peer mod 2^64 (2^128 for u128 values), elementwise "
+       "(Gilboa OLE over IKNP COT; role send: the COT sender)")(
+    lambda ts, a: _ot_elementwise(ts, a, RING_DTYPES))
+op("ot.bit_ole", operands=2, attrs=_OT_ATTRS, optional=("ring",),
+   doc="my additive share of b_mine * b_peer mod 2^64 (u128 mod 2^128 with ring=128) for "
+       "0/1 words (one COT per bit)")(_ot_elementwise)
 op("ot.and", operands=2, attrs=_OT_ATTRS,
    doc="my XOR share of x_mine & x_peer, bitwise on u64 words (one COT per bit)")(
     _ot_elementwise)
@@ -887,12 +890,13 @@ def _ot_triple(ts, a):
     ((sd, _ss),) = ts
     if sd != "u8":
         raise VerifyError("ot triple ops take the session token")
-    return [("u64", tuple(a["shape"]))] * 3
+    return [(ring_dtype(a), tuple(a["shape"]))] * 3
 
 
 op("ot.arith_triple", operands=1, attrs=("peer", "seq", "what", "shape"), results=3,
-   doc="my (a, b, c) of random Beaver triples over Z_2^64, (a0+a1)(b0+b1) = c0+c1 "
-       "elementwise (a Gilboa OLE each way)")(_ot_triple)
+   optional=("ring",),
+   doc="my (a, b, c) of random Beaver triples over Z_2^64 (u128 over Z_2^128 with ring=128), "
+       "(a0+a1)(b0+b1) = c0+c1 elementwise (a Gilboa OLE each way)")(_ot_triple)
 op("ot.and_triple", operands=1, attrs=("peer", "seq", "what", "shape"), results=3,
    doc="my (a, b, c) of random AND triples on u64 words, (a0^a1)&(b0^b1) = c0^c1 "
        "(one random OT per bit each way)")(_ot_triple)
@@ -912,10 +916,28 @@ def _trunc_wrap_finish(a, u, e, g, r, t):
     return base + np.left_shift(w, np.uint64(64 - f))
 
 
+def _trunc_wrap(ts, a):
+    (ud, us), words = ts[0], ts[1:]
+    if ud not in RING_DTYPES or any(d != "u64" or s != us for d, s in words):
+        raise VerifyError("trunc_wrap_finish takes ring values u and u64 words e, g, r, t "
+                          "of u's shape")
+    return [(ud, us)]
+
+
 op("trunc_wrap_finish", operands=5, attrs=("bits", "first"), impl=_trunc_wrap_finish,
-   doc="dealer-free truncation: from u (x0 + 2^62 at the first party, -x1 at the other), "
-       "the opened masked bits e, g, my random bits r and my share t of the random bits' "
-       "product: my share of floor(x / 2^bits) (+ 1 at most)")(_fused)
+   doc="dealer-free truncation: from u (x0 + 2^(k-2) at the first party, -x1 at the other; "
+       "k = 64 or 128, u's ring), the opened masked bits e, g, my random bits r and my share "
+       "t of the random bits' product mod 2^64: my share of floor(x / 2^bits) (+ 1 at most)")(
+    _trunc_wrap)
+
+
+def _trunc_wrap_finish128(a, *xs):
+    from ..runtime import ot_ops
+    return ot_ops.trunc_wrap_finish128(a, *xs)
+
+
+OPS["trunc_wrap_finish"] = OpDef(**{**OPS["trunc_wrap_finish"].__dict__,
+                                    "impl_u128": _trunc_wrap_finish128})
 
 
 # HE matrix products by packing plan (runtime.he_mm_ops): the dealer-free matrix triples.
@@ -947,10 +969,11 @@ def _he_mm_eval(ts, a):
 
 
 @op("he_mm.decrypt", operands=2, attrs=("plan",),
-    doc="key owner: decrypt he_mm.eval's sanitised outputs to the M x N ring values")
+    doc="key owner: decrypt he_mm.eval's sanitised outputs to the M x N ring values (u128 "
+        "for a plan whose seventh entry is 128: plaintext modulus 2^128)")
 def _he_mm_decrypt(ts, a):
     M, K, N = (int(v) for v in a["plan"][:3])
-    return [("u64", (M, N))]
+    return [("u128" if tuple(a["plan"][6:7]) == (128,) else "u64", (M, N))]
 
 
 # ------------------------------------------------------ u128 ring values

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..passes.lower import DEALER, seed_name
 from . import Cost, register, register_public_sharing
-from .common import RING_BYTES, frac_bits, open_values, parties, ring_bytes, two_party
+from .common import frac_bits, open_values, parties, ring_bytes, two_party
 from .correlations import dealer_truncation_cost, triple, truncate
 from .dealerfree import elementwise_triple_cost, matmul_triple_cost, only, truncation_cost
 from .ring import ring_of
@@ -221,8 +221,6 @@ def _lower_product(ctx, node):
     device = _device(ctx, node.result)
     p0, p1 = parties(device)
     a, b = node.operands
-    if node.op == "conv_general_dilated":
-        ring_of(device).require_64("conv_general_dilated", device)
     f = frac_bits(device, node.result.type.dtype)
     product = _product_fn(ctx, node)
     if a.type.kind == "arith" and b.type.kind == "arith":
@@ -322,23 +320,28 @@ def _free(node, module):
 # dealer-free (``offline: he``): triples from OT (elementwise) or HE (matrix products),
 # truncation by a bit product from OT plus one round of masked bits (see dealerfree)
 
-def _opening(*sizes):
+def _opening(element_bytes, *sizes):
     """Each party opens each masked operand to the other: one round."""
-    return Cost(RING_BYTES * 2 * sum(sizes), 1)
+    return Cost(element_bytes * 2 * sum(sizes), 1)
+
+
+def _ring_bits(module, node):
+    return ring_of(module.devices[node.result.type.place]).bits
 
 
 def _product_cost_he(node, module):
     a, b = node.operands
     f = frac_bits(module.devices[node.result.type.place], node.result.type.dtype)
     out = node.result.type.size
+    bits = _ring_bits(module, node)
     cost = Cost()
     if a.type.kind == "arith" and b.type.kind == "arith":
         if node.op == "mul":
-            cost = elementwise_triple_cost(out)
+            cost = elementwise_triple_cost(out, ring_bits=bits)
         else:
             attrs = {k: v for k, v in node.attrs.items() if k not in ("protocol", "explicit")}
-            cost = matmul_triple_cost(node.op, attrs, a.type.shape, b.type.shape)
-        cost = cost + _opening(a.type.size, b.type.size)
+            cost = matmul_triple_cost(node.op, attrs, a.type.shape, b.type.shape, bits)
+        cost = cost + _opening(bits // 8, a.type.size, b.type.size)
     return cost + (truncation_cost(out) if f else Cost())
 
 
@@ -347,8 +350,8 @@ def _div_cost_he(node, module):
 
 
 def _beaver_cost_he(node, module):
-    n = node.result.type.size
-    return elementwise_triple_cost(n) + _opening(n, n)
+    n, bits = node.result.type.size, _ring_bits(module, node)
+    return elementwise_triple_cost(n, ring_bits=bits) + _opening(bits // 8, n, n)
 
 
 def _select_cost_he(node, module):

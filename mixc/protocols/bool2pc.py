@@ -16,15 +16,22 @@ XOR, NOT and shifts are local; AND uses a dealer-made AND triple
   msb = x_63 XOR y_63 XOR carry. Exact whenever |a - b| < 2^63 in the ring.
   On a ``ring: 128`` device each element is its two words, low first (``ring_words``):
   one stream of 128 positions, 7 levels (only the top word's bit 63 is the
-  identity); ``eq`` ANDs 128 bits. The radix-4 tree, A2B of full words,
-  floor/round and dealer-free B2A pairs are 64-bit only (NotImplementedError).
+  identity); ``eq`` ANDs 128 bits; the radix-4 tree ends with one radix-2
+  level (128 = 4^3 * 2).
+- Full words on ``ring: 128``: a boolean-shared word is a u128 element, so
+  moves, XOR, NOT, shifts and public masks are the same local ops; an AND
+  gate on u128 words gates their two u64 words (``_and_gates_wide``) and
+  rebuilds the u128 (``circuits.from_words``). A2B's adder has 7 levels,
+  B2A opens both words and recombines 128 bits (each dealt bit a 16-byte
+  ring element: 4x the 64-bit B2A's bytes), and rounding reads the low word
+  and the sign (f + 1 <= 49 bits: the low word holds the fraction).
 - ``eq`` is a zero test: x = (a - b)_0 and y = -(a - b)_1 are equal iff
   every bit of NOT(x XOR y) is 1, an AND tree over 64 bits (6 rounds).
 - Conversions: a 0/1 arithmetic value becomes boolean locally (the low bit
   of x0 + x1 is x0_0 XOR x1_0). Boolean to arithmetic uses a dealer pair:
   random r with XOR shares and additive shares of each of r's bits; open
   c = x XOR r, then x = sum_i 2^i (c_i + r_i - 2 c_i r_i). Full words use
-  the same with 64 bits; A2B of full words is a Kogge-Stone adder.
+  the same with 64 (128) bits; A2B of full words is a Kogge-Stone adder.
 - Rounding to integers is exact: ``floor`` clears the f fraction bits of
   the two's complement word (an AND with a public mask, local). ``round``
   and float -> int32 add to that floor (for int32, the word shifted right
@@ -34,7 +41,10 @@ XOR, NOT and shifts are local; AND uses a dealer-made AND triple
   odd) or NOT the sign (ties away from zero: x >= 0); for int32 (toward
   zero) the lead is the sign and the others the fraction bits. One AND tree
   of ceil(log2(f + 1)) rounds over those bits, compacted per element; then
-  floor and bit become arithmetic in one B2A round and are added.
+  floor and bit become arithmetic in one B2A round and are added. Of the
+  floor (the word shifted right by f) only the bits the result keeps are
+  converted: 32 for an int32 (the top one weighted -2^31), bits - f for a
+  fixed-point result, which is shifted back left by f.
 - On an ``offline: he`` device the same lowerings run as protocol
   ``bool2pc.ot``: AND triples and B2A pairs are made by the two parties by
   OT (``dealerfree``); the radix-4 variant needs dealt subset products and
@@ -46,7 +56,9 @@ import numpy as np
 
 from ..passes.lower import DEALER
 from . import Cost, register, register_public_sharing
-from .circuits import Family, add_words, and_tree, carry_tree, round_up_bit, tree_levels
+from .circuits import (Family, add_words, and_tree, and_tree_words, bit_weights, carry_tree,
+                       carry_tree_words, from_words, kept_bits, low_bits, per_word,
+                       round_up_bit, tree_levels, word_stream)
 from .common import Dealt, frac_bits, open_values, parties, two_party, u64
 from .correlations import triple
 from .dealerfree import b2a_pair, b2a_pair_cost, elementwise_triple_cost, only
@@ -82,7 +94,10 @@ def and_gates(ctx, device, pairs):
 
     Gates on flat words (the comparison circuits' packed bits) run as one gate on
     their concatenation: one triple and two openings in all instead of per gate, the
-    same bytes in half the messages or fewer (for up to ``_JOINED_WORDS`` words)."""
+    same bytes in half the messages or fewer (for up to ``_JOINED_WORDS`` words).
+    u128 words (a ``ring: 128`` device's) are gated as their two u64 words."""
+    if any(x[p].type.dtype == "u128" for x, _ in pairs for p in x):
+        return _and_gates_wide(ctx, device, pairs)
     if len(pairs) > 1 and all(len(x[p].type.shape) == 1 and x[p].type.shape == y[p].type.shape
                               for x, y in pairs for p in x) \
             and sum(next(iter(x.values())).type.size for x, _ in pairs) <= _JOINED_WORDS:
@@ -109,6 +124,25 @@ def and_gates(ctx, device, pairs):
         # z = c ^ (e & b) ^ (f & a) (^ e & f at P0)
         out.append({p: ctx.emit(p, "and_finish", [t[p][2], e[p], f[p], t[p][0], t[p][1]], "bool",
                                 {"first": p == p0}) for p in (p0, p1)})
+    return out
+
+
+def _and_gates_wide(ctx, device, pairs):
+    """``and_gates`` on pairs of which some hold u128 words: those go through the u64 gate
+    as the flat stream of their words (``ring_words``) and come back as u128."""
+    def as_words(shares):
+        if next(iter(shares.values())).type.dtype != "u128":
+            return shares
+        return {p: word_stream(ctx, p, s) for p, s in shares.items()}
+    products = and_gates(ctx, device, [(as_words(x), as_words(y)) for x, y in pairs])
+    out = []
+    for (x, _), z in zip(pairs, products):
+        like = next(iter(x.values())).type
+        if like.dtype == "u128":
+            z = {p: ctx.emit(p, "reshape", [from_words(ctx, p, ctx.emit(
+                     p, "reshape", [s], "bool", {"new_sizes": (like.size, 2)}))], "bool",
+                             {"new_sizes": tuple(like.shape)}) for p, s in z.items()}
+        out.append(z)
     return out
 
 
@@ -182,15 +216,6 @@ def _element_words(ctx, device, d):
     return {p: ctx.emit(p, "ring_words", [s], s.type.kind) for p, s in _flat(ctx, d).items()}
 
 
-def _per_word(ctx, party, values, n, kind):
-    """A public word per position of an element (low word first), for all n elements,
-    flattened like ``_element_words``."""
-    row = ctx.const(party, np.array(values, dtype=np.uint64))
-    full = ctx.emit(party, "broadcast_in_dim", [row], kind,
-                    {"shape": (n, len(values)), "broadcast_dimensions": (1,)})
-    return ctx.emit(party, "reshape", [full], kind, {"new_sizes": (n * len(values),)})
-
-
 def _carry_inputs_wide(ctx, device, d):
     """``_carry_inputs`` on a ring of several words per element: an element's words, low
     first, are one stream of ring.bits carry positions; the top word's bit 63 is the
@@ -202,11 +227,11 @@ def _carry_inputs_wide(ctx, device, d):
     flat = {p: ctx.emit(p, "reshape", [s], "plain", {"new_sizes": (n * w,)})
             for p, s in words.items()}
     keep = [(1 << 64) - 1] * (w - 1) + [LOW63]
-    low = {p: ctx.emit(p, "and", [flat[p], _per_word(ctx, p, keep, n, "public")], "plain")
+    low = {p: ctx.emit(p, "and", [flat[p], per_word(ctx, p, keep, n, "public")], "plain")
            for p in (p0, p1)}
     zeros = {p: ctx.emit(p, "xor", [low[p], low[p]], "bool") for p in (p0, p1)}
     (g,) = and_gates(ctx, device, [({p0: low[p0], p1: zeros[p1]}, {p0: zeros[p0], p1: low[p1]})])
-    identity = _per_word(ctx, p0, [0] * (w - 1) + [1 << 63], n, "public")
+    identity = per_word(ctx, p0, [0] * (w - 1) + [1 << 63], n, "public")
     prop = {p0: ctx.emit(p0, "or", [low[p0], identity], "bool"), p1: low[p1]}
     top = {p: ctx.emit(p, "slice", [s], "plain", {"start": (0, w - 1), "limit": (n, w),
                                                   "strides": (1, 1)})
@@ -277,13 +302,14 @@ def multi_and(ctx, device, inputs, products):
 
 def msb_bits_radix4(ctx, device, d):
     """msb(d) like ``msb_bits``, but each level combines four positions with one-round
-    multi-input ANDs: 3 levels instead of 6, more dealt words."""
-    ring_of(device).require_64("the radix-4 comparison (bool2pc.radix4)", device)
+    multi-input ANDs: 3 levels instead of 6, more dealt words. The 128 positions of a
+    ``ring: 128`` element leave two after those 3 levels: one radix-2 level ends it."""
     d, g, prop = _carry_inputs(ctx, device, d)
+    radix2 = ring_of(device).bits == 128
     for level in range(3):
         (g0, g2), (g1, g3) = (_unzip(ctx, half) for half in _unzip(ctx, g))
         (p0_, p2_), (p1_, p3_) = (_unzip(ctx, half) for half in _unzip(ctx, prop))
-        last = level == 2
+        last = level == 2 and not radix2
         # G' = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0;  P' = P3 P2 P1 P0
         inputs = [p3_, p2_, p1_, p0_, g2, g1, g0]
         products = [(0, 4), (0, 1, 5), (0, 1, 2, 6)] + ([] if last else [(0, 1, 2, 3)])
@@ -293,6 +319,8 @@ def msb_bits_radix4(ctx, device, d):
             g = _xor(ctx, g, term)
         if not last:
             prop = terms[3]
+    if radix2:
+        g = carry_tree(ctx, device, TWO_PARTY, g, prop, 1)
     return _with_top_bits(ctx, d, g)
 
 
@@ -324,23 +352,30 @@ def _and_cost(words):
     return WORD * words * 5
 
 
-def _lt_words(n):
-    return n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
-
-
 # party-local ops of one comparison circuit, all parties together (whatever its width:
 # the ops work on packed words); counted from the lowered programs
 _LT_OPS, _LT_RADIX4_OPS = 480, 1350
 
 
+def _operand_ring(node, module):
+    return ring_of(module.devices[node.operands[0].type.place])
+
+
 def _ring_words(node, module):
     """u64 words per element of the operands' ring: the circuits' inputs per element."""
-    return ring_of(module.devices[node.operands[0].type.place]).words
+    return _operand_ring(node, module).words
+
+
+def _tree(node, module):
+    """(u64 words of the operands' bits, carry-tree levels): a 128-bit ring has twice the
+    words and one more level."""
+    words = _ring_words(node, module)
+    return node.operands[0].type.size * words, 5 + words
 
 
 def _lt_cost(node, module):
-    words = _ring_words(node, module)  # a 128-bit ring: twice the words, one more level
-    return Cost(_and_cost(_lt_words(node.operands[0].type.size * words)), 6 + words, _LT_OPS)
+    n, levels = _tree(node, module)
+    return Cost(_and_cost(carry_tree_words(n, levels)), levels + 1, _LT_OPS)
 
 
 # dealer-free (``offline: he``, protocol ``bool2pc.ot``): AND triples by OT, one offline
@@ -352,7 +387,8 @@ def _and_cost_ot(words, layers):
 
 
 def _lt_cost_ot(node, module):
-    return _and_cost_ot(_lt_words(node.operands[0].type.size), 7)
+    n, levels = _tree(node, module)
+    return _and_cost_ot(carry_tree_words(n, levels), levels + 1)
 
 
 # per 4-to-1 level: 7 inputs opened by both parties, and the dealt subset products
@@ -360,26 +396,28 @@ _R4_SUBSETS = {3: 15, 4: 22}  # distinct subsets of size >= 2 (last level has no
 
 
 def _lt_radix4_cost(node, module):
-    n = node.operands[0].type.size
+    """The generate gate, 3 radix-4 levels (a 128-bit ring: twice the words, and one
+    radix-2 level on the two positions left per element)."""
+    n = node.operands[0].type.size * _ring_words(node, module)
+    radix2 = _ring_words(node, module) > 1
     words = _and_cost(n)
     for level in range(3):
         group_words = -(-n // 4 ** (level + 1))
-        products = 3 if level == 2 else 4
+        products = 3 if level == 2 and not radix2 else 4
         words += WORD * group_words * (2 * 7 + _R4_SUBSETS[products])
-    return Cost(words, 4, _LT_RADIX4_OPS)
-
-
-def _eq_words(n):
-    return sum(-(-n // 2 ** k) for k in range(1, 7))
+    if radix2:
+        words += _and_cost(-(-n // 128))
+    return Cost(words, 4 + radix2, _LT_RADIX4_OPS)
 
 
 def _eq_cost(node, module):
-    words = _ring_words(node, module)
-    return Cost(_and_cost(_eq_words(node.operands[0].type.size * words)), 5 + words)
+    n, levels = _tree(node, module)
+    return Cost(_and_cost(and_tree_words(n, levels)), levels)
 
 
 def _eq_cost_ot(node, module):
-    return _and_cost_ot(_eq_words(node.operands[0].type.size), 6)
+    n, levels = _tree(node, module)
+    return _and_cost_ot(and_tree_words(n, levels), levels)
 
 
 # ------------------------------------------------------------ logic on bool shares
@@ -400,13 +438,14 @@ def bool_shares_of(ctx, value, device, shape=None):
     if _packed(value.type.dtype):
         mine = ctx.emit(p0, "bits_pack", [plain], "public")
     else:
-        mine = ctx.emit(p0, "encode", [plain], "public",
-                        {"frac_bits": frac_bits(device, value.type.dtype)})
-    return {p0: mine, p1: _zero_like(ctx, p1, mine)}
+        mine = ring_of(device).encode(ctx, p0, plain, frac_bits(device, value.type.dtype),
+                                      "public")
+    return {p0: mine, p1: _zero_like(ctx, device, p1, mine)}
 
 
-def _zero_like(ctx, party, like):
-    zero = u64(ctx, party, 0)
+def _zero_like(ctx, device, party, like):
+    zero = ring_of(device).const(ctx, party, 0) if like.type.dtype == "u128" \
+        else u64(ctx, party, 0)
     return ctx.emit(party, "broadcast_in_dim", [zero], "bool",
                     {"shape": tuple(like.type.shape), "broadcast_dimensions": ()})
 
@@ -428,29 +467,34 @@ def _lower_logic(ctx, node):
     ctx.parts[node.result] = out
 
 
+def _gate_words(node, module):
+    """u64 words an AND of the result's shape gates: packed bits, or full ring words."""
+    t = node.result.type
+    return _words(t.size) if _packed(t.dtype) else t.size * ring_of(module.devices[t.place]).words
+
+
 def _logic_cost(node, module):
     if node.op in ("and", "or"):
-        t = node.result.type
-        words = _words(t.size) if _packed(t.dtype) else t.size
-        return Cost(_and_cost(words), 1)
+        return Cost(_and_cost(_gate_words(node, module)), 1)
     return Cost()
 
 
 def _logic_cost_ot(node, module):
     if node.op in ("and", "or"):
-        t = node.result.type
-        return _and_cost_ot(_words(t.size) if _packed(t.dtype) else t.size, 1)
+        return _and_cost_ot(_gate_words(node, module), 1)
     return Cost()
 
 
 def _lower_shift(ctx, node):
-    """Shifts are local on XOR shares. An i32 lives sign-extended in a 64-bit word, so a
-    left shift re-extends bit 31 and a logical right shift first drops the extension."""
+    """Shifts are local on XOR shares. An i32 lives sign-extended in a ring word (64 or
+    128 bits), so a left shift re-extends bit 31 and a logical right shift first drops
+    the extension."""
     (x,) = node.operands
     k = node.attrs["bits"]
+    ext = ring_of(_device(ctx, x)).bits - 32
     steps = {"ashr": [("ashr", k)],
-             "shl": [("shl", 32 + k), ("ashr", 32)],
-             "lshr": [("shl", 32), ("lshr", 32 + k)]}[node.op]
+             "shl": [("shl", ext + k), ("ashr", ext)],
+             "lshr": [("shl", ext), ("lshr", ext + k)]}[node.op]
     out = {}
     for p, s in ctx.parts[x].items():
         for op, bits in steps:
@@ -480,8 +524,6 @@ def _lower_structural(ctx, node):
 def _lower_a2b(ctx, node):
     (x,) = node.operands
     device = _device(ctx, x)
-    if not _packed(x.type.dtype):
-        ring_of(device).require_64("arithmetic-to-boolean conversion of full words", device)
     if _packed(x.type.dtype):
         # 0/1 values: the low bit of x0 + x1 is x0_0 ^ x1_0
         ctx.parts[node.result] = {p: ctx.emit(p, "bits_pack", [s], "bool")
@@ -513,14 +555,13 @@ def to_arith(ctx, device, values):
     ring = ring_of(device)
     pending, openings = [], []
     for shares, shape, packed in values:
-        if not packed:
-            ring.require_64("boolean-to-arithmetic conversion of full words", device)
         n = int(np.prod(shape, dtype=np.int64))
-        words = (_words(n),) if packed else (n,)
-        bit_shape = (n,) if packed else (n, 64)
+        words = (_words(n),) if packed else (n * ring.words,)
+        bit_shape = (n,) if packed else (n, ring.bits)
         rb, ra = _b2a_pair(ctx, device, words, bit_shape)
-        # full words are masked one per element: flatten them to the dealt words' shape
-        shares = shares if packed else _flat(ctx, shares)
+        # full words are masked one per element (u128: its two words): flatten them to
+        # the dealt words' shape
+        shares = shares if packed else {p: word_stream(ctx, p, s) for p, s in shares.items()}
         openings.append(({p: ctx.emit(p, "xor", [shares[p], rb[p]], "masked") for p in (p0, p1)},
                          "masked bits (x ^ r)"))
         pending.append((shape, n, packed, bit_shape, ra))
@@ -538,10 +579,12 @@ def to_arith(ctx, device, values):
             if packed:
                 opened_bits = c_bits
             else:
-                weights = ctx.const(p, np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64)))
-                term = ctx.emit(p, "dot_general", [term, weights], "arith",
-                                {"contract": ((1,), (0,)), "batch": ((), ())})
-                opened_bits = ctx.emit(p, "reshape", [c[p]], "masked", {"new_sizes": (n,)})
+                term = ctx.emit(p, "dot_general", [term, ctx.const(p, bit_weights(ring.bits))],
+                                "arith", {"contract": ((1,), (0,)), "batch": ((), ())})
+                opened_bits = ctx.emit(p, "reshape", [c[p]], "masked",
+                                       {"new_sizes": (n,) + ((2,) if ring.words > 1 else ())})
+                if ring.words > 1:
+                    opened_bits = from_words(ctx, p, opened_bits, "masked")
             value = ctx.emit(p, "add", [term, opened_bits], "arith") if p == p0 else term
             out[p] = ctx.emit(p, "reshape", [value], "arith", {"new_sizes": tuple(shape)})
         results.append(out)
@@ -566,51 +609,54 @@ def _b2a_pair(ctx, device, words, bit_shape):
     return {p: dealt.draw(p, p, "rb", words, words=True) for p in (p0, p1)}, ra
 
 
-# AND words per element in the Kogge-Stone adder: the first generate, two per level at
-# shifts 1..16, one at shift 32
-_A2B_AND_WORDS = 1 + 2 * 5 + 1
+def _a2b_gates(node, module):
+    """u64 words ANDed and AND rounds of the Kogge-Stone adder on the operand's words: the
+    first generate, two gates per level at shifts 1 .. bits/4, one at shift bits/2."""
+    ring = _operand_ring(node, module)
+    levels = ring.bits.bit_length() - 1
+    return node.operands[0].type.size * ring.words * (2 * levels), 1 + levels
 
 
 def _a2b_cost(node, module):
-    t = node.operands[0].type
-    if _packed(t.dtype):
+    if _packed(node.operands[0].type.dtype):
         return Cost()
-    return Cost(_and_cost(t.size * _A2B_AND_WORDS), 7)
+    words, rounds = _a2b_gates(node, module)
+    return Cost(_and_cost(words), rounds)
 
 
-def _to_arith_cost(sizes, dealer_free):
+def _to_arith_cost(sizes, dealer_free, ring):
     """Bytes and rounds of ``to_arith`` on values of the given (element count, packed)."""
-    opened = sum(_words(n) if packed else n for n, packed in sizes)  # by each party
-    bits = [n if packed else 64 * n for n, packed in sizes]  # of the pairs' r
+    opened = sum(_words(n) if packed else n * ring.words for n, packed in sizes)  # each party
+    bits = [n if packed else ring.bits * n for n, packed in sizes]  # of the pairs' r
     if dealer_free:
-        return sum((b2a_pair_cost(b) for b in bits), Cost()) + Cost(WORD * 2 * opened, 1)
-    # the dealer sends P1 one correction word per bit of r
-    return Cost(WORD * (sum(bits) + 2 * opened), 1)
+        return sum((b2a_pair_cost(b, ring.bits) for b in bits), Cost()) + Cost(WORD * 2 * opened, 1)
+    # the dealer sends P1 one correction ring element per bit of r
+    return Cost(ring.bytes * sum(bits) + WORD * 2 * opened, 1)
 
 
 def _b2a_cost(node, module):
     t = node.operands[0].type
-    return _to_arith_cost([(t.size, _packed(t.dtype))], dealer_free=False)
+    return _to_arith_cost([(t.size, _packed(t.dtype))], False, _operand_ring(node, module))
 
 
 def _a2b_cost_ot(node, module):
-    t = node.operands[0].type
-    if _packed(t.dtype):
+    if _packed(node.operands[0].type.dtype):
         return Cost()
-    return _and_cost_ot(t.size * _A2B_AND_WORDS, 7)
+    return _and_cost_ot(*_a2b_gates(node, module))
 
 
 def _b2a_cost_ot(node, module):
     t = node.operands[0].type
-    return _to_arith_cost([(t.size, _packed(t.dtype))], dealer_free=True)
+    return _to_arith_cost([(t.size, _packed(t.dtype))], True, _operand_ring(node, module))
 
 
 # ------------------------------------------------------------ rounding to integers
 
-def _floor_shares(ctx, shares, f):
+def _floor_shares(ctx, device, shares, f):
     """floor clears the fraction bits of the two's complement word: an AND with a public
     mask, which each party applies to its own XOR share."""
-    return {p: ctx.emit(p, "and", [s, u64(ctx, p, ~((1 << f) - 1))], "bool")
+    ring = ring_of(device)
+    return {p: ctx.emit(p, "and", [s, ring.const(ctx, p, ~((1 << f) - 1))], "bool")
             for p, s in shares.items()}
 
 
@@ -618,30 +664,42 @@ def _lower_floor(ctx, node):
     """``floor`` of a boolean-shared float: local (see ``_floor_shares``)."""
     (x,) = node.operands
     f = frac_bits(_device(ctx, x), x.type.dtype)
-    ctx.parts[node.result] = _floor_shares(ctx, ctx.parts[x], f)
+    ctx.parts[node.result] = _floor_shares(ctx, _device(ctx, x), ctx.parts[x], f)
 
 
 def _lower_round_to_integer(ctx, node):
     """``round`` (ties by its rounding_method) and float -> int32 (toward zero, as JAX):
     floor(x) on the XOR shares plus a round-up bit from one AND tree, both made arithmetic
-    in one round and added there (an add on XOR shares would need a carry chain)."""
+    in one round and added there (an add on XOR shares would need a carry chain). floor(x)
+    is the word shifted right by f, of which only the bits the result keeps are converted
+    (``circuits.kept_bits``); a fixed-point result is shifted back by f at the end."""
     (x,) = node.operands
     device = _device(ctx, x)
+    ring = ring_of(device)
     f = frac_bits(device, x.type.dtype)
+    n, shape = x.type.size, tuple(x.type.shape)
     to_int = node.op == "convert_element_type"
-    up = round_up_bit(ctx, device, TWO_PARTY, _flat(ctx, ctx.parts[x]),
+    flat = _flat(ctx, ctx.parts[x])
+    up = round_up_bit(ctx, device, TWO_PARTY, flat,
                       "trunc" if to_int else node.attrs["rounding_method"], f)
-    if to_int:  # the arithmetic shift of the word is floor(x) as an integer
-        down = {p: ctx.emit(p, "ashr", [s], "bool", {"bits": f}) for p, s in ctx.parts[x].items()}
-    else:
-        down = _floor_shares(ctx, ctx.parts[x], f)
-    down, up = to_arith(ctx, device, [(down, x.type.shape, False), (up, x.type.shape, True)])
-    if not to_int:  # the bit adds one unit: 2^f in fixed point
-        up = {p: ctx.emit(p, "shl", [s], "arith", {"bits": f}) for p, s in up.items()}
-    ctx.parts[node.result] = {p: ctx.emit(p, "add", [down[p], up[p]], "arith") for p in down}
+    count, signed = kept_bits(to_int, ring.bits, f)
+    floor_bits = {p: ctx.emit(p, "bits_pack", [low_bits(ctx, p, ctx.emit(
+        p, "ashr", [s], "bool", {"bits": f}), n, count)], "bool") for p, s in flat.items()}
+    down, up = to_arith(ctx, device, [(floor_bits, (n * count,), True), (up, shape, True)])
+    out = {}
+    for p in down:
+        bits = ctx.emit(p, "reshape", [down[p]], "arith", {"new_sizes": (n, count)})
+        value = ctx.emit(p, "dot_general", [bits, ctx.const(p, bit_weights(ring.bits, count,
+                                                                           signed))],
+                         "arith", {"contract": ((1,), (0,)), "batch": ((), ())})
+        value = ctx.emit(p, "add", [ctx.emit(p, "reshape", [value], "arith",
+                                             {"new_sizes": shape}), up[p]], "arith")
+        # a fixed-point result: floor(x) + the bit are integers, 2^f units each
+        out[p] = value if to_int else ctx.emit(p, "shl", [value], "arith", {"bits": f})
+    ctx.parts[node.result] = out
 
 
-def _carry_tree_words(n, f):
+def _round_up_tree_words(n, f):
     """Words ANDed at each level of the round-up bit's tree over n elements."""
     words, out = _words(n << tree_levels(f)), []
     for _ in range(tree_levels(f)):
@@ -651,12 +709,15 @@ def _carry_tree_words(n, f):
 
 
 def _rounding_cost(node, module, dealer_free=False):
-    """``round`` or float -> int32: the round-up bit's AND tree, then B2A of floor and bit."""
-    t = node.operands[0].type
-    levels = _carry_tree_words(t.size, frac_bits(module.devices[t.place], t.dtype))
+    """``round`` or float -> int32: the round-up bit's AND tree, then B2A of the bit and of
+    the bits of floor(x) that the result keeps."""
+    t, ring = node.operands[0].type, _operand_ring(node, module)
+    f = frac_bits(module.devices[t.place], t.dtype)
+    levels = _round_up_tree_words(t.size, f)
     tree = (_and_cost_ot(sum(levels), len(levels)) if dealer_free
             else Cost(_and_cost(sum(levels)), len(levels)))
-    return tree + _to_arith_cost([(t.size, False), (t.size, True)], dealer_free)
+    count, _ = kept_bits(node.op == "convert_element_type", ring.bits, f)
+    return tree + _to_arith_cost([(t.size * count, True), (t.size, True)], dealer_free, ring)
 
 
 def _rounding_cost_ot(node, module):
@@ -715,13 +776,7 @@ _rules("lt", _arith_operands, "bool", _lt_cost, _lt_cost_ot, _compare_with(msb_b
        "msb of the difference: radix-2 carry tree, 7 rounds",
        "msb of the difference: radix-2 carry tree, 7 rounds; AND triples by OT")
 # radix-4 multi-ANDs need dealt subset products: dealer devices only
-def _radix4_operands(kinds, node, module):
-    """Arithmetic operands on a 64-bit ring (the radix-4 tree reduces 64 positions)."""
-    return _arith_operands(kinds, node, module) \
-        and ring_of(module.devices[node.operands[0].type.place]).words == 1
-
-
-register(PROTOCOL_RADIX4, "lt", device="MPC", accepts=_dealer_only(_radix4_operands),
+register(PROTOCOL_RADIX4, "lt", device="MPC", accepts=_dealer_only(_arith_operands),
          result_kind="bool", cost=_lt_radix4_cost, lower=_compare_with(msb_bits_radix4),
          wants="arith",
          doc="msb of the difference: radix-4 carry tree of one-round multi-ANDs, 4 rounds")

@@ -14,13 +14,21 @@ family gets comparisons from the same code:
   combines neighbours, G' = G_odd ^ (P_odd & G_even), P' = P_odd & P_even;
 - ``and_tree``: the AND of each group of 2^levels consecutive bits (a zero
   test: every bit of NOT(x ^ y) is 1);
+- ``add_words``: x + y on boolean-shared full words (A2B), a Kogge-Stone
+  adder on u64 or u128 words (a ``ring: 128`` device's; ``word_stream``,
+  ``from_words`` and ``low_and_top_words`` move between a u128 and its two
+  u64 words, low first);
 - ``round_up_bit``: the bit that rounds floor(x) up to x rounded to an integer,
   one AND tree over f + 1 bits of each word (``xor_public``: the family's XOR
-  with a public word, which touches one share).
+  with a public word, which touches one share); ``kept_bits``, ``low_bits``
+  and ``bit_weights``: which bits of floor(x) a rounding's B2A converts, and
+  their weights.
 """
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..ir.ops import U128
 
 
 @dataclass(frozen=True)
@@ -84,16 +92,35 @@ def and_tree(ctx, device, fam, z, levels):
     return z
 
 
+def word_bits(shares):
+    """Bits of the boolean full words ``shares`` holds: 128 for u128 (a ``ring: 128``
+    device's words), else 64."""
+    piece = next(iter(shares.values()))
+    piece = piece[0] if isinstance(piece, tuple) else piece
+    return 128 if piece.type.dtype == "u128" else 64
+
+
+def carry_tree_words(n, levels):
+    """u64 words ANDed by the generate gate and a carry tree of ``levels`` over n words."""
+    return n + sum(2 * -(-n // 2 ** k) for k in range(1, levels)) + -(-n // 2 ** levels)
+
+
+def and_tree_words(n, levels):
+    """u64 words ANDed by an AND tree of ``levels`` over n words."""
+    return sum(-(-n // 2 ** k) for k in range(1, levels + 1))
+
+
 def add_words(ctx, device, fam, x, y):
-    """Shares of x + y (mod 2^64) for boolean-shared u64 words: a Kogge-Stone adder,
-    6 AND rounds (generate, then shifts 1, 2, ..., 32)."""
+    """Shares of x + y (mod 2^64 or 2^128) for boolean-shared u64 or u128 words: a
+    Kogge-Stone adder, 1 + log2(bits) AND rounds (generate, then shifts 1, 2, ..., bits/2)."""
     def shifted(shares, k):
         return each(fam, shares, lambda p, w: ctx.emit(p, "shl", [w], "bool", {"bits": k}))
+    bits = word_bits(x)
     (g,) = fam.and_gates(ctx, device, [(x, y)])
     prop = total = xor(ctx, fam, x, y)
     shift = 1
-    while shift < 64:
-        last = shift == 32
+    while shift < bits:
+        last = shift == bits // 2
         pairs = [(prop, shifted(g, shift))] + ([] if last else [(prop, shifted(prop, shift))])
         products = fam.and_gates(ctx, device, pairs)
         g = xor(ctx, fam, g, products[0])
@@ -101,6 +128,81 @@ def add_words(ctx, device, fam, x, y):
             prop = products[1]
         shift *= 2
     return xor(ctx, fam, total, shifted(g, 1))
+
+
+def word_column(ctx, party, words, i, kind="bool"):
+    """Word ``i`` (0: low) of every element of ``words`` (a ``ring_words`` result, shape
+    S + (2,)), shape S."""
+    shape = words.type.shape[:-1]
+    col = ctx.emit(party, "slice", [words], kind,
+                   {"start": (0,) * len(shape) + (i,), "limit": tuple(shape) + (i + 1,),
+                    "strides": (1,) * (len(shape) + 1)})
+    return ctx.emit(party, "reshape", [col], kind, {"new_sizes": tuple(shape)})
+
+
+def from_words(ctx, party, words, kind="bool"):
+    """u128 elements from their two u64 words (shape S + (2,), low first): the inverse of
+    ``ring_words``, built from zero extensions, a shift and an OR."""
+    low, high = (ctx.emit(party, "ring_widen", [word_column(ctx, party, words, i, kind)], kind)
+                 for i in (0, 1))
+    high = ctx.emit(party, "shl", [high], kind, {"bits": 64})
+    return ctx.emit(party, "or", [low, high], kind)
+
+
+def word_stream(ctx, party, w):
+    """Full boolean words as one flat stream of u64 words (a u128's two, low first)."""
+    if w.type.dtype == "u128":
+        w = ctx.emit(party, "ring_words", [w], w.type.kind)
+    return ctx.emit(party, "reshape", [w], w.type.kind, {"new_sizes": (w.type.size,)})
+
+
+def per_word(ctx, party, values, n, kind):
+    """A public u64 word per word of an element (``values``, low word first), for all n
+    elements, flattened like ``word_stream``."""
+    row = ctx.const(party, np.array(values, dtype=np.uint64))
+    full = ctx.emit(party, "broadcast_in_dim", [row], kind,
+                    {"shape": (n, len(values)), "broadcast_dimensions": (1,)})
+    return ctx.emit(party, "reshape", [full], kind, {"new_sizes": (n * len(values),)})
+
+
+def bit_weights(bits, count=None, signed=False):
+    """2^i for bits i < ``count`` (all of a ``bits``-bit ring element by default), as ring
+    elements; ``signed``: the top one is -2^(count-1), the weights of a two's complement
+    count-bit integer."""
+    count = bits if count is None else count
+    weights = [(-1 if signed and i == count - 1 else 1) * (1 << i) % (1 << bits)
+               for i in range(count)]
+    if bits == 64:
+        return np.array(weights, dtype=np.uint64)
+    return np.array([(w & (1 << 64) - 1, w >> 64) for w in weights], dtype=U128)
+
+
+def kept_bits(to_int, ring_bits, f):
+    """The low bits of floor(x) (the word shifted right by f) that a rounding's result keeps,
+    and whether the top one is a sign: an int32 (float -> int32) keeps 32, two's
+    complement; a fixed-point result (shifted back left by f) the ring's bits - f. The B2A
+    of the floor converts those bits only."""
+    return (32, True) if to_int else (ring_bits - f, False)
+
+
+def low_bits(ctx, party, w, n, count, kind="bool"):
+    """The low ``count`` bits of each of the n full words of ``w`` (u64 or u128), unpacked:
+    shape (n, count)."""
+    words = 2 if w.type.dtype == "u128" else 1
+    bits = ctx.emit(party, "bits_unpack", [word_stream(ctx, party, w)], kind,
+                    {"shape": (n, 64 * words)})
+    if count == 64 * words:
+        return bits
+    return ctx.emit(party, "slice", [bits], kind,
+                    {"start": (0, 0), "limit": (n, count), "strides": (1, 1)})
+
+
+def low_and_top_words(ctx, party, w):
+    """A full boolean word's low and top u64 words (both ``w`` itself for a u64 word)."""
+    if w.type.dtype != "u128":
+        return w, w
+    words = ctx.emit(party, "ring_words", [w], "bool")
+    return word_column(ctx, party, words, 0), word_column(ctx, party, words, 1)
 
 
 def carry_layout(mode, f):
@@ -134,9 +236,10 @@ def round_up_bit(ctx, device, fam, x, mode, f):
         return ctx.const(p, np.uint64(value % (1 << 64)))
 
     def laid_out(p, w):
-        word = ctx.emit(p, "and", [w, u64(p, (1 << keep) - 1)], "bool")
+        low, top = low_and_top_words(ctx, p, w)  # f + 1 <= 49 bits: the low word holds them
+        word = ctx.emit(p, "and", [low, u64(p, (1 << keep) - 1)], "bool")
         if sign_slot is not None:
-            sign = ctx.emit(p, "lshr", [w], "bool", {"bits": 63})
+            sign = ctx.emit(p, "lshr", [top], "bool", {"bits": 63})
             word = ctx.emit(p, "xor", [word, ctx.emit(p, "shl", [sign], "bool",
                                                       {"bits": sign_slot})], "bool")
         return word

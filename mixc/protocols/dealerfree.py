@@ -29,7 +29,10 @@ Every correlation is explicit in the per-party programs:
   and a Gilboa OLE (64 correlated OTs per product, IKNP, ``runtime.ot``)
   each way at once for a0*b1 and a1*b0. A broadcast product (a shared
   scalar times a tensor) draws a_p, b_p from each party's own PRG key and
-  gets the cross terms by ``ot.ole``.
+  gets the cross terms by ``ot.ole``. On a ``ring: 128`` device both are over
+  Z_2^128: 128 correlated OTs per product, each carrying the whole 128-bit
+  hash as its message (``ring=128`` on ``ot.arith_triple``; ``ot.ole`` on u128
+  values).
 - **AND triples** (``bool2pc`` AND gates: comparisons, adders, zero tests):
   ``ot.and_triple``, one random OT per bit each way, one message each way
   (``ot.and`` for the broadcast case).
@@ -52,9 +55,15 @@ Every correlation is explicit in the per-party programs:
   before truncation at f = 18) -- the same bound as the dealer's TruncPr.
   (This is Cheetah's truncation with a known most significant bit,
   Huang et al., USENIX Security 2022, with the one AND precomputed.)
+  **Ring 128**: the same with 2^126 for 2^62, the top bit 127 and 2^(128-f)
+  for 2^(64-f); exact as above for |x| < 2^126 (|value| < 2^46 before
+  truncation at f = 40). w enters only as w * 2^(128-f), so its shares are
+  needed mod 2^f alone: the bit-OLE stays mod 2^64 (f <= 64) and costs what it
+  costs on 64 bits; only the local step reads 128-bit u.
 - **B2A pairs** (boolean -> arithmetic): random r with XOR shares r0 (P0's
   PRG) and r1 (P1's PRG); additive shares of each bit r0_i XOR r1_i =
-  r0_i + r1_i - 2 r0_i r1_i from one bit-OLE per bit.
+  r0_i + r1_i - 2 r0_i r1_i from one bit-OLE per bit, in the device's ring
+  (mod 2^128 on ``ring: 128``: a 128-bit correction per bit).
 
 The OT ops run a two-party subprotocol over the link between the two
 parties (``runtime.ot_ops``); they share one OT session per pair of
@@ -91,8 +100,9 @@ trip count). An OT call running twice in one iteration is an error.
 Costs (declared, for the selector and ``--cost-report``; offline and online
 bytes together, offline rounds included): IKNP correlated OT costs the
 receiver kappa = 128 bits per OT plus the sender's corrections; an OLE of
-64-bit words is 64 COTs (Gilboa), a bit-OLE one COT with a 64-bit
-correction, an AND bit one COT with a 1-bit correction. HE matrix triples
+64-bit words is 64 COTs (Gilboa; of 128-bit words 128 COTs and 129
+correction words), a bit-OLE one COT with a 64-bit correction (128-bit for
+B2A pairs on ``ring: 128``), an AND bit one COT with a 1-bit correction. HE matrix triples
 cost the plan's input ciphertexts and sanitised outputs, both directions.
 """
 from __future__ import annotations
@@ -108,7 +118,7 @@ from ..passes.lower import seed_name
 from . import Cost
 from .common import parties, u64
 from .hepack import Product, apply_local, at_program_start, he_keys, hoist
-from .ring import ring_of
+from .ring import Ring, ring_of
 
 # The protocol names of the dealer-free rules (same lowerings as arith2pc/bool2pc).
 PROTOCOLS = ("arith2pc.he", "bool2pc.ot")
@@ -121,7 +131,9 @@ RING_BYTES = 8
 # (runtime.ot: IKNP with kappa = 128; the receiver sends 16 bytes per OT)
 KAPPA_BYTES = 16
 OLE_BYTES = 64 * KAPPA_BYTES + 33 * 8  # one 64-bit Gilboa OLE: 64 COTs, 33 correction words
+OLE128_BYTES = 128 * KAPPA_BYTES + 129 * 8  # one 128-bit Gilboa OLE: 128 COTs, 129 words
 BIT_OLE_BYTES = KAPPA_BYTES + 8        # one bit-OLE: one COT, a 64-bit correction
+BIT_OLE128_BYTES = KAPPA_BYTES + 16    # one bit-OLE mod 2^128: a 128-bit correction
 AND_TRIPLE_WORD_BYTES = 2 * 64 * KAPPA_BYTES  # 64 AND triples: a random OT per bit each way
 AND_WORD_BYTES = 64 * KAPPA_BYTES + 8  # 64 chosen-input ANDs: 64 COTs, 1-bit corrections
 OT_ROUNDS = 2                          # receiver's matrix, sender's corrections
@@ -179,23 +191,29 @@ def ot_session(ctx, device):
     return s
 
 
-def _ot_pair(ctx, device, op, x0, x1, kind, what):
+def _ot_pair(ctx, device, op, x0, x1, kind, what, attrs=None):
     """Run ``op`` between P0 (input x0, the sender's role) and P1 (input x1): each
     party's share of the elementwise product of x0 and x1 (additive for ``ot.ole`` and
     ``ot.bit_ole``, XOR for ``ot.and``)."""
     p0, p1 = parties(device)
     s = ot_session(ctx, device)
     s["seq"] += 1
-    common = {"seq": s["seq"], "what": what}
+    common = {"seq": s["seq"], "what": what, **(attrs or {})}
     return {p0: ctx.emit(p0, op, [s["tokens"][p0], x0], kind,
                          dict(common, peer=p1, role="send")),
             p1: ctx.emit(p1, op, [s["tokens"][p1], x1], kind,
                          dict(common, peer=p0, role="recv"))}
 
 
-def _own_random(ctx, party, shape, kind="arith"):
+def _own_random(ctx, party, shape, kind="arith", ring=Ring(64)):
+    """Uniform elements of ``ring`` from the party's own PRG key."""
     seed = seed_name(party)
-    return ctx.random(party, seed, tuple(shape), ctx.stream(seed), kind)
+    return ring.random(ctx, party, seed, tuple(shape), ctx.stream(seed), kind)
+
+
+def _ring_attr(ring):
+    """The ``ring`` attribute of ot ops making ring values (absent on the 64-bit ring)."""
+    return {} if ring.bits == 64 else {"ring": ring.bits}
 
 
 def _broadcast(ctx, party, value, shape):
@@ -213,8 +231,6 @@ def triple(ctx, device, shape_a, shape_b, product, ring="arith"):
     or the loop body that uses it: once per iteration; ``hepack.hoist``), so every party
     makes its correlations before it reads an input."""
     op = getattr(product, "op", "and" if ring == "bool" else "mul")
-    if ring != "bool":  # AND triples are on u64 words of bits, on any device ring
-        ring_of(device).require_64(f"dealer-free (offline: he) triples for {op}", device)
     if op in ("dot_general", "conv_general_dilated"):
         make = _batched_matmul_triple if op == "dot_general" and any(product.attrs["batch"]) \
             else _matmul_triple
@@ -237,13 +253,17 @@ def _offline(ctx, fn, *args):
 
 
 def _he_keys_both(ctx, device):
+    """Each party's key pair for its share's encryptions, the plaintext modulus the ring's."""
     p0, p1 = parties(device)
-    return he_keys(ctx, p0, p1), he_keys(ctx, p1, p0)
+    bits = ring_of(device).bits
+    return he_keys(ctx, p0, p1, bits), he_keys(ctx, p1, p0, bits)
 
 
 def _elementwise_triple(ctx, device, shape_a, shape_b, product, ring="arith"):
     p0, p1 = parties(device)
     kind = "bool" if ring == "bool" else "arith"
+    # AND triples are on u64 words of bits whatever the device's ring
+    values = Ring(64) if ring == "bool" else ring_of(device)
     if tuple(shape_a) == tuple(shape_b):
         # random triples straight from the OT session (both directions in one call)
         op, what = ("ot.and_triple", AND_TRIPLE) if ring == "bool" else \
@@ -252,14 +272,14 @@ def _elementwise_triple(ctx, device, shape_a, shape_b, product, ring="arith"):
         s["seq"] += 1
         out = {}
         for me, peer in ((p0, p1), (p1, p0)):
-            t = TensorType("u64", tuple(shape_a), me, kind)
+            t = TensorType(values.dtype, tuple(shape_a), me, kind)
             out[me] = tuple(ctx.emit_many(me, op, [s["tokens"][me]], [t, t, t],
                                           {"peer": peer, "seq": s["seq"], "what": what,
-                                           "shape": tuple(shape_a)}))
+                                           "shape": tuple(shape_a), **_ring_attr(values)}))
         return out
     # a broadcast product (scalar times tensor): the parties' own a, b; cross terms by OLE
-    a = {p: _own_random(ctx, p, shape_a, kind) for p in (p0, p1)}
-    b = {p: _own_random(ctx, p, shape_b, kind) for p in (p0, p1)}
+    a = {p: _own_random(ctx, p, shape_a, kind, values) for p in (p0, p1)}
+    b = {p: _own_random(ctx, p, shape_b, kind, values) for p in (p0, p1)}
     local = {p: product(p, a[p], b[p], kind) for p in (p0, p1)}
     shape = tuple(local[p0].type.shape)
     op, what = ("ot.and", AND_TRIPLE) if ring == "bool" else ("ot.ole", ARITH_TRIPLE)
@@ -317,13 +337,15 @@ def _orientation(op, attrs, shape_a, shape_b):
 
 
 def _matmul_triple(ctx, device, shape_a, shape_b, product):
-    # the HE keys (he_keys) were made by the caller (triple)
+    # the HE keys (he_keys) were made by the caller (triple); on the 128-bit ring they
+    # and the plan have plaintext modulus 2^128 (runtime.he.DEFAULT_128)
     p0, p1 = parties(device)
+    ring = ring_of(device)
     attrs = dict(getattr(product, "attrs", {}))
     xi, prod = matmul_orientation(product.op, attrs, shape_a, shape_b)
-    plan = {"plan": tuple(int(v) for v in prod.plan())}
-    a = {q: _own_random(ctx, q, shape_a) for q in (p0, p1)}
-    b = {q: _own_random(ctx, q, shape_b) for q in (p0, p1)}
+    plan = {"plan": tuple(int(v) for v in prod.plan(ring.bits))}
+    a = {q: _own_random(ctx, q, shape_a, ring=ring) for q in (p0, p1)}
+    b = {q: _own_random(ctx, q, shape_b, ring=ring) for q in (p0, p1)}
     enc_side = a if xi == 0 else b
     plain_side = b if xi == 0 else a
     names = ("a", "b") if xi == 0 else ("b", "a")
@@ -331,7 +353,7 @@ def _matmul_triple(ctx, device, shape_a, shape_b, product):
     # 1. each party encrypts its share of the encrypted operand, under its own key
     sent = {}
     for enc, ev in ((p0, p1), (p1, p0)):
-        sk, _pk = he_keys(ctx, enc, ev)
+        sk, _pk = he_keys(ctx, enc, ev, ring.bits)
         x = apply_local(ctx, enc, enc_side[enc], prod.x_steps, "arith")
         ct = ctx.emit(enc, "he_mm.encrypt", [sk, x], "he", plan)
         sent[enc] = ctx.xfer(ct, ev, f"HE ciphertext: Enc({enc}'s {names[0]}) under {enc}'s key "
@@ -339,9 +361,9 @@ def _matmul_triple(ctx, device, shape_a, shape_b, product):
     # 2. each evaluates the cross term on the other's ciphertexts, masked by -s, sanitised
     back, masks = {}, {}
     for enc, ev in ((p0, p1), (p1, p0)):
-        _sk, pk = he_keys(ctx, enc, ev)
+        _sk, pk = he_keys(ctx, enc, ev, ring.bits)
         w = apply_local(ctx, ev, plain_side[ev], prod.w_steps, "arith")
-        s = _own_random(ctx, ev, out_shape)
+        s = _own_random(ctx, ev, out_shape, ring=ring)
         neg_s = ctx.emit(ev, "neg", [apply_local(ctx, ev, s, prod.inv_steps, "arith")], "arith")
         ext = ctx.emit(ev, "he_mm.eval", [pk, sent[enc], w, neg_s], "he", plan)
         back[enc] = ctx.xfer(ext, enc, f"HE ciphertext: Enc({ev}'s {names[1]} x {enc}'s "
@@ -351,7 +373,7 @@ def _matmul_triple(ctx, device, shape_a, shape_b, product):
     # 3. each decrypts its cross share; c_p = a_p . b_p + decrypted + own mask
     out = {}
     for enc, ev in ((p0, p1), (p1, p0)):
-        sk, _pk = he_keys(ctx, enc, ev)
+        sk, _pk = he_keys(ctx, enc, ev, ring.bits)
         u = ctx.emit(enc, "he_mm.decrypt", [sk, back[enc]], "arith", plan)
         cross = apply_local(ctx, enc, u, prod.out_steps, "arith")
         c = product(enc, a[enc], b[enc], "arith")
@@ -402,7 +424,10 @@ def _batched_matmul_triple(ctx, device, shape_a, shape_b, product):
 
 def truncate(ctx, device, x, bits):
     """Shares of x / 2^bits without a dealer (see the module docstring for the proof)."""
-    ring_of(device).require_64("dealer-free (offline: he) truncation", device)
+    ring = ring_of(device)
+    if bits > 64:  # the borrow's shares are mod 2^64 (trunc_wrap_finish)
+        raise NotImplementedError(f"dealer-free (offline: he) truncation by {bits} > 64 bits "
+                                  f"(MPC device {device.name})")
     p0, p1 = parties(device)
     shape = tuple(x[p0].type.shape)
     n = int(np.prod(shape, dtype=np.int64))
@@ -418,15 +443,16 @@ def truncate(ctx, device, x, bits):
     ot_session(ctx, device)
     packed, rbits, t = _offline(ctx, offline)
     flat = {p: ctx.emit(p, "reshape", [x[p]], "arith", {"new_sizes": (n,)}) for p in (p0, p1)}
-    # online: u0 = x0 + 2^62 at P0, v1 = -x1 at P1; the borrow bit's factors, masked
-    u = {p0: ctx.emit(p0, "add", [flat[p0], u64(ctx, p0, 1 << 62)], "arith"),
+    # online: u0 = x0 + 2^(k-2) at P0, v1 = -x1 at P1; the borrow bit's factors, masked
+    u = {p0: ctx.emit(p0, "add", [flat[p0], ring.const(ctx, p0, 1 << ring.trunc_offset)],
+                      "arith"),
          p1: ctx.emit(p1, "neg", [flat[p1]], "arith")}
-    top = {p: ctx.emit(p, "lshr", [u[p]], "arith", {"bits": 63}) for p in (p0, p1)}
+    top = {p: _msb(ctx, p, u[p], n) for p in (p0, p1)}
     top[p0] = ctx.emit(p0, "xor", [top[p0], u64(ctx, p0, 1)], "arith")  # NOT msb(u0)
     masked = {p: ctx.emit(p, "xor", [ctx.emit(p, "bits_pack", [top[p]], "arith"), packed[p]],
                           "masked") for p in (p0, p1)}
-    got = {p1: ctx.xfer(masked[p0], p1, "masked bit (NOT msb(x0 + 2^62) ^ alpha) for "
-                                        "truncation", "masked"),
+    got = {p1: ctx.xfer(masked[p0], p1, f"masked bit (NOT msb(x0 + 2^{ring.trunc_offset}) "
+                                        "^ alpha) for truncation", "masked"),
            p0: ctx.xfer(masked[p1], p0, "masked bit (msb(-x1) ^ beta) for truncation",
                         "masked")}
     out = {}
@@ -441,11 +467,21 @@ def truncate(ctx, device, x, bits):
     return out
 
 
+def _msb(ctx, party, u, n):
+    """The top bit of each of the n ring elements u as u64 words (0/1)."""
+    if u.type.dtype == "u64":
+        return ctx.emit(party, "lshr", [u], "arith", {"bits": 63})
+    words = ctx.emit(party, "ring_words", [u], "arith")
+    high = ctx.emit(party, "slice", [words], "arith",
+                    {"start": (0, 1), "limit": (n, 2), "strides": (1, 1)})
+    return ctx.emit(party, "lshr", [high], "arith", {"bits": 63})
+
+
 # ------------------------------------------------------------ B2A pairs
 
 def b2a_pair(ctx, device, words, bit_shape):
-    """({p: XOR share of random words r}, {p: additive shares of r's bits}) from bit-OLE."""
-    ring_of(device).require_64("dealer-free (offline: he) boolean-to-arithmetic pairs", device)
+    """({p: XOR share of random words r}, {p: additive shares of r's bits in the device's
+    ring}) from bit-OLE."""
     ot_session(ctx, device)
     return _offline(ctx, _b2a_pair, ctx, device, words, bit_shape)
 
@@ -455,45 +491,51 @@ def _b2a_pair(ctx, device, words, bit_shape):
     rb = {p: _own_random(ctx, p, words, "bool") for p in (p0, p1)}
     n = int(np.prod(bit_shape, dtype=np.int64))
     bits = {p: ctx.emit(p, "bits_unpack", [rb[p]], "arith", {"shape": (n,)}) for p in (p0, p1)}
-    t = _ot_pair(ctx, device, "ot.bit_ole", bits[p0], bits[p1], "arith", B2A_PAIR)
+    ring = ring_of(device)
+    t = _ot_pair(ctx, device, "ot.bit_ole", bits[p0], bits[p1], "arith", B2A_PAIR,
+                 _ring_attr(ring))
     ra = {}
     for p in (p0, p1):
         twice = ctx.emit(p, "shl", [t[p]], "arith", {"bits": 1})
-        ra[p] = ctx.emit(p, "reshape", [ctx.emit(p, "sub", [bits[p], twice], "arith")], "arith",
+        mine = ring.widen(ctx, p, bits[p], "arith")
+        ra[p] = ctx.emit(p, "reshape", [ctx.emit(p, "sub", [mine, twice], "arith")], "arith",
                          {"new_sizes": tuple(bit_shape)})
     return rb, ra
 
 
 # ------------------------------------------------------------ declared costs
 
-def elementwise_triple_cost(n, ring="arith"):
-    """Bytes of n elementwise triples (arith: a 64-bit OLE each way; bool: n words)."""
+def elementwise_triple_cost(n, ring="arith", ring_bits=64):
+    """Bytes of n elementwise triples (arith: an OLE in the device's ring each way;
+    bool: n words)."""
     if ring == "bool":
         return Cost(n * AND_TRIPLE_WORD_BYTES, 1)
-    return Cost(2 * n * OLE_BYTES, OT_ROUNDS)
+    return Cost(2 * n * (OLE128_BYTES if ring_bits == 128 else OLE_BYTES), OT_ROUNDS)
 
 
 def truncation_cost(n):
-    # offline: n bit-OLEs; online: one masked bit each way per element
+    # offline: n bit-OLEs (mod 2^64 on either ring); online: one masked bit each way per
+    # element
     return Cost(n * BIT_OLE_BYTES + 2 * 8 * -(-n // 64), OT_ROUNDS + 1)
 
 
-def b2a_pair_cost(bits):
-    return Cost(bits * BIT_OLE_BYTES, OT_ROUNDS)
+def b2a_pair_cost(bits, ring_bits=64):
+    return Cost(bits * (BIT_OLE128_BYTES if ring_bits == 128 else BIT_OLE_BYTES), OT_ROUNDS)
 
 
-def matmul_triple_cost(op, attrs, shape_a, shape_b):
-    """Both directions' Enc(X) and sanitised results of the cheaper orientation."""
+def matmul_triple_cost(op, attrs, shape_a, shape_b, ring_bits=64):
+    """Both directions' Enc(X) and sanitised results of the cheaper orientation (HE with
+    plaintext modulus 2^ring_bits)."""
     from ..runtime import he_mm_ops as h
     if op == "dot_general" and any(attrs["batch"]):
         bshape, _perms, (sa, sb), inner = _unbatched(attrs, shape_a, shape_b)
-        one = matmul_triple_cost(op, inner, sa, sb)
+        one = matmul_triple_cost(op, inner, sa, sb, ring_bits)
         return Cost(one.bytes * int(np.prod(bshape, dtype=np.int64)), one.rounds)
     try:
         _xi, prod = matmul_orientation(op, attrs, shape_a, shape_b)
     except NotImplementedError:
         return Cost(10 ** 15, HE_ROUNDS)  # not available: never the cheaper choice
-    plan = tuple(prod.plan())
+    plan = tuple(prod.plan(ring_bits))
     return Cost(2 * (h.input_bytes(plan) + sum(h.output_sizes(plan))), HE_ROUNDS)
 
 
@@ -536,7 +578,8 @@ def audit_lines(selected, final):
         src = []
         arith = ot_use.get((ARITH_TRIPLE, tuple(sorted((a, b)))), 0)
         if arith:
-            src.append(f"arithmetic triples: OT-based OLE between {a} and {b} "
+            over = "" if ring_of(d).bits == 64 else f" over Z_2^{ring_of(d).bits}"
+            src.append(f"arithmetic triples: OT-based OLE{over} between {a} and {b} "
                        f"({arith} elements)")
         if keyed & {a, b}:
             keys = " and ".join(f"{p}'s key ({q} evaluates)" for p, q in ((a, b), (b, a))

@@ -72,7 +72,10 @@ b = operand bits - f bits: |value| < 2^(62 - operand bits), 2^8 at 54);
 then the product by the plaintext scales that error. What cannot be
 truncated: products need 2f <= 56, so on a device with ``fraction_bits``
 above 28 any product by a fractional plaintext is a compile error. Moving a
-value into MPC shares truncates it back to the MPC device's f.
+value into MPC shares truncates it back to the MPC device's f; into a
+``ring: 128`` device the Z_2^64 shares (u, t) of v become Z_2^128 shares
+(u 2^64, t 2^64) of v 2^64, truncated by 64 bits less the fraction bits the
+device adds (same bound |v| < 2^62, same error: one unit in the last place).
 
 Loops (``lax.fori_loop``, ``while_loop``, ``scan``, ``mixc.fori_loop``) stay
 one ``loop`` op (a scan's ciphertext row at the run-time step: a refresh): a carried ciphertext keeps
@@ -106,6 +109,7 @@ from .hepack import Product, apply_local, apply_numpy, he_keys, product_cost
 from .hepack import he_runtime as _he
 from .plaintext import MPC_PUBLIC_OPS, lower_local
 from .private import HE_PROTOCOL, owner_of
+from .common import ring_bytes
 from .ring import ring_of
 
 PROTOCOL = "he"
@@ -819,15 +823,29 @@ def _lower_to_mpc(ctx, node):
         from .shares import share_private
         return share_private(ctx, node)
     mpc = ctx.device_of(node.result)
-    ring_of(mpc).require_64("HE values into MPC shares", mpc)  # HE plaintexts are mod 2^64
     low = _Lowering(ctx, node)
     u, t, _ = low.refresh(x)
     shares = {low.owner: u, low.ev: t}
     from .common import frac_bits
+    from .correlations import truncate
     extra = _state(ctx)[x].frac - frac_bits(mpc, x.type.dtype)
-    if extra:
-        from .correlations import truncate
-        shares = truncate(ctx, mpc, shares, extra)
+    ring = ring_of(mpc)
+    if ring.bits == 64:
+        if extra:
+            shares = truncate(ctx, mpc, shares, extra)
+        ctx.parts[node.result] = shares
+        return
+    # HE plaintexts are mod 2^64. u + t = v mod 2^64 gives u 2^64 + t 2^64 = v 2^64 mod
+    # 2^128: shares of v 2^64 on the wide ring, |v 2^64| < 2^126 for |v| < 2^62 (the
+    # truncation's bound); truncating them by 64 + extra bits (64 at a time) leaves v at the
+    # MPC device's fraction bits, within one unit in the last place.
+    shares = {p: ctx.emit(p, "shl", [ring.widen(ctx, p, v, "arith")], "arith", {"bits": 64})
+              for p, v in shares.items()}
+    bits = 64 + extra
+    while bits > 0:
+        step = min(bits, 64)
+        shares = truncate(ctx, mpc, shares, step)
+        bits -= step
     ctx.parts[node.result] = shares
 
 
@@ -946,7 +964,7 @@ def _into_mpc_cost(node, module):
     (x,) = node.operands
     if x.type.kind == "private":
         return Cost()
-    return Cost(_ext_bytes(x.type.size) + 8 * 4 * x.type.size, 2)
+    return Cost(_ext_bytes(x.type.size) + ring_bytes(module, node.result) * 4 * x.type.size, 2)
 
 
 register(PROTOCOL, "to", device="MPC", accepts=_into_mpc, result_kind="arith",
@@ -962,5 +980,11 @@ for _op in sorted(set(("constant",) + AFFINE + PRODUCTS + MPC_PUBLIC_OPS)):
 register_loop_carrier("he", HeCarry())
 __all__ = ["PROTOCOL", "HE_PROTOCOL", "place_kind", "Product", "he_keys"]
 
-PARAMS_TEXT = ("RLWE n = 8192, log2 q = 218, t = 2^64, 128-bit security; results noise-flooded "
-               "to 2^-40 statistical distance")
+
+
+def params_text(t_bits=64):
+    """The audit's one-line description of the HE parameters of plaintext modulus 2^t_bits."""
+    from ..runtime.he_params import params_for
+    p = params_for(t_bits)
+    return (f"RLWE n = {p.n}, log2 q = {round(p.logq)}, t = 2^{t_bits}, 128-bit security; "
+            "results noise-flooded to 2^-40 statistical distance")

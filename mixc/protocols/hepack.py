@@ -5,8 +5,9 @@ HE device (``he.py``), the masked linear layers (``masking.py``) and the
 dealer-free matrix-product triples (``dealerfree.py``). What they share
 lives here, so none of them imports another's internals:
 
-- ``he_keys``: one key pair per (owner, evaluator), generated at the start of
-  the owner's program; the public key is sent once (``HE public key``);
+- ``he_keys``: one key pair per (owner, evaluator) and plaintext modulus (2^64,
+  or 2^128 for a ``ring: 128`` device), generated at the start of the owner's
+  program; the public key is sent once (``HE public key``);
 - ``hoist``: move work that depends on no input to the start of the block
   being lowered (the program's, after the key generation; a loop body's, so
   it runs once per iteration), so it runs, and is sent, before anything waits;
@@ -35,24 +36,27 @@ def he_runtime():
 
 # ------------------------------------------------------------ keys
 
-def he_keys(ctx, owner, evaluator):
-    """(secret key at owner, public key at evaluator): one key pair per (owner, evaluator),
-    generated at the start of the owner's program; the public key is sent once. Inside a
-    loop body they are the loop's captured copies (``ctx.captured``)."""
+def he_keys(ctx, owner, evaluator, t_bits=64):
+    """(secret key at owner, public key at evaluator): one key pair per (owner, evaluator)
+    and plaintext modulus 2^t_bits (128: the u128 ring's products), generated at the start
+    of the owner's program; the public key is sent once. Inside a loop body they are the
+    loop's captured copies (``ctx.captured``)."""
     keys = ctx.__dict__.setdefault("_he_keys", {})
-    if (owner, evaluator) not in keys:
+    slot = (owner, evaluator) if t_bits == 64 else (owner, evaluator, t_bits)
+    if slot not in keys:
         from ..ir.core import TensorType
-        h = he_runtime()
+        sk_bytes, pk_bytes = he_runtime().key_bytes(t_bits)
         ctx.add_party(owner)
         sk, pk = at_program_start(ctx, "he.keygen", (), [
-            TensorType("u8", (h.SK_BYTES,), owner, "plain"),
-            TensorType("u8", (h.PK_BYTES,), owner, "public")], {}).results
+            TensorType("u8", (sk_bytes,), owner, "plain"),
+            TensorType("u8", (pk_bytes,), owner, "public")],
+            {} if t_bits == 64 else {"t_bits": t_bits}).results
         tags = ctx._tags
         tags[(owner, evaluator)] = tag = tags.get((owner, evaluator), 0) + 1
         sent = at_program_start(ctx, "xfer", [pk], [pk.type.with_(place=evaluator)],
                                 {"tag": tag, "what": HE_PUBLIC_KEY}).result
-        keys[(owner, evaluator)] = (sk, sent)
-    return tuple(ctx.captured(v) for v in keys[(owner, evaluator)])
+        keys[slot] = (sk, sent)
+    return tuple(ctx.captured(v) for v in keys[slot])
 
 
 def at_program_start(ctx, op, operands, result_types, attrs):
@@ -147,8 +151,8 @@ class Product:
             self.out_steps = [("transpose", (1, 0))] + to_out
             self.inv_steps = from_out + [("transpose", (1, 0))]
 
-    def plan(self):
-        return he_runtime().plan_matmul(self.M, self.K, self.N)
+    def plan(self, t_bits=64):
+        return he_runtime().plan_matmul(self.M, self.K, self.N, t_bits)
 
 
 def _transpose(perm):
@@ -177,7 +181,7 @@ def apply_numpy(array, steps):
     return array
 
 
-def product_cost(node, xi):
+def product_cost(node, xi, t_bits=64):
     """Bytes of one HE matrix product: Enc(X) to the evaluator, sanitised result back."""
-    enc, out = he_runtime().plan_cost(Product(node, xi).plan())
+    enc, out = he_runtime().plan_cost(Product(node, xi).plan(t_bits))
     return enc, out

@@ -33,8 +33,14 @@ What each side sees: S sees Enc(r) (IND-CPA under C's key) and x - r
 (uniform, r is C's alone); C sees a sanitised Enc(W.r - s) (W.r - s is
 uniform, s is S's alone). Neither learns the other's input or weights.
 
+On a ``ring: 128`` device the same steps run with plaintext modulus 2^128
+(``runtime.he.DEFAULT_128``) through the plan-addressed ops of
+``runtime.he_mm_ops`` (``he_mm.encrypt`` of r, ``he_mm.eval`` of W.r - s,
+``he_mm.decrypt``), and a convolution's local product W.(x - r) is the
+packing's matrix product of the kernel matrix and the im2col patches.
+
 Cost (declared, per use): bytes = Enc(r) ciphertexts + sanitised result
-ciphertexts + x - r (8 bytes per element) + truncation; rounds = 1 (x - r)
+ciphertexts + x - r (one ring element per element) + truncation; rounds = 1 (x - r)
 + truncation. The offline messages depend on no input, and the lowered
 program sends them before anything that waits for an input, so they
 overlap; they are counted as bytes, not rounds (as the dealer's corrections
@@ -45,7 +51,7 @@ from __future__ import annotations
 
 from ..passes.lower import seed_name
 from . import Cost, register
-from .common import RING_BYTES, frac_bits, parties
+from .common import frac_bits, parties
 from .ring import ring_of
 from .correlations import dealer_truncation_cost, truncate
 from .hepack import Product, apply_local, he_keys, hoist, product_cost
@@ -81,9 +87,11 @@ def _accepts(kinds, node, module):
 
 def _cost(node, module):
     xi, wi = _roles(tuple(v.type.kind for v in node.operands), node, module)
-    enc, out = product_cost(node, xi)
-    f = frac_bits(module.devices[node.result.type.place], node.result.type.dtype)
-    online = Cost(RING_BYTES * node.operands[xi].type.size, 1)
+    device = module.devices[node.result.type.place]
+    ring = ring_of(device)
+    enc, out = product_cost(node, xi, ring.bits)
+    f = frac_bits(device, node.result.type.dtype)
+    online = Cost(ring.bytes * node.operands[xi].type.size, 1)
     trunc = dealer_truncation_cost(node.result.type.size) if f else Cost()
     return Cost(enc + out) + online + trunc
 
@@ -91,7 +99,8 @@ def _cost(node, module):
 def _lower(ctx, node):
     kinds = tuple(v.type.kind for v in node.operands)
     device = ctx.device_of(node.result)
-    ring_of(device).require_64(f"masked {node.op} with private weights (HE offline phase)", device)
+    if ring_of(device).bits != 64:
+        return _lower_wide(ctx, node, kinds, device)
     p0, p1 = parties(device)
     x_i, w_i = _roles(kinds, node, ctx.source)
     x, w = node.operands[x_i], node.operands[w_i]
@@ -143,6 +152,53 @@ def _lower(ctx, node):
     u = ctx.emit(client, "reshape", [u], "arith", {"new_sizes": (prod.M, prod.N)})
     share_c = apply_local(ctx, client, u, prod.out_steps, "arith")
     shares = {client: share_c, server: share_s}
+    ctx.parts[node.result] = truncate(ctx, device, shares, f) if f else shares
+
+
+def _lower_wide(ctx, node, kinds, device):
+    """The protocol on a ring wider than 64 bits: HE with plaintext modulus 2^ring.bits,
+    addressed by the packing plan (he_mm ops); the same messages as ``_lower``."""
+    ring = ring_of(device)
+    p0, p1 = parties(device)
+    x_i, w_i = _roles(kinds, node, ctx.source)
+    x, w = node.operands[x_i], node.operands[w_i]
+    server = _owner(ctx, w)
+    client = p1 if server == p0 else p0
+    f = frac_bits(device, node.result.type.dtype)
+    prod = Product(node, x_i)
+    plan = {"plan": tuple(int(v) for v in prod.plan(ring.bits))}
+    sk, pk = he_keys(ctx, client, server, ring.bits)
+
+    # offline: C -> S: Enc(r); S -> C: Enc(W.r - s), sanitised
+    start = len(ctx.out.nodes)
+    seed_c, seed_s = seed_name(client), seed_name(server)
+    r = ring.random(ctx, client, seed_c, x.type.shape, ctx.stream(seed_c), "plain")
+    enc_r = ctx.emit(client, "he_mm.encrypt",
+                     [sk, apply_local(ctx, client, r, prod.x_steps, "plain")], "he", plan)
+    enc_r = ctx.xfer(enc_r, server, "HE ciphertext: Enc(r) (masking, offline)", "he")
+    hoist(ctx, start)
+    w_enc = ring.encode(ctx, server, ctx.parts[w][server], f, "plain")
+    wm = apply_local(ctx, server, w_enc, prod.w_steps, "plain")
+    s = ring.random(ctx, server, seed_s, tuple(node.result.type.shape), ctx.stream(seed_s),
+                    "plain")
+    neg_s = ctx.emit(server, "neg", [apply_local(ctx, server, s, prod.inv_steps, "plain")], "plain")
+    ext = ctx.emit(server, "he_mm.eval", [pk, enc_r, wm, neg_s], "he", plan)
+    ext = ctx.xfer(ext, client, "HE ciphertext: Enc(W.r - s) (masking, offline)", "he")
+
+    # online: C -> S: x - r; S: W.(x - r) + s, the product in the packing's layout
+    xc = ring.encode(ctx, client, ctx.parts[x][client], f, "plain") \
+        if x.type.kind == "private" else ctx.parts[x][client]
+    got = ctx.xfer(ctx.emit(client, "sub", [xc, r], "masked"), server, "masked input (x - r)",
+                   "masked")
+    if x.type.kind == "arith":
+        got = ctx.emit(server, "add", [got, ctx.parts[x][server]], "masked")
+    z = ctx.emit(server, "dot_general", [wm, apply_local(ctx, server, got, prod.x_steps, "masked")],
+                 "arith", {"contract": ((1,), (0,)), "batch": ((), ())})
+    share_s = ctx.emit(server, "add", [apply_local(ctx, server, z, prod.out_steps, "arith"), s],
+                       "arith")
+    # C decrypts last, so that it sends x - r before it waits for Enc(W.r - s)
+    u = ctx.emit(client, "he_mm.decrypt", [sk, ext], "arith", plan)
+    shares = {client: apply_local(ctx, client, u, prod.out_steps, "arith"), server: share_s}
     ctx.parts[node.result] = truncate(ctx, device, shares, f) if f else shares
 
 

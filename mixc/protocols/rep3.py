@@ -50,9 +50,9 @@ dealer, no offline phase.
   truncation. Comparisons, logic and conversions are ``rep3bool``'s.
 
 On ``ring: 128`` (``ring.Ring``: u128 elements, fraction bits up to 48) the
-sharing, linear ops, products, matrix products and their truncation, and the
-reveal run unchanged; ``div`` by a public value, ``select_n`` and everything of
-``rep3bool`` raise NotImplementedError naming the op. Loops stay loops: a
+sharing, linear ops, products, matrix products and their truncation, ``div`` by a
+public value, ``select_n`` and the reveal run unchanged (``rep3bool``: comparisons and
+conversions on 128-bit words). Loops stay loops: a
 loop carries both components of every party's pair (``passes.lower``).
 """
 from functools import partial
@@ -99,10 +99,6 @@ def three_party(node, module):
 
 def _device(ctx, value):
     return ctx.source.devices[value.type.place]
-
-
-def _require_64(device, what):
-    ring_of(device).require_64(f"{what} (3-party replicated sharing)", device)
 
 
 def pair_random(ctx, a, b, shape, ring=Ring(64)):
@@ -389,7 +385,6 @@ def _lower_product(ctx, node):
 def _lower_div(ctx, node):
     """x / c for public c: x times the public reciprocal 1/c, then truncation."""
     device = _device(ctx, node.result)
-    _require_64(device, "div")
     x, c = node.operands
     if node.result.type.dtype != "f32":
         raise NotImplementedError(f"integer division on MPC device {device.name}")
@@ -406,7 +401,6 @@ def _lower_select(ctx, node):
     """select_n(p, f, t) = f + p * (t - f), p a 0/1 share (no fraction bits): one product,
     no truncation (local when both cases are public)."""
     device = _device(ctx, node.result)
-    _require_64(device, "select_n")
     ps = trio(device)
     pred, false_case, true_case = node.operands
     shape = tuple(node.result.type.shape)
@@ -464,11 +458,11 @@ def truncation_cost(n, element_bytes=RING_BYTES):
 def _select_cost(node, module):
     if all(v.type.kind == "public" for v in node.operands[1:]):
         return Cost()
-    return Cost(3 * RING_BYTES * node.result.type.size, 1)
+    return Cost(3 * ring_bytes(module, node.result) * node.result.type.size, 1)
 
 
 def _div_cost(node, module):
-    return truncation_cost(node.result.type.size)
+    return truncation_cost(node.result.type.size, ring_bytes(module, node.result))
 
 
 # ------------------------------------------------------------ registration

@@ -26,18 +26,24 @@ constant is XORed into b0 (P0's first piece, P2's second).
 ``floor`` clears the fraction bits of both XOR shares of every party (local
 after a full-word A2B); ``round`` and float -> int32 add the round-up bit of
 ``circuits.round_up_bit`` (shared with ``bool2pc``) after both become
-arithmetic by bit injection. What is not here raises "no protocol implements
-..." at build: the 128-bit ring. Integer shifts are local on the XOR shares.
+arithmetic by bit injection (of the floor, only the bits the result keeps:
+``circuits.kept_bits``). Integer shifts are local on the XOR shares.
+
+On ``ring: 128`` a full boolean word is a u128 element: AND gates, XOR and
+shifts run on it as they are (the u128 C kernels), the adder has 7
+levels, comparisons run on the stream of each element's two words (128
+positions, 7 levels, like ``bool2pc``) and bit injection widens the bits
+into the ring first (128 of them per word for B2A).
 """
 import numpy as np
 
 from . import Cost, register, register_public_sharing
-from .circuits import (Family, add_words, and_tree, carry_tree, each, round_up_bit,
-                       tree_levels, xor)
+from .circuits import (Family, add_words, and_tree, and_tree_words, bit_weights, carry_tree,
+                       carry_tree_words, each, kept_bits, low_and_top_words, low_bits,
+                       per_word, round_up_bit, tree_levels, word_stream, xor)
 from .common import frac_bits
-from .rep3 import (RING_BYTES, cross_terms, relay_open, reshare, shares_of, three_party,
-                   trio)
-from .ring import ring_of
+from .rep3 import cross_terms, relay_open, reshare, shares_of, three_party, trio
+from .ring import Ring, ring_of
 from .shares import run_time_slice_rule
 from ..passes.lower import seed_name
 
@@ -56,10 +62,13 @@ def _words(n):
 
 # ------------------------------------------------------------ AND gates
 
-def _pair_words(ctx, a, b, shape):
-    """The same uniform u64 words at ``a`` and ``b`` from their pairwise key."""
+def _pair_words(ctx, a, b, shape, dtype="u64"):
+    """The same uniform words (u64, or u128 full words of a ``ring: 128`` device) at ``a``
+    and ``b`` from their pairwise key."""
     seed = seed_name(a, b)
     stream = ctx.stream(seed)
+    if dtype == "u128":
+        return {p: Ring(128).random(ctx, p, seed, shape, stream, "bool") for p in (a, b)}
     return {p: ctx.random(p, seed, shape, stream, "bool") for p in (a, b)}
 
 
@@ -68,8 +77,8 @@ def and_gates(ctx, device, pairs):
     ps = trio(device)
     out = []
     for x, y in pairs:
-        shape = x[ps[0]][0].type.shape
-        draws = [_pair_words(ctx, ps[i], ps[(i + 1) % 3], shape) for i in range(3)]
+        shape, dtype = x[ps[0]][0].type.shape, x[ps[0]][0].type.dtype
+        draws = [_pair_words(ctx, ps[i], ps[(i + 1) % 3], shape, dtype) for i in range(3)]
         z = {}
         for i, p in enumerate(ps):
             (x0, x1), (y0, y1) = x[p], y[p]
@@ -90,18 +99,18 @@ def _flat(ctx, shares):
                                                      {"new_sizes": (s.type.size,)}))
 
 
-def _zeros(ctx, party, shape):
-    zero = ctx.const(party, np.uint64(0))
+def _zeros(ctx, party, shape, dtype="u64"):
+    zero = Ring(128).const(ctx, party, 0) if dtype == "u128" else ctx.const(party, np.uint64(0))
     return ctx.emit(party, "broadcast_in_dim", [zero], "bool",
                     {"shape": tuple(shape), "broadcast_dimensions": ()})
 
 
 def _xor_public(ctx, device, shares, word):
-    """shares ^ word (a public u64 constant): only slot 0 changes."""
+    """shares ^ word (a public u64 constant, or ``word(party)``: a public value made at
+    the party): only slot 0 changes."""
     p0, _, p2 = trio(device)
     out = dict(shares)
-    c0 = ctx.const(p0, np.uint64(word))
-    c2 = ctx.const(p2, np.uint64(word))
+    c0, c2 = (word(p) if callable(word) else ctx.const(p, np.uint64(word)) for p in (p0, p2))
     out[p0] = (ctx.emit(p0, "xor", [shares[p0][0], c0], "bool"), shares[p0][1])
     out[p2] = (shares[p2][0], ctx.emit(p2, "xor", [shares[p2][1], c2], "bool"))
     return out
@@ -115,48 +124,67 @@ def _summands(ctx, device, d, negate_last=False):
     v = d2 (or -d2; already a sharing: slot 2 holds it), for arithmetic shares d."""
     p0, p1, p2 = trio(device)
     d = _flat(ctx, d)
-    shape = d[p0][0].type.shape
+    shape, dtype = d[p0][0].type.shape, d[p0][0].type.dtype
     u = ctx.emit(p0, "add", list(d[p0]), "bool")
-    r = _pair_words(ctx, p2, p0, shape)  # slot 0
+    r = _pair_words(ctx, p2, p0, shape, dtype)  # slot 0
     masked = ctx.emit(p0, "xor", [u, r[p0]], "bool")  # slot 1
     v1, v2 = d[p1][1], d[p2][0]
     if negate_last:
         v1, v2 = ctx.emit(p1, "neg", [v1], "bool"), ctx.emit(p2, "neg", [v2], "bool")
     us = {p0: (r[p0], masked),
           p1: (ctx.xfer(masked, p1, "XOR-shared summand (comparison)", "bool"),
-               _zeros(ctx, p1, shape)),
-          p2: (_zeros(ctx, p2, shape), r[p2])}
-    vs = {p0: (_zeros(ctx, p0, shape), _zeros(ctx, p0, shape)),
-          p1: (_zeros(ctx, p1, shape), v1),
-          p2: (v2, _zeros(ctx, p2, shape))}
+               _zeros(ctx, p1, shape, dtype)),
+          p2: (_zeros(ctx, p2, shape, dtype), r[p2])}
+    vs = {p0: (_zeros(ctx, p0, shape, dtype), _zeros(ctx, p0, shape, dtype)),
+          p1: (_zeros(ctx, p1, shape, dtype), v1),
+          p2: (v2, _zeros(ctx, p2, shape, dtype))}
     return us, vs
+
+
+def _streams(ctx, device, shares):
+    """Full words as one stream of u64 words per piece (a u128's two, low first)."""
+    if ring_of(device).words == 1:
+        return shares
+    return each(REP3, shares, lambda p, w: word_stream(ctx, p, w))
+
+
+def _public_words(ctx, n, values):
+    """``party -> a public u64 word per word of each of n elements`` (``values``, low
+    first): one constant on the 64-bit ring, a word per position of the stream on wider."""
+    if len(values) == 1:
+        return lambda p: ctx.const(p, np.uint64(values[0]))
+    return lambda p: per_word(ctx, p, values, n, "public")
 
 
 def msb_bits(ctx, device, d):
     """Packed boolean shares of msb(d) for replicated arithmetic shares d."""
     u, v = _summands(ctx, device, d)
-    low = [each(REP3, s, lambda p, w: ctx.emit(p, "and", [w, ctx.const(p, np.uint64(LOW63))],
-                                               "bool")) for s in (u, v)]
+    ring = ring_of(device)
+    n = next(iter(u.values()))[0].type.size
+    keep = _public_words(ctx, n, [(1 << 64) - 1] * (ring.words - 1) + [LOW63])
+    low = [each(REP3, s, lambda p, w: ctx.emit(p, "and", [w, keep(p)], "bool"))
+           for s in (_streams(ctx, device, u), _streams(ctx, device, v))]
     (g,) = and_gates(ctx, device, [tuple(low)])
-    # position 63 is the identity of the combine (G = 0, P = 1): 64 positions reduce evenly
-    prop = _xor_public(ctx, device, xor(ctx, REP3, *low), 1 << 63)
-    carry = carry_tree(ctx, device, REP3, g, prop, 6)
+    # the top position is the identity of the combine (G = 0, P = 1): positions reduce evenly
+    prop = _xor_public(ctx, device, xor(ctx, REP3, *low),
+                       _public_words(ctx, n, [0] * (ring.words - 1) + [1 << 63]))
+    carry = carry_tree(ctx, device, REP3, g, prop, ring.bits.bit_length() - 1)
     top = each(REP3, xor(ctx, REP3, u, v), lambda p, w: ctx.emit(
-        p, "bits_pack", [ctx.emit(p, "lshr", [w], "bool", {"bits": 63})], "bool"))
+        p, "bits_pack", [ctx.emit(p, "lshr", [low_and_top_words(ctx, p, w)[1]], "bool",
+                                  {"bits": 63})], "bool"))
     return xor(ctx, REP3, top, carry)
 
 
 def zero_bits(ctx, device, d):
     """Packed boolean shares of (d == 0) for replicated arithmetic shares d."""
     u, v = _summands(ctx, device, d, negate_last=True)
-    same = _xor_public(ctx, device, xor(ctx, REP3, u, v), (1 << 64) - 1)
-    return and_tree(ctx, device, REP3, same, 6)
+    same = _xor_public(ctx, device, _streams(ctx, device, xor(ctx, REP3, u, v)), (1 << 64) - 1)
+    return and_tree(ctx, device, REP3, same, ring_of(device).bits.bit_length() - 1)
 
 
 def _compare_with(circuit):
     def lower(ctx, node):
         device = _device(ctx, node.result)
-        ring_of(device).require_64(f"{node.op} (3-party replicated sharing)", device)
         a, b = (shares_of(ctx, v, device) for v in node.operands)
         d = {p: tuple(ctx.emit(p, "sub", [a[p][k], b[p][k]], "arith") for k in range(2))
              for p in a}
@@ -203,22 +231,22 @@ def _lower_floor(ctx, node):
     """``floor`` of a boolean-shared float: each party clears the fraction bits of both its
     XOR shares (an AND with a public mask is local on every share)."""
     (x,) = node.operands
-    f = frac_bits(_device(ctx, x), x.type.dtype)
-    mask = (1 << 64) - (1 << f)
-    ctx.parts[node.result] = {
-        p: tuple(ctx.emit(p, "and", [s, ctx.const(p, np.uint64(mask))], "bool") for s in pair)
-        for p, pair in ctx.parts[x].items()}
+    device = _device(ctx, x)
+    f = frac_bits(device, x.type.dtype)
+    ctx.parts[node.result] = each(REP3, ctx.parts[x], lambda p, s: ctx.emit(
+        p, "and", [s, ring_of(device).const(ctx, p, ~((1 << f) - 1))], "bool"))
 
 
 def _lower_shift(ctx, node):
     """Shifts are local on XOR shares, piece by piece. An i32 lives sign-extended in a
-    64-bit word, so a left shift re-extends bit 31 and a logical right shift first drops
-    the extension."""
+    ring word (64 or 128 bits), so a left shift re-extends bit 31 and a logical right shift
+    first drops the extension."""
     (x,) = node.operands
     k = node.attrs["bits"]
+    ext = ring_of(_device(ctx, x)).bits - 32
     steps = {"ashr": [("ashr", k)],
-             "shl": [("shl", 32 + k), ("ashr", 32)],
-             "lshr": [("shl", 32), ("lshr", 32 + k)]}[node.op]
+             "shl": [("shl", ext + k), ("ashr", ext)],
+             "lshr": [("shl", ext), ("lshr", ext + k)]}[node.op]
 
     def shifted(p, s):
         for op, bits in steps:
@@ -268,7 +296,6 @@ def _lower_a2b(ctx, node):
         ctx.parts[node.result] = each(REP3, _flat(ctx, ctx.parts[x]),
                                       lambda p, s: ctx.emit(p, "bits_pack", [s], "bool"))
         return
-    ring_of(device).require_64("a2b of full words (3-party replicated sharing)", device)
     u, v = _summands(ctx, device, ctx.parts[x])
     shape = tuple(x.type.shape)
     ctx.parts[node.result] = each(REP3, add_words(ctx, device, REP3, u, v), lambda p, w: ctx.emit(
@@ -280,6 +307,8 @@ def inject_bits(ctx, device, b):
     arrays (bit injection): b0 ^ b1 is P0's 3-out-of-3 share, re-shared (one round), then
     one product with b2 (one round): x ^ y = x + y - 2xy."""
     p0, p1, p2 = ps = trio(device)
+    ring = ring_of(device)
+    b = each(REP3, b, lambda p, w: ring.widen(ctx, p, w, "arith"))
     b0, b1 = b[p0]
     both = ctx.emit(p0, "mul", [b0, b1], "arith")
     first = ctx.emit(p0, "sub", [ctx.emit(p0, "add", [b0, b1], "arith"),
@@ -301,24 +330,30 @@ def _lower_b2a(ctx, node):
     (x,) = node.operands
     device = _device(ctx, x)
     packed = x.type.dtype == "bool"
-    if not packed:
-        ring_of(device).require_64("b2a of full words (3-party replicated sharing)", device)
     pieces = ctx.parts[x] if packed else _flat(ctx, ctx.parts[x])
     ctx.parts[node.result] = _to_arith(ctx, device, pieces, tuple(x.type.shape), packed)
 
 
-def _to_arith(ctx, device, pieces, shape, packed):
-    """Arithmetic shares of flat boolean shares: packed 0/1 bits, or u64 words (each bit
-    injected, then sum_i 2^i b_i), reshaped to ``shape``."""
+def _to_arith(ctx, device, pieces, shape, packed, kept=None):
+    """Arithmetic shares of flat boolean shares: packed 0/1 bits, or full ring words (each
+    bit injected, then sum_i 2^i b_i; ``kept``: (count, signed), only the low count bits,
+    the top one a sign if signed), reshaped to ``shape``."""
     n = int(np.prod(shape, dtype=np.int64))
-    bit_shape = (n,) if packed else (n, 64)
-    bits = each(REP3, pieces, lambda p, w: ctx.emit(p, "bits_unpack", [w], "arith",
-                                                    {"shape": bit_shape}))
+    ring_bits = ring_of(device).bits
+    if packed:
+        bits = each(REP3, pieces, lambda p, w: ctx.emit(p, "bits_unpack", [w], "arith",
+                                                        {"shape": (n,)}))
+    elif kept is None:
+        bits = each(REP3, _streams(ctx, device, pieces), lambda p, w: ctx.emit(
+            p, "bits_unpack", [w], "arith", {"shape": (n, ring_bits)}))
+    else:
+        bits = each(REP3, pieces, lambda p, w: low_bits(ctx, p, w, n, kept[0], "arith"))
     value = inject_bits(ctx, device, bits)
     if not packed:
+        weights = bit_weights(ring_bits, *(kept or ()))
+
         def weighted(p, s):
-            weights = ctx.const(p, np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64)))
-            return ctx.emit(p, "dot_general", [s, weights], "arith",
+            return ctx.emit(p, "dot_general", [s, ctx.const(p, weights)], "arith",
                             {"contract": ((1,), (0,)), "batch": ((), ())})
         value = each(REP3, value, weighted)
     return each(REP3, value, lambda p, s: ctx.emit(p, "reshape", [s], "arith",
@@ -328,7 +363,9 @@ def _to_arith(ctx, device, pieces, shape, packed):
 def _lower_round_to_integer(ctx, node):
     """``round`` (ties by its rounding_method) and float -> int32 (toward zero, as JAX):
     floor(x) on the XOR shares plus the round-up bit of ``circuits.round_up_bit``, both made
-    arithmetic (``_to_arith``) and added there."""
+    arithmetic (``_to_arith``) and added there. floor(x) is the word shifted right by f, of
+    which only the bits the result keeps are injected (``circuits.kept_bits``); a
+    fixed-point result is shifted back by f at the end."""
     (x,) = node.operands
     device = _device(ctx, x)
     f = frac_bits(device, x.type.dtype)
@@ -336,16 +373,16 @@ def _lower_round_to_integer(ctx, node):
     flat = _flat(ctx, ctx.parts[x])
     up = round_up_bit(ctx, device, REP3, flat,
                       "trunc" if to_int else node.attrs["rounding_method"], f)
-    mask = (1 << 64) - (1 << f)
-    down = each(REP3, flat, lambda p, w: ctx.emit(p, "ashr", [w], "bool", {"bits": f})
-                if to_int else ctx.emit(p, "and", [w, ctx.const(p, np.uint64(mask))], "bool"))
+    down = each(REP3, flat, lambda p, w: ctx.emit(p, "ashr", [w], "bool", {"bits": f}))
     shape = tuple(x.type.shape)
-    down, up = (_to_arith(ctx, device, down, shape, False),
+    down, up = (_to_arith(ctx, device, down, shape, False,
+                          kept_bits(to_int, ring_of(device).bits, f)),
                 _to_arith(ctx, device, up, shape, True))
-    if not to_int:  # the bit adds one unit: 2^f in fixed point
-        up = each(REP3, up, lambda p, s: ctx.emit(p, "shl", [s], "arith", {"bits": f}))
-    ctx.parts[node.result] = {p: tuple(ctx.emit(p, "add", [a, b], "arith")
-                                       for a, b in zip(down[p], up[p])) for p in down}
+    total = {p: tuple(ctx.emit(p, "add", [a, b], "arith") for a, b in zip(down[p], up[p]))
+             for p in down}
+    # a fixed-point result: floor(x) + the bit are integers, 2^f units each
+    ctx.parts[node.result] = total if to_int else each(
+        REP3, total, lambda p, s: ctx.emit(p, "shl", [s], "arith", {"bits": f}))
 
 
 def zero_like(ctx, party, like):
@@ -358,22 +395,23 @@ def _and_cost(words, rounds=1):
     return Cost(3 * WORD * words, rounds)
 
 
-def _lt_words(n):
-    return n + sum(2 * -(-n // 2 ** k) for k in range(1, 6)) + -(-n // 64)
-
-
-def _eq_words(n):
-    return sum(-(-n // 2 ** k) for k in range(1, 7))
+def _ring(node, module):
+    return ring_of(module.devices[node.operands[0].type.place])
 
 
 def _lt_cost(node, module):
-    n = node.operands[0].type.size
-    return Cost(WORD * n, 1) + _and_cost(_lt_words(n), 7)
+    """P0's summand (one ring element per element), then the carry tree over the words of
+    the ring's positions (a 128-bit ring: twice the words, one more level)."""
+    ring, n = _ring(node, module), node.operands[0].type.size
+    levels = ring.bits.bit_length() - 1
+    return Cost(ring.bytes * n, 1) \
+        + _and_cost(carry_tree_words(n * ring.words, levels), levels + 1)
 
 
 def _eq_cost(node, module):
-    n = node.operands[0].type.size
-    return Cost(WORD * n, 1) + _and_cost(_eq_words(n), 6)
+    ring, n = _ring(node, module), node.operands[0].type.size
+    levels = ring.bits.bit_length() - 1
+    return Cost(ring.bytes * n, 1) + _and_cost(and_tree_words(n * ring.words, levels), levels)
 
 
 def _logic_cost(node, module):
@@ -383,19 +421,20 @@ def _logic_cost(node, module):
 
 
 def _b2a_cost(node, module):
-    t = node.operands[0].type
-    bits = t.size * (1 if t.dtype == "bool" else 64)
-    return Cost(2 * 3 * RING_BYTES * bits, 2)
-
-
-_A2B_AND_WORDS = 1 + 2 * 5 + 1  # the adder's generate, two per shift 1..16, one at 32
+    """Two re-sharings of a ring element per party per injected bit."""
+    t, ring = node.operands[0].type, _ring(node, module)
+    bits = t.size * (1 if t.dtype == "bool" else ring.bits)
+    return Cost(2 * 3 * ring.bytes * bits, 2)
 
 
 def _a2b_cost(node, module):
-    t = node.operands[0].type
+    """P0's summand, then the adder: its generate, two gates per shift 1 .. bits/4, one at
+    bits/2, on the ring's words."""
+    t, ring = node.operands[0].type, _ring(node, module)
     if t.dtype == "bool":
         return Cost()
-    return Cost(WORD * t.size, 1) + _and_cost(t.size * _A2B_AND_WORDS, 6)
+    levels = ring.bits.bit_length() - 1
+    return Cost(ring.bytes * t.size, 1) + _and_cost(t.size * ring.words * 2 * levels, levels)
 
 
 def _reveal_cost(node, module):
@@ -457,11 +496,14 @@ def _float_operand(kinds, node, module):
 
 
 def _rounding_cost(node, module):
-    """The round-up bit's AND tree, then B2A of the floor (64 bits) and of the bit."""
-    t = node.operands[0].type
-    levels = tree_levels(frac_bits(module.devices[t.place], t.dtype))
+    """The round-up bit's AND tree, then B2A of the round-up bit and of the bits of floor(x)
+    that the result keeps."""
+    t, ring = node.operands[0].type, _ring(node, module)
+    f = frac_bits(module.devices[t.place], t.dtype)
+    levels = tree_levels(f)
     tree = sum(_words(t.size << levels) >> k for k in range(1, levels + 1))
-    return _and_cost(tree, levels) + Cost(2 * 3 * RING_BYTES * 65 * t.size, 2)
+    count, _ = kept_bits(node.op == "convert_element_type", ring.bits, f)
+    return _and_cost(tree, levels) + Cost(2 * 3 * ring.bytes * (count + 1) * t.size, 2)
 
 
 _reg("round", _float_operand, "arith", _rounding_cost, _lower_round_to_integer, "bool",

@@ -445,9 +445,13 @@ def ntt_inverse(a, prime_index: int = 0, params: HEParams = DEFAULT) -> np.ndarr
 # --------------------------------------------------------------------------
 
 def _check_u64(x, fn, shape=None, max_len=None):
+    return _check_array(x, _U64, "uint64", fn, shape, max_len)
+
+
+def _check_array(x, dtype, dtype_name, fn, shape, max_len):
     arr = np.asarray(x)
-    if arr.dtype != _U64:
-        raise ValueError(f"{fn}: values must have dtype uint64, got {arr.dtype}")
+    if arr.dtype != dtype:
+        raise ValueError(f"{fn}: values must have dtype {dtype_name}, got {arr.dtype}")
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{fn}: expected shape {tuple(shape)}, got {arr.shape}")
     if max_len is not None and (arr.ndim != 1 or arr.size > max_len):
@@ -465,14 +469,7 @@ def _check_plain(x, params, fn, shape=None, max_len=None):
     """Plaintext values for ``params``: uint64 (t = 2^64) or U128 (t = 2^128)."""
     if params.t_bits == 64:
         return _check_u64(x, fn, shape, max_len)
-    arr = np.asarray(x)
-    if arr.dtype != U128:
-        raise ValueError(f"{fn}: values must have dtype u128 (t = 2^128), got {arr.dtype}")
-    if shape is not None and arr.shape != tuple(shape):
-        raise ValueError(f"{fn}: expected shape {tuple(shape)}, got {arr.shape}")
-    if max_len is not None and (arr.ndim != 1 or arr.size > max_len):
-        raise ValueError(f"{fn}: expected a 1-D array of at most {max_len} values, got {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return _check_array(x, U128, "u128 (t = 2^128)", fn, shape, max_len)
 
 
 def _bits_for(x: float) -> float:

@@ -40,17 +40,7 @@ def negacyclic_mod_p(a, b, p: int) -> np.ndarray:
     if len(a) != len(b):
         raise ValueError("negacyclic_mod_p: lengths differ")
     if len(a) <= 256:
-        ai, bi = _as_int_list(a), _as_int_list(b)
-        n = len(ai)
-        out = [0] * n
-        for i, x in enumerate(ai):
-            for j, y in enumerate(bi):
-                k = i + j
-                if k < n:
-                    out[k] += x * y
-                else:
-                    out[k - n] -= x * y
-        return np.array([v % p for v in out], dtype=np.uint64)
+        return np.array([v % p for v in _negacyclic_ints(a, b)], dtype=np.uint64)
     a = np.asarray(a, dtype=np.uint64).astype(np.int64)
     b = np.asarray(b, dtype=np.uint64).astype(np.int64)
     n = a.size
@@ -93,6 +83,11 @@ def negacyclic_mod_2_64(a, b) -> np.ndarray:
 
 def negacyclic_mod_2k(a, b, bits: int) -> list[int]:
     """a * b in Z_2^bits[X]/(X^n + 1) by the schoolbook O(n^2) sum over Python ints."""
+    return [v % (1 << bits) for v in _negacyclic_ints(a, b)]
+
+
+def _negacyclic_ints(a, b) -> list[int]:
+    """a * b in Z[X]/(X^n + 1) over Python ints, schoolbook."""
     a, b = _as_int_list(a), _as_int_list(b)
     n = len(a)
     out = [0] * n
@@ -104,7 +99,7 @@ def negacyclic_mod_2k(a, b, bits: int) -> list[int]:
                     out[k] += x * y
                 else:
                     out[k - n] -= x * y
-    return [v % (1 << bits) for v in out]
+    return out
 
 
 def negacyclic_coeff_mod_2_64(a, b, k: int) -> int:

@@ -66,19 +66,24 @@ def _fraction_bits(device, dtype):
 
 
 def _product_check(node, f, ring):
-    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
     bits = truncation_bits(ring) - 2 * f
+    return _exact_product_test(node, bits, lambda values: values, lambda seen: (
+        f"a product of magnitude {seen:.4g} before truncation, at or beyond "
+        f"2^{bits} = {2.0 ** bits:.4g} ({f} fraction bits, {ring}-bit ring): the result "
+        "wraps around"))
+
+
+def _exact_product_test(node, bits, operand_values, message):
+    """A test: the exact product of the operands (from ``operand_values``) below 2^bits,
+    else ``message(magnitude seen)``."""
+    attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
     limit = 2.0 ** bits
 
     def test(values):
-        a, b = values
+        a, b = operand_values(values)
         exact = a / b if node.op == "div" else OPS[node.op].impl(attrs, a, b)
         seen = float(np.max(np.abs(exact), initial=0.0))
-        if seen < limit:
-            return None
-        return (f"a product of magnitude {seen:.4g} before truncation, at or beyond "
-                f"2^{bits} = {limit:.4g} ({f} fraction bits, {ring}-bit ring): the result "
-                "wraps around")
+        return None if seen < limit else message(seen)
     return test
 
 
@@ -168,18 +173,10 @@ def _he_product_check(index, node, he):
     if frac is None or shadow is None:
         return None
     bits = _HE_PLAINTEXT_BITS - 1 - frac
-    limit = 2.0 ** bits
-
-    def test(values):
-        a, b = shadow.evaluate(values)
-        attrs = {k: v for k, v in node.attrs.items() if k != "protocol"}
-        exact = a / b if node.op == "div" else OPS[node.op].impl(attrs, a, b)
-        seen = float(np.max(np.abs(exact), initial=0.0))
-        if seen < limit:
-            return None
-        return (f"a ciphertext product of magnitude {seen:.4g}, at or beyond 2^{bits} = "
-                f"{limit:.4g} ({frac} fraction bits on HE device {node.results[0].type.place!r}, "
-                "plaintext modulus 2^64): the result wraps around")
+    test = _exact_product_test(node, bits, shadow.evaluate, lambda seen: (
+        f"a ciphertext product of magnitude {seen:.4g}, at or beyond 2^{bits} = "
+        f"{2.0 ** bits:.4g} ({frac} fraction bits on HE device {node.results[0].type.place!r}, "
+        "plaintext modulus 2^64): the result wraps around"))
     return Check(index, node, shadow.leaves, test)
 
 

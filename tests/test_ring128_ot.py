@@ -12,7 +12,6 @@ comparisons, relu, select and max against plain JAX, and a loop.
 # No `from __future__ import annotations`: mixc.program needs the Input objects.
 import subprocess
 import sys
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +29,10 @@ from mixc.protocols import dealerfree
 from mixc.runtime import kernels as K
 from mixc.runtime import ot
 from mixc.runtime.kernels import Prg
-from mixc.runtime.links import InProcessHub
 from mixc.runtime.ot import OTSession
 
 from conftest import REPO, make_program, run_secure
+from test_ot import run_pair
 
 R = 1 << 128
 MASK = R - 1
@@ -50,31 +49,6 @@ def u128(ints):
 
 def ints(a):
     return [int(v) for v in K.r128_to_int(a).reshape(-1)]
-
-
-def run_pair(fa, fb, timeout=60):
-    """fa(alice's session), fb(bob's) in two threads -> (ra, rb, sa, sb)."""
-    hub = InProcessHub(["alice", "bob"], timeout=timeout)
-    sa = OTSession(hub.link("alice"), "bob", True, Prg(b"A" * 32), 1000)
-    sb = OTSession(hub.link("bob"), "alice", False, Prg(b"B" * 32), 1000)
-    out, errors = {}, []
-
-    def go(name, fn, s):
-        try:
-            out[name] = fn(s)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-            hub.abort(name, repr(e))
-    threads = [threading.Thread(target=go, args=("alice", fa, sa)),
-               threading.Thread(target=go, args=("bob", fb, sb))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout + 10)
-        assert not t.is_alive(), "party hung"
-    if errors:
-        raise errors[0]
-    return out["alice"], out["bob"], sa, sb
 
 
 u128_values = st.one_of(st.sampled_from(EDGE), st.integers(0, MASK))

@@ -96,18 +96,24 @@ def _cost(node, module):
     return Cost(enc + out) + online + trunc
 
 
-def _lower(ctx, node):
-    kinds = tuple(v.type.kind for v in node.operands)
-    device = ctx.device_of(node.result)
-    if ring_of(device).bits != 64:
-        return _lower_wide(ctx, node, kinds, device)
+def _setting(ctx, node, kinds, device):
+    """Which operand is x (the client's, masked) and which W (the server's), the two
+    parties, the result's fraction bits and the product's HE plan."""
     p0, p1 = parties(device)
     x_i, w_i = _roles(kinds, node, ctx.source)
     x, w = node.operands[x_i], node.operands[w_i]
     server = _owner(ctx, w)
     client = p1 if server == p0 else p0
     f = frac_bits(device, node.result.type.dtype)
-    prod = Product(node, x_i)
+    return x_i, x, w, server, client, f, Product(node, x_i)
+
+
+def _lower(ctx, node):
+    kinds = tuple(v.type.kind for v in node.operands)
+    device = ctx.device_of(node.result)
+    if ring_of(device).bits != 64:
+        return _lower_wide(ctx, node, kinds, device)
+    x_i, x, w, server, client, f, prod = _setting(ctx, node, kinds, device)
     plan = prod.plan()
     from ..runtime import he_ops as h
     sk, pk = he_keys(ctx, client, server)
@@ -159,13 +165,7 @@ def _lower_wide(ctx, node, kinds, device):
     """The protocol on a ring wider than 64 bits: HE with plaintext modulus 2^ring.bits,
     addressed by the packing plan (he_mm ops); the same messages as ``_lower``."""
     ring = ring_of(device)
-    p0, p1 = parties(device)
-    x_i, w_i = _roles(kinds, node, ctx.source)
-    x, w = node.operands[x_i], node.operands[w_i]
-    server = _owner(ctx, w)
-    client = p1 if server == p0 else p0
-    f = frac_bits(device, node.result.type.dtype)
-    prod = Product(node, x_i)
+    x_i, x, w, server, client, f, prod = _setting(ctx, node, kinds, device)
     plan = {"plan": tuple(int(v) for v in prod.plan(ring.bits))}
     sk, pk = he_keys(ctx, client, server, ring.bits)
 

@@ -3,12 +3,13 @@
 Programs run on ``examples/three_party.devices`` (alice, bob, carol; ``mpc``
 over all three, no dealer) and every result is compared with plain JAX.
 
-Error model (f = 18, ring Z_2^64): encoding rounds by 2^-19; linear ops are
-exact; a fixed-point product is truncated by ABY3's share truncation, which
-lands on one of the two fixed-point neighbours of the exact product (2^-18)
-except with probability 2^(l + 1 - 64) per element for |product| < 2^(l - 36)
-(rep3 module docstring): below 2^-27 for the values drawn here, so a wrap in
-these tests is a bug. Comparisons and int32 arithmetic are exact.
+Error model (f = 18, ring Z_2^64; f = 40 on ``ring: 128``): encoding rounds by
+2^-(f+1); linear ops are exact; a fixed-point product z (2f fraction bits) is
+truncated by TruncPr dealt by the third party (rep3 module docstring) to
+floor(z / 2^f) or floor(z / 2^f) + 1 whenever |z| < 2^(k-2), never a wrap: checked
+exactly, on integers, up to |z| near 2^62 (2^126 on 128 bits), where ABY3's
+share truncation failed for about one element in four. Comparisons and int32
+arithmetic are exact.
 """
 # No `from __future__ import annotations`: mixc.program needs the Input objects.
 import subprocess
@@ -103,23 +104,151 @@ def test_truncation_stays_within_one_ulp(trio):
     assert err.max() <= ULP + 2.0 ** -24 * np.abs(exact).max(), err.max()
 
 
-def test_bytes_per_multiplication(trio):
-    """One ring element per party per product element (within 1.2x), no dealer: all bytes
-    sent, less the inputs' sharing and the reveal (two elements per element each)."""
-    n = 4096
-    rng = np.random.default_rng(9)
-    a, b = (rng.integers(-1000, 1000, n).astype(np.int32) for _ in range(2))
-    stats = {}
-    out, bundle = run3(trio, lambda a, b: a * b, [a, b], ["p1", "p2"], stats=stats)
-    np.testing.assert_array_equal(out, a * b)
-    assert "dealer" not in bundle.parties
-    sent = sum(s["bytes_sent_total"] for s in stats.values())
-    per_product = (sent - (2 + 2 + 2) * 8 * n) / n
-    assert 3 * 8 <= per_product <= 1.2 * 3 * 8, per_product
-    audit = bundle.audit()
-    assert "honest majority (replicated sharing, ABY3): any one party learns nothing; two " \
-           "colluding learn all" in audit
-    assert "2-party additive sharing" not in audit and "dealer offline" not in audit
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """The 3-party devices on ``ring: 128`` at 40 fraction bits."""
+    text = DEVICES.read_text().replace('      domain: ["alice", "bob", "carol"]\n',
+                                       '      domain: ["alice", "bob", "carol"]\n      ring: 128\n'
+                                       '      fraction_bits: 40\n')
+    path = tmp_path_factory.mktemp("wide") / "wide.devices"
+    path.write_text(text)
+    return mixc.init_device(str(path))
+
+
+def on_ring(ring, trio, wide):
+    """(cluster, fraction bits) of the 3-party device on ``ring``."""
+    return (trio, 18) if ring == 64 else (wide, 40)
+
+
+def _grid(ints, f):
+    """Fixed-point integers (each with at most 24 significant bits) as exact float32."""
+    return np.array([float(v) * 2.0 ** -f for v in ints], np.float32)
+
+
+def _pieces(q, f):
+    """q (integers, in units of 2^-f) split as q = sum(pieces) + rest: float32-exact pieces
+    (24 significant bits each) and a rest in [0, 2^20), so that revealing
+    trunc(z) - sum(pieces) recovers trunc(z) - q + rest exactly in float32."""
+    pieces, rest = [], list(q)
+    while any(abs(v) >= 2 ** 20 for v in rest):
+        cut = [max(0, abs(v).bit_length() - 23) for v in rest]
+        piece = [(v >> c) << c for v, c in zip(rest, cut)]
+        pieces.append(piece)
+        rest = [v - p for v, p in zip(rest, piece)]
+    return [_grid(p, f) for p in pieces], rest
+
+
+def assert_exact_truncation(cluster, f, big, small, public=False):
+    """x * y for fixed-point integers ``big`` and ``small`` (x = big 2^-f, y = small 2^-f,
+    y public when ``public``): the truncated product is floor(big small / 2^f) or that + 1.
+    The result minus float32 pieces of the floor is revealed, so no digit is lost."""
+    q = [(a * b) >> f for a, b in zip(big, small)]
+    pieces, rest = _pieces(q, f)
+    x, y = _grid(big, f), _grid(small, f)
+    n = len(pieces)
+
+    def minus_pieces(z, ps):
+        for p in ps:
+            z = z - p
+        return z
+    if public:
+        out, _ = run3(cluster, lambda x, *ps: minus_pieces(x * y, ps), [x] + pieces,
+                      ["p1"] + ["p3"] * n)
+    else:
+        out, _ = run3(cluster, lambda x, y, *ps: minus_pieces(x * y, ps), [x, y] + pieces,
+                      ["p1", "p2"] + ["p3"] * n)
+    off = np.round(np.asarray(out, np.float64) * 2.0 ** f) - np.array(rest, np.float64)
+    bad = ~np.isin(off, (0.0, 1.0))
+    assert not bad.any(), [(big[i], small[i], off[i]) for i in np.flatnonzero(bad)]
+
+
+def _near_the_limit(k, f, n, seed):
+    """n pairs of fixed-point integers (24 significant bits each, either sign) whose
+    product z has |z| in [2^(k-5), 2^(k-2)); the first n/2 keep low bits below 2^f."""
+    rng = np.random.default_rng(seed)
+    big, small = [], []
+    for i in range(n):
+        while True:
+            a = int(rng.integers(2 ** 22, 2 ** 24)) * int(rng.choice([-1, 1]))
+            m = int(rng.integers(2 ** 22, 2 ** 24)) * int(rng.choice([-1, 1]))
+            shift = int(rng.integers(k - 5 - 46, k - 2 - 46))  # |a m| is about 2^46
+            low = min(shift, f - 1) if i < n // 2 else 0
+            a, b = a << low, m << (shift - low)
+            if 2 ** (k - 5) <= abs(a * b) < 2 ** (k - 2):
+                break
+        big.append(a)
+        small.append(b)
+    return big, small
+
+
+@pytest.mark.parametrize("ring", [64, 128])
+def test_truncation_is_exact_near_the_limit(trio, wide, ring):
+    """Products z up to 2^(k-2) in magnitude (2^62 on 64 bits: product values near 2^25
+    at f = 18), secret by secret and secret by public: floor(z / 2^f) or one more, never
+    a wrap (ABY3's share truncation wraps for about one element in four up there)."""
+    cluster, f = on_ring(ring, trio, wide)
+    big, small = _near_the_limit(ring, f, 24, seed=ring)
+    assert_exact_truncation(cluster, f, big, small)
+    y = small[0]
+    scaled = [a >> max(0, abs(a * y).bit_length() - (ring - 2)) for a in big[:12]]
+    assert_exact_truncation(cluster, f, scaled, [y] * 12, public=True)
+
+
+@pytest.mark.parametrize("ring", [64, 128])
+def test_large_products_match_numpy(trio, wide, ring):
+    """Matrix products, products by a public value and division by one, of values whose
+    products run up to 2^24 (f = 18) and 2^44 (f = 40), against numpy in float64."""
+    cluster, f = on_ring(ring, trio, wide)
+    top = 2.0 ** (12 if ring == 64 else 22)
+    seventh = np.round(2.0 ** f / 7.0) / 2.0 ** f  # 1/7 as encoded for the division
+    rng = np.random.default_rng(31)
+    x = rng.uniform(-top, top, (5, 8)).astype(np.float32)
+    w = rng.uniform(-top / 8, top / 8, (8, 3)).astype(np.float32)
+    out, _ = run3(cluster, lambda x, w: (x @ w, x * 3000.5, x / 7.0, x * x), [x, w], ["p1", "p2"])
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    for got, want in zip(out, (x64 @ w64, x64 * 3000.5, x64 * seventh, x64 * x64)):
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-6, atol=1e-3)
+
+
+@pytest.mark.parametrize("ring", [64, 128])
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 2 ** 24 - 1), st.integers(1, 2 ** 24 - 1),
+                          st.floats(0, 1), st.integers(0, 39), st.booleans(), st.booleans()),
+                min_size=1, max_size=12))
+def test_truncation_property(trio, wide, ring, cases):
+    """For any |z| < 2^(k-2): the truncated product is floor(z / 2^f) or one more
+    (``scale`` places |z| anywhere up to the limit, ``low`` keeps low bits below 2^f)."""
+    cluster, f = on_ring(ring, trio, wide)
+    big, small = [], []
+    for a, m, scale, low, neg_a, neg_b in cases:
+        shift = int(scale * (ring - 2 - (a * m).bit_length()))
+        low = min(low, shift, f - 1)
+        big.append((-a if neg_a else a) << low)
+        small.append((-m if neg_b else m) << (shift - low))
+    assert_exact_truncation(cluster, f, big, small)
+
+
+@pytest.mark.parametrize("ring", [64, 128])
+def test_fixed_point_product_bytes_and_rounds(trio, wide, ring):
+    """A fixed-point product moves eight ring elements per element (P2's folded part to
+    P0 and P1, the opening both ways, the dealt msb and low corrections, the swap), a
+    product by a public value six; two rounds each, as declared in the cost report. P2
+    (carol, the dealer) receives nothing for the truncation."""
+    cluster, _ = on_ring(ring, trio, wide)
+    n, size = 2048, ring // 8
+    x, y = rnd(n, seed=40), rnd(n, seed=41)
+    for fn, args, owners, elements in ((lambda x, y: x * y, [x, y], ["p1", "p2"], 8),
+                                       (lambda x: x * 3.0, [x], ["p1"], 6)):
+        stats = {}
+        out, bundle = run3(cluster, fn, args, owners, stats=stats)
+        np.testing.assert_allclose(out, fn(*args), atol=4 * ULP)
+        sent = sum(s["bytes_sent_total"] for s in stats.values())
+        shared_and_revealed = (2 * len(args) + 2) * size * n
+        assert sent - shared_and_revealed == elements * size * n
+        (row,) = [r for r in bundle.cost_report.rows if r[1] == "mul"]
+        assert (row[3].bytes, row[3].rounds) == (elements * size * n, 2)
+        # the dealer of the truncation receives its input shares and nothing else: never c
+        assert bundle.text("carol").count("= recv()") == len(args)
 
 
 @settings(max_examples=15, deadline=None)

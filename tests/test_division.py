@@ -16,7 +16,7 @@
 - Float ``/`` by a secret divisor (``approx.div``): numerators up to 2^40 (either sign, the
   tiers' ends 2^21 and 2^39 among them), divisors over [2^-8, 2^40], quotients up to 2^43,
   within 1.5e-5 |a/b| + 2^-17 (1 + 1/(4|b|)): with a dealer, without one (``offline: he``)
-  and, with small operands (rep3's probabilistic truncation), on three parties.
+  and on three parties (rep3).
 
 Values sit near multiples of the divisor (one grid unit either side), at the
 ends of the ranges and at random; each secure call builds and simulates one
@@ -257,15 +257,16 @@ def test_float_division_of_large_numerators_without_a_dealer(plain):
 
 
 def test_float_division_on_three_parties():
-    """rep3's share truncation fails with probability about |V| 2^-27 per product of value V
-    (ring value |z| 2^-63, z = V 2^36; protocols/rep3.py), and div's largest product is
-    a q <= 16 |a|: on three parties the numerators stay below 4 (below 2^-21 per element;
-    divisors in [1/4, 2^8), quotients below 16), with the same bound. Larger values need an
-    exact truncation in rep3."""
+    """rep3's truncation is exact (TruncPr dealt by the third party): the dealer's ranges
+    and bound on three parties, and x uniform in +-1e6 by y in [0.5, 100] (2000 elements,
+    where the probabilistic share truncation gave about 32 wrong quotients), 0 wrong."""
     from conftest import run_secure
-    a, b = large_numerator_pairs(1000, seed=7, largest=4.0, smallest_divisor=2.0 ** -2)
-    keep = (np.abs(b) < 2 ** 8) & (np.abs(a / b) < 2 ** 4)
-    a, b = a[keep], b[keep]
-    assert len(a) > 100
-    got = np.asarray(run_secure(_cluster("three_party.devices"), lambda x, y: x / y, a, b))
+    cluster = _cluster("three_party.devices")
+    a, b = large_numerator_pairs(300, seed=7)
+    got = np.asarray(run_secure(cluster, lambda x, y: x / y, a, b))
+    assert_quotients(got, a, b)
+    rng = np.random.default_rng(0)
+    a = on_grid(rng.uniform(-1e6, 1e6, 2000))
+    b = on_grid(rng.uniform(0.5, 100, 2000))
+    got = np.asarray(run_secure(cluster, lambda x, y: x / y, a, b))
     assert_quotients(got, a, b)

@@ -6,8 +6,9 @@ arithmetic shares combine with + (mod 2^64), boolean shares with XOR. Their
 correlated randomness comes from a dealer that shares a PRG key with each
 party (``Dealt``: every party's part is drawn from a PRG stream), or, on an
 ``offline: he`` device, from the two parties themselves; ``correlations``
-picks the source. This module imports no other protocol module but ``ring``
-(the device's share ring): the protocols import it.
+picks the source. The TruncPr steps (``truncpr_*``) serve ``rep3`` too, where
+the third party deals. This module imports no other protocol module but
+``ring`` (the device's share ring): the protocols import it.
 """
 from ..errors import MixcError
 from ..passes.lower import DEALER, seed_name
@@ -72,6 +73,29 @@ class Dealt:
         if words:
             return self.ctx.random(party, seed, shape, ids[name])
         return self.ring.random(self.ctx, party, seed, shape, ids[name])
+
+
+def truncpr_dealt(ctx, dealer, r, bits, ring, kind="plain"):
+    """At the dealer of a TruncPr correlation (Escudero et al., CRYPTO 2020) for mask r of
+    ``ring``: (msb(r), r's bits ``bits``..k-2 as an integer), the values that
+    ``truncpr_finish`` takes shares of."""
+    msb = ctx.emit(dealer, "lshr", [r], kind, {"bits": ring.bits - 1})
+    low = ctx.emit(dealer, "lshr", [ctx.emit(dealer, "shl", [r], kind, {"bits": 1})], kind,
+                   {"bits": bits + 1})
+    return msb, low
+
+
+def truncpr_offset(ctx, party, ring):
+    """2^(k-2), added to x once before x + r is opened: x + 2^(k-2) is non-negative for
+    |x| < 2^(k-2), so the opened value's top bit wraps only through r."""
+    return ring.const(ctx, party, 1 << ring.trunc_offset)
+
+
+def truncpr_finish(ctx, party, c, msb, low, bits, first):
+    """A party's share of x / 2^bits from the opened c = x + 2^(k-2) + r and its shares of
+    msb(r) and r's low bits (``first``: the one party that adds c's public part)."""
+    return ctx.emit(party, "truncpr_finish", [c, msb, low], "arith",
+                    {"bits": bits, "first": first})
 
 
 def open_values(ctx, device, *openings, ring="arith"):

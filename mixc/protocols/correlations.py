@@ -18,7 +18,8 @@ last place (2^-f), never a wrap-around.
 """
 from ..passes.lower import DEALER
 from . import Cost
-from .common import COMBINE, CORRECT, RING_BYTES, Dealt, open_values, parties
+from .common import (COMBINE, CORRECT, RING_BYTES, Dealt, open_values, parties, truncpr_dealt,
+                     truncpr_finish, truncpr_offset)
 from .dealerfree import triple as dealer_free_triple
 from .dealerfree import truncate as dealer_free_truncate
 from .ring import ring_of
@@ -74,9 +75,7 @@ def truncate(ctx, device, x, bits):
         return dealt.draw(party, owner, name, shape)
 
     r = ctx.emit(DEALER, "add", [draw(DEALER, p0, "r"), draw(DEALER, p1, "r")], "plain")
-    msb = ctx.emit(DEALER, "lshr", [r], "plain", {"bits": ring.bits - 1})
-    low = ctx.emit(DEALER, "lshr", [ctx.emit(DEALER, "shl", [r], "plain", {"bits": 1})],
-                   "plain", {"bits": bits + 1})
+    msb, low = truncpr_dealt(ctx, DEALER, r, bits, ring)
     msb1 = ctx.emit(DEALER, "sub", [msb, draw(DEALER, p0, "msb")], "arith")
     low1 = ctx.emit(DEALER, "sub", [low, draw(DEALER, p0, "low")], "arith")
     mine = {p0: (draw(p0, p0, "r"), draw(p0, p0, "msb"), draw(p0, p0, "low")),
@@ -86,11 +85,11 @@ def truncate(ctx, device, x, bits):
     for p in (p0, p1):
         xs = x[p]
         if p == p0:
-            xs = ctx.emit(p, "add", [xs, ring.const(ctx, p, 1 << ring.trunc_offset)], "arith")
+            xs = ctx.emit(p, "add", [xs, truncpr_offset(ctx, p, ring)], "arith")
         masked[p] = ctx.emit(p, "add", [xs, mine[p][0]], "masked")
     (c,) = open_values(ctx, device, (masked, "masked value (x + r) for truncation"))
-    return {p: ctx.emit(p, "truncpr_finish", [c[p], mine[p][1], mine[p][2]], "arith",
-                        {"bits": bits, "first": p == p0}) for p in (p0, p1)}
+    return {p: truncpr_finish(ctx, p, c[p], mine[p][1], mine[p][2], bits, p == p0)
+            for p in (p0, p1)}
 
 
 def dealer_truncation_cost(size, element_bytes=RING_BYTES):

@@ -22,23 +22,36 @@ dealer, no offline phase.
   z_i = x_i y_i + x_i y_{i+1} + x_{i+1} y_i + a_i with the zero sharing
   a_i = F(Pi~P(i+1)) - F(P(i-1)~Pi) from the pairwise PRGs, and sends z_i to
   P(i-1): one round, one ring element per party per product element.
-- Truncation (fixed-point products): ABY3's share truncation
-  (Mohassel-Rindal, CCS 2018, Pi_trunc1, semi-honest). The parties make a
-  2-out-of-2 sharing z = a + b of the product (P0 holds a = z0 - f, P1 holds
-  b = z1 + z2 + f after P2 sends it z2 + f, f from the key P0~P2; this message
-  replaces the re-sharing message),
-  truncate locally (SecureML: a >> f and -((-b) >> f), arithmetic shifts),
-  and re-replicate as (r02, t0 - r02 + t1 - r12, r12) with r02, r12 from the
-  keys P0~P2 and P1~P2: P0 and P1 swap their masked halves of the middle share. Two rounds, three ring elements
-  per product element in all (the same bytes as an untruncated product).
-  **Error bound**: a = z0 - f is uniform (f is), so for
-  |z| < 2^l the result is floor(z / 2^f) or floor(z / 2^f) + 1 (within one
-  unit in the last place, 2^-f, of z / 2^f) except with probability at most
-  2^(l + 1 - 64) per element, where it is off by about 2^(64 - f) (a wrap).
-  At f = 18, a product of values whose product is below 2^8 in magnitude
-  (|z| < 2^44) fails with probability at most 2^-19 per element. This is
-  the probabilistic truncation of ABY3 and of SPU's ``aby3``; the 2-party
-  protocols' TruncPr is exact (never wraps) and costs a dealer.
+- Truncation (fixed-point products): the TruncPr of Escudero et al. (CRYPTO
+  2020), as the 2-party protocols run it with a dealer (``correlations``),
+  with P2 as the dealer of P0 and P1 (``common.truncpr_*``). P2 draws
+  r = r02 + r12 from its keys with P0 and P1 (for a product, plus a mask g
+  of its own), computes msb(r) and r's bits f..k-2, and sends P1 their
+  corrections (shares of P0: from the key P0~P2); these two messages do not
+  depend on data. P0 and P1 open c = z + 2^(k-2) + r to each other, finish
+  with ``truncpr_finish`` and re-replicate as (r02', t0 - r02' + t1 - r12',
+  r12'), swapping their masked halves of the middle share. For a product's
+  3-out-of-3 sharing z = z0 + z1 + z2, P2's part is folded into the
+  opening: P2 sends z2 + g to P0 and to P1 in the round in which P0 sends
+  z0 + 2^(k-2) + r02 and P1 z1 + r12, so a fixed-point product takes two
+  rounds (the opening, the swap). Every message is masked by randomness its
+  receiver lacks: P0 receives z1 + r12 (key P1~P2), z2 + g (P2's own) and
+  the swap t1 - r12' (key P1~P2); P1 receives z0 + ... + r02 and the
+  corrections (key P0~P2), z2 + g, and t0 - r02'; c = z + 2^(k-2) + r is
+  uniform to both, and P2 receives nothing (it never sees c). Per product
+  element: eight ring elements (two of them the data-independent
+  corrections), two rounds; ``truncate`` of a replicated value (product or
+  division by a public value): six elements, two rounds (x0 + x1 from P0, x2
+  from P1). The alternative fold, P2 first sending z2 + g' to P1 alone (a
+  2-out-of-2 sharing, as ABY3 does), saves one element but costs a third
+  round. The msb(r) correction stays a ring element: ``truncpr_finish``
+  takes arithmetic shares of msb(r), and a bit-packed (XOR) share would
+  need a product to convert. **Error bound**: for |z| < 2^(k-2) the result
+  is floor(z / 2^f) or floor(z / 2^f) + 1 (within one unit in the last
+  place, 2^-f, of z / 2^f), with no failure probability: the top bit's
+  wrap is fixed with msb(r), never left to chance (ABY3's share truncation,
+  used here before, was off by about 2^(k-f) with probability
+  2^(l+1-k) per element for |z| < 2^l).
 - Reveal (``relay_open``): one party sends a relay the share the relay
   lacks, masked by m from its key with the destination; the relay sends the
   destination the sum of all three shares plus m. Two elements per element,
@@ -62,7 +75,7 @@ import numpy as np
 from ..errors import MixcError
 from ..passes.lower import seed_name
 from . import Cost, register, register_public_sharing
-from .common import frac_bits, ring_bytes
+from .common import frac_bits, ring_bytes, truncpr_dealt, truncpr_finish, truncpr_offset
 from .ring import Ring, ring_of
 from .shares import run_time_slice_rule
 
@@ -315,28 +328,68 @@ def reshare(ctx, device, z):
 
 
 def truncate_3of3(ctx, device, z, bits):
-    """Replicated shares of z / 2^bits for a 3-out-of-3 sharing z (ABY3 Pi_trunc1; the error
-    bound is in the module docstring): P2 sends P1 its part masked by a P0~P2 PRG word f,
-    P0 keeps z0 - f, so (z0 - f, z1 + z2 + f) is a uniformly split 2-out-of-2 sharing."""
-    p0, p1, p2 = trio(device)
-    f = pair_random(ctx, p2, p0, z[p0].type.shape, ring_of(device))
-    a = ctx.emit(p0, "sub", [z[p0], f[p0]], "arith")
-    masked = ctx.emit(p2, "add", [z[p2], f[p2]], "arith")
-    b = ctx.emit(p1, "add", [z[p1], ctx.xfer(masked, p1, "product share (truncation)", "arith")],
-                 "arith")
-    return _truncate_2of2(ctx, (p0, p1, p2), a, b, bits, ring_of(device))
+    """Replicated shares of z / 2^bits for a 3-out-of-3 sharing z, exactly (TruncPr, the
+    module docstring): P2 folds its part into the opening, masked by randomness of its own
+    that joins r, and sends it to P0 and P1 in the round where they exchange theirs."""
+    ps = trio(device)
+    p0, p1, p2 = ps
+    ring = ring_of(device)
+    seed = seed_name(p2)
+    own = ring.random(ctx, p2, seed, z[p2].type.shape, ctx.stream(seed))
+    folded = ctx.emit(p2, "add", [z[p2], own], "arith")
+    return _truncate_opened(ctx, ps, z[p0], z[p1], bits, ring, (folded, own))
 
 
-def _truncate_2of2(ctx, ps, a, b, bits, ring):
-    """Replicated shares of (a + b) / 2^bits for a at P0, b at P1: SecureML's local
-    truncation t0 = a >> f, t1 = -((-b) >> f), then re-replicated as
-    (r02, t0 - r02 + t1 - r12, r12) with r02 from P0~P2 and r12 from P1~P2: P0 and P1
-    swap their masked halves of the middle share (one round, one element each way)."""
+def truncate(ctx, device, x, bits):
+    """Replicated shares of x / 2^bits for replicated x: P0 opens x0 + x1 and P1 x2 (plus
+    the masks) to each other, then ``_truncate_opened``'s finish (two rounds)."""
+    ps = trio(device)
+    a = ctx.emit(ps[0], "add", list(x[ps[0]]), "arith")
+    return _truncate_opened(ctx, ps, a, x[ps[1]][1], bits, ring_of(device))
+
+
+def _truncate_opened(ctx, ps, a, b, bits, ring, from_p2=None):
+    """Replicated shares of (a + b (+ P2's part)) / 2^bits, a at P0 and b at P1: P2 deals
+    the TruncPr correlation (r = r02 + r12 (+ P2's own mask), msb(r) and r's low bits)
+    and P0 and P1 open c = x + 2^(k-2) + r to each other, finish, and re-replicate.
+    ``from_p2``: (P2's part plus its own mask, that mask), or None."""
     p0, p1, p2 = ps
     shape = a.type.shape
-    t0 = ctx.emit(p0, "ashr", [a], "arith", {"bits": bits})
-    t1 = ctx.emit(p1, "neg", [ctx.emit(p1, "ashr", [ctx.emit(p1, "neg", [b], "arith")], "arith",
-                                       {"bits": bits})], "arith")
+    r02, m0, low0 = (pair_random(ctx, p0, p2, shape, ring) for _ in range(3))
+    r12 = pair_random(ctx, p1, p2, shape, ring)
+    r = ctx.emit(p2, "add", [r02[p2], r12[p2]], "arith")
+    if from_p2 is not None:
+        r = ctx.emit(p2, "add", [r, from_p2[1]], "arith")
+    msb, low = truncpr_dealt(ctx, p2, r, bits, ring, "arith")
+    # data-independent: these go out before any opening
+    corrections = [ctx.xfer(ctx.emit(p2, "sub", [v, mask[p2]], "arith"), p1,
+                            "truncation pair correction", "arith")
+                   for v, mask in ((msb, m0), (low, low0))]
+    masked = {p0: ctx.emit(p0, "add", [ctx.emit(p0, "add", [a, truncpr_offset(ctx, p0, ring)],
+                                                "arith"), r02[p0]], "masked"),
+              p1: ctx.emit(p1, "add", [b, r12[p1]], "masked")}
+    what = "masked value (x + r) for truncation"
+    got = {p1: [ctx.xfer(masked[p0], p1, what, "masked")],
+           p0: [ctx.xfer(masked[p1], p0, what, "masked")]}
+    if from_p2 is not None:
+        for p in (p0, p1):
+            got[p].append(ctx.xfer(from_p2[0], p, "masked product share (truncation)", "masked"))
+    c = {}
+    for p in (p0, p1):
+        c[p] = masked[p]
+        for piece in got[p]:
+            c[p] = ctx.emit(p, "add", [c[p], piece], "masked")
+    shares = {p0: (m0[p0], low0[p0]), p1: tuple(corrections)}
+    t = {p: truncpr_finish(ctx, p, c[p], *shares[p], bits, p == p0) for p in (p0, p1)}
+    return _rereplicate(ctx, ps, t[p0], t[p1], ring)
+
+
+def _rereplicate(ctx, ps, t0, t1, ring):
+    """Replicated shares of t0 + t1 (t0 at P0, t1 at P1) as (r02, t0 - r02 + t1 - r12, r12),
+    r02 from P0~P2 and r12 from P1~P2: P0 and P1 swap their masked halves of the middle
+    share (one round, one element each way)."""
+    p0, p1, p2 = ps
+    shape = t0.type.shape
     r02, r12 = pair_random(ctx, p0, p2, shape, ring), pair_random(ctx, p1, p2, shape, ring)
     half0 = ctx.emit(p0, "sub", [t0, r02[p0]], "arith")
     half1 = ctx.emit(p1, "sub", [t1, r12[p1]], "arith")
@@ -345,14 +398,6 @@ def _truncate_2of2(ctx, ps, a, b, bits, ring):
               p1: ctx.emit(p1, "add", [ctx.xfer(half0, p1, "truncated share", "arith"), half1],
                            "arith")}
     return {p0: (r02[p0], middle[p0]), p1: (middle[p1], r12[p1]), p2: (r12[p2], r02[p2])}
-
-
-def truncate(ctx, device, x, bits):
-    """Replicated shares of x / 2^bits for replicated x: the 2-out-of-2 sharing
-    (x0 + x1 at P0, x2 at P1) is local, then ``_truncate_2of2`` (one round)."""
-    ps = trio(device)
-    a = ctx.emit(ps[0], "add", list(x[ps[0]]), "arith")
-    return _truncate_2of2(ctx, ps, a, x[ps[1]][1], bits, ring_of(device))
 
 
 def _product_fn(ctx, node):
@@ -444,15 +489,22 @@ def _product_cost(node, module):
     a, b = node.operands
     f = frac_bits(module.devices[node.result.type.place], node.result.type.dtype)
     n = node.result.type.size
+    if not f:
+        # one ring element per party per product element
+        return Cost(3 * ring_bytes(module, node.result) * n, 1) \
+            if a.type.kind == "arith" and b.type.kind == "arith" else Cost()
+    cost = truncation_cost(n, ring_bytes(module, node.result))
     if a.type.kind == "arith" and b.type.kind == "arith":
-        # one ring element per party per product element; truncation reuses P2's message
-        return Cost(3 * ring_bytes(module, node.result) * n, 2 if f else 1)
-    return truncation_cost(n, ring_bytes(module, node.result)) if f else Cost()
+        # P2's part, folded into the opening, goes to P0 and P1 in its first round
+        cost += Cost(2 * ring_bytes(module, node.result) * n)
+    return cost
 
 
 def truncation_cost(n, element_bytes=RING_BYTES):
-    """``truncate`` of n replicated elements: two messages of one element each, one round."""
-    return Cost(2 * element_bytes * n, 1)
+    """``truncate`` of n replicated elements: the dealt corrections (two elements, to P1,
+    off the critical path), the opening of x + r (one element each way) and the
+    re-replication swap (one each way): six elements, two rounds."""
+    return Cost(6 * element_bytes * n, 2)
 
 
 def _select_cost(node, module):
@@ -508,9 +560,10 @@ _rule("convert_element_type", _exact_convert, _free, _lower_convert,
 for _op in ("mul", "dot_general"):
     _rule(_op, _secret_any, _product_cost, _lower_product,
           "local cross terms + PRG zero sharing, one re-sharing message per party "
-          "(ABY3); fixed point: share truncation folded into it, 2 rounds")
+          "(ABY3); fixed point: exact truncation (TruncPr, the third party deals) folded "
+          "into it, 2 rounds")
 _rule("div", _secret_first, _div_cost, _lower_div,
-      "times the public reciprocal, then share truncation")
+      "times the public reciprocal, then exact truncation (TruncPr, 2 rounds)")
 _rule("select_n", _secret_any, _select_cost, _lower_select,
       "f + p * (t - f): one replicated product, no truncation (local for public cases)")
 register_public_sharing("arith", lambda ctx, value, device, arg: shares_of(ctx, value, device), parties=3)

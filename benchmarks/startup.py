@@ -111,6 +111,20 @@ def measure(args, parties, inputs_of, cache):
     return max(stamps.values()), stamps, cpu
 
 
+def _measure_cached(args, parties, inputs_of, warm, tries=5):
+    """``measure`` with the bundle remembered. The key covers mixc's sources, so an edit
+    to them (another job in this checkout) makes a run check again: such a run (a new
+    entry in the cache) is discarded and measured again."""
+    remembered = Path(warm) / "mixc" / "verified"
+    for _ in range(tries):
+        before = set(os.listdir(remembered))
+        got = measure(args, parties, inputs_of, warm)
+        if set(os.listdir(remembered)) == before:
+            return got
+        print("cached run checked again (mixc's sources changed): measured again", flush=True)
+    raise SystemExit(f"mixc's sources kept changing: {tries} cached runs checked the bundle")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle")
@@ -134,8 +148,11 @@ def main(argv=None):
     cpus = {"first": [], "cached": []}
     for rep in range(args.reps):
         for cond in ("first", "cached") if rep % 2 == 0 else ("cached", "first"):
-            cache = warm if cond == "cached" else tempfile.mkdtemp(prefix="mixc-startup-cold-")
-            total, per_party, cpu = measure(args, parties, inputs_of, cache)
+            if cond == "cached":
+                total, per_party, cpu = _measure_cached(args, parties, inputs_of, warm)
+            else:
+                cold = tempfile.mkdtemp(prefix="mixc-startup-cold-")
+                total, per_party, cpu = measure(args, parties, inputs_of, cold)
             times[cond].append(total)
             cpus[cond].append(cpu)
             print(f"{cond:6s} {total:6.3f} s (cpu {cpu:6.3f} s)  " + "  ".join(

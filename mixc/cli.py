@@ -81,6 +81,7 @@ usage errors); a traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import importlib.util
 import json
@@ -100,6 +101,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, MixcError, PeerError
+from .ir.core import collector_paused
 
 PROG = "mixc"
 DEFAULT_TIMEOUT = 60.0
@@ -890,7 +892,6 @@ def write_outputs(outdir, outputs):
 
 
 def _run_party(args):
-    from .bundle import Bundle
     from .runtime.executor import PartyExecutor
     from .runtime.links import TcpLink, abort_code
 
@@ -899,10 +900,9 @@ def _run_party(args):
     manifest = _load_manifest(directory)
     _check_party(directory, manifest, party)
     _check_runnable(directory, manifest, [party])
-    checked = None
+    program = None  # a --local child: the parent's checked program, once it passes
     if args.verdict_fd is None:  # else the --local parent checks while this party connects
-        from .disclosure import verify_for_run
-        checked = verify_for_run(directory, label=str(directory))  # what every program discloses
+        program = _checked_program(directory, party)
     if not args.peers:
         raise _Usage("--party needs --peers NAME=HOST:PORT,... with every party's address")
     if args.insecure and args.tls is not None:
@@ -927,10 +927,7 @@ def _run_party(args):
         return PartyExecutor(program, party, None, inputs,
                              progress=progress.update if progress else None)
 
-    executor = None  # a --local child: made from the parent's checked program, once it passes
-    if args.verdict_fd is None:
-        executor = executor_of(Bundle.load(directory, parties=[party],
-                                           checked=checked).programs[party])
+    executor = executor_of(program) if program is not None else None
     tls = None
     if args.tls is not None:
         from .tls import contexts
@@ -952,6 +949,7 @@ def _run_party(args):
             raise _connect_error(e, party) from None
         if executor is None:
             executor = executor_of(_await_verdict(args.verdict_fd))
+            gc.freeze()
         executor.link = link
         outputs = executor.run()
         undelivered = link.close()
@@ -990,15 +988,42 @@ def _run_party(args):
     return 0
 
 
+@collector_paused()  # 10^5 IR objects made that live on: no collector rescans them
+def _checked_program(directory, party):
+    """``party``'s program, once the bundle is checked (``mixc.disclosure``: what every
+    program discloses), or read from its file when this host remembers the bundle (or
+    another party's process here has just checked it)."""
+    from .bundle import Bundle
+    from .disclosure import RunCheck
+
+    def read():
+        return Bundle.load(directory, parties=[party]).programs[party]
+
+    pending = RunCheck(directory, label=str(directory))
+    if pending.needed:  # a peer on this host may be checking it: read the file meanwhile
+        checked, program = pending.run_once_per_host(read)
+        if checked is not None:
+            program = checked.programs[party]
+    else:
+        program = read()
+    gc.freeze()  # it lives as long as this process: never rescan it
+    return program
+
+
 def _await_verdict(fd):
     """Block until the ``--local`` parent has checked the bundle; -> this party's program
     as checked (the compiler's lowering, the file's text to the byte), which the parent
-    sends after ``ok`` (pickled: the parent is this user's own mixc, and unpickling is
+    sends before its ``ok`` (pickled: the parent is this user's own mixc, and unpickling is
     ~15x faster than parsing the file again)."""
     with os.fdopen(fd, "rb") as f:
-        if f.readline() != b"ok\n":
+        try:
+            with collector_paused():
+                program = pickle.load(f)
+        except Exception:  # noqa: BLE001 - EOF or a partial pickle: no program was handed over
+            program = None
+        if program is None or f.readline() != b"ok\n":
             raise MixcError("the bundle check did not pass: this party runs nothing")
-        return pickle.load(f)
+        return program
 
 
 def _connect_error(e, party):
@@ -1223,7 +1248,7 @@ def _start_children(args, manifest, given, session, outroot, debug, pending=None
                                             name=f"mixc-local-{p}")
             child.reader.start()
         if pending is not None:
-            _send_verdicts(pending.run(), verdicts)
+            _check_and_hand_over(pending, verdicts)
         _close_all(verdicts)  # a child still waiting sees EOF: refused, it runs nothing
         _supervise(children, status)
     finally:
@@ -1240,15 +1265,45 @@ def _start_children(args, manifest, given, session, outroot, debug, pending=None
     return children
 
 
-def _send_verdicts(checked, verdicts):
-    """``ok`` and its checked program to each child (``_await_verdict``)."""
+@collector_paused()  # 10^5 IR objects made and pickled: no collector rescans them
+def _check_and_hand_over(pending, verdicts):
+    """Run the bundle check; each child gets its program as soon as the compiler has made
+    it (pickled by a forked helper while this process compares and checks: pickling holds
+    the GIL, so a thread would not overlap), then ``ok`` once the check passed
+    (``_await_verdict``). A failed check sends no ``ok``: the child runs nothing."""
+    helper = []
+    try:
+        pending.run(derived=lambda programs: helper.append(_fork_sender(programs, verdicts)))
+    finally:
+        handed = helper and os.waitstatus_to_exitcode(os.waitpid(helper[0], 0)[1]) == 0
+    if not handed:
+        raise MixcError("could not hand the checked programs to the parties")
     for p in list(verdicts):
         try:
             with os.fdopen(verdicts.pop(p), "wb", buffering=0) as f:
                 f.write(b"ok\n")
-                pickle.dump(checked.programs[p], f, protocol=pickle.HIGHEST_PROTOCOL)
         except BrokenPipeError:
             pass  # that child already failed: _supervise reports why
+
+
+def _fork_sender(programs, verdicts):
+    """A child process writing each party's program, pickled, into its verdict pipe;
+    -> its pid. It only pickles and writes (no lock another thread may hold), then exits
+    without running this process's exit handlers."""
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 0
+    try:
+        for p, fd in verdicts.items():
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as f:
+                    pickle.dump(programs[p], f, protocol=pickle.HIGHEST_PROTOCOL)
+            except BrokenPipeError:
+                pass  # that child already failed: the parent's _supervise reports why
+    except BaseException:  # noqa: BLE001 - reported by the exit status
+        status = 1
+    os._exit(status)
 
 
 def _close_all(fds):

@@ -38,9 +38,11 @@ R. R learns nothing from it if it holds a pad R lacks that masks no other
 message to R: messages are peeled one at a time, and a message in a loop
 body whose pad is drawn outside the body masks one message per iteration.
 Otherwise R can read it, and it is refused if a pad R lacks still masks
-another message (a two-time pad), if it depends on an input that no reveal
-or explicit ``to`` to R depends on, if it is a share (no input, no pad)
-while nothing is revealed to R, or if, with R's other readable messages
+another message (a two-time pad; except the two shares of a reveal from an
+HE product, ``_pairs``, whose combination is a value of inputs the reveal
+gives R), if it depends on an input that no reveal or explicit ``to`` to R
+depends on, if it is a share (no input, no pad) while nothing is revealed
+to R, or if, with R's other readable messages
 from the same sender, it holds more elements (every iteration counted) than
 the global program reveals or sends to R from the sender's devices.
 
@@ -461,12 +463,15 @@ def judge(messages, drawn_at, policy, parties):
     for r, ms in by_receiver.items():
         lacking = {id(m): _lacking(m, r) for m in ms}
         opaque, stuck = _peel(ms, lacking, drawn_at)
+        paired = _pairs(ms, stuck, lacking, drawn_at, policy, index[r])
         for m in ms:
             v = m.value
             if r in v.known:
                 findings.append(Finding(m, "known"))
             elif id(m) in opaque:
                 findings.append(Finding(m, "opaque"))
+            elif id(m) in paired:
+                findings.append(paired[id(m)])
             elif id(m) in stuck:
                 pad, other = stuck[id(m)]
                 refusals.append((m, f"keystream {_pad_name(pad)} masks this message to {r} and "
@@ -557,6 +562,39 @@ def _peel(ms, lacking, drawn_at):
             stuck[id(m)] = (p, others[0] if others else m)
             break
     return opaque, stuck
+
+
+def _pairs(ms, stuck, lacking, drawn_at, policy, r):
+    """The two shares of a reveal from an HE product, Enc(r.W - s) under the receiver's
+    own key and (x - r).W + s: two messages to one receiver, from one sender, masked by
+    a stream of the sender's own (``s``, nothing else the receiver lacks), one of them a
+    ciphertext the receiver decrypts, each sent once per draw. The receiver learns their
+    combination, s cancelled: a value of inputs. Returns message id -> Finding for each
+    such pair whose combination depends on inputs the global program gives the receiver
+    in the clear: the plaintext one carries it (and counts against the budget), the
+    ciphertext is then a one-time-padded copy. Any other pair stays a two-time pad."""
+    by_pad = defaultdict(list)
+    for m in ms:
+        if id(m) in stuck and len(lacking[id(m)]) == 1:
+            (pad,) = lacking[id(m)]
+            by_pad[pad].append(m)
+    out = {}
+    for pad, pair in by_pad.items():
+        holders = [m for m in ms if pad in lacking[id(m)]]
+        if len(pair) != 2 or len(holders) != 2 or pad[0] != "prg" \
+                or {m.sender for m in pair} != {pad[1]} \
+                or any(_repeated(m, pad, drawn_at) for m in pair):
+            continue
+        plain, sealed = sorted(pair, key=lambda m: ("he", m.receiver) in m.value.pads)
+        if ("he", plain.receiver) in plain.value.pads \
+                or ("he", sealed.receiver) not in sealed.value.pads:
+            continue
+        hidden = plain.value.hidden[r] | sealed.value.hidden[r]
+        if not hidden or hidden - policy.plain[plain.receiver]:
+            continue
+        out[id(plain)] = Finding(plain, "plain", ", ".join(sorted(hidden)))
+        out[id(sealed)] = Finding(sealed, "opaque")
+    return out
 
 
 def _repeated(m, pad, drawn_at):
@@ -683,15 +721,17 @@ def compile_parties(global_module, passes=LOWERING):
 
 
 @collector_paused()
-def check_bundle(directory, label=None):
+def check_bundle(directory, label=None, derived=None):
     """Check a bundle directory before anything of it runs: its global program (after
     select_protocols) verifies; every party file is exactly what the compiler makes of
     it (so a reveal's shares are the protocol's final shares of the revealed value, and
     no message carries anything else); and ``check`` finds no message disclosing more
     than the global program's reveals and explicit ``to``s (an edited party file is
     checked as written first, so that a leak is named). ``label``: the directory as
-    named in messages (``bundle/alice.mir:12``). Returns the Report and party -> Module
-    (the compiler's, identical to the files)."""
+    named in messages (``bundle/alice.mir:12``). ``derived``: called with party -> Module
+    as soon as the compiler's programs are made, before they are compared and checked
+    (``mixc run --local`` hands them to its parties meanwhile). Returns the Checked
+    bundle."""
     from pathlib import Path
     from .bundle import _filename, _manifest, _read_text
     from .errors import MixcError
@@ -717,6 +757,8 @@ def check_bundle(directory, label=None):
     if sorted(programs) != sorted(manifest["parties"]):
         raise VerifyError(f"{gname}: its parties {', '.join(sorted(programs))} are not the "
                           f"manifest's {', '.join(sorted(manifest['parties']))}")
+    if derived is not None:
+        derived(programs)
     names, texts, on_disk = {}, {}, {}
     for party in programs:
         f = d / f"{_filename(party)}.mir"
@@ -806,11 +848,50 @@ class RunCheck:
         self.key = _bundle_key(Path(directory))
         self.needed = self.key is None or not (_cache_dir() / self.key).is_file()
 
-    def run(self):
+    def run(self, derived=None):
         """``check_bundle``, remembered once passed: the Checked bundle."""
-        checked = check_bundle(self.directory, self.label)
+        checked = check_bundle(self.directory, self.label, derived)
         remember(self.directory, self.key)
         return checked
+
+    def run_once_per_host(self, meanwhile, wait=600.0):
+        """``run``, unless another process of this user checks the same bundle right now
+        (parties of one bundle started together on one host): then ``meanwhile()`` (what
+        a remembered bundle needs instead: reading the party's file), wait for that check
+        and, if it passed (remembered), skip this one. -> (Checked or None, what
+        ``meanwhile`` returned or None). A lock file in the cache, held while checking;
+        a check that holds it beyond ``wait`` s is not waited for further."""
+        import fcntl
+        if self.key is None:
+            return self.run(), None
+        try:
+            _cache_dir().mkdir(parents=True, exist_ok=True)
+            fd = os.open(_cache_dir() / f"{self.key}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError:  # an unwritable cache: check here
+            return self.run(), None
+        with os.fdopen(fd, "rb") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                got = meanwhile()
+                if _locked_within(lock, wait) and (_cache_dir() / self.key).is_file():
+                    return None, got
+            return self.run(), None
+
+
+def _locked_within(lock, wait):
+    """Take the exclusive lock on the open file ``lock`` within ``wait`` s (-> whether)."""
+    import fcntl
+    import time
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
 
 def remember(directory, key=None):

@@ -77,6 +77,7 @@ def test_benchmark_workloads_verify(bench, workload, devices):
 
 # ------------------------------------------------------------------ the rules
 
+
 HEADER = '''module "t:{party}"
 parties "alice", "bob"
 device p1 = PYU("alice")
@@ -198,6 +199,48 @@ loop(%1, %2) {captures=2, trip_count=TRIPS} {
                  'stream=1}')
     assert _check(alice.replace("TRIPS", "4"), inside.replace("TRIPS", "4"),
                   no_reveal).counts() == {"opaque": 1}
+
+
+@pytest.mark.parametrize("devices", ("two_party_he.devices", "two_party_he_ring128.devices",
+                                     "two_party.devices"))
+def test_an_integer_product_revealed_at_once_verifies(devices):
+    """An untruncated int32 product on an ``offline: he`` device, revealed at once: its
+    two shares, Enc(r.W - s) (which alice decrypts) and (x - r).W + s, share bob's mask
+    s, which cancels in their sum, the revealed x.W: no two-time pad (refused before)."""
+    cluster = mixc.init_device(str(EXAMPLES / devices))
+
+    @mixc.program
+    def int_product(x=mixc.Input(cluster.p1, (2, 3), np.int32),
+                    w=mixc.Input(cluster.p2, (3, 4), np.int32)):
+        return mixc.reveal(mixc.device(cluster.mpc)(lambda a, b: a @ b)(x, w), cluster.p1)
+
+    bundle = int_product.build()
+    report = check_built(bundle)
+    assert report.counts().get("plain", 0) + report.counts().get("share", 0) >= 1
+    assert "alice learns" in report.text()
+    if "he" in devices:  # the same two shares where nothing is revealed: a two-time pad
+        with pytest.raises(VerifyError, match=r"keystream \(seed 'bob', stream 1\) masks "
+                                              r"this message to alice and another"):
+            check(bundle.programs, Policy())
+    rng = np.random.default_rng(1)
+    x = rng.integers(-1000, 1000, (2, 3)).astype(np.int32)
+    w = rng.integers(-1000, 1000, (3, 4)).astype(np.int32)
+    np.testing.assert_array_equal(np.asarray(int_product.simulate(x=x, w=w)), x @ w)
+
+
+def test_two_shares_under_one_pad_pass_only_as_an_he_reveal():
+    """bob's own stream s in two messages to alice, x.b + s and s - b: without a
+    ciphertext of alice's to carry one of them it is a two-time pad, reveal or not."""
+    pair = BOB.replace("%5: u64[3]@bob = add(%1, %4)",
+                       '%9: u64[3]@bob = random() {seed="bob", shape=(3,), stream=1}\n'
+                       "%5: u64[3]@bob = add(%2, %9)") + \
+        ('%10: u64[3]@bob = sub(%9, %2)\n'
+         'send(%10) {tag=2, to="alice", what="x"}\n')
+    alice = ALICE + '%8: u64[3]@alice = recv() {dtype="u64", from="bob", shape=(3,), tag=2, ' \
+                    'what="x"}\n'
+    with pytest.raises(VerifyError, match=r"keystream \(seed 'bob', stream 1\) masks this "
+                                          r"message to alice and another: a two-time pad"):
+        _check(alice, pair)
 
 
 # ------------------------------------------------------------------ saved bundles

@@ -3,8 +3,9 @@ target): the parties start and connect meanwhile, and none runs an op before the
 parent's verdict, which brings the program it checked.
 
 - a clean bundle new to this host (an empty cache) runs, right, and is remembered;
-- the child's side of the verdict: after ``ok`` it runs the program the parent checked
-  (sent whole, not parsed again); without ``ok`` (the check failed) it runs nothing;
+- the child's side of the verdict: the program the parent derived (sent whole, while the
+  parent still checks, not parsed again) runs only after ``ok``; without ``ok`` (the check
+  failed) it runs nothing;
 - an edited bundle is refused by the overlapped check with its file:line and no party
   writes an output (tests/test_leaks.py covers every edited bundle of the corpus).
 """
@@ -98,10 +99,12 @@ def _verdict(data):
 
 
 def test_a_party_runs_only_the_program_the_parent_checked():
+    """The program comes first (handed over while the parent checks), ``ok`` after it."""
     program = parse_module(PROGRAM)
-    got = _await_verdict(_verdict(b"ok\n" + pickle.dumps(program)))
+    sent = pickle.dumps(program)
+    got = _await_verdict(_verdict(sent + b"ok\n"))
     assert print_module(got) == PROGRAM
-    for refused in (b"", b"no\n", pickle.dumps(program)):
+    for refused in (b"", b"ok\n", sent, sent + b"no\n", sent[:-5], b"ok\n" + sent):
         with pytest.raises(MixcError, match="the bundle check did not pass"):
             _await_verdict(_verdict(refused))
 
@@ -123,3 +126,56 @@ device p1 = PYU("alice")
 %1: f32[3]@alice = add(%0, %0)
 output(%1) {name="c"}
 """
+
+
+def test_parties_on_one_host_check_a_new_bundle_once(built, tmp_path, monkeypatch):
+    """While one process of this user checks a bundle (its lock held), another reads its
+    party file meanwhile and takes the verdict once remembered; if none is remembered
+    (that check failed), it checks the bundle itself."""
+    import fcntl
+    import threading
+
+    from mixc.disclosure import RunCheck, _cache_dir, remember
+    d, _, _, _ = built
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    alone = RunCheck(d / "clean")
+    checked, got = alone.run_once_per_host(lambda: pytest.fail("nobody else checks"))
+    assert checked is not None and got is None and _remembered(tmp_path / "cache")
+    for passed in (True, False):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"cache_{passed}"))
+        pending = RunCheck(d / "clean")
+        _cache_dir().mkdir(parents=True)
+        with open(_cache_dir() / f"{pending.key}.lock", "wb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)   # a peer's process, checking
+            read = threading.Event()
+            result = []
+            waiter = threading.Thread(target=lambda: result.append(
+                pending.run_once_per_host(lambda: read.set() or "parsed")))
+            waiter.start()
+            assert read.wait(60)
+            waiter.join(0.5)
+            assert waiter.is_alive(), "did not wait for the peer's check"
+            if passed:
+                remember(d / "clean", pending.key)
+        waiter.join(120)
+        checked, got = result[0]
+        if passed:
+            assert (checked, got) == (None, "parsed")
+        else:
+            assert checked is not None and got is None
+            assert print_module(checked.programs["alice"]) == \
+                (d / "clean" / "alice.mir").read_text()
+
+
+def test_a_check_held_too_long_is_not_waited_for(built, tmp_path, monkeypatch):
+    import fcntl
+
+    from mixc.disclosure import RunCheck, _cache_dir
+    d, _, _, _ = built
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pending = RunCheck(d / "clean")
+    _cache_dir().mkdir(parents=True)
+    with open(_cache_dir() / f"{pending.key}.lock", "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # a stuck process, never done
+        checked, got = pending.run_once_per_host(lambda: "parsed", wait=0.2)
+    assert checked is not None and got is None

@@ -378,7 +378,7 @@ class PartyExecutor:
             if a["dtype"] == "f32":
                 return [kernels.r128_decode(args[0], a["frac_bits"]).astype(np.float32)]
             return [np.ascontiguousarray(args[0]["lo"]).view(np.int64)
-                    .astype(NUMPY_DTYPES[a["dtype"]])]
+                    .reshape(args[0].shape).astype(NUMPY_DTYPES[a["dtype"]])]
         if a["dtype"] == "f32":
             return [kernels.decode_fixed(args[0], a["frac_bits"]).astype(np.float32)]
         return [args[0].view(np.int64).astype(NUMPY_DTYPES[a["dtype"]])]

@@ -416,6 +416,65 @@ def test_integer_shifts(trio):
         np.testing.assert_array_equal(out, np.asarray(fn(jnp.asarray(a))))
 
 
+def test_select_with_a_known_predicate(trio):
+    """where(public mask, secret, secret or public): local on the replicated shares (jnp.diag,
+    jnp.tril build such a mask); it crashed, the lowering reading the mask as shares."""
+    x, y = rnd(4, 4, seed=26), rnd(4, 4, seed=27)
+    mask = np.tri(4, 4, dtype=bool)
+    for fn in (jnp.diag, lambda v: jnp.diag(jnp.diag(v)), jnp.tril,
+               lambda v: jnp.where(mask, v, 2.5)):
+        out, bundle = run3(trio, fn, [x[0] if fn is jnp.diag else x], ["p1"])
+        want = np.asarray(fn(jnp.asarray(x[0] if fn is jnp.diag else x)))
+        np.testing.assert_allclose(out, want, atol=ULP)
+    out, _ = run3(trio, lambda a, b: jnp.where(mask, a, b), [x, y], ["p2", "p3"])
+    np.testing.assert_allclose(out, np.where(mask, x, y), atol=ULP)
+
+
+@pytest.mark.parametrize("ring", [64, 128])
+def test_exp_family(trio, wide, ring):
+    """exp's range reduction turns a 0/1 share back into a boolean one: bit 0 of the share's
+    low u64 word on 128 bits. Errors: mixc/approx.py's table (exp rel 1e-4)."""
+    cluster, _ = on_ring(ring, trio, wide)
+    x = rnd(3, 4, seed=28)
+    for fn in (jnp.exp, jax.nn.softmax, jax.nn.elu):
+        out, _ = run3(cluster, fn, [x], ["p2"])
+        np.testing.assert_allclose(out, np.asarray(fn(jnp.asarray(x))), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("ring", [64, 128])
+def test_bitwise_ops_on_int32_words(trio, wide, ring):
+    """&, |, ^, ~ of int32 secrets (and with a public word): on the XOR shares of whole
+    ring words, bit for bit as JAX, negative values included (sign-extended words)."""
+    cluster, _ = on_ring(ring, trio, wide)
+    rng = np.random.default_rng(29)
+    a, b = (rng.integers(-2 ** 31, 2 ** 31, 40, dtype=np.int64).astype(np.int32)
+            for _ in range(2))
+    mask = np.int32(-0x0F0F0F10)
+    for fn in (lambda x, y: x & y, lambda x, y: x | y, lambda x, y: x ^ y,
+               lambda x, y: ~x, lambda x, y: (x & mask) | (~y ^ 7)):
+        out, _ = run3(cluster, fn, [a, b], ["p1", "p3"])
+        np.testing.assert_array_equal(out, np.asarray(fn(jnp.asarray(a), jnp.asarray(b))))
+
+
+@pytest.mark.parametrize("ring", [64, 128])
+def test_convolutions(trio, wide, ring):
+    """conv_general_dilated (jnp.convolve, lax.conv) of secrets, and of a secret by a public
+    kernel: the product's cross terms and truncation, as for dot_general."""
+    cluster, f = on_ring(ring, trio, wide)
+    x, w = rnd(1, 2, 6, 6, seed=30), rnd(3, 2, 3, 3, seed=31)
+
+    def conv(v, k):
+        return jax.lax.conv_general_dilated(v, k, (2, 1), ((1, 1), (0, 1)), rhs_dilation=(1, 2))
+    tol = 18 * 4 * 2.0 ** -f + 1e-5       # 18 products of values below 4, each input encoded
+    out, _ = run3(cluster, conv, [x, w], ["p1", "p2"])
+    np.testing.assert_allclose(out, np.asarray(conv(x, w)), atol=tol)
+    out, _ = run3(cluster, lambda v: conv(v, w), [x], ["p3"])
+    np.testing.assert_allclose(out, np.asarray(conv(x, w)), atol=tol)
+    u, v = rnd(6, seed=32), rnd(3, seed=33)
+    out, _ = run3(cluster, jnp.convolve, [u, v], ["p2", "p3"])
+    np.testing.assert_allclose(out, np.convolve(u, v), atol=tol)
+
+
 def test_two_party_options_refused_on_three_parties(trio, tmp_path):
     """A 3-party device asking for HE and OT correlations (offline: he), or an HE device
     over three parties, is refused in one line: HE stays 2-party."""

@@ -219,6 +219,30 @@ def test_scalar_results_vs_jax(ring128, plain):
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_integer_scalar_results_vs_jax(ring128, plain):
+    """0-d int32 results (argmax, a count, a cast) keep JAX's shape () when decoded from
+    the 128-bit ring's low word (it came back as (1,): scripts/jnp_coverage.py)."""
+    x = np.array([[0.5, -2.0, 3.25], [1.0, 0.0, -0.75]], np.float32)
+
+    def fn(v):
+        return jnp.argmax(v), jnp.count_nonzero(v), v[0, 2].astype(jnp.int32), jnp.argmin(v[1])
+    for got, want in zip(run_secure(ring128, fn, x), plain(fn, x)):
+        assert np.shape(got) == np.shape(want) == ()
+        np.testing.assert_array_equal(got, want)
+
+
+def test_exp_family_vs_jax(ring128, plain):
+    """exp and what is built on it (softmax, logsumexp, elu, power): their range reduction
+    turns a 0/1 share back into a boolean one, bit 0 of the u128 share's low word (it
+    crashed in bits_pack on 128 bits). Errors: mixc/approx.py's table (exp rel 1e-4, so elu
+    = exp - 1 near 0 abs 1e-4)."""
+    x = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
+    for fn in (jnp.exp, jnp.exp2, jax.nn.softmax, jax.nn.logsumexp, jax.nn.elu,
+               lambda v: jnp.power(jnp.abs(v) + 0.5, v)):
+        np.testing.assert_allclose(run_secure(ring128, fn, x), plain(fn, x), rtol=1e-4,
+                                   atol=1e-4)
+
+
 def test_dealer_free_runs_on_128():
     """``offline: he`` on 128 bits (tests/test_ring128_ot.py and test_ring128_he.py test it
     in depth): a product at 2e4, which wraps on the 64-bit ring."""

@@ -57,8 +57,8 @@ import numpy as np
 from ..passes.lower import DEALER
 from . import Cost, register, register_public_sharing
 from .circuits import (Family, add_words, and_tree, and_tree_words, bit_weights, carry_tree,
-                       carry_tree_words, from_words, kept_bits, low_bits, per_word,
-                       round_up_bit, tree_levels, word_stream)
+                       carry_tree_words, from_words, kept_bits, low_and_top_words, low_bits,
+                       per_word, round_up_bit, tree_levels, word_stream)
 from .common import Dealt, frac_bits, open_values, parties, two_party, u64
 from .correlations import triple
 from .dealerfree import b2a_pair, b2a_pair_cost, elementwise_triple_cost, only
@@ -525,8 +525,9 @@ def _lower_a2b(ctx, node):
     (x,) = node.operands
     device = _device(ctx, x)
     if _packed(x.type.dtype):
-        # 0/1 values: the low bit of x0 + x1 is x0_0 ^ x1_0
-        ctx.parts[node.result] = {p: ctx.emit(p, "bits_pack", [s], "bool")
+        # 0/1 values: the low bit of x0 + x1 is x0_0 ^ x1_0 (bit 0 of the low u64 word)
+        ctx.parts[node.result] = {p: ctx.emit(p, "bits_pack", [low_and_top_words(ctx, p, s)[0]],
+                                              "bool")
                                   for p, s in _flat(ctx, ctx.parts[x]).items()}
     else:
         ctx.parts[node.result] = _adder(ctx, device, ctx.parts[x], x.type.shape)

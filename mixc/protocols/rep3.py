@@ -18,7 +18,7 @@ dealer, no offline phase.
   shares itself and sends each party its pair.
 - Linear ops are local on both components; a public constant is added to x0
   only (held by P0 as first, P2 as second).
-- Products (mul, dot_general): Pi computes the 3-out-of-3 share
+- Products (mul, dot_general, conv_general_dilated): Pi computes the 3-out-of-3 share
   z_i = x_i y_i + x_i y_{i+1} + x_{i+1} y_i + a_i with the zero sharing
   a_i = F(Pi~P(i+1)) - F(P(i-1)~Pi) from the pairwise PRGs, and sends z_i to
   P(i-1): one round, one ring element per party per product element.
@@ -455,8 +455,22 @@ def _lower_select(ctx, node):
             return piece
         return ctx.emit(party, "broadcast_in_dim", [piece], piece.type.kind,
                         {"shape": shape, "broadcast_dimensions": ()})
-    p_shares = {p: tuple(widened(p, s) for s in ctx.parts[pred][p]) for p in ps}
     f_shares = shares_of(ctx, false_case, device)
+    if pred.type.kind == "public":
+        # a known 0/1 predicate scales every component alike: local, no product to reshare
+        t_shares = shares_of(ctx, true_case, device)
+
+        def chosen(party, mask, t, f):
+            diff = ctx.emit(party, "sub", [widened(party, t), widened(party, f)], "arith")
+            picked = ctx.emit(party, "mul", [diff, mask], "arith")
+            return ctx.emit(party, "add", [widened(party, f), picked], "arith")
+        out = {}
+        for p in ps:
+            mask = widened(p, _encoded(ctx, p, ctx.parts[pred][p], 0, device))
+            out[p] = tuple(chosen(p, mask, t, f) for t, f in zip(t_shares[p], f_shares[p]))
+        ctx.parts[node.result] = out
+        return
+    p_shares = {p: tuple(widened(p, s) for s in ctx.parts[pred][p]) for p in ps}
     if false_case.type.kind == "public" and true_case.type.kind == "public":
         frac = frac_bits(device, node.result.type.dtype)
         out = {}
@@ -508,7 +522,8 @@ def truncation_cost(n, element_bytes=RING_BYTES):
 
 
 def _select_cost(node, module):
-    if all(v.type.kind == "public" for v in node.operands[1:]):
+    if node.operands[0].type.kind == "public" \
+            or all(v.type.kind == "public" for v in node.operands[1:]):
         return Cost()
     return Cost(3 * ring_bytes(module, node.result) * node.result.type.size, 1)
 
@@ -557,7 +572,7 @@ for _op in ("dynamic_slice", "dynamic_update_slice"):
           "starts every party knows")
 _rule("convert_element_type", _exact_convert, _free, _lower_convert,
       "int/bool to fixed point or int: a local shift")
-for _op in ("mul", "dot_general"):
+for _op in ("mul", "dot_general", "conv_general_dilated"):  # all bilinear: same cross terms
     _rule(_op, _secret_any, _product_cost, _lower_product,
           "local cross terms + PRG zero sharing, one re-sharing message per party "
           "(ABY3); fixed point: exact truncation (TruncPr, the third party deals) folded "
@@ -565,5 +580,6 @@ for _op in ("mul", "dot_general"):
 _rule("div", _secret_first, _div_cost, _lower_div,
       "times the public reciprocal, then exact truncation (TruncPr, 2 rounds)")
 _rule("select_n", _secret_any, _select_cost, _lower_select,
-      "f + p * (t - f): one replicated product, no truncation (local for public cases)")
+      "f + p * (t - f): one replicated product, no truncation (local for public cases "
+      "or a public predicate)")
 register_public_sharing("arith", lambda ctx, value, device, arg: shares_of(ctx, value, device), parties=3)

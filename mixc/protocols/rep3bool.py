@@ -195,7 +195,8 @@ def _compare_with(circuit):
 # ------------------------------------------------------------ logic and moves on bits
 
 def bool_shares_of(ctx, value, device, shape=None):
-    """Boolean replicated shares of a bool-kind or public bool value (public: slot 0)."""
+    """Boolean replicated shares of a bool-kind or public value (public: slot 0; bools
+    packed, int32 as ring words)."""
     if value.type.kind == "bool":
         return ctx.parts[value]
     p0, p1, p2 = trio(device)
@@ -205,11 +206,12 @@ def bool_shares_of(ctx, value, device, shape=None):
         if shape is not None and tuple(value.type.shape) != tuple(shape):
             plain = ctx.emit(p, "broadcast_in_dim", [plain], "public",
                              {"shape": tuple(shape), "broadcast_dimensions": ()})
-        pieces[p] = ctx.emit(p, "bits_pack", [plain], "public")
-    words = pieces[p0].type.shape
-    return {p0: (pieces[p0], _zeros(ctx, p0, words)),
-            p1: (_zeros(ctx, p1, words), _zeros(ctx, p1, words)),
-            p2: (_zeros(ctx, p2, words), pieces[p2])}
+        pieces[p] = (ctx.emit(p, "bits_pack", [plain], "public") if value.type.dtype == "bool"
+                     else ring_of(device).encode(ctx, p, plain, 0, "public"))
+    words, dtype = pieces[p0].type.shape, pieces[p0].type.dtype
+    return {p0: (pieces[p0], _zeros(ctx, p0, words, dtype)),
+            p1: (_zeros(ctx, p1, words, dtype), _zeros(ctx, p1, words, dtype)),
+            p2: (_zeros(ctx, p2, words, dtype), pieces[p2])}
 
 
 def _lower_logic(ctx, node):
@@ -218,7 +220,12 @@ def _lower_logic(ctx, node):
     if node.op == "xor":
         out = xor(ctx, REP3, *xs)
     elif node.op == "not":
-        out = _xor_public(ctx, device, xs[0], (1 << 64) - 1)
+        # every bit of one XOR share flipped: packed bits and whole ring words alike
+        p0, _, p2 = trio(device)
+        (x,) = xs
+        out = dict(x)
+        out[p0] = (ctx.emit(p0, "not", [x[p0][0]], "bool"), x[p0][1])
+        out[p2] = (x[p2][0], ctx.emit(p2, "not", [x[p2][1]], "bool"))
     elif node.op == "and":
         (out,) = and_gates(ctx, device, [tuple(xs)])
     else:  # or: x | y = x ^ y ^ (x & y)
@@ -293,8 +300,8 @@ def _lower_a2b(ctx, node):
     (x,) = node.operands
     device = _device(ctx, x)
     if x.type.dtype == "bool":
-        ctx.parts[node.result] = each(REP3, _flat(ctx, ctx.parts[x]),
-                                      lambda p, s: ctx.emit(p, "bits_pack", [s], "bool"))
+        ctx.parts[node.result] = each(REP3, _flat(ctx, ctx.parts[x]), lambda p, s: ctx.emit(
+            p, "bits_pack", [low_and_top_words(ctx, p, s)[0]], "bool"))
         return
     u, v = _summands(ctx, device, ctx.parts[x])
     shape = tuple(x.type.shape)
@@ -416,7 +423,9 @@ def _eq_cost(node, module):
 
 def _logic_cost(node, module):
     if node.op in ("and", "or"):
-        return _and_cost(_words(node.result.type.size))
+        t = node.result.type
+        words = _words(t.size) if t.dtype == "bool" else t.size * _ring(node, module).words
+        return _and_cost(words)
     return Cost()
 
 
@@ -457,6 +466,12 @@ def _bool_operands(kinds, node, module):
         and node.result.type.dtype == "bool" and three_party(node, module)
 
 
+def _logic_operands(kinds, node, module):
+    """and/or/xor/not on packed bits or on int32 words (bitwise, as JAX)."""
+    return "bool" in kinds and all(k in ("bool", "public") for k in kinds) \
+        and node.result.type.dtype in ("bool", "i32") and three_party(node, module)
+
+
 def _bits(kinds, node, module, kind):
     return kinds == (kind,) and node.operands[0].type.dtype == "bool" \
         and three_party(node, module)
@@ -476,10 +491,10 @@ _reg("lt", _arith_operands, "bool", _lt_cost, _compare_with(msb_bits), "arith",
 _reg("eq", _arith_operands, "bool", _eq_cost, _compare_with(zero_bits), "arith",
      "zero test of the difference: AND tree, 7 rounds")
 for _op in ("and", "or"):
-    _reg(_op, _bool_operands, "bool", _logic_cost, _lower_logic, "bool",
+    _reg(_op, _logic_operands, "bool", _logic_cost, _lower_logic, "bool",
          "replicated AND: local cross terms + PRG zero sharing, one re-sharing message")
 for _op in ("xor", "not"):
-    _reg(_op, _bool_operands, "bool", _free, _lower_logic, "bool", "local on XOR shares")
+    _reg(_op, _logic_operands, "bool", _free, _lower_logic, "bool", "local on XOR shares")
 for _op in ("broadcast_in_dim", "reshape", "transpose", "squeeze", "slice", "concatenate",
             "take"):
     _reg(_op, _bool_operands, "bool", _free, _lower_structural, "bool",

@@ -87,8 +87,9 @@ def addresses(*names, host="127.0.0.1"):
 
 
 def start_three(d, bundle, *, alice_bob=None, session=None, timeout=TIMEOUT, tls=None,
-                start=("dealer", "bob", "alice")):
-    """alice, bob, dealer of ``bundle``; alice reaches bob at ``alice_bob`` if given."""
+                start=("dealer", "bob", "alice"), progress=("alice",)):
+    """alice, bob, dealer of ``bundle``; alice reaches bob at ``alice_bob`` if given;
+    the parties in ``progress`` print their progress lines."""
     peers = addresses("alice", "bob", "dealer")
     size = "64" if bundle == "medium" else "256"
     alice_peers = dict(peers)
@@ -98,8 +99,10 @@ def start_three(d, bundle, *, alice_bob=None, session=None, timeout=TIMEOUT, tls
         "dealer": dict(peers=peers),
         "bob": dict(peers=peers, inputs=[f"b={d / f'b{size}.npy'}"], output=d / "out" / "bob"),
         "alice": dict(peers=alice_peers, inputs=[f"a={d / f'a{size}.npy'}"],
-                      output=d / "out" / "alice", extra=["--progress"]),
+                      output=d / "out" / "alice"),
     }
+    for name in progress:
+        spec[name]["extra"] = ["--progress"]
     procs = {}
     for name in start:
         kw = spec[name]
@@ -347,10 +350,11 @@ def test_failing_party_keeps_its_reason_and_peers_get_none(work):
     """bob fails mid-run (SIGINT: interrupted): alice learns the code and bob's op,
     bob's own stderr keeps the reason."""
     d = work
-    procs, _ = start_three(d, "long", timeout=10)
+    procs, _ = start_three(d, "long", timeout=10, progress=("alice", "bob"))
     try:
         alice = procs["alice"]
         alice.wait_line("[alice]", 30)          # connected and computing
+        procs["bob"].wait_line("[bob]", 30)     # bob too: not still connecting to the dealer
         procs["bob"].proc.send_signal(signal.SIGINT)
         since = time.monotonic()
         line, _ = check_failed(alice, since, "bob", "peer aborted (error 5: interrupted")

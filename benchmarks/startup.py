@@ -10,10 +10,13 @@ the latest party's. Two conditions, alternated in one sitting, median of ``--rep
 
 ``--mode party``: every party started at once as its own ``mixc run --party`` process
 (one per host in deployment, each checking the bundle itself); ``--mode local``: one
-``mixc run --local`` (checks once, then starts a child per party).
+``mixc run --local`` (checks once, then starts a child per party); ``--mode lone``: one
+party (``--lone``, the first by default) alone on its host, as in deployment: its peers
+are started first from a host that remembers the bundle and left ``--settle`` s to be
+listening, then it is launched; its own wall time (from its launch) and CPU only.
 
     python benchmarks/startup.py build/lr --input x1=d/x1.npy --input x2=d/x2.npy \\
-        --input y=d/y.npy [--mode party|local] [--reps 5]
+        --input y=d/y.npy [--mode party|local|lone] [--reps 5]
 """
 from __future__ import annotations
 
@@ -90,24 +93,36 @@ def _commands(args, parties, inputs_of):
 def measure(args, parties, inputs_of, cache):
     """One launch: seconds from start to the latest party's first op, per party, and the
     CPU seconds every process spent until then (a --local parent: until its children
-    were started and the bundle checked)."""
+    were started and the bundle checked). ``--mode lone``: the lone party's alone."""
     with tempfile.TemporaryDirectory(prefix="mixc-startup-") as tmp:
         log = Path(tmp) / "probe.log"
         env = dict(os.environ, XDG_CACHE_HOME=cache, **{PROBE_ENV: str(log)})
+        commands = _commands(args, parties, inputs_of)
+        procs = []
+        if args.mode == "lone":  # the peers from a host that remembers the bundle
+            peer_env = dict(env, XDG_CACHE_HOME=args.warm)
+            procs = [subprocess.Popen(c, env=peer_env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True)
+                     for p, c in zip(parties, commands) if p != args.lone]
+            commands = [c for p, c in zip(parties, commands) if p == args.lone]
+            time.sleep(args.settle)
         t0 = time.time()
-        procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  text=True) for c in _commands(args, parties, inputs_of)]
+        procs += [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True) for c in commands]
         errors = [p.communicate()[1] for p in procs]
         if any(p.returncode for p in procs):
             raise SystemExit("a run failed:\n" + "\n".join(e for e in errors if e))
         stamps, cpu = {}, 0.0
         for line in log.read_text().splitlines():
             kind, party, t, used = line.split()
+            if args.mode == "lone" and party != args.lone:
+                continue
             cpu += float(used)
             if kind == "first-op":
                 stamps[party] = float(t) - t0
-    if sorted(stamps) != sorted(parties):
-        raise SystemExit(f"first ops seen for {sorted(stamps)}, expected {parties}")
+    want = [args.lone] if args.mode == "lone" else parties
+    if sorted(stamps) != sorted(want):
+        raise SystemExit(f"first ops seen for {sorted(stamps)}, expected {want}")
     return max(stamps.values()), stamps, cpu
 
 
@@ -129,7 +144,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle")
     ap.add_argument("--input", action="append", default=[], metavar="NAME=FILE")
-    ap.add_argument("--mode", choices=("party", "local"), default="party")
+    ap.add_argument("--mode", choices=("party", "local", "lone"), default="party")
+    ap.add_argument("--lone", help="--mode lone: the party measured (default: the first)")
+    ap.add_argument("--settle", type=float, default=4.0,
+                    help="--mode lone: seconds its peers get to start listening")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
@@ -139,7 +157,10 @@ def main(argv=None):
     inputs_of = {}
     for item in args.input:
         inputs_of.setdefault(input_party(manifest, item.split("=", 1)[0]), []).append(item)
-    warm = tempfile.mkdtemp(prefix="mixc-startup-cache-")
+    args.lone = args.lone or parties[0]
+    if args.lone not in parties:
+        raise SystemExit(f"--lone {args.lone}: not a party of the bundle ({', '.join(parties)})")
+    warm = args.warm = tempfile.mkdtemp(prefix="mixc-startup-cache-")
     env = dict(os.environ, XDG_CACHE_HOME=warm)
     subprocess.run([sys.executable, "-c", "import sys; from mixc.disclosure import "
                     "verify_for_run; verify_for_run(sys.argv[1])", args.bundle],

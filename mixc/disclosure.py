@@ -57,7 +57,7 @@ import hashlib
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def _lacks(party, pad):
     return party != pad[1]
 
 
-@dataclass(slots=True)  # never changed once made (``replace`` makes another); not frozen:
+@dataclass(slots=True)  # never changed once made (a change makes another); not frozen:
 class _Value:             # 10^5 of them, and a frozen dataclass is slow to make
     known: frozenset
     hidden: tuple          # per party index: input names reached through unknown values
@@ -275,8 +275,9 @@ class _Party:
                 self.messages.append(Message(self.name, to, node, part, loops))
             self.mailbox[(self.name, to, node.attrs["tag"])] = value
         # the receiver now knows what it was sent
-        self.env[v] = replace(value, known=value.known | {to},
-                              parts=tuple(replace(p, known=p.known | {to}) for p in value.parts))
+        self.env[v] = _Value(value.known | {to}, value.hidden, value.pads,
+                             tuple(_Value(p.known | {to}, p.hidden, p.pads, p.parts, p.size)
+                                   for p in value.parts), value.size)
 
     def op(self, node, loops):
         op, a = node.op, node.attrs
@@ -306,12 +307,12 @@ class _Party:
             return
         self.depth_now = len(loops)
         ins = [self.env[v] for v in node.operands]
-        known = frozenset.intersection(*(x.known for x in ins)) | me if ins else me
+        known = _common_known(ins, me)
         hidden = self.hidden_of(ins)
         results = node.results
         if op in _JOINS:
             parts = tuple(p for x, v in zip(ins, node.operands)
-                          for p in (x.parts or (replace(x, size=_size(v)),)))
+                          for p in (x.parts or (_Value(x.known, x.hidden, x.pads, (), _size(v)),)))
             # every element of a join is padded when every part is (by its own pads)
             pads = frozenset().union(*(p.pads for p in parts)) \
                 if parts and all(p.pads for p in parts) else frozenset()
@@ -321,9 +322,14 @@ class _Party:
             for r, part in zip(results, ins[0].parts):
                 self.set(r, part, loops)
             return
-        size = _plaintext_size(node, ins) if op.startswith(("he.", "he_mm.")) else 0
+        if op.startswith(("he.", "he_mm.")):
+            rule, size = _RULES.get(op), _plaintext_size(node, ins)
+            for r in results:
+                self.set(r, _Value(known, hidden, self.he_pads(node, ins, rule), size=size),
+                         loops)
+            return
         for i, r in enumerate(results):
-            self.set(r, _Value(known, hidden, self.pads(node, ins, i), size=size), loops)
+            self.set(r, _Value(known, hidden, self.pads(node, ins, i)), loops)
 
     def hidden_of(self, ins):
         """Per party: the inputs reached through operands it does not know."""
@@ -342,10 +348,9 @@ class _Party:
         return hidden if any(hidden) else self.none
 
     def pads(self, node, ins, index):
+        """The pads of result ``index`` of a node that is not an HE op."""
         op = node.op
         rule = _RULES.get(op)
-        if op.startswith(("he.", "he_mm.")):
-            return self.he_pads(node, ins, rule)
         if op.startswith("ot.") and op.endswith("_triple") and index < 2:
             # my random a and b of an OT-made triple: my own randomness
             pad = ("ot", self.name, id(node), index)
@@ -354,9 +359,12 @@ class _Party:
         if op in ("broadcast_in_dim", "take") and not _repeats(node):
             rule = MOVE
         if rule == LINEAR:
+            padded = [x.pads for x in ins if x.pads]
+            if len(padded) < 2:  # most ops: no pad shared, nothing to cancel
+                return padded[0] if padded else frozenset()
             seen = defaultdict(int)
-            for x in ins:
-                for p in x.pads:
+            for pads in padded:
+                for p in pads:
                     seen[p] += 1
             return frozenset(p for p, n in seen.items() if n == 1)
         if rule == MOVE:
@@ -385,6 +393,18 @@ class _Party:
                         seen[p] += 1
             return keys | frozenset(p for p, n in seen.items() if n == 1)
         return keys
+
+
+def _common_known(ins, me):
+    """Who knows every operand, and ``me``: mostly the same set object throughout, so no
+    new set is made then (10^5 ops)."""
+    if not ins:
+        return me
+    known = ins[0].known
+    for x in ins[1:]:
+        if x.known is not known:
+            known = known & x.known
+    return known if me <= known else known | me
 
 
 def _plaintext_size(node, ins):
@@ -767,18 +787,26 @@ def check_bundle(directory, label=None, derived=None):
         on_disk[party] = _read_text(f) if f.is_file() else None
     edited = [p for p in programs if on_disk[p] is not None and on_disk[p] != texts[p]]
     if edited:
-        written = {p: parse_module(on_disk[p], filename=names[p]) if on_disk[p] is not None
-                   else programs[p] for p in programs}
-        try:
-            check(written, policy, names, {p: on_disk[p] or texts[p] for p in programs})
-        except Disclosure:
-            raise
-        except Exception:  # noqa: BLE001 - an edit the analysis cannot follow: refused below
-            pass
-        raise VerifyError("\n".join(_first_difference(names[p], on_disk[p], texts[p])
-                                     for p in edited))
+        _refuse_edited(programs, policy, names, {p: on_disk[p] for p in edited}, texts)
     report = check(programs, policy, names, texts)
     return Checked(manifest, report, programs, selected, lowered)
+
+
+def _refuse_edited(programs, policy, names, edited, texts):
+    """Raise for the ``edited`` party files (party -> text): the leak they make, if the
+    analysis of the files as written finds one (named at its line), else their first
+    line that differs from the compiler's."""
+    from .ir.parser import parse_module
+    written = dict(programs)
+    written.update({p: parse_module(t, filename=names[p]) for p, t in edited.items()})
+    try:
+        check(written, policy, names, edited)
+    except Disclosure:
+        raise
+    except Exception:  # noqa: BLE001 - an edit the analysis cannot follow: refused below
+        pass
+    raise VerifyError("\n".join(_first_difference(names[p], edited[p], texts[p])
+                                 for p in edited))
 
 
 class Checked:

@@ -123,8 +123,10 @@ class Module:
 
     def add(self, op, operands=(), result_types=(), attrs=None, loc=None, at=None) -> Node:
         """Append (or insert before index ``at``) a node with fresh result values."""
-        node = Node(op, tuple(operands), tuple(self.new_value(t) for t in result_types),
-                    dict(attrs or {}), loc)
+        first = self.next_id
+        results = tuple([Value(i, t) for i, t in enumerate(result_types, first)])
+        self.next_id = first + len(results)
+        node = Node(op, tuple(operands), results, dict(attrs or {}), loc)
         if at is None:
             self.nodes.append(node)
         else:
@@ -169,7 +171,13 @@ class Module:
             copied = []
             for n in nodes:
                 operands = tuple([mapping[v] for v in n.operands])
-                results = fresh(n.results) if n.results else ()
+                if len(n.results) == 1:  # most nodes: numbered here, without a call
+                    (r,) = n.results
+                    results = (Value(count[0], r.type),)
+                    mapping[r] = results[0]
+                    count[0] += 1
+                else:
+                    results = fresh(n.results) if n.results else ()
                 body = None
                 if n.body is not None:
                     args = fresh(n.body.args)

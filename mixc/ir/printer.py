@@ -89,6 +89,8 @@ def print_attr(v) -> str:
         data = np.ascontiguousarray(v).astype(v.dtype.newbyteorder("<"), copy=False).tobytes()
         shape = ",".join(map(str, v.shape))
         return f'array<{dtype_name(v.dtype)}[{shape}]>"{base64.b64encode(data).decode()}"'
+    if kind is tuple and all(type(x) is int for x in v):  # a shape: the commonest tuple
+        return "(" + ", ".join(map(str, v)) + ("," if len(v) == 1 else "") + ")"
     if isinstance(v, (tuple, list)):
         items = [print_attr(x) for x in v]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
@@ -98,10 +100,16 @@ def print_attr(v) -> str:
 def print_attrs(attrs: dict) -> str:
     if not attrs:
         return ""
+    if len(attrs) == 1:  # most lowered ops carry one attribute: nothing to sort
+        (k, v), = attrs.items()
+        return f" {{{k}={print_attr(v)}}}"
     return " {" + ", ".join([f"{k}={print_attr(attrs[k])}" for k in sorted(attrs)]) + "}"
 
 
 def _typed(values) -> str:
+    if len(values) == 1:  # most nodes: one result
+        v = values[0]
+        return f"%{v.id}: {print_type(v.type)}"
     return ", ".join([f"%{v.id}: {print_type(v.type)}" for v in values])
 
 

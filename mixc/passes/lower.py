@@ -43,6 +43,7 @@ class LowerContext:
         self._tags = {}     # (sender, receiver) -> last tag
         self._streams = {}  # seed name -> last stream id
         self._consts = {}   # (party, kind, dtype, shape, bytes) -> value: one node per constant
+        self._types = {}    # (dtype, shape, party, kind) -> its TensorType
         self.block = {}     # what a protocol reuses within the current block (see ``scoped``)
         self.program_nodes = self.out.nodes  # the top-level block, while a loop body is lowered
         self._captures = []  # per loop body being lowered: {program-level value: block argument}
@@ -54,11 +55,15 @@ class LowerContext:
 
     def emit(self, party, op, operands=(), kind="plain", attrs=None, dtype=None, shape=None):
         """One local op at ``party``; result dtype/shape from the op's type rule."""
-        attrs = dict(attrs or {})
+        if attrs is None:
+            attrs = {}
         if dtype is None:
             (dtype, shape), = infer(op, [v.type for v in operands], attrs)
-        t = TensorType(dtype, tuple(shape), party, kind)
-        return self.out.add(op, operands, [t], attrs, self.loc).result
+        key = (dtype, tuple(shape), party, kind)
+        t = self._types.get(key)
+        if t is None:  # 10^5 results of a few hundred types: one (immutable) object each
+            t = self._types[key] = TensorType(*key)
+        return self.out.add(op, operands, (t,), attrs, self.loc).results[0]  # add copies attrs
 
     def emit_many(self, party, op, operands, types, attrs):
         return self.out.add(op, operands, types, attrs, self.loc).results

@@ -11,7 +11,7 @@ messages, in program order, which is what its executor runs and its auditor
 reads; a loop becomes, at each party with a part in it, a loop over that
 party's pieces and body ops (the same trip count everywhere).
 """
-from ..ir.core import Block, Node
+from ..ir.core import Block, Node, walk
 
 
 def node_party(node):
@@ -25,7 +25,7 @@ def node_party(node):
     return node.results[0].type.place
 
 
-def _partition(nodes, users):
+def _partition(nodes, read):
     out = []
     pending = {}  # value -> its recv, placed just before the first use
     for node in nodes:
@@ -33,7 +33,7 @@ def _partition(nodes, users):
             if v in pending:
                 out.append(pending.pop(v))
         if node.body is not None:
-            node.body.nodes = _partition(node.body.nodes, users)
+            node.body.nodes = _partition(node.body.nodes, read)
         if node.op != "xfer":
             out.append(node)
             continue
@@ -44,7 +44,7 @@ def _partition(nodes, users):
         recv = Node("recv", (), node.results,
                     {"from": v.type.place, "dtype": dst.dtype, "shape": tuple(dst.shape), **common},
                     node.loc)
-        if node.result in users:
+        if node.result in read:
             pending[node.result] = recv
         else:
             out.append(recv)
@@ -57,36 +57,43 @@ def _partition(nodes, users):
 
 def run(module):
     out = module.fresh()
-    out.nodes = _partition(module.nodes, module.users())
+    read = {v for n in walk(module.nodes) for v in n.operands}  # values some node reads
+    out.nodes = _partition(module.nodes, read)
     return out
 
 
-def _project(nodes, party):
-    """``party``'s part of ``nodes``: its own ops, and its part of each loop."""
-    mine = []
+def _project(nodes, parties):
+    """Each party's part of ``nodes`` (party -> node list): its own ops, and its part of
+    each loop (one walk for all parties)."""
+    mine = {p: [] for p in parties}
     for n in nodes:
         if n.op == "loop":
-            loop = _project_loop(n, party)
-            if loop is not None:
-                mine.append(loop)
+            for party, loop in _project_loop(n, parties).items():
+                mine[party].append(loop)
         elif n.op == "yield":
-            mine.append(Node("yield", tuple(v for v in n.operands if v.type.place == party), (),
-                             dict(n.attrs), n.loc))
-        elif node_party(n) == party:
-            mine.append(n)
+            for party, out in mine.items():
+                out.append(Node("yield", tuple(v for v in n.operands if v.type.place == party),
+                                (), dict(n.attrs), n.loc))
+        else:
+            out = mine.get(node_party(n))
+            if out is not None:
+                out.append(n)
     return mine
 
 
-def _project_loop(node, party):
-    body = _project(node.body.nodes, party)
-    here = [i for i, a in enumerate(node.body.args) if a.type.place == party]
-    if not here and len(body) <= 1:  # nothing of this party's in it
-        return None
-    captures = sum(1 for i in here if i < node.attrs["captures"])
-    return Node("loop", tuple(node.operands[i] for i in here),
-                tuple(r for r in node.results if r.type.place == party),
-                {**node.attrs, "captures": captures}, node.loc,
-                Block(tuple(node.body.args[i] for i in here), body))
+def _project_loop(node, parties):
+    bodies = _project(node.body.nodes, parties)
+    loops = {}
+    for party, body in bodies.items():
+        here = [i for i, a in enumerate(node.body.args) if a.type.place == party]
+        if not here and len(body) <= 1:  # nothing of this party's in it
+            continue
+        captures = sum(1 for i in here if i < node.attrs["captures"])
+        loops[party] = Node("loop", tuple(node.operands[i] for i in here),
+                            tuple(r for r in node.results if r.type.place == party),
+                            {**node.attrs, "captures": captures}, node.loc,
+                            Block(tuple(node.body.args[i] for i in here), body))
+    return loops
 
 
 def _messages(nodes, kind, key):
@@ -99,15 +106,20 @@ def split(module):
     Its devices are those of the party and of the peers it exchanges messages
     with, so a reader (and the verifier) can tell what each peer is: a TEE's
     party, an MPC party, a PYU's owner."""
-    return {party: project(module, party).renumbered() for party in module.parties}
+    parts = _project(module.nodes, module.parties)
+    return {party: _program(module, party, parts[party]).renumbered()
+            for party in module.parties}
 
 
 def project(module, party):
     """``party``'s program, its values those of ``module`` (``split`` renumbers them)."""
-    from ..ir.core import walk
+    return _program(module, party, _project(module.nodes, (party,))[party])
+
+
+def _program(module, party, nodes):
     m = module.fresh()
     m.name = f"{module.name}:{party}"
-    m.nodes = _project(module.nodes, party)
+    m.nodes = nodes
     nodes = list(walk(m.nodes))
     peers = _messages(nodes, "send", "to") | _messages(nodes, "recv", "from")
     m.devices = {k: d for k, d in module.devices.items()

@@ -902,7 +902,7 @@ def _run_party(args):
     _check_runnable(directory, manifest, [party])
     program = None  # a --local child: the parent's checked program, once it passes
     if args.verdict_fd is None:  # else the --local parent checks while this party connects
-        program = _checked_program(directory, party)
+        program, check_passed = _checked_program(directory, party)
     if not args.peers:
         raise _Usage("--party needs --peers NAME=HOST:PORT,... with every party's address")
     if args.insecure and args.tls is not None:
@@ -950,6 +950,8 @@ def _run_party(args):
         if executor is None:
             executor = executor_of(_await_verdict(args.verdict_fd))
             gc.freeze()
+        else:
+            check_passed()
         executor.link = link
         outputs = executor.run()
         undelivered = link.close()
@@ -990,24 +992,30 @@ def _run_party(args):
 
 @collector_paused()  # 10^5 IR objects made that live on: no collector rescans them
 def _checked_program(directory, party):
-    """``party``'s program, once the bundle is checked (``mixc.disclosure``: what every
-    program discloses), or read from its file when this host remembers the bundle (or
-    another party's process here has just checked it)."""
+    """``party``'s program and ``finish``: the bundle is checked (``mixc.disclosure``:
+    what every program discloses; its last step goes on while this party connects, and
+    ``finish()`` returns once it passed), or the program is read from its file when this
+    host remembers the bundle (or another party's process here has just checked it)."""
     from .bundle import Bundle
     from .disclosure import RunCheck
 
     def read():
         return Bundle.load(directory, parties=[party]).programs[party]
 
+    def passed():
+        return None
+
     pending = RunCheck(directory, label=str(directory))
+    program, finish = None, passed
     if pending.needed:  # a peer on this host may be checking it: read the file meanwhile
-        checked, program = pending.run_once_per_host(read)
-        if checked is not None:
-            program = checked.programs[party]
+        started, program = pending.run_once_per_host(read, checking=pending.start)
+        if started is not None:
+            programs, finish = started
+            program = programs[party]
     else:
         program = read()
     gc.freeze()  # it lives as long as this process: never rescan it
-    return program
+    return program, finish
 
 
 def _await_verdict(fd):

@@ -84,7 +84,6 @@ _RULES = {
 }
 # Ops that move the values of several operands side by side (their parts stay apart).
 _JOINS = ("pack", "concatenate")
-_NO_PARTY_DATA = ("constant", "loop_index")  # every party knows these
 
 
 def _he_pad(owner):
@@ -224,18 +223,19 @@ class _Party:
 
     def block(self, nodes, loops, final):
         for node in nodes:
-            if node.op == "loop":
+            op = node.op
+            if op == "loop":
                 yield from self.loop(node, loops, final)
-            elif node.op == "recv":
+            elif op == "recv":
                 key = (node.attrs["from"], self.name, node.attrs["tag"])
                 while final and key not in self.mailbox:
                     yield key
                 # a probe pass (only learning what a loop yields) does not wait for its peers
                 got = self.mailbox.get(key, _Value(frozenset(), self.none, frozenset()))
-                self.set(node.result, self.learnt(got, node.attrs["from"]), loops)
-            elif node.op == "send":
+                self.env[node.result] = self.learnt(got, node.attrs["from"])
+            elif op == "send":
                 self.send(node, loops, final)
-            elif node.op not in ("yield", "output"):
+            elif op != "yield" and op != "output":
                 self.op(node, loops)
 
     def loop(self, node, loops, final):
@@ -244,17 +244,14 @@ class _Party:
         carried = body.args[k:]
         inner = loops + (node,)
         for v, a in zip(node.operands, body.args):
-            self.set(a, self.env[v], loops)
+            self.env[a] = self.env[v]
         if carried:  # once to learn what the body yields, then with it merged in
             yield from self.block(body.nodes, inner, final=False)
             for a, y in zip(carried, body.nodes[-1].operands):
                 self.env[a] = self.merge(self.env[a], self.env[y])
         yield from self.block(body.nodes, inner, final)
         for r, a, y in zip(node.results, carried, body.nodes[-1].operands):
-            self.set(r, self.merge(self.env[a], self.env[y]), loops)
-
-    def set(self, v, value, loops):
-        self.env[v] = value
+            self.env[r] = self.merge(self.env[a], self.env[y])
 
     def merge(self, a, b):
         hidden = a.hidden if b.hidden is self.none else b.hidden if a.hidden is self.none \
@@ -280,34 +277,14 @@ class _Party:
                                    for p in value.parts), value.size)
 
     def op(self, node, loops):
-        op, a = node.op, node.attrs
-        me = self.me
-        if op == "input":
-            hidden = tuple(frozenset() if p == self.name else frozenset({a["name"]})
-                           for p in self.parties)
-            self.set(node.result, _Value(me, hidden, frozenset()), loops)
+        op = node.op
+        made_here = _Party._ORIGINS.get(op)
+        if made_here is not None:  # a value made from nothing another party holds
+            made_here(self, node, node.attrs, loops)
             return
-        if op in _NO_PARTY_DATA:
-            self.set(node.result, _Value(self.everyone, self.none, frozenset()), loops)
-            return
-        if op == "random":
-            holders = frozenset(a["seed"].split("~")) | me
-            # a stream drawn in a loop body is offset by the iteration (a fresh one each)
-            pad = ("prg", a["seed"], a["stream"], a.get("ring", 64), bool(loops))
-            self.drawn_at.setdefault(pad, len(loops))
-            self.set(node.result, _Value(holders & self.everyone | me, self.none,
-                                         frozenset({pad})), loops)
-            return
-        if op == "dp_noise":
-            self.set(node.result, _Value(me, self.none, frozenset()), loops)
-            return
-        if op == "he.keygen":  # (secret key, public key): a public key is everyone's to see
-            self.set(node.results[0], _Value(me, self.none, frozenset()), loops)
-            self.set(node.results[1], _Value(self.everyone, self.none, frozenset()), loops)
-            return
-        self.depth_now = len(loops)
-        ins = [self.env[v] for v in node.operands]
-        known = _common_known(ins, me)
+        env = self.env
+        ins = [env[v] for v in node.operands]
+        known = _common_known(ins, self.me)
         hidden = self.hidden_of(ins)
         results = node.results
         if op in _JOINS:
@@ -316,20 +293,49 @@ class _Party:
             # every element of a join is padded when every part is (by its own pads)
             pads = frozenset().union(*(p.pads for p in parts)) \
                 if parts and all(p.pads for p in parts) else frozenset()
-            self.set(node.result, _Value(known, hidden, pads, parts), loops)
+            env[node.result] = _Value(known, hidden, pads, parts)
             return
         if op == "unpack" and ins[0].parts and len(ins[0].parts) == len(results):
             for r, part in zip(results, ins[0].parts):
-                self.set(r, part, loops)
+                env[r] = part
             return
+        self.depth_now = len(loops)
         if op.startswith(("he.", "he_mm.")):
             rule, size = _RULES.get(op), _plaintext_size(node, ins)
             for r in results:
-                self.set(r, _Value(known, hidden, self.he_pads(node, ins, rule), size=size),
-                         loops)
+                env[r] = _Value(known, hidden, self.he_pads(node, ins, rule), size=size)
+            return
+        if len(results) == 1:  # most ops
+            env[results[0]] = _Value(known, hidden, self.pads(node, ins, 0))
             return
         for i, r in enumerate(results):
-            self.set(r, _Value(known, hidden, self.pads(node, ins, i)), loops)
+            env[r] = _Value(known, hidden, self.pads(node, ins, i))
+
+    def _input(self, node, a, loops):
+        hidden = tuple(frozenset() if p == self.name else frozenset({a["name"]})
+                       for p in self.parties)
+        self.env[node.result] = _Value(self.me, hidden, frozenset())
+
+    def _public(self, node, a, loops):
+        self.env[node.result] = _Value(self.everyone, self.none, frozenset())
+
+    def _random(self, node, a, loops):
+        holders = frozenset(a["seed"].split("~")) | self.me
+        # a stream drawn in a loop body is offset by the iteration (a fresh one each)
+        pad = ("prg", a["seed"], a["stream"], a.get("ring", 64), bool(loops))
+        self.drawn_at.setdefault(pad, len(loops))
+        self.env[node.result] = _Value(holders & self.everyone | self.me, self.none,
+                                       frozenset({pad}))
+
+    def _own(self, node, a, loops):
+        self.env[node.result] = _Value(self.me, self.none, frozenset())
+
+    def _keygen(self, node, a, loops):  # (secret key, public key): the public one is everyone's
+        self.env[node.results[0]] = _Value(self.me, self.none, frozenset())
+        self.env[node.results[1]] = _Value(self.everyone, self.none, frozenset())
+
+    _ORIGINS = {"input": _input, "constant": _public, "loop_index": _public,
+                "random": _random, "dp_noise": _own, "he.keygen": _keygen}
 
     def hidden_of(self, ins):
         """Per party: the inputs reached through operands it does not know."""
@@ -730,18 +736,21 @@ def node_lines(text):
 LOWERING = ("lower", "hoist_invariants", "partition", "coalesce_messages")
 
 
-def compile_parties(global_module, passes=LOWERING):
+def compile_parties(global_module, passes=LOWERING, keep_lowered=True):
     """Each party's program as this compiler lowers the global program (after
     select_protocols) with ``passes`` (those of LOWERING the bundle was built with): what
-    a bundle's party files must be, byte for byte."""
+    a bundle's party files must be, byte for byte; and the lowered global program (None
+    unless ``keep_lowered``: the party programs then take over its nodes)."""
     from .passes import partition, run_pipeline
     global_module.stage = "select_protocols"
     lowered = run_pipeline(global_module, passes=[p for p in LOWERING if p in passes])
+    if not keep_lowered:
+        return partition.split(lowered, consume=True), None
     return partition.split(lowered), lowered
 
 
 @collector_paused()
-def check_bundle(directory, label=None, derived=None):
+def check_bundle(directory, label=None, derived=None, for_audit=True):
     """Check a bundle directory before anything of it runs: its global program (after
     select_protocols) verifies; every party file is exactly what the compiler makes of
     it (so a reveal's shares are the protocol's final shares of the revealed value, and
@@ -751,45 +760,64 @@ def check_bundle(directory, label=None, derived=None):
     named in messages (``bundle/alice.mir:12``). ``derived``: called with party -> Module
     as soon as the compiler's programs are made, before they are compared and checked
     (``mixc run --local`` hands them to its parties meanwhile). Returns the Checked
-    bundle."""
-    from pathlib import Path
-    from .bundle import _filename, _manifest, _read_text
-    from .errors import MixcError
-    from .ir.parser import parse_module
-    from .ir.printer import print_module
-    d = Path(directory)
-    manifest = _manifest(d)
-    prefix = (label if label is not None else str(d)).rstrip("/")
-    g = d / "after" / "select_protocols.mir"
-    if not g.is_file():
-        raise MixcError(f"{g}: missing from the bundle (the global program the party "
-                        "programs are checked against)")
-    gname = f"{prefix}/after/{g.name}"
-    selected = parse_module(_read_text(g), filename=gname)
-    from .passes import verify
-    verify.run(selected)
-    policy = Policy.of(selected)  # read before lowering rewires the global program's nodes
-    built_with = manifest.get("passes", LOWERING)
-    if "lower" not in built_with or "partition" not in built_with:
-        raise MixcError(f"bundle {d} was built without lowering and partition: it has no "
-                        "party programs to run")
-    programs, lowered = compile_parties(selected, built_with)
-    if sorted(programs) != sorted(manifest["parties"]):
-        raise VerifyError(f"{gname}: its parties {', '.join(sorted(programs))} are not the "
-                          f"manifest's {', '.join(sorted(manifest['parties']))}")
+    bundle (one that can print its ``audit`` only if ``for_audit``)."""
+    made = _Derivation(directory, label, keep_lowered=for_audit)
     if derived is not None:
-        derived(programs)
-    names, texts, on_disk = {}, {}, {}
-    for party in programs:
-        f = d / f"{_filename(party)}.mir"
-        names[party] = f"{prefix}/{f.name}"
-        texts[party] = print_module(programs[party])
-        on_disk[party] = _read_text(f) if f.is_file() else None
-    edited = [p for p in programs if on_disk[p] is not None and on_disk[p] != texts[p]]
-    if edited:
-        _refuse_edited(programs, policy, names, {p: on_disk[p] for p in edited}, texts)
-    report = check(programs, policy, names, texts)
-    return Checked(manifest, report, programs, selected, lowered)
+        derived(made.programs)
+    texts = made.compare_files()
+    report = check(made.programs, made.policy, made.names, texts)
+    return Checked(made.manifest, report, made.programs, made.selected, made.lowered)
+
+
+class _Derivation:
+    """The first half of ``check_bundle``: the bundle's global program parsed and verified,
+    its Policy, and each party's program as this compiler lowers it (``programs``), with
+    the file it must equal (``names``: as named in messages); the lowered global program
+    too if ``keep_lowered`` (the audit reads it), else None."""
+
+    def __init__(self, directory, label=None, keep_lowered=True):
+        from pathlib import Path
+        from .bundle import _filename, _manifest, _read_text
+        from .errors import MixcError
+        from .ir.parser import parse_module
+        from .passes import verify
+        d = self.directory = Path(directory)
+        self.manifest = manifest = _manifest(d)
+        prefix = (label if label is not None else str(d)).rstrip("/")
+        g = d / "after" / "select_protocols.mir"
+        if not g.is_file():
+            raise MixcError(f"{g}: missing from the bundle (the global program the party "
+                            "programs are checked against)")
+        gname = f"{prefix}/after/{g.name}"
+        self.selected = parse_module(_read_text(g), filename=gname)
+        verify.run(self.selected)
+        # read before lowering rewires the global program's nodes
+        self.policy = Policy.of(self.selected)
+        built_with = manifest.get("passes", LOWERING)
+        if "lower" not in built_with or "partition" not in built_with:
+            raise MixcError(f"bundle {d} was built without lowering and partition: it has no "
+                            "party programs to run")
+        self.programs, self.lowered = compile_parties(self.selected, built_with, keep_lowered)
+        if sorted(self.programs) != sorted(manifest["parties"]):
+            raise VerifyError(f"{gname}: its parties {', '.join(sorted(self.programs))} are "
+                              f"not the manifest's {', '.join(sorted(manifest['parties']))}")
+        self.files = {p: d / f"{_filename(p)}.mir" for p in self.programs}
+        self.names = {p: f"{prefix}/{f.name}" for p, f in self.files.items()}
+
+    def compare_files(self):
+        """Refuse a party file that is not its program's text (``_refuse_edited``: the
+        leak the edit makes, or its first differing line); -> party -> text."""
+        from .bundle import _read_text
+        from .ir.printer import print_module
+        texts, on_disk = {}, {}
+        for p, f in self.files.items():
+            texts[p] = print_module(self.programs[p])
+            on_disk[p] = _read_text(f) if f.is_file() else None
+        edited = [p for p in self.programs if on_disk[p] is not None and on_disk[p] != texts[p]]
+        if edited:
+            _refuse_edited(self.programs, self.policy, self.names,
+                           {p: on_disk[p] for p in edited}, texts)
+        return texts
 
 
 def _refuse_edited(programs, policy, names, edited, texts):
@@ -878,25 +906,56 @@ class RunCheck:
 
     def run(self, derived=None):
         """``check_bundle``, remembered once passed: the Checked bundle."""
-        checked = check_bundle(self.directory, self.label, derived)
+        checked = check_bundle(self.directory, self.label, derived, for_audit=False)
         remember(self.directory, self.key)
         return checked
 
-    def run_once_per_host(self, meanwhile, wait=600.0):
-        """``run``, unless another process of this user checks the same bundle right now
-        (parties of one bundle started together on one host): then ``meanwhile()`` (what
-        a remembered bundle needs instead: reading the party's file), wait for that check
-        and, if it passed (remembered), skip this one. -> (Checked or None, what
-        ``meanwhile`` returned or None). A lock file in the cache, held while checking;
-        a check that holds it beyond ``wait`` s is not waited for further."""
+    def start(self):
+        """``run`` for a party about to connect: the compiler's programs are derived and
+        the files compared here, while ``check`` (interpreting every message: a fifth of
+        the work) goes on in a forked child when this host has a core to spare. -> (party
+        -> Module, ``finish``): ``finish()`` returns once the check passed (remembered) or
+        raises its refusal; the caller runs no op before. An edited file is refused here,
+        before ``start`` returns."""
+        made = _Derivation(self.directory, self.label, keep_lowered=False)
+
+        def judged():
+            check(made.programs, made.policy, made.names)
+
+        def passed():
+            remember(self.directory, self.key)
+
+        if not _spare_core():
+            made.compare_files()
+            judged()
+            passed()
+            return made.programs, lambda: None
+        child = _Child(judged, then=passed)
+        try:
+            made.compare_files()
+        except BaseException:
+            child.cancel()
+            raise
+        child.confirm()
+        return made.programs, child.finish
+
+    def run_once_per_host(self, meanwhile, wait=600.0, checking=None):
+        """``checking()`` (``run`` by default), unless another process of this user checks
+        the same bundle right now (parties of one bundle started together on one host):
+        then ``meanwhile()`` (what a remembered bundle needs instead: reading the party's
+        file), wait for that check and, if it passed (remembered), skip this one. -> (what
+        ``checking`` returned or None, what ``meanwhile`` returned or None). A lock file in
+        the cache, held while checking (by a child ``start`` forks too, until it ends); a
+        check that holds it beyond ``wait`` s is not waited for further."""
         import fcntl
+        checking = checking or self.run
         if self.key is None:
-            return self.run(), None
+            return checking(), None
         try:
             _cache_dir().mkdir(parents=True, exist_ok=True)
             fd = os.open(_cache_dir() / f"{self.key}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         except OSError:  # an unwritable cache: check here
-            return self.run(), None
+            return checking(), None
         with os.fdopen(fd, "rb") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -904,7 +963,84 @@ class RunCheck:
                 got = meanwhile()
                 if _locked_within(lock, wait) and (_cache_dir() / self.key).is_file():
                     return None, got
-            return self.run(), None
+            return checking(), None
+
+
+def _spare_core():
+    """Can a forked child run beside this process: another core, and no other thread
+    (a fork copies only the calling thread; a lock another one holds would stay held)?"""
+    import threading
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call on this OS
+        cores = os.cpu_count() or 1
+    return cores > 1 and threading.active_count() == 1 and hasattr(os, "fork")
+
+
+class _Child:
+    """``work()`` in a forked child, and ``then()`` after it there once the parent
+    ``confirm``s (what the parent checks meanwhile passed too); ``finish`` waits for the
+    child and raises what it raised (pickled back through a pipe); ``cancel`` kills it.
+    The child exits without running this process's exit handlers or flushing its
+    buffers."""
+
+    def __init__(self, work, then):
+        verdict_read, verdict_write = os.pipe()
+        go_read, self._go = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(verdict_read)
+            os.close(self._go)
+            self._child(work, then, go_read, verdict_write)
+        os.close(verdict_write)
+        os.close(go_read)
+        self._verdict = verdict_read
+
+    @staticmethod
+    def _child(work, then, go, verdict_fd):
+        import pickle
+        status, verdict = 0, None
+        try:
+            work()
+            if os.read(go, 1) == b"1":
+                then()
+        except BaseException as e:  # noqa: BLE001 - handed to the parent, which raises it
+            status, verdict = 1, e
+        try:
+            with os.fdopen(verdict_fd, "wb") as f:
+                try:
+                    pickle.dump(verdict, f)
+                except Exception:  # noqa: BLE001 - an exception that does not pickle
+                    pickle.dump(VerifyError(str(verdict)), f)
+        finally:
+            os._exit(status)
+
+    def confirm(self):
+        try:
+            os.write(self._go, b"1")
+        except BrokenPipeError:
+            pass  # the child ended already (its work raised): ``finish`` says why
+        os.close(self._go)
+
+    def cancel(self):
+        import signal
+        os.kill(self.pid, signal.SIGKILL)
+        os.close(self._go)
+        self._wait()
+
+    def finish(self):
+        import pickle
+        got, status = self._wait()
+        if not got:
+            raise VerifyError(f"the bundle check ended without a verdict (exit status {status})")
+        verdict = pickle.loads(got)
+        if verdict is not None:
+            raise verdict
+
+    def _wait(self):
+        with os.fdopen(self._verdict, "rb") as f:
+            got = f.read()
+        return got, os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
 
 
 def _locked_within(lock, wait):

@@ -8,6 +8,11 @@ parent's verdict, which brings the program it checked.
   failed) it runs nothing;
 - an edited bundle is refused by the overlapped check with its file:line and no party
   writes an output (tests/test_leaks.py covers every edited bundle of the corpus).
+
+``mixc run --party`` alone on its host (``RunCheck.start``): it derives the programs and
+compares the files itself (an edit is refused before it connects) while a forked child
+interprets every message; the party connects meanwhile and runs no op before the child's
+verdict. The bundle is remembered only once both passed.
 """
 from __future__ import annotations
 
@@ -179,3 +184,152 @@ def test_a_check_held_too_long_is_not_waited_for(built, tmp_path, monkeypatch):
         fcntl.flock(lock, fcntl.LOCK_EX)   # a stuck process, never done
         checked, got = pending.run_once_per_host(lambda: "parsed", wait=0.2)
     assert checked is not None and got is None
+
+
+def _edited_copy(d, tmp_path):
+    """The clean bundle with a constant inserted at dealer.mir:7, hashes redone."""
+    shutil.copytree(d / "clean", tmp_path / "edited")
+    f = tmp_path / "edited" / "dealer.mir"
+    lines = f.read_text().splitlines(keepends=True)
+    lines.insert(6, '%999: u64[]@dealer:public = constant() {value=array<u64[]>"AAAAAAAAAAA="}\n')
+    f.write_text("".join(lines))
+    manifest = json.loads((tmp_path / "edited" / "manifest.json").read_text())
+    texts = {p: (tmp_path / "edited" / f"{p}.mir").read_text() for p in manifest["parties"]}
+    manifest["party_hashes"] = {p: text_hash(t) for p, t in texts.items()}
+    manifest["hash"] = program_hash(texts)
+    (tmp_path / "edited" / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path / "edited"
+
+
+def test_a_lone_party_checks_while_it_connects(built, tmp_path, monkeypatch):
+    from mixc import disclosure
+    d, _, _, _ = built
+    monkeypatch.setattr(disclosure, "_spare_core", lambda: True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    programs, finish = disclosure.RunCheck(d / "clean").start()
+    for party, program in programs.items():
+        assert print_module(program) == (d / "clean" / f"{party}.mir").read_text()
+    finish()
+    assert len(_remembered(tmp_path / "cache")) == 1
+
+
+def test_a_lone_party_refuses_an_edit_before_it_connects(built, tmp_path, monkeypatch):
+    """Refused by ``start`` itself, and not remembered even though the forked child's
+    check of the compiler's programs passes (here surely before the files are compared)."""
+    import time
+
+    from mixc import disclosure
+    from mixc.errors import VerifyError
+    d, _, _, _ = built
+    edited = _edited_copy(d, tmp_path)
+    monkeypatch.setattr(disclosure, "_spare_core", lambda: True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    compare = disclosure._Derivation.compare_files
+
+    def slow_compare(self):
+        time.sleep(1.0)
+        return compare(self)
+
+    monkeypatch.setattr(disclosure._Derivation, "compare_files", slow_compare)
+    with pytest.raises(VerifyError, match=r"edited/dealer\.mir:7: not what the global program"):
+        disclosure.RunCheck(edited, label="edited").start()
+    time.sleep(0.5)
+    assert not _remembered(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("spare_core", [True, False])
+def test_a_lone_party_takes_the_checks_refusal(built, tmp_path, monkeypatch, spare_core):
+    """What ``check`` refuses (in the forked child, or here without a spare core) reaches
+    the caller from ``finish`` (or ``start``); nothing is remembered."""
+    from mixc import disclosure
+
+    def refuse(*args, **kwargs):
+        raise disclosure.Disclosure("clean/bob.mir:9: a refusal")
+
+    d, _, _, _ = built
+    monkeypatch.setattr(disclosure, "_spare_core", lambda: spare_core)
+    monkeypatch.setattr(disclosure, "check", refuse)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(disclosure.Disclosure, match="clean/bob.mir:9: a refusal"):
+        _programs, finish = disclosure.RunCheck(d / "clean").start()
+        finish()
+    assert not _remembered(tmp_path / "cache")
+
+
+def test_party_programs_numbered_in_place_print_as_copies(built):
+    """``partition.split(consume=True)`` (what a run checks with: no copy) prints exactly
+    as the copying split (what ``mixc build`` writes), loops included."""
+    from mixc.disclosure import compile_parties
+    d, _, _, _ = built
+    text = (d / "clean" / "after" / "select_protocols.mir").read_text()
+    copied, _ = compile_parties(parse_module(text))
+    consumed, lowered = compile_parties(parse_module(text), keep_lowered=False)
+    assert lowered is None and sorted(copied) == sorted(consumed)
+    assert any(n.op == "loop" for n in consumed["alice"].nodes)
+    for party in copied:
+        assert print_module(consumed[party]) == print_module(copied[party])
+        assert consumed[party].next_id == copied[party].next_id
+
+
+def test_parties_each_alone_on_a_host_check_and_run(built, tmp_path):
+    """Three ``--party`` processes, each with its own empty cache (so each checks, as on
+    three hosts, its check's last step forked beside its connecting): right outputs, and
+    each remembers the bundle."""
+    d, _, a, b = built
+    ports = _free_ports(3)
+    peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in zip(("alice", "bob", "dealer"), ports))
+    given = {"alice": ["--input", "a=a.npy"], "bob": ["--input", "b=b.npy"], "dealer": []}
+    procs = {p: subprocess.Popen(
+        [sys.executable, "-m", "mixc", "run", "clean", "--party", p, "--peers", peers,
+         "--output", str(tmp_path / "out"), *given[p]], cwd=d, text=True,
+        env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / f"cache_{p}")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in given}
+    for p, proc in procs.items():
+        _out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, f"{p}: {err}"
+        assert [f for f in _remembered(tmp_path / f"cache_{p}") if f.suffix != ".lock"], p
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "c.npy"), a * b + a, atol=1e-3)
+
+
+def _free_ports(n):
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+REFUSING_MIXC = """
+import sys
+from mixc import cli, disclosure
+def refuse(*args, **kwargs):
+    raise disclosure.Disclosure("clean/bob.mir:9: a refusal")
+disclosure.check = refuse
+disclosure._spare_core = lambda: True
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_refusal_after_connecting_stops_every_party(built, tmp_path):
+    """The forked check refuses once alice has connected: she runs no op, says why, and
+    bob stops on her abort code; nobody writes an output (the dealer, which only sends,
+    may have sent all it had before)."""
+    d, _, _, _ = built
+    ports = _free_ports(3)
+    peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in zip(("alice", "bob", "dealer"), ports))
+    given = {"alice": ["--input", "a=a.npy"], "bob": ["--input", "b=b.npy"], "dealer": []}
+    procs = {p: subprocess.Popen(
+        [sys.executable, *(["-c", REFUSING_MIXC] if p == "alice" else ["-m", "mixc"]),
+         "run", "clean", "--party", p, "--peers", peers, "--timeout", "30",
+         "--output", str(tmp_path / "out"), *given[p]], cwd=d, text=True,
+        env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / f"cache_{p}")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in given}
+    errors = {p: proc.communicate(timeout=180)[1] for p, proc in procs.items()}
+    assert procs["alice"].returncode != 0 and procs["bob"].returncode != 0, errors
+    assert "clean/bob.mir:9: a refusal" in errors["alice"], errors["alice"]
+    assert "peer 'alice'" in errors["bob"] and "refused the program" in errors["bob"], errors
+    assert not any(f.is_file() for f in (tmp_path / "out").rglob("*")), "a party wrote output"
+    assert not [f for f in _remembered(tmp_path / "cache_alice") if f.suffix != ".lock"]

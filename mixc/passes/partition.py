@@ -100,15 +100,17 @@ def _messages(nodes, kind, key):
     return {n.attrs[key] for n in nodes if n.op == kind}
 
 
-def split(module):
+def split(module, consume=False):
     """{party: that party's program} from a partitioned module.
 
     Its devices are those of the party and of the peers it exchanges messages
     with, so a reader (and the verifier) can tell what each peer is: a TEE's
-    party, an MPC party, a PYU's owner."""
+    party, an MPC party, a PYU's owner. ``consume``: the party programs take
+    over ``module``'s nodes and values (renumbered in place, not copied), so
+    ``module`` must not be used after."""
     parts = _project(module.nodes, module.parties)
-    return {party: _program(module, party, parts[party]).renumbered()
-            for party in module.parties}
+    programs = {party: _program(module, party, parts[party]) for party in module.parties}
+    return {party: m.renumber() if consume else m.renumbered() for party, m in programs.items()}
 
 
 def project(module, party):

@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from faultproxy import free_ports
 
 PROBE_ENV = "MIXC_STARTUP_PROBE"   # file the probe appends "first-op <time>" lines to
 
@@ -78,21 +79,11 @@ def _log(line):
         f.write(line + "\n")
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _commands(args, parties, inputs_of):
     probe = [sys.executable, str(Path(__file__).resolve()), "--probe", "run", args.bundle]
     if args.mode == "local":
         return [probe + ["--local"] + [a for i in args.input for a in ("--input", i)]]
-    ports = _free_ports(len(parties))
+    ports = free_ports(len(parties))
     peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in zip(parties, ports))
     return [probe + ["--party", p, "--peers", peers, "--session", "00" * 16]
             + [a for i in inputs_of.get(p, []) for a in ("--input", i)] for p in parties]

@@ -808,6 +808,22 @@ def _outputs_by_name(manifest, result):
     return {}
 
 
+def _party_addresses(peers, parties):
+    """--peers as party -> (host, port), one for each of the bundle's ``parties``."""
+    if not peers:
+        raise _Usage("--party needs --peers NAME=HOST:PORT,... with every party's address")
+    addresses = _parse_peers(peers)
+    missing = [p for p in parties if p not in addresses]
+    if missing:
+        raise _Usage(f"--peers has no address for {', '.join(missing)} (the bundle's parties: "
+                     f"{', '.join(parties)})")
+    extra = [p for p in addresses if p not in parties]
+    if extra:
+        raise _Usage(f"--peers names {', '.join(extra)}, not a party of this bundle "
+                     f"({', '.join(parties)})")
+    return addresses
+
+
 def _parse_peers(items):
     addresses = {}
     for item in items:
@@ -903,19 +919,9 @@ def _run_party(args):
     program = None  # a --local child: the parent's checked program, once it passes
     if args.verdict_fd is None:  # else the --local parent checks while this party connects
         program, check_passed = _checked_program(directory, party)
-    if not args.peers:
-        raise _Usage("--party needs --peers NAME=HOST:PORT,... with every party's address")
     if args.insecure and args.tls is not None:
         raise _Usage("--insecure allows plain TCP to other hosts; it cannot go with --tls")
-    addresses = _parse_peers(args.peers)
-    missing = [p for p in manifest["parties"] if p not in addresses]
-    if missing:
-        raise _Usage(f"--peers has no address for {', '.join(missing)} (the bundle's parties: "
-                     f"{', '.join(manifest['parties'])})")
-    extra = [p for p in addresses if p not in manifest["parties"]]
-    if extra:
-        raise _Usage(f"--peers names {', '.join(extra)}, not a party of this bundle "
-                     f"({', '.join(manifest['parties'])})")
+    addresses = _party_addresses(args.peers, manifest["parties"])
     session = _session(args, manifest)
     given = _parse_assignments(args.input, "--input")
     _check_input_names(manifest, given, party)
@@ -974,20 +980,26 @@ def _run_party(args):
     finally:
         if progress:
             progress.finish()
+    _deliver(party, names, outputs, outdir, args.report)
+    return 0
+
+
+def _deliver(party, names, outputs, outdir, report):
+    """A finished party's revealed outputs, written to ``outdir`` or printed; a ``--local``
+    child (``report``) prints nothing itself and tells its parent it is done."""
     missing = [n for n in names if n not in outputs]
     if missing:
         raise MixcError(f"party {party!r} finished without output(s) {', '.join(missing)}")
     if outdir is not None:
         for path in write_outputs(outdir, {n: outputs[n] for n in names}):
             print(f"{party}: wrote {path}")
-    elif not args.report:
+    elif not report:
         for n in names:
             _print_output(n, party, outputs[n])
-    if not names and not args.report:
+    if not names and not report:
         print(f"{party}: finished; no output is revealed to this party")
-    if args.report:
+    if report:
         _report("done")
-    return 0
 
 
 @collector_paused()  # 10^5 IR objects made that live on: no collector rescans them

@@ -968,13 +968,16 @@ class RunCheck:
 
 def _spare_core():
     """Can a forked child run beside this process: another core, and no other thread
-    (a fork copies only the calling thread; a lock another one holds would stay held)?"""
+    (a fork copies only the calling thread; a lock another one holds would stay held),
+    JAX's native ones included (a ``mixc run`` has not imported it by then)?"""
+    import sys
     import threading
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity call on this OS
         cores = os.cpu_count() or 1
-    return cores > 1 and threading.active_count() == 1 and hasattr(os, "fork")
+    return (cores > 1 and threading.active_count() == 1 and "jax" not in sys.modules
+            and hasattr(os, "fork"))
 
 
 class _Child:

@@ -33,6 +33,7 @@ from mixc.ir.parser import parse_module
 from mixc.ir.printer import print_module
 
 from conftest import write_leaky_program
+from faultproxy import free_ports
 
 
 def _mixc(*args, cwd, env):
@@ -76,16 +77,7 @@ def test_a_new_bundle_is_checked_while_the_parties_start(built):
 
 def test_an_edited_bundle_is_refused_before_any_party_runs(built, tmp_path):
     d, _, _, _ = built
-    shutil.copytree(d / "clean", tmp_path / "edited")
-    f = tmp_path / "edited" / "dealer.mir"
-    lines = f.read_text().splitlines(keepends=True)
-    lines.insert(6, '%999: u64[]@dealer:public = constant() {value=array<u64[]>"AAAAAAAAAAA="}\n')
-    f.write_text("".join(lines))
-    manifest = json.loads((tmp_path / "edited" / "manifest.json").read_text())
-    texts = {p: (tmp_path / "edited" / f"{p}.mir").read_text() for p in manifest["parties"]}
-    manifest["party_hashes"] = {p: text_hash(t) for p, t in texts.items()}
-    manifest["hash"] = program_hash(texts)
-    (tmp_path / "edited" / "manifest.json").write_text(json.dumps(manifest))
+    _edited_copy(d, tmp_path)
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     run = _mixc("run", "edited", "--local", "--input", f"a={d / 'a.npy'}",
                 "--input", f"b={d / 'b.npy'}", "--output", "out", cwd=tmp_path, env=env)
@@ -201,6 +193,7 @@ def _edited_copy(d, tmp_path):
     return tmp_path / "edited"
 
 
+@pytest.mark.filterwarnings("ignore:os.fork")  # JAX loaded by other tests; the child runs no JAX
 def test_a_lone_party_checks_while_it_connects(built, tmp_path, monkeypatch):
     from mixc import disclosure
     d, _, _, _ = built
@@ -213,6 +206,7 @@ def test_a_lone_party_checks_while_it_connects(built, tmp_path, monkeypatch):
     assert len(_remembered(tmp_path / "cache")) == 1
 
 
+@pytest.mark.filterwarnings("ignore:os.fork")  # JAX loaded by other tests; the child runs no JAX
 def test_a_lone_party_refuses_an_edit_before_it_connects(built, tmp_path, monkeypatch):
     """Refused by ``start`` itself, and not remembered even though the forked child's
     check of the compiler's programs passes (here surely before the files are compared)."""
@@ -237,6 +231,7 @@ def test_a_lone_party_refuses_an_edit_before_it_connects(built, tmp_path, monkey
     assert not _remembered(tmp_path / "cache")
 
 
+@pytest.mark.filterwarnings("ignore:os.fork")
 @pytest.mark.parametrize("spare_core", [True, False])
 def test_a_lone_party_takes_the_checks_refusal(built, tmp_path, monkeypatch, spare_core):
     """What ``check`` refuses (in the forked child, or here without a spare core) reaches
@@ -276,7 +271,7 @@ def test_parties_each_alone_on_a_host_check_and_run(built, tmp_path):
     three hosts, its check's last step forked beside its connecting): right outputs, and
     each remembers the bundle."""
     d, _, a, b = built
-    ports = _free_ports(3)
+    ports = free_ports(3)
     peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in zip(("alice", "bob", "dealer"), ports))
     given = {"alice": ["--input", "a=a.npy"], "bob": ["--input", "b=b.npy"], "dealer": []}
     procs = {p: subprocess.Popen(
@@ -290,16 +285,6 @@ def test_parties_each_alone_on_a_host_check_and_run(built, tmp_path):
         assert [f for f in _remembered(tmp_path / f"cache_{p}") if f.suffix != ".lock"], p
     np.testing.assert_allclose(np.load(tmp_path / "out" / "c.npy"), a * b + a, atol=1e-3)
 
-
-def _free_ports(n):
-    import socket
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 REFUSING_MIXC = """
@@ -318,7 +303,7 @@ def test_a_refusal_after_connecting_stops_every_party(built, tmp_path):
     bob stops on her abort code; nobody writes an output (the dealer, which only sends,
     may have sent all it had before)."""
     d, _, _, _ = built
-    ports = _free_ports(3)
+    ports = free_ports(3)
     peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in zip(("alice", "bob", "dealer"), ports))
     given = {"alice": ["--input", "a=a.npy"], "bob": ["--input", "b=b.npy"], "dealer": []}
     procs = {p: subprocess.Popen(

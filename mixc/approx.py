@@ -283,7 +283,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["exp", "log", "reciprocal", "div", "div_parts", "divide", "sqrt", "rsqrt",
-           "sigmoid", "tanh", "erf", "sin", "cos", "tan", "atan", "atan2", "asin", "acos",
+           "rsqrt_parts", "sigmoid", "tanh", "erf", "sin", "cos", "tan", "atan", "atan2", "asin", "acos",
            "sinh", "cosh", "asinh", "acosh", "atanh",
            "softmax", "log_softmax", "APPROXIMATIONS", "BINARY_APPROXIMATIONS",
            "ERROR_BOUNDS", "RESOLUTION_FLOORS", "RESOLUTION_ERROR", "SOFTMAX_ERROR",
@@ -920,11 +920,26 @@ def rsqrt(x, *, lo=None, hi=None):
         f, c = tables(lambda j: 2.0 ** -j / scale if j < _RSQRT_CONSTANT_FROM else 0.0,
                       lambda j: 0.0 if j < _RSQRT_CONSTANT_FROM else _piece_middle(j, 2))
         return _add(_mul(f, q), c)
+    q, g = rsqrt_parts(x, lo=lo, hi=hi)
+    return _mul(g, q)
+
+
+def rsqrt_parts(x, *, lo=None, hi=None, refine=False):
+    """(q, g) with 1/sqrt(x) = q * g, q ~ 16/sqrt(m) in [8, 16] by the polynomial and
+    g = 2^-j / 16 a power of two, on ``rsqrt``'s narrow range (``lo``/``hi``; default
+    [2^-8, 2^14]; outside, the value at the nearer end): a vector scaled by 1/sqrt(x)
+    keeps its relative precision when multiplied by q first, where the product g q
+    would round a small 1/sqrt(x) to a multiple of 2^-18. ``refine``: one Newton step
+    on the reduced m, q (3 - m q^2 / 256) / 2 (4 more products, depth 4), takes q g's
+    relative error from 3e-5 to 2e-6 (what is left: m's own rounding to 2^-18)."""
+    x = _f32(x)
     L, H = _log4_range(lo, hi, _SQRT_RANGE)
     m, tables = _reduce4(x, L, H)
     q, scale = _core(m, "rsqrt")
-    (f,) = tables(lambda j: 2.0 ** -j / scale)
-    return _mul(f, q)
+    if refine:  # q - q e / 2 with e = m q^2 / s^2 - 1 kept as s^2 e, a few units, not 2^-18 ones
+        q = q - (q * ((m * q) * q - scale * scale)) * (0.5 / (scale * scale))
+    (g,) = tables(lambda j: 2.0 ** -j / scale)
+    return q, g
 
 
 # ---------------------------------------------------------------- sigmoid / tanh

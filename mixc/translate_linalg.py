@@ -1,6 +1,6 @@
 """Linear algebra: the primitives jnp.linalg is made of.
 
-LU, triangular solves and Cholesky are ``mixc.linalg``'s JAX functions of
+LU, triangular solves, Cholesky, QR, eigh and svd are ``mixc.linalg``'s JAX functions of
 supported ops (their divisions and square roots approximated), traced and
 inlined; on matrices known when compiling JAX factorizes exactly instead.
 custom_linear_solve (jnp.linalg.solve) runs its solve jaxpr, and
@@ -39,7 +39,8 @@ def _platform_index(trace, eqn, ins, dev, loc):
     return [_constant(trace, np.int32(index), dev, loc)]
 
 
-_FACTORIZATIONS = {name: _linalg(name) for name in ("lu", "triangular_solve", "cholesky")}
+_FACTORIZATIONS = {name: _linalg(name)
+                   for name in ("lu", "triangular_solve", "cholesky", "qr", "eigh", "svd")}
 
 register({**_FACTORIZATIONS, "custom_linear_solve": _custom_linear_solve,
           "platform_index": _platform_index}, approximated=tuple(_FACTORIZATIONS))

@@ -1,5 +1,5 @@
 """jnp.linalg and jax.scipy.linalg on MPC (``mixc/linalg.py``: LU with oblivious partial
-pivoting, triangular solves, Cholesky) against float32 JAX, within the tolerances that
+pivoting, triangular solves, Cholesky, Householder QR) against float32 JAX, within the tolerances that
 module states: for a matrix of condition number c, results within ``PER_CONDITION`` * c
 of their largest entry. Every call runs a batch of matrices, so batching is covered
 throughout."""
@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+import pytest
 
 PER_CONDITION = 2e-5
+QR_PER_CONDITION = 4e-5
 DET_RTOL = 3e-4             # n <= 6, condition number <= 100
 LOGDET_ATOL = 3e-4
 
@@ -33,11 +35,12 @@ def rhs(*shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
-def assert_within(got, want, conds):
-    """Each batch item within PER_CONDITION * its condition number of its largest entry."""
+def assert_within(got, want, conds, per_condition=PER_CONDITION):
+    """Each batch item within ``per_condition`` * its condition number of its largest
+    entry."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     for g, w, c in zip(got, want, conds):
-        np.testing.assert_allclose(g, w, rtol=0, atol=PER_CONDITION * c * np.abs(w).max())
+        np.testing.assert_allclose(g, w, rtol=0, atol=per_condition * c * np.abs(w).max())
 
 
 def test_lu_and_inv_n3(secure, plain):
@@ -129,3 +132,128 @@ def test_ridge_regression_n6(secure, plain):
         return jnp.linalg.solve(xt @ x + 0.5 * jnp.eye(6), (xt @ y[..., None]))[..., 0]
     gram = np.swapaxes(x, -1, -2) @ x + 0.5 * np.eye(6)
     assert_within(secure(ridge, x, y), plain(ridge, x, y), np.linalg.cond(gram))
+
+
+def test_qr_reduced_complete_and_r(secure, plain):
+    """Tall, wide and square batches: q and r as JAX's (LAPACK's signs), q orthogonal,
+    r upper triangular with exact zeros below; an upper triangular input needs no
+    reflection at all (JAX: q = I, r = a)."""
+    rng = np.random.default_rng(7)
+    tall = np.stack([conditioned(4, 10, seed=30)[:, :3], 2 * conditioned(4, 50, seed=31)[:, :3]])
+    wide = rng.normal(size=(2, 3, 5)).astype(np.float32)
+    square = np.stack([conditioned(3, 20, seed=32), np.triu(conditioned(3, 5, seed=33))])
+
+    def fn(tall, wide, square):
+        return (*jnp.linalg.qr(tall), *jnp.linalg.qr(wide, mode="complete"),
+                *jnp.linalg.qr(square), jnp.linalg.qr(tall, mode="r"))
+    got, want = secure(fn, tall, wide, square), plain(fn, tall, wide, square)
+    conds = [np.linalg.cond(m) for m in (*tall, *wide, *square)]
+    for g, w, c in zip(got[:6], want[:6], [conds[:2]] * 2 + [conds[2:4]] * 2 + [conds[4:]] * 2):
+        assert_within(g, w, c, QR_PER_CONDITION)
+    assert_within(got[6], want[6], conds[:2], QR_PER_CONDITION)
+    for q, r in (got[0:2], got[2:4], got[4:6]):
+        np.testing.assert_allclose(np.swapaxes(q, -1, -2) @ q, np.broadcast_to(
+            np.eye(q.shape[-1]), q.shape[:-2] + (q.shape[-1],) * 2), atol=2e-4)
+        assert np.all(np.tril(r, -1) == 0)
+    np.testing.assert_allclose(got[4][1], np.eye(3), atol=1e-6)
+
+
+EIGH_VALUES = 1e-4    # of the largest |eigenvalue|
+EIGH_VECTORS = 5e-5   # times the largest |eigenvalue| over the smallest gap
+EIGH_ORTHOGONAL = 2e-4
+
+
+def symmetric(n, spread, seed):
+    """A random symmetric n x n matrix with eigenvalues uniform in [-spread, spread]."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return (u @ np.diag(rng.uniform(-spread, spread, n)) @ u.T).astype(np.float32)
+
+
+def assert_eigh(w, v, a):
+    """Eigenvalues as float64 LAPACK's, eigenvectors up to each column's sign, v orthogonal."""
+    want_w, want_v = np.linalg.eigh(a.astype(np.float64))
+    for got_w, got_v, ww, wv in zip(w, v, want_w, want_v):
+        scale, gap = np.abs(ww).max(), np.diff(ww).min()
+        np.testing.assert_allclose(got_w, ww, rtol=0, atol=EIGH_VALUES * scale)
+        sign = np.sign(np.sum(got_v * wv, axis=0))
+        np.testing.assert_allclose(got_v * sign, wv, rtol=0, atol=EIGH_VECTORS * scale / gap)
+        n = len(ww)
+        np.testing.assert_allclose(got_v.T @ got_v, np.eye(n), rtol=0, atol=EIGH_ORTHOGONAL)
+
+
+def test_eigh_odd_and_even_sizes(secure):
+    """Cyclic Jacobi (round-robin pairs, a fixed number of sweeps) and the odd-even sort:
+    3 x 3 (one index left out each step) and 4 x 4, eigenvalues spread over [-1, 1] and
+    [-8, 8]; eigvalsh is eigh's eigenvalues."""
+    three = np.stack([symmetric(3, 1, seed=1), symmetric(3, 8, seed=2)])
+    four = np.stack([symmetric(4, 1, seed=3), symmetric(4, 8, seed=4)])
+
+    def fn(three, four):
+        return (*jnp.linalg.eigh(three), *jnp.linalg.eigh(four), jnp.linalg.eigvalsh(four))
+    got = secure(fn, three, four)
+    for (w, v), a in zip((got[0:2], got[2:4]), (three, four)):
+        assert_eigh(w, v, a)
+    np.testing.assert_allclose(got[4], got[2], rtol=0, atol=2 * EIGH_VALUES * 8)
+
+
+def test_eigh_reads_one_triangle(secure):
+    """Unsymmetrized (``symmetrize_input=False``), the primitive reads the named triangle
+    only: garbage in the other changes nothing."""
+    a = symmetric(3, 4, seed=6)[None]
+    garbage = a + np.tril(rhs(3, 3, seed=7), -1)[None] * 5
+
+    def fn(garbage):
+        return jax.lax.linalg.eigh(garbage, lower=False, symmetrize_input=False)
+    v, w = secure(fn, garbage)
+    assert_eigh(w, v, a)
+
+
+SVD_VALUES = 1.5e-4   # of the largest singular value
+SVD_VECTORS = 1.5e-4  # times the largest singular value over the smallest gap (or value)
+
+
+def assert_svd(u, s, vt, a):
+    """Singular values as float64 LAPACK's, u's columns and vt's rows up to a common
+    sign per pair."""
+    want_u, want_s, want_vt = np.linalg.svd(a.astype(np.float64), full_matrices=False)
+    for got in zip(u, s, vt, want_u, want_s, want_vt):
+        gu, gs, gvt, wu, ws, wvt = got
+        k = len(ws)
+        scale, gap = ws.max(), min(np.diff(-ws).min(), ws.min())
+        np.testing.assert_allclose(gs, ws, rtol=0, atol=SVD_VALUES * scale)
+        sign = np.sign(np.sum(gu[:, :k] * wu, axis=0))
+        atol = SVD_VECTORS * scale / gap
+        np.testing.assert_allclose(gu[:, :k] * sign, wu, rtol=0, atol=atol)
+        np.testing.assert_allclose(gvt[:k] * sign[:, None], wvt, rtol=0, atol=atol)
+
+
+def test_svd_tall_wide_square_and_pinv(secure, plain):
+    """One-sided Jacobi on a tall and (transposed) a wide batch, full_matrices on a
+    square one; pinv (JAX's, from svd with full_matrices=False) as JAX's."""
+    tall = np.stack([conditioned(4, 10, seed=40)[:, :3], 3 * conditioned(4, 30, seed=41)[:, :3]])
+    wide = np.random.default_rng(42).normal(size=(1, 3, 5)).astype(np.float32)
+    square = conditioned(3, 20, seed=43)[None]
+
+    def fn(tall, wide, square):
+        return (*jnp.linalg.svd(tall, full_matrices=False),
+                *jnp.linalg.svd(wide, full_matrices=False), *jnp.linalg.svd(square),
+                jnp.linalg.pinv(tall))
+    got = secure(fn, tall, wide, square)
+    for (u, s, vt), a in zip((got[0:3], got[3:6], got[6:9]), (tall, wide, square)):
+        assert_svd(u, s, vt, a)
+    assert_within(got[9], plain(jnp.linalg.pinv, tall), np.linalg.cond(tall), QR_PER_CONDITION)
+
+
+def test_svd_of_a_wide_matrix_with_full_matrices_names_the_line(cluster):
+    """Completing u or vt to a square orthogonal matrix is not done on secrets: a
+    compile error at the device function's call (conftest's), saying what to pass."""
+    from mixc.bundle import build
+    from mixc.errors import MixcError
+
+    from conftest import secure_program
+    prog, _ = secure_program(cluster, lambda a: jnp.linalg.svd(a)[1],
+                             np.ones((3, 5), np.float32))
+    with pytest.raises(MixcError, match=r"conftest\.py:\d+: svd with full_matrices=True of a "
+                                         r"3 x 5 matrix .*pass full_matrices=False"):
+        build(prog)

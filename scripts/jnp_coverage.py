@@ -11,9 +11,9 @@ to ``-o`` (nowhere without it). ``--summary`` reads tables written so, one per
 device file, and writes their counts as the header table of docs/jnp_coverage.md.
 
 Each function ends in exactly one class:
-- supported: the secret result matches plain JAX (eigenvectors up to their signs);
-  the table gives the largest absolute error seen and, where it is not ~0, the
-  relative one;
+- supported: the secret result matches plain JAX (eigen- and singular vectors up to
+  their signs); the table gives the largest absolute error seen and, where it is not
+  ~0, the relative one;
 - compile error: mixc refuses it while building, naming the op and the line;
 - does not apply: it takes no array values (array creation from shapes, dtype
   and shape queries, printing, files), or needs values JAX itself only has
@@ -452,22 +452,21 @@ def classify(cluster, name, fn):
         except Exception as e:  # noqa: BLE001 - a built program that fails to run is a bug
             return "BUG", f"run-time error: {type(e).__name__}: {_short(e)}"
     warned = sorted({_short(w.message) for w in seen if w.category.__name__ == "RangeWarning"})
-    if name in EIGENVECTORS_AT:
-        out = _signs_as(out, ref, EIGENVECTORS_AT[name])
+    for index, axis in SIGN_FREE.get(name, ()):
+        out = _signs_as(out, ref, index, axis)
     return _compare(out, ref, warned)
 
 
-# Where a function's eigenvectors are among its outputs: each is unique only up to its
-# sign (LAPACK fixes none either), so it is compared after taking the reference's sign.
-EIGENVECTORS_AT = {"linalg.eigh": 1}
+# Outputs made of vectors unique only up to their sign (eigenvectors, singular vectors:
+# LAPACK fixes none either): (output index, the axis along which a vector runs), each
+# vector compared after taking the sign that best matches the reference's.
+SIGN_FREE = {"linalg.eigh": ((1, -2),), "linalg.svd": ((0, -2), (2, -1))}
 
 
-def _signs_as(out, ref, index):
-    """``out`` with each column of output ``index`` multiplied by the sign that best
-    matches ``ref``'s column."""
+def _signs_as(out, ref, index, axis):
     out = list(out)
     if out[index].shape == ref[index].shape:
-        sign = np.sign(np.sum(out[index] * ref[index], axis=-2, keepdims=True))
+        sign = np.sign(np.sum(out[index] * ref[index], axis=axis, keepdims=True))
         out[index] = out[index] * np.where(sign == 0, 1, sign)
     return out
 

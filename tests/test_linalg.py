@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
-import pytest
 
 PER_CONDITION = 2e-5
 QR_PER_CONDITION = 4e-5
@@ -245,15 +244,13 @@ def test_svd_tall_wide_square_and_pinv(secure, plain):
     assert_within(got[9], plain(jnp.linalg.pinv, tall), np.linalg.cond(tall), QR_PER_CONDITION)
 
 
-def test_svd_of_a_wide_matrix_with_full_matrices_names_the_line(cluster):
-    """Completing u or vt to a square orthogonal matrix is not done on secrets: a
-    compile error at the device function's call (conftest's), saying what to pass."""
-    from mixc.bundle import build
-    from mixc.errors import MixcError
-
-    from conftest import secure_program
-    prog, _ = secure_program(cluster, lambda a: jnp.linalg.svd(a)[1],
-                             np.ones((3, 5), np.float32))
-    with pytest.raises(MixcError, match=r"conftest\.py:\d+: svd with full_matrices=True of a "
-                                         r"3 x 5 matrix .*pass full_matrices=False"):
-        build(prog)
+def test_svd_full_matrices_of_a_wide_matrix(secure):
+    """JAX's default: vt completed to a square orthogonal matrix (its last row spans the
+    null space of a: one dimension here, so it is LAPACK's up to its sign)."""
+    a = np.random.default_rng(44).normal(size=(1, 3, 4)).astype(np.float32)
+    u, s, vt = secure(lambda a: jnp.linalg.svd(a), a)
+    assert u.shape == (1, 3, 3) and vt.shape == (1, 4, 4)
+    assert_svd(u, s, vt[:, :3], a)
+    np.testing.assert_allclose(vt[0] @ vt[0].T, np.eye(4), rtol=0, atol=EIGH_ORTHOGONAL)
+    want = np.linalg.svd(a[0].astype(np.float64))[2][3]
+    np.testing.assert_allclose(vt[0, 3] * np.sign(vt[0, 3] @ want), want, rtol=0, atol=1e-3)
